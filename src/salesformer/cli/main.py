@@ -1,0 +1,59 @@
+"""The ``salesformer`` command: a thin layer over the library.
+
+Subcommands import their heavy dependencies inside the command body, so ``salesformer --help``
+stays fast and imports neither torch, transformers nor lightgbm.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from salesformer._version import __version__
+from salesformer.cli.commands import backtest_command, demo_command
+from salesformer.cli.prepare import prepare_app
+from salesformer.errors import MissingExtraError, SalesformerError
+
+app = typer.Typer(
+    name="salesformer",
+    help="Forecast product sales for online shops, evaluate honestly, decide.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(prepare_app, name="prepare")
+app.command("backtest")(backtest_command)
+app.command("demo")(demo_command)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"salesformer {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
+) -> None:
+    """Forecast product sales for online shops, evaluate honestly, decide."""
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app(args=argv, prog_name="salesformer", standalone_mode=True)
+    except (SalesformerError, MissingExtraError, FileNotFoundError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        typer.echo(f"error: {message}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

@@ -1,0 +1,449 @@
+"""The one data contract: a long sales panel plus an items table.
+
+A **sales panel** has one row per item and period:
+
+- ``item_id`` (str), ``date`` (period start, timezone-naive), ``sales`` (units, >= 0);
+- optional numeric covariates, each either *known-future* (price, discount, promotion,
+  calendar events: known for the forecast horizon) or *past-only* (orders, customers, traffic:
+  known only up to the cutoff).
+
+An **items table** has one row per item: ``item_id``, ``text`` (the product text, see
+:func:`salesformer.data.text.item_text`) and static attributes (category, first sale date, ...).
+
+Column names are mapped to this contract once, at the entry points (loaders, CLI); the rest of
+the library only ever sees these names. :func:`validate_panel` is the single gate: it checks the
+input, completes each item's series on a regular grid and returns a :class:`Panel`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from salesformer._version import __version__
+from salesformer.errors import DataValidationError
+
+ITEM_ID = "item_id"
+DATE = "date"
+SALES = "sales"
+TEXT = "text"
+CUTOFF = "cutoff"
+ACTUAL = "y"
+
+#: Covariates with these names are known-future unless declared otherwise.
+DEFAULT_KNOWN_FUTURE = ("price", "discount", "promo", "promotion", "event", "holiday")
+
+NegativeSalesPolicy = Literal["error", "clip"]
+
+_WEEKDAYS = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")
+_PANEL_FILE = "panel.parquet"
+_ITEMS_FILE = "items.parquet"
+_META_FILE = "panel.json"
+
+
+def _examples(values: Iterable[object], limit: int = 5) -> str:
+    items = list(values)
+    shown = ", ".join(repr(v) for v in items[:limit])
+    more = f", ... ({len(items)} in all)" if len(items) > limit else ""
+    return f"[{shown}{more}]"
+
+
+def season_length(freq: str) -> int:
+    """Periods in one seasonal cycle for a panel frequency (52 weekly, 7 daily, 12 monthly)."""
+    if freq.startswith("W"):
+        return 52
+    if freq == "D":
+        return 7
+    if freq in ("MS", "ME", "M"):
+        return 12
+    raise DataValidationError(f"unknown frequency {freq!r}; use one of 'W-MON'..'W-SUN', 'D', 'MS'")
+
+
+def infer_freq(dates: pd.Series | pd.DatetimeIndex) -> str:
+    """Infer the panel frequency from its distinct dates.
+
+    Weekly data must fall on one weekday (``W-MON`` ... ``W-SUN``), monthly data on month starts
+    (``MS``); anything else on whole days is daily (``D``).
+
+    Raises:
+        DataValidationError: when the dates mix frequencies or anchors.
+    """
+    unique = pd.DatetimeIndex(pd.unique(pd.DatetimeIndex(dates))).sort_values()
+    if len(unique) == 0:
+        raise DataValidationError("cannot infer a frequency from no dates; the panel is empty")
+    if len(unique) == 1:
+        return f"W-{_WEEKDAYS[unique[0].weekday()]}"
+    if bool((unique.day == 1).all()):
+        months = unique.year * 12 + unique.month
+        if len(unique) > 2 or (np.diff(months) == 1).all():
+            return "MS"
+    weekdays = pd.Series(unique.weekday).value_counts()
+    gaps = np.diff(unique.asi8) // (86_400 * 10**9)
+    if len(weekdays) == 1:
+        if int(np.min(gaps)) >= 7:
+            return f"W-{_WEEKDAYS[int(weekdays.index[0])]}"
+        return "D"
+    if int(np.min(gaps)) == 1:
+        return "D"
+    shown = ", ".join(f"{_WEEKDAYS[int(d)]}: {n}" for d, n in weekdays.items())
+    raise DataValidationError(
+        f"dates mix frequencies: weekly-looking dates fall on several weekdays ({shown}); "
+        "put every date on one weekday (the week start), or pass freq='D' for daily data"
+    )
+
+
+def _check_on_grid(dates: pd.DatetimeIndex, freq: str) -> None:
+    offset = pd.tseries.frequencies.to_offset(freq)
+    off_grid = [d for d in pd.unique(dates) if not offset.is_on_offset(pd.Timestamp(d))]
+    if off_grid:
+        raise DataValidationError(
+            f"{len(off_grid)} dates are not on the {freq!r} grid, e.g. "
+            f"{_examples([str(pd.Timestamp(d).date()) for d in off_grid])}; "
+            "aggregate them to that frequency first, or give the right frequency"
+        )
+
+
+@dataclass(frozen=True)
+class Panel:
+    """A validated sales panel with its items table and covariate roles.
+
+    Build one with :func:`validate_panel` (or :meth:`Panel.load`), never directly.
+
+    Attributes:
+        sales: long frame ``item_id, date, sales, <covariates>``, sorted, one row per item and
+            period on a regular grid from the item's first date to the panel's last date.
+        items: items table (``item_id``, ``text``, static attributes) or None.
+        freq: pandas frequency alias, such as ``"W-MON"`` or ``"D"``.
+        known_future: covariates known for the forecast horizon.
+        past_only: covariates known only up to the cutoff.
+        report: counts from validation (rows filled, sales clipped, ...).
+    """
+
+    sales: pd.DataFrame
+    items: pd.DataFrame | None
+    freq: str
+    known_future: tuple[str, ...] = ()
+    past_only: tuple[str, ...] = ()
+    report: dict[str, int] = field(default_factory=dict, compare=False)
+
+    @property
+    def item_ids(self) -> np.ndarray:
+        """Distinct item ids, sorted."""
+        return np.asarray(pd.unique(self.sales[ITEM_ID]))
+
+    @property
+    def dates(self) -> pd.DatetimeIndex:
+        """Distinct dates of the panel, sorted."""
+        return pd.DatetimeIndex(np.sort(pd.unique(self.sales[DATE])))
+
+    @property
+    def first_date(self) -> pd.Timestamp:
+        return pd.Timestamp(self.sales[DATE].min())
+
+    @property
+    def last_date(self) -> pd.Timestamp:
+        return pd.Timestamp(self.sales[DATE].max())
+
+    @property
+    def season_length(self) -> int:
+        return season_length(self.freq)
+
+    @property
+    def offset(self) -> pd.DateOffset:
+        return pd.tseries.frequencies.to_offset(self.freq)
+
+    def future_dates(self, after: pd.Timestamp, horizon: int) -> pd.DatetimeIndex:
+        """The ``horizon`` periods that follow ``after``."""
+        return pd.date_range(pd.Timestamp(after) + self.offset, periods=horizon, freq=self.freq)
+
+    def until(self, cutoff: str | pd.Timestamp) -> Panel:
+        """The panel as it was known at ``cutoff`` (rows dated on or before it).
+
+        Items first sold after the cutoff disappear from ``sales``; the items table is kept
+        whole because item text is known before launch (cold start).
+        """
+        stamp = pd.Timestamp(cutoff)
+        kept = self.sales.loc[self.sales[DATE] <= stamp].reset_index(drop=True)
+        return Panel(kept, self.items, self.freq, self.known_future, self.past_only)
+
+    def window(self, after: pd.Timestamp, horizon: int) -> pd.DataFrame:
+        """Rows of the ``horizon`` periods after ``after`` (actuals and covariates)."""
+        end = pd.Timestamp(after) + horizon * self.offset
+        mask = (self.sales[DATE] > after) & (self.sales[DATE] <= end)
+        return self.sales.loc[mask].reset_index(drop=True)
+
+    def future_covariates(self, cutoff: pd.Timestamp, horizon: int) -> pd.DataFrame:
+        """Known-future covariates for the horizon after ``cutoff``, as the ``future`` frame."""
+        window = self.window(pd.Timestamp(cutoff), horizon)
+        return window[[ITEM_ID, DATE, *self.known_future]].reset_index(drop=True)
+
+    def history_length(self) -> pd.Series:
+        """Periods from each item's first date to the panel's last date, indexed by item_id."""
+        return self.sales.groupby(ITEM_ID, sort=True)[DATE].size()
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the panel to ``folder`` as ``panel.parquet``, ``items.parquet``, ``panel.json``."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        self.sales.to_parquet(out / _PANEL_FILE, index=False)
+        if self.items is not None:
+            self.items.to_parquet(out / _ITEMS_FILE, index=False)
+        meta = {
+            "freq": self.freq,
+            "known_future": list(self.known_future),
+            "past_only": list(self.past_only),
+            "salesformer_version": __version__,
+        }
+        (out / _META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        return out
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Panel:
+        """Read a panel written by :meth:`save` (or by ``salesformer prepare``)."""
+        path = Path(folder)
+        if not (path / _PANEL_FILE).is_file():
+            found = sorted(p.name for p in path.iterdir()) if path.is_dir() else "no such folder"
+            raise DataValidationError(
+                f"no {_PANEL_FILE} in {str(path)!r} (found: {found}); "
+                "create one with 'salesformer prepare online-retail' or 'salesformer prepare csv'"
+            )
+        meta = json.loads((path / _META_FILE).read_text()) if (path / _META_FILE).is_file() else {}
+        sales = pd.read_parquet(path / _PANEL_FILE)
+        items = pd.read_parquet(path / _ITEMS_FILE) if (path / _ITEMS_FILE).is_file() else None
+        return validate_panel(
+            sales,
+            items,
+            freq=meta.get("freq"),
+            known_future=meta.get("known_future"),
+            past_only=meta.get("past_only"),
+        )
+
+
+def validate_items(items: pd.DataFrame) -> pd.DataFrame:
+    """Check an items table and return a clean copy (``item_id`` as str, one row per item).
+
+    Raises:
+        DataValidationError: on a missing column, duplicated ids or missing text.
+    """
+    if not isinstance(items, pd.DataFrame):
+        raise DataValidationError(f"items must be a pandas DataFrame; got {type(items).__name__}")
+    missing = [c for c in (ITEM_ID, TEXT) if c not in items.columns]
+    if missing:
+        raise DataValidationError(
+            f"items table: column(s) {missing} missing; got columns {list(items.columns)}; "
+            "map your id and product text columns to 'item_id' and 'text'"
+        )
+    out = items.copy()
+    if out[ITEM_ID].isna().any():
+        raise DataValidationError(
+            f"items table: {int(out[ITEM_ID].isna().sum())} rows have no item_id; drop or fill them"
+        )
+    out[ITEM_ID] = out[ITEM_ID].astype(str)
+    dup = out.loc[out[ITEM_ID].duplicated(), ITEM_ID]
+    if len(dup):
+        raise DataValidationError(
+            f"items table: {len(dup)} duplicated item_id values, e.g. {_examples(dup.unique())}; "
+            "keep one row per item"
+        )
+    no_text = out.loc[out[TEXT].isna(), ITEM_ID]
+    if len(no_text):
+        raise DataValidationError(
+            f"items table: 'text' is missing for {len(no_text)} items, e.g. "
+            f"{_examples(no_text)}; fill it (a title is enough) or drop those items"
+        )
+    out[TEXT] = out[TEXT].astype(str)
+    return out.reset_index(drop=True)
+
+
+def _coerce_dates(values: pd.Series) -> pd.Series:
+    parsed = pd.to_datetime(values, errors="coerce", format="mixed")
+    bad = values[parsed.isna() & values.notna()]
+    if len(bad):
+        raise DataValidationError(
+            f"column 'date': {len(bad)} values are not dates, e.g. {_examples(bad.unique())}; "
+            "use ISO dates such as 2011-03-07"
+        )
+    if parsed.isna().any():
+        raise DataValidationError(
+            f"column 'date': {int(parsed.isna().sum())} rows have no date (NaN); drop or fill them"
+        )
+    if getattr(parsed.dt, "tz", None) is not None:
+        parsed = parsed.dt.tz_localize(None)
+    with_time = parsed[parsed != parsed.dt.normalize()]
+    if len(with_time):
+        raise DataValidationError(
+            f"column 'date': {len(with_time)} values carry a time of day, e.g. "
+            f"{_examples([str(v) for v in with_time.unique()])}; a panel has one row per item "
+            "and period: aggregate events with 'salesformer prepare csv --freq W-MON'"
+        )
+    return parsed.astype("datetime64[ns]")
+
+
+def _coerce_numeric(frame: pd.DataFrame, column: str) -> pd.Series:
+    raw = frame[column]
+    if pd.api.types.is_bool_dtype(raw):
+        return raw.astype(float)
+    values = pd.to_numeric(raw, errors="coerce")
+    bad = raw[values.isna() & raw.notna()]
+    if len(bad):
+        raise DataValidationError(
+            f"column {column!r}: {len(bad)} values are not numbers, e.g. "
+            f"{_examples(bad.unique())}; clean them or drop the column"
+        )
+    if values.isna().any():
+        n = int(values.isna().sum())
+        raise DataValidationError(
+            f"column {column!r}: {n} of {len(values)} values are missing (NaN); "
+            + (
+                "sales must be given for every row (use 0 for no sales)"
+                if column == SALES
+                else "fill them (e.g. carry the last price forward) or drop the column"
+            )
+        )
+    return values.astype(float)
+
+
+def _complete_grid(sales: pd.DataFrame, freq: str, covariates: Sequence[str]) -> pd.DataFrame:
+    """Give every item one row per period from its first date to the panel's last date."""
+    last = sales[DATE].max()
+    firsts = sales.groupby(ITEM_ID, sort=True)[DATE].min()
+    grid_index = pd.date_range(firsts.min(), last, freq=freq)
+    position = pd.Series(np.arange(len(grid_index)), index=grid_index)
+    starts = position.loc[firsts.values].to_numpy()
+    lengths = len(grid_index) - starts
+    ids = np.repeat(firsts.index.to_numpy(), lengths)
+    date_pos = np.concatenate([np.arange(s, len(grid_index)) for s in starts])
+    grid = pd.DataFrame({ITEM_ID: ids, DATE: grid_index[date_pos]})
+    full = grid.merge(sales, on=[ITEM_ID, DATE], how="left", validate="one_to_one")
+    full[SALES] = full[SALES].fillna(0.0)
+    if covariates:
+        full[list(covariates)] = full.groupby(ITEM_ID, sort=False)[list(covariates)].ffill()
+        full[list(covariates)] = full.groupby(ITEM_ID, sort=False)[list(covariates)].bfill()
+    return full
+
+
+def validate_panel(
+    sales: pd.DataFrame,
+    items: pd.DataFrame | None = None,
+    *,
+    freq: str | None = None,
+    known_future: Sequence[str] | None = None,
+    past_only: Sequence[str] | None = None,
+    negative_sales: NegativeSalesPolicy = "error",
+) -> Panel:
+    """Check a sales frame against the contract and return a complete :class:`Panel`.
+
+    Policies, stated once:
+
+    - **gaps**: a period with no row is a period with no sales: ``sales`` becomes 0 and the
+      covariates carry their last value forward (from each item's first row to the panel's
+      last date);
+    - **negative sales** (returns): an error by default; ``negative_sales="clip"`` sets them to
+      0 and counts them in ``report["negative_sales_clipped"]``;
+    - covariates are numeric; those named in ``DEFAULT_KNOWN_FUTURE`` are known-future unless
+      declared past-only, every other covariate is past-only unless declared known-future.
+
+    Args:
+        sales: long frame with ``item_id``, ``date``, ``sales`` and optional covariates.
+        items: optional items table; every item of the panel must be in it.
+        freq: frequency alias; inferred from the dates when None.
+        known_future: covariates known for the forecast horizon.
+        past_only: covariates known only up to the cutoff.
+        negative_sales: ``"error"`` or ``"clip"``.
+
+    Raises:
+        DataValidationError: with what was wrong, what was received and how to fix it.
+    """
+    if not isinstance(sales, pd.DataFrame):
+        raise DataValidationError(f"sales must be a pandas DataFrame; got {type(sales).__name__}")
+    missing = [c for c in (ITEM_ID, DATE, SALES) if c not in sales.columns]
+    if missing:
+        raise DataValidationError(
+            f"column(s) {missing} missing; got columns {list(sales.columns)}; "
+            "map your columns to item_id, date and sales (CLI: --item-col, --date-col, --sales-col)"
+        )
+    if len(sales) == 0:
+        raise DataValidationError("the sales panel is empty (0 rows); give at least one row")
+    if negative_sales not in ("error", "clip"):
+        raise DataValidationError(
+            f"negative_sales must be 'error' or 'clip'; got {negative_sales!r}"
+        )
+    frame = sales.copy()
+    if frame[ITEM_ID].isna().any():
+        raise DataValidationError(
+            f"column 'item_id': {int(frame[ITEM_ID].isna().sum())} rows have no id; drop them"
+        )
+    frame[ITEM_ID] = frame[ITEM_ID].astype(str)
+    frame[DATE] = _coerce_dates(frame[DATE])
+    covariates = [c for c in frame.columns if c not in (ITEM_ID, DATE, SALES)]
+    for column in (SALES, *covariates):
+        frame[column] = _coerce_numeric(frame, column)
+
+    report: dict[str, int] = {"input_rows": len(frame)}
+    negative = frame[SALES] < 0
+    if negative.any():
+        if negative_sales == "error":
+            raise DataValidationError(
+                f"column 'sales': {int(negative.sum())} negative values (returns?), e.g. "
+                f"{_examples(frame.loc[negative, SALES].unique())}; demand cannot be negative: "
+                "remove returns, or clip them to 0 (negative_sales='clip', CLI --negative-sales clip)"
+            )
+        frame.loc[negative, SALES] = 0.0
+    report["negative_sales_clipped"] = int(negative.sum())
+
+    duplicated = frame.duplicated([ITEM_ID, DATE], keep=False)
+    if duplicated.any():
+        pairs = frame.loc[duplicated, [ITEM_ID, DATE]].drop_duplicates()
+        shown = [f"{i} @ {d.date()}" for i, d in pairs.head(5).itertuples(index=False)]
+        raise DataValidationError(
+            f"{len(pairs)} (item_id, date) pairs appear more than once, e.g. {shown}; "
+            "a panel has one row per item and period: sum the sales per item and date first"
+        )
+
+    freq = freq or infer_freq(frame[DATE])
+    season_length(freq)  # rejects an unknown frequency with a clear message
+    _check_on_grid(pd.DatetimeIndex(frame[DATE]), freq)
+
+    declared_known = list(known_future) if known_future is not None else None
+    declared_past = list(past_only) if past_only is not None else []
+    for name in [*(declared_known or []), *declared_past]:
+        if name not in covariates:
+            raise DataValidationError(
+                f"covariate {name!r} was declared but is not a column; got covariates {covariates}"
+            )
+    if declared_known is None:
+        declared_known = [
+            c for c in covariates if c in DEFAULT_KNOWN_FUTURE and c not in declared_past
+        ]
+    past = [c for c in covariates if c not in declared_known]
+
+    frame = frame.sort_values([ITEM_ID, DATE]).reset_index(drop=True)
+    completed = _complete_grid(frame, freq, covariates)
+    report["rows_filled"] = len(completed) - len(frame)
+    report["items"] = int(completed[ITEM_ID].nunique())
+    report["rows"] = len(completed)
+
+    clean_items = None
+    if items is not None:
+        clean_items = validate_items(items)
+        unknown = np.setdiff1d(completed[ITEM_ID].unique(), clean_items[ITEM_ID].to_numpy())
+        if len(unknown):
+            raise DataValidationError(
+                f"{len(unknown)} items of the panel are not in the items table, e.g. "
+                f"{_examples(unknown)}; add them to the items table or drop their sales rows"
+            )
+    ordered = [ITEM_ID, DATE, SALES, *declared_known, *past]
+    return Panel(
+        completed[ordered].reset_index(drop=True),
+        clean_items,
+        freq,
+        tuple(declared_known),
+        tuple(past),
+        report,
+    )

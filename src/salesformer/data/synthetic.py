@@ -1,0 +1,209 @@
+"""A seeded synthetic shop catalogue whose text really carries the signal.
+
+Each product gets a title and description built from words that *drive* its demand, so a
+model that reads text can learn what a text-blind model cannot:
+
+- the **theme** word sets the yearly season: "Christmas" products peak in late November and
+  December, "Garden" products in early summer, "Valentine" products in early February, the
+  rest are flat;
+- the **tier** word sets level and price sensitivity: "Bestselling" items sell about 3x more,
+  "Luxury" items sell less at a higher price and barely react to discounts, "Budget" items
+  react strongly to price;
+- the **material** sets the price.
+
+Sales are negative-binomial draws around ``level x season x trend x price effect x promotion
+uplift x launch ramp``; low-level products are naturally intermittent. About a fifth of the
+catalogue launches during the span (new products). :attr:`SyntheticCatalogue.truth` keeps the
+latent parameters and the informative words, for tests and explanations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from salesformer.data.contract import DATE, ITEM_ID, SALES, TEXT, Panel, validate_panel
+from salesformer.data.text import item_text
+from salesformer.errors import ConfigError
+
+THEMES = {
+    # name: (peak week of year, peak width in weeks, peak multiplier)
+    "Christmas": (50, 4.0, 6.0),
+    "Garden": (24, 6.0, 3.0),
+    "Valentine": (6, 1.5, 5.0),
+    "Everyday": (0, 1.0, 1.0),
+}
+TIERS = {
+    # name: (level multiplier, price multiplier, price elasticity)
+    "Bestselling": (3.0, 1.0, -1.5),
+    "Classic": (1.0, 1.0, -1.5),
+    "Luxury": (0.45, 2.5, -0.4),
+    "Budget": (1.3, 0.6, -3.0),
+}
+MATERIALS = {"Ceramic": 1.0, "Wooden": 1.2, "Glass": 1.4, "Cotton": 0.8, "Metal": 1.1}
+PRODUCTS = {
+    # product noun: (category, base price in currency units)
+    "Mug": ("Kitchen", 6.0),
+    "Tea Towel": ("Kitchen", 4.0),
+    "Candle Holder": ("Home Decor", 8.0),
+    "Photo Frame": ("Home Decor", 9.0),
+    "Tote Bag": ("Bags", 7.0),
+    "Lunch Box": ("Kitchen", 10.0),
+    "Notebook": ("Stationery", 3.5),
+    "Wall Clock": ("Home Decor", 18.0),
+    "Plant Pot": ("Garden", 12.0),
+    "Gift Box": ("Gifts", 5.0),
+}
+THEME_WORDS = {
+    "Christmas": ("Christmas", "for festive holiday days"),
+    "Garden": ("Garden", "for sunny outdoor summer days"),
+    "Valentine": ("Valentine Heart", "for a romantic love gift"),
+    "Everyday": ("", "for everyday use"),
+}
+TIER_PHRASES = {
+    "Bestselling": "Our bestselling favourite, loved by thousands of customers.",
+    "Classic": "A classic design that suits any home.",
+    "Luxury": "Luxury hand-finished piece in a premium gift box.",
+    "Budget": "Budget friendly value pick at a low price.",
+}
+PROMO_COPY = (
+    "Save {pct}% this week only",
+    "Limited offer: {pct}% off",
+    "Flash sale, {pct}% off while stocks last",
+)
+
+
+@dataclass(frozen=True)
+class SyntheticCatalogue:
+    """Generated frames: ``sales`` (the panel), ``items`` and the latent ``truth`` per item."""
+
+    sales: pd.DataFrame
+    items: pd.DataFrame
+    truth: pd.DataFrame
+
+    def panel(self) -> Panel:
+        """The catalogue as a validated :class:`Panel`."""
+        return validate_panel(self.sales, self.items, freq="W-MON")
+
+
+def _season_curve(weeks_of_year: np.ndarray, theme: str) -> np.ndarray:
+    peak, width, height = THEMES[theme]
+    if height == 1.0:
+        return np.ones_like(weeks_of_year, dtype=float)
+    distance = np.abs(weeks_of_year - peak)
+    distance = np.minimum(distance, 52 - distance)
+    return 1.0 + (height - 1.0) * np.exp(-0.5 * (distance / width) ** 2)
+
+
+def generate_catalogue(
+    n_items: int = 200,
+    n_weeks: int = 104,
+    start: str = "2022-01-03",
+    seed: int = 0,
+    new_item_share: float = 0.2,
+    promo_rate: float = 0.08,
+) -> SyntheticCatalogue:
+    """Generate a seeded weekly catalogue (weeks start on Monday).
+
+    Args:
+        n_items: number of products (>= 1).
+        n_weeks: number of weeks (>= 8).
+        start: first Monday of the panel.
+        seed: random seed; the same seed gives the same catalogue.
+        new_item_share: share of products launched during the span.
+        promo_rate: share of weeks with a promotion, per product.
+    """
+    if n_items < 1 or n_weeks < 8:
+        raise ConfigError(f"need n_items >= 1 and n_weeks >= 8; got {n_items} and {n_weeks}")
+    if not 0.0 <= new_item_share <= 1.0 or not 0.0 <= promo_rate <= 0.5:
+        raise ConfigError(
+            f"new_item_share must be in [0, 1] and promo_rate in [0, 0.5]; "
+            f"got {new_item_share} and {promo_rate}"
+        )
+    first = pd.Timestamp(start)
+    if first.weekday() != 0:
+        raise ConfigError(f"start must be a Monday; got {start} ({first.day_name()})")
+    rng = np.random.default_rng(seed)
+    dates = pd.date_range(first, periods=n_weeks, freq="W-MON")
+    week_of_year = np.asarray(dates.isocalendar().week, dtype=float)
+
+    themes = rng.choice(list(THEMES), size=n_items, p=[0.25, 0.2, 0.15, 0.4])
+    tiers = rng.choice(list(TIERS), size=n_items, p=[0.2, 0.4, 0.2, 0.2])
+    materials = rng.choice(list(MATERIALS), size=n_items)
+    products = rng.choice(list(PRODUCTS), size=n_items)
+    base_level = rng.lognormal(mean=1.6, sigma=0.8, size=n_items)
+    trend = rng.normal(0.0, 0.004, size=n_items)
+    is_new = rng.random(n_items) < new_item_share
+    launch = np.where(is_new, rng.integers(8, max(9, n_weeks - 4), size=n_items), 0)
+
+    item_rows, truth_rows, frames = [], [], []
+    for i in range(n_items):
+        theme, tier, material, product = themes[i], tiers[i], materials[i], products[i]
+        category, price0 = PRODUCTS[product]
+        level_mult, price_mult, elasticity = TIERS[tier]
+        base_price = round(price0 * MATERIALS[material] * price_mult * rng.uniform(0.9, 1.1), 2)
+        theme_title, theme_desc = THEME_WORDS[theme]
+        title = " ".join(w for w in (tier, material, theme_title, product) if w)
+        description = f"{TIER_PHRASES[tier]} A {material.lower()} {product.lower()} {theme_desc}."
+        promo = PRODUCTS[product][0] != "Gifts" and rng.random() < 0.5
+        promo_copy = PROMO_COPY[int(rng.integers(len(PROMO_COPY)))].format(pct=20) if promo else ""
+        item_id = f"SKU{i:05d}"
+
+        weeks = np.arange(launch[i], n_weeks)
+        t = weeks - launch[i]
+        on_promo = rng.random(len(weeks)) < promo_rate
+        discount = np.where(on_promo, rng.choice([0.1, 0.2, 0.3, 0.4], size=len(weeks)), 0.0)
+        price = base_price * (1.0 - discount)
+        ramp = 1.0 - 0.7 * np.exp(-t / 3.0) if is_new[i] else np.ones(len(weeks))
+        mu = (
+            base_level[i]
+            * level_mult
+            * _season_curve(week_of_year[weeks], theme)
+            * np.exp(trend[i] * t)
+            * (price / base_price) ** elasticity
+            * ramp
+        )
+        dispersion = 2.0
+        sales = rng.negative_binomial(dispersion, dispersion / (dispersion + mu))
+        frames.append(
+            pd.DataFrame(
+                {
+                    ITEM_ID: item_id,
+                    DATE: dates[weeks],
+                    SALES: sales.astype(float),
+                    "price": np.round(price, 2),
+                    "discount": discount,
+                    "promo": on_promo.astype(float),
+                }
+            )
+        )
+        item_rows.append(
+            {
+                ITEM_ID: item_id,
+                "title": title,
+                "description": description,
+                "category": category,
+                "promotion": promo_copy,
+                TEXT: item_text(title, description, category, promo_copy),
+                "base_price": base_price,
+                "launch_date": dates[launch[i]],
+            }
+        )
+        truth_rows.append(
+            {
+                ITEM_ID: item_id,
+                "theme": theme,
+                "tier": tier,
+                "material": material,
+                "level": base_level[i] * level_mult,
+                "elasticity": elasticity,
+                "trend": trend[i],
+                "informative_words": " ".join(
+                    w for w in (tier, material, *theme_title.split()) if w
+                ),
+            }
+        )
+    sales_frame = pd.concat(frames, ignore_index=True)
+    return SyntheticCatalogue(sales_frame, pd.DataFrame(item_rows), pd.DataFrame(truth_rows))

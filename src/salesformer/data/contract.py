@@ -68,8 +68,9 @@ def season_length(freq: str) -> int:
 def infer_freq(dates: pd.Series | pd.DatetimeIndex) -> str:
     """Infer the panel frequency from its distinct dates.
 
-    Weekly data must fall on one weekday (``W-MON`` ... ``W-SUN``), monthly data on month starts
-    (``MS``); anything else on whole days is daily (``D``).
+    Dates on one weekday are weekly (``W-MON`` ... ``W-SUN``), dates on month starts monthly
+    (``MS``); other dates on whole days are daily (``D``), unless most of them fall on one
+    weekday, which is read as weekly data with stray dates.
 
     Raises:
         DataValidationError: when the dates mix frequencies or anchors.
@@ -86,10 +87,9 @@ def infer_freq(dates: pd.Series | pd.DatetimeIndex) -> str:
     weekdays = pd.Series(unique.weekday).value_counts()
     gaps = np.diff(unique.asi8) // (86_400 * 10**9)
     if len(weekdays) == 1:
-        if int(np.min(gaps)) >= 7:
-            return f"W-{_WEEKDAYS[int(weekdays.index[0])]}"
-        return "D"
-    if int(np.min(gaps)) == 1:
+        return f"W-{_WEEKDAYS[int(weekdays.index[0])]}"
+    mostly_one_weekday = weekdays.iloc[0] >= 0.6 * len(unique)
+    if int(np.min(gaps)) == 1 and not mostly_one_weekday:
         return "D"
     shown = ", ".join(f"{_WEEKDAYS[int(d)]}: {n}" for d, n in weekdays.items())
     raise DataValidationError(

@@ -1,0 +1,271 @@
+"""Rolling-origin backtests: one driver for every forecaster.
+
+At each cutoff (the last period a model may see), every model is fitted on
+``panel.until(cutoff)`` and asked for ``horizon`` periods, with the known-future covariates of
+those periods (planned prices and promotions are known in advance; past-only covariates and
+sales are not). Forecasts are kept for the *evaluated* items of that cutoff: items whose first
+period is at least ``min_history`` periods before the cutoff and that sold at least once in the
+``active_within`` periods up to it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from salesformer.data.contract import ACTUAL, CUTOFF, DATE, ITEM_ID, SALES, Panel
+from salesformer.errors import ConfigError
+from salesformer.evaluation.metrics import SCALE_MAE, SCALE_MSE, evaluate
+from salesformer.models.base import DEFAULT_QUANTILES, Forecaster
+
+#: ``progress(description, advance)`` callback; the CLI passes a rich progress bar.
+ProgressHook = Callable[[str], None]
+
+HISTORY_SEGMENT = "history_segment"
+INTERMITTENCY = "intermittency"
+
+
+@dataclass
+class BacktestResult:
+    """Forecasts with actuals, per-series facts, and timings of one backtest."""
+
+    forecasts: pd.DataFrame
+    series: pd.DataFrame
+    timings: pd.DataFrame
+    horizon: int
+    cutoffs: list[pd.Timestamp] = field(default_factory=list)
+
+    def scored(self) -> pd.DataFrame:
+        """Forecasts joined with per-series facts (scales, segments), ready for metrics."""
+        return self.forecasts.merge(self.series, on=[ITEM_ID, CUTOFF], how="left")
+
+    def metrics(self, by: str | None = None) -> pd.DataFrame:
+        """All metrics per model, overall or per segment column (see :func:`evaluate`)."""
+        models = [str(m) for m in self.timings["model"].unique()]
+        return evaluate(self.scored(), models=models, by=by)
+
+    def save(self, folder: str | Path) -> None:
+        """Write ``forecasts.parquet``, ``series.parquet`` and ``metrics.json`` to ``folder``."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        self.forecasts.to_parquet(out / "forecasts.parquet", index=False)
+        self.series.to_parquet(out / "series.parquet", index=False)
+        (out / "metrics.json").write_text(json.dumps(self.summary(), indent=2) + "\n")
+
+    def summary(self) -> dict[str, object]:
+        """JSON-ready summary: settings, overall and segment metrics, timings."""
+        segments = {}
+        for column in (HISTORY_SEGMENT, INTERMITTENCY, "category"):
+            if column in self.series.columns:
+                segments[column] = _records(self.metrics(by=column))
+        timing = (
+            self.timings.groupby("model", sort=False)[["fit_seconds", "predict_seconds"]]
+            .sum()
+            .reset_index()
+        )
+        return {
+            "horizon": self.horizon,
+            "cutoffs": [str(c.date()) for c in self.cutoffs],
+            "series": int(len(self.series)),
+            "cells": int(len(self.forecasts)),
+            "overall": _records(self.metrics()),
+            "by_segment": segments,
+            "timings": _records(timing),
+        }
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, object]]:
+    clean = frame.astype(object).where(pd.notna(frame), None)
+    return [
+        {str(k): (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+        for row in clean.to_dict(orient="records")
+    ]
+
+
+def resolve_cutoffs(
+    panel: Panel,
+    horizon: int,
+    cutoffs: Sequence[str | pd.Timestamp] | None = None,
+    n_windows: int | None = None,
+    step: int | None = None,
+) -> list[pd.Timestamp]:
+    """Explicit cutoffs, checked; or ``n_windows`` cutoffs ``step`` periods apart ending so
+    that the last window ends on the panel's last date."""
+    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
+        raise ConfigError(f"horizon must be a whole number >= 1; got {horizon!r}")
+    dates = panel.dates
+    last_allowed = dates[-1] - horizon * panel.offset
+    if cutoffs:
+        if n_windows is not None:
+            raise ConfigError("give either cutoffs or n_windows, not both")
+        stamps = sorted({pd.Timestamp(c) for c in cutoffs})
+        not_dates = [str(c.date()) for c in stamps if c not in dates]
+        if not_dates:
+            raise ConfigError(
+                f"cutoffs {not_dates} are not dates of the panel ({panel.freq}, "
+                f"{dates[0].date()} .. {dates[-1].date()}); use dates on that grid"
+            )
+        late = [str(c.date()) for c in stamps if c > last_allowed]
+        if late:
+            raise ConfigError(
+                f"cutoffs {late} leave fewer than {horizon} periods of actuals before the "
+                f"panel ends on {dates[-1].date()}; the last possible cutoff is {last_allowed.date()}"
+            )
+        return stamps
+    windows = 1 if n_windows is None else n_windows
+    gap = horizon if step is None else step
+    if windows < 1 or gap < 1:
+        raise ConfigError(f"n_windows and step must be >= 1; got {windows} and {gap}")
+    last = dates.get_loc(last_allowed)
+    positions = [last - k * gap for k in range(windows)]
+    if min(positions) < 1:
+        raise ConfigError(
+            f"{windows} windows {gap} periods apart with horizon {horizon} need more history "
+            f"than the panel's {len(dates)} periods; use fewer windows or a smaller step"
+        )
+    return sorted(dates[p] for p in positions)
+
+
+def _intermittency(history: pd.DataFrame) -> pd.Series:
+    """Syntetos-Boylan class per item: smooth, erratic, intermittent or lumpy."""
+    grouped = history.groupby(ITEM_ID, sort=True)[SALES]
+    nonzero = history[history[SALES] > 0].groupby(ITEM_ID, sort=True)[SALES]
+    adi = grouped.size() / nonzero.size().reindex(grouped.size().index).replace(0, np.nan)
+    cv2 = (nonzero.std(ddof=0) / nonzero.mean()) ** 2
+    cv2 = cv2.reindex(adi.index)
+    label = np.where(
+        adi.isna(),
+        "no sales",
+        np.where(
+            adi < 1.32,
+            np.where(cv2 < 0.49, "smooth", "erratic"),
+            np.where(cv2 < 0.49, "intermittent", "lumpy"),
+        ),
+    )
+    return pd.Series(label, index=adi.index)
+
+
+def series_facts(
+    panel: Panel, cutoff: pd.Timestamp, min_history: int, active_within: int | None
+) -> pd.DataFrame:
+    """Evaluated items at ``cutoff`` with history length, naive scales and segments."""
+    history = panel.until(cutoff).sales
+    grouped = history.groupby(ITEM_ID, sort=True)
+    first = grouped[DATE].min()
+    length = grouped.size()
+    earliest = cutoff - min_history * panel.offset
+    keep = first <= earliest
+    if active_within is not None:
+        recent = history[history[DATE] > cutoff - active_within * panel.offset]
+        sold = recent.groupby(ITEM_ID, sort=True)[SALES].sum().reindex(first.index, fill_value=0)
+        keep &= sold > 0
+    ids = first.index[keep]
+    kept = history[history[ITEM_ID].isin(ids)]
+    diff = kept.groupby(ITEM_ID, sort=True)[SALES].diff()
+    scales = (
+        pd.DataFrame({ITEM_ID: kept[ITEM_ID], "abs": diff.abs(), "sq": diff**2})
+        .groupby(ITEM_ID, sort=True)
+        .agg(**{SCALE_MAE: ("abs", "mean"), SCALE_MSE: ("sq", "mean")})
+    )
+    facts = pd.DataFrame({ITEM_ID: ids, CUTOFF: cutoff})
+    facts["history_length"] = length.reindex(ids).to_numpy()
+    facts[HISTORY_SEGMENT] = np.where(
+        facts["history_length"] <= 26, "short (<=26)", "long (>26)"
+    )
+    facts[INTERMITTENCY] = _intermittency(kept).reindex(ids).to_numpy()
+    facts = facts.merge(scales.fillna(0.0), left_on=ITEM_ID, right_index=True, how="left")
+    if panel.items is not None and "category" in panel.items.columns:
+        categories = panel.items.set_index(ITEM_ID)["category"]
+        facts["category"] = facts[ITEM_ID].map(categories).fillna("unknown").astype(str)
+    return facts
+
+
+def backtest(
+    models: Sequence[Forecaster],
+    panel: Panel,
+    horizon: int,
+    cutoffs: Sequence[str | pd.Timestamp] | None = None,
+    *,
+    n_windows: int | None = None,
+    step: int | None = None,
+    min_history: int = 13,
+    active_within: int | None = 13,
+    quantiles: Sequence[float] = DEFAULT_QUANTILES,
+    progress: ProgressHook | None = None,
+) -> BacktestResult:
+    """Rolling-origin backtest of ``models`` on ``panel``.
+
+    Args:
+        models: forecasters (each is cloned at every cutoff, so the given ones stay unfitted).
+        panel: the full panel; models only see ``panel.until(cutoff)``.
+        horizon: periods to forecast after each cutoff.
+        cutoffs: explicit cutoffs (dates of the panel); or use ``n_windows`` and ``step``.
+        n_windows: number of cutoffs, the last one ``horizon`` periods before the panel ends.
+        step: periods between cutoffs (default: ``horizon``).
+        min_history: evaluated items started at least this many periods before the cutoff.
+        active_within: evaluated items sold in the last this-many periods (None: no rule).
+        quantiles: quantile levels to forecast.
+        progress: called with a description after each model fit at each cutoff.
+
+    Returns:
+        A :class:`BacktestResult`.
+    """
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"model names must be distinct; got {names}")
+    if not names:
+        raise ConfigError("give at least one model to backtest")
+    stamps = resolve_cutoffs(panel, horizon, cutoffs, n_windows, step)
+    frames, facts, timings = [], [], []
+    for cutoff in stamps:
+        series = series_facts(panel, cutoff, min_history, active_within)
+        if series.empty:
+            continue
+        train = panel.until(cutoff)
+        future = panel.future_covariates(cutoff, horizon)
+        actual = panel.window(cutoff, horizon)
+        actual = actual.loc[actual[ITEM_ID].isin(series[ITEM_ID]), [ITEM_ID, DATE, SALES]]
+        merged = actual.rename(columns={SALES: ACTUAL})
+        for model in models:
+            fitted = model.clone()
+            start = time.perf_counter()
+            fitted.fit(train)
+            fit_seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            forecast = fitted.predict(horizon, future=future, quantiles=quantiles)
+            predict_seconds = time.perf_counter() - start
+            merged = merged.merge(forecast, on=[ITEM_ID, DATE], how="left")
+            timings.append(
+                {
+                    "model": model.name,
+                    "cutoff": cutoff,
+                    "fit_seconds": fit_seconds,
+                    "predict_seconds": predict_seconds,
+                }
+            )
+            if progress is not None:
+                progress(f"{model.name} @ {cutoff.date()}")
+        merged.insert(1, CUTOFF, cutoff)
+        frames.append(merged)
+        facts.append(series)
+    if not frames:
+        raise ConfigError(
+            f"no item qualifies for evaluation at cutoffs {[str(c.date()) for c in stamps]} "
+            f"(min_history={min_history}, active_within={active_within}); lower them or "
+            "choose later cutoffs"
+        )
+    forecasts = pd.concat(frames, ignore_index=True)
+    forecasts = forecasts.sort_values([CUTOFF, ITEM_ID, DATE]).reset_index(drop=True)
+    return BacktestResult(
+        forecasts=forecasts,
+        series=pd.concat(facts, ignore_index=True),
+        timings=pd.DataFrame(timings),
+        horizon=horizon,
+        cutoffs=stamps,
+    )

@@ -81,8 +81,9 @@ def _markdown(overall: pd.DataFrame, costs: pd.DataFrame, meta: dict[str, object
         cells = [str(row["model"])]
         for column in columns[1:]:
             value = row[column]
-            cells.append("-" if pd.isna(value) else f"{value:.3f}" if column in METRICS
-                         else f"{value:.1f}")
+            cells.append(
+                "-" if pd.isna(value) else f"{value:.3f}" if column in METRICS else f"{value:.1f}"
+            )
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -99,7 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
     parser.add_argument("--models", default=",".join(BASELINES))
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--child", nargs=3, metavar=("PANEL", "MODEL", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", nargs=3, metavar=("PANEL", "MODEL", "OUT"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.child:
         run_one(Path(args.child[0]), args.child[1], Path(args.child[2]))
@@ -133,7 +136,10 @@ def main(argv: list[str] | None = None) -> None:
     for frame in frames[1:]:
         forecasts = forecasts.merge(frame, on=keys, how="inner", validate="one_to_one")
     result = BacktestResult(
-        forecasts, series, pd.DataFrame({"model": names}), HORIZON,
+        forecasts,
+        series,
+        pd.DataFrame({"model": names}),
+        HORIZON,
         [pd.Timestamp(c) for c in CUTOFFS],
     )
     scored = result.scored()
@@ -144,21 +150,27 @@ def main(argv: list[str] | None = None) -> None:
     }
     cost_frame = pd.DataFrame(costs)
     meta = {
-        "series": int(len(series)),
-        "cells": int(len(forecasts)),
+        "series": len(series),
+        "cells": len(forecasts),
         "machine": f"{platform.machine()}, {platform.python_version()}, "
         f"{__import__('os').cpu_count()} cores",
     }
     report = {
-        "protocol": {"horizon": HORIZON, "cutoffs": list(CUTOFFS), "min_history": 13,
-                     "active_within": 13},
+        "protocol": {
+            "horizon": HORIZON,
+            "cutoffs": list(CUTOFFS),
+            "min_history": 13,
+            "active_within": 13,
+        },
         "data": {**quality.to_dict(), "prepare_seconds": prepare_seconds},
         **meta,
         "overall": overall.merge(cost_frame, on="model").to_dict(orient="records"),
         "by_segment": segments,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "online_retail_ii.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (args.out / "online_retail_ii.json").write_text(
+        json.dumps(report, indent=2, default=str) + "\n"
+    )
     (args.out / "online_retail_ii.md").write_text(_markdown(overall, cost_frame, meta))
     print(_markdown(overall, cost_frame, meta))
 

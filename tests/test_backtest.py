@@ -28,7 +28,9 @@ class LastValue(Forecaster):
     def _fit(self, panel: Panel) -> None:
         self.last_ = panel.sales.groupby("item_id")["sales"].last()
 
-    def _predict(self, horizon: int, future: pd.DataFrame, quantiles: tuple[float, ...]) -> pd.DataFrame:
+    def _predict(
+        self, horizon: int, future: pd.DataFrame, quantiles: tuple[float, ...]
+    ) -> pd.DataFrame:
         LastValue.seen.append((self.panel_.last_date, future["date"].max()))
         out = future[["item_id", "date"]].copy()
         out[self.name] = out["item_id"].map(self.last_).to_numpy()
@@ -114,8 +116,13 @@ def test_data_after_cutoff_cannot_change_forecasts(
     tampered_sales = small_panel.sales.copy()
     after = tampered_sales["date"] > cutoff
     tampered_sales.loc[after, "sales"] = rng.integers(0, 1000, after.sum()).astype(float)
-    tampered = Panel(tampered_sales, small_panel.items, small_panel.freq,
-                     small_panel.known_future, small_panel.past_only)
+    tampered = Panel(
+        tampered_sales,
+        small_panel.items,
+        small_panel.freq,
+        small_panel.known_future,
+        small_panel.past_only,
+    )
     a = backtest([LastValue()], small_panel, 3, [cutoff], min_history=1, active_within=None)
     b = backtest([LastValue()], tampered, 3, [cutoff], min_history=1, active_within=None)
     pd.testing.assert_series_equal(a.forecasts["LastValue"], b.forecasts["LastValue"])

@@ -48,18 +48,32 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and out.strip() == f"salesformer {salesformer.__version__}"
 
 
-def test_backtest_writes_outputs(small_panel: Panel, tmp_path: Path,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_backtest_writes_outputs(
+    small_panel: Panel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     small_panel.save(tmp_path / "panel")
     out = tmp_path / "bt"
     code, stdout, err = _invoke(
-        ["backtest", "--panel", str(tmp_path / "panel"), "--models", "naive,SeasonalNaive",
-         "--horizon", "4", "--n-windows", "2", "--out", str(out)],
+        [
+            "backtest",
+            "--panel",
+            str(tmp_path / "panel"),
+            "--models",
+            "naive,SeasonalNaive",
+            "--horizon",
+            "4",
+            "--n-windows",
+            "2",
+            "--out",
+            str(out),
+        ],
         capsys,
     )
     assert code == 0, err
     forecasts = pd.read_parquet(out / "forecasts.parquet")
-    assert {"item_id", "cutoff", "date", "y", "Naive", "SeasonalNaive-q90"} <= set(forecasts.columns)
+    assert {"item_id", "cutoff", "date", "y", "Naive", "SeasonalNaive-q90"} <= set(
+        forecasts.columns
+    )
     summary = json.loads((out / "metrics.json").read_text())
     assert {row["model"] for row in summary["overall"]} == {"Naive", "SeasonalNaive"}
     assert "wape" in stdout
@@ -74,8 +88,11 @@ def test_backtest_writes_outputs(small_panel: Panel, tmp_path: Path,
     ],
 )
 def test_backtest_bad_input_is_one_line_exit_2(
-    small_panel: Panel, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    extra: list[str], fragment: str,
+    small_panel: Panel,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    fragment: str,
 ) -> None:
     small_panel.save(tmp_path / "panel")
     out = tmp_path / "bt"

@@ -61,17 +61,25 @@ def test_gaps_become_zero_sales_and_covariates_carry_forward() -> None:
         (_frame().drop(columns=["sales"]), "column(s) ['sales'] missing"),
         (_frame().rename(columns={"date": "week"}), "column(s) ['date'] missing"),
         (_frame().iloc[0:0], "empty"),
-        (_frame(date=["2024-01-01", "2024-01-08", "not a date", "2024-01-08", "2024-01-15"]),
-         "not dates"),
+        (
+            _frame(date=["2024-01-01", "2024-01-08", "not a date", "2024-01-08", "2024-01-15"]),
+            "not dates",
+        ),
         (_frame(sales=[1, "two", 3, 0, 5]), "not numbers"),
         (_frame(sales=[1.0, -2.0, 3.0, 0.0, 5.0]), "negative"),
         (_frame(sales=[1.0, np.nan, 3.0, 0.0, 5.0]), "missing (NaN)"),
         (_frame(price=[1.0, np.nan, 3.0, 0.0, 5.0]), "column 'price'"),
         (_frame(item_id=["a", "a", "a", "a", "b"]), "more than once"),
-        (_frame(date=["2024-01-01", "2024-01-09", "2024-01-15", "2024-01-08", "2024-01-16"]),
-         "mix frequencies"),
-        (_frame(date=["2024-01-01 10:00"] + ["2024-01-08", "2024-01-15", "2024-01-08",
-                                              "2024-01-15"]), "time of day"),
+        (
+            _frame(date=["2024-01-01", "2024-01-09", "2024-01-15", "2024-01-08", "2024-01-16"]),
+            "mix frequencies",
+        ),
+        (
+            _frame(
+                date=["2024-01-01 10:00", "2024-01-08", "2024-01-15", "2024-01-08", "2024-01-15"]
+            ),
+            "time of day",
+        ),
     ],
 )
 def test_bad_input_raises_clear_error(frame: pd.DataFrame, fragment: str) -> None:
@@ -128,8 +136,11 @@ def test_daily_and_monthly_frequencies_are_inferred() -> None:
 
 def test_daily_panel_with_gaps() -> None:
     frame = pd.DataFrame(
-        {"item_id": ["x", "x", "x"], "date": ["2024-03-01", "2024-03-02", "2024-03-05"],
-         "sales": [1, 2, 3]}
+        {
+            "item_id": ["x", "x", "x"],
+            "date": ["2024-03-01", "2024-03-02", "2024-03-05"],
+            "sales": [1, 2, 3],
+        }
     )
     panel = validate_panel(frame)
     assert panel.freq == "D"
@@ -154,9 +165,12 @@ def test_save_and_load_round_trip(small_panel: Panel, tmp_path: Path) -> None:
     assert loaded.items is not None and small_panel.items is not None
     pd.testing.assert_frame_equal(loaded.items, small_panel.items)
     assert (loaded.freq, loaded.known_future, loaded.past_only) == (
-        small_panel.freq, small_panel.known_future, small_panel.past_only)
+        small_panel.freq,
+        small_panel.known_future,
+        small_panel.past_only,
+    )
 
 
 def test_load_missing_folder_is_clear(tmp_path: Path) -> None:
-    with pytest.raises(DataValidationError, match="no panel.parquet"):
+    with pytest.raises(DataValidationError, match=r"no panel\.parquet"):
         Panel.load(tmp_path / "nowhere")

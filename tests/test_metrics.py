@@ -72,7 +72,9 @@ def test_quantile_metrics_by_hand() -> None:
 
 
 def test_perfect_forecast_scores_zero() -> None:
-    f = _frame().assign(M=lambda d: d["y"], **{"M-q10": lambda d: d["y"], "M-q90": lambda d: d["y"]})
+    f = _frame().assign(
+        M=lambda d: d["y"], **{"M-q10": lambda d: d["y"], "M-q90": lambda d: d["y"]}
+    )
     assert m.wape(f, "M") == 0.0
     assert m.mase(f, "M") == 0.0
     assert m.coverage80(f, "M") == 1.0

@@ -89,7 +89,9 @@ def run_backtest(
 
 
 def backtest_command(
-    panel: Path = typer.Option(..., "--panel", help="Panel folder written by 'salesformer prepare'."),
+    panel: Path = typer.Option(
+        ..., "--panel", help="Panel folder written by 'salesformer prepare'."
+    ),
     out: Path = typer.Option(..., "--out", help="Folder for forecasts.parquet and metrics.json."),
     models: str = typer.Option(
         "", "--models", help="Comma-separated model names (default: every baseline)."
@@ -173,4 +175,6 @@ def demo_command(
         result.metrics(),
         f"Backtest of every baseline: {len(result.series)} series, 3 windows of 8 weeks",
     )
-    typer.echo(f"wrote {out}/panel (the prepared catalogue) and {out}/backtest (forecasts, metrics)")
+    typer.echo(
+        f"wrote {out}/panel (the prepared catalogue) and {out}/backtest (forecasts, metrics)"
+    )

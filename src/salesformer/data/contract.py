@@ -392,7 +392,8 @@ def validate_panel(
             raise DataValidationError(
                 f"column 'sales': {int(negative.sum())} negative values (returns?), e.g. "
                 f"{_examples(frame.loc[negative, SALES].unique())}; demand cannot be negative: "
-                "remove returns, or clip them to 0 (negative_sales='clip', CLI --negative-sales clip)"
+                "remove returns, or clip them to 0 "
+                "(negative_sales='clip', CLI --negative-sales clip)"
             )
         frame.loc[negative, SALES] = 0.0
     report["negative_sales_clipped"] = int(negative.sum())

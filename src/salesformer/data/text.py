@@ -43,8 +43,10 @@ def item_text(
 
 def texts_from_columns(items: pd.DataFrame) -> pd.Series:
     """Apply :func:`item_text` to the template columns that ``items`` has."""
-    columns = {name: items[name] if name in items else pd.Series("", index=items.index)
-               for name in TEMPLATE_FIELDS}
+    columns = {
+        name: items[name] if name in items else pd.Series("", index=items.index)
+        for name in TEMPLATE_FIELDS
+    }
     return pd.Series(
         [
             item_text(t, d, c, p)

@@ -72,8 +72,8 @@ class BacktestResult:
         return {
             "horizon": self.horizon,
             "cutoffs": [str(c.date()) for c in self.cutoffs],
-            "series": int(len(self.series)),
-            "cells": int(len(self.forecasts)),
+            "series": len(self.series),
+            "cells": len(self.forecasts),
             "overall": _records(self.metrics()),
             "by_segment": segments,
             "timings": _records(timing),
@@ -115,7 +115,8 @@ def resolve_cutoffs(
         if late:
             raise ConfigError(
                 f"cutoffs {late} leave fewer than {horizon} periods of actuals before the "
-                f"panel ends on {dates[-1].date()}; the last possible cutoff is {last_allowed.date()}"
+                f"panel ends on {dates[-1].date()}; "
+                f"the last possible cutoff is {last_allowed.date()}"
             )
         return stamps
     windows = 1 if n_windows is None else n_windows
@@ -175,9 +176,7 @@ def series_facts(
     )
     facts = pd.DataFrame({ITEM_ID: ids, CUTOFF: cutoff})
     facts["history_length"] = length.reindex(ids).to_numpy()
-    facts[HISTORY_SEGMENT] = np.where(
-        facts["history_length"] <= 26, "short (<=26)", "long (>26)"
-    )
+    facts[HISTORY_SEGMENT] = np.where(facts["history_length"] <= 26, "short (<=26)", "long (>26)")
     facts[INTERMITTENCY] = _intermittency(kept).reindex(ids).to_numpy()
     facts = facts.merge(scales.fillna(0.0), left_on=ITEM_ID, right_index=True, how="left")
     if panel.items is not None and "category" in panel.items.columns:

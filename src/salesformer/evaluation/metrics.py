@@ -1,7 +1,7 @@
 """Forecast accuracy metrics: pure functions over forecast frames.
 
 A forecast frame has ``item_id, cutoff, date, y`` and, per model, a point column ``<model>``
-and quantile columns ``<model>-q<level>`` (as written by :func:`~salesformer.evaluation.backtest.backtest`).
+and quantile columns ``<model>-q<level>`` (as written by the backtest).
 Every metric takes the frame and a model name and returns one number; :func:`evaluate`
 computes them all, overall or by segment. Definitions (``e = y - yhat``, sums over all cells of
 the frame unless stated; a *series* is one (item, cutoff) pair):
@@ -50,8 +50,11 @@ _QUANTILE = re.compile(r"^(?P<model>.+)-q(?P<level>\d+(?:\.\d+)?)$")
 def model_columns(frame: pd.DataFrame) -> list[str]:
     """Names of the models with a point column in ``frame``."""
     skip = {ITEM_ID, CUTOFF, DATE, ACTUAL, SCALE_MAE, SCALE_MSE}
-    return [c for c in frame.columns if c not in skip and not _QUANTILE.match(c)
-            and pd.api.types.is_numeric_dtype(frame[c])]
+    return [
+        c
+        for c in frame.columns
+        if c not in skip and not _QUANTILE.match(c) and pd.api.types.is_numeric_dtype(frame[c])
+    ]
 
 
 def quantile_columns(frame: pd.DataFrame, model: str) -> dict[float, str]:

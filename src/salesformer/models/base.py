@@ -92,7 +92,8 @@ def resolve_future(panel: Panel, horizon: int, future: pd.DataFrame | None) -> p
             raise DataValidationError(
                 f"future covariates: {int(absent.sum())} of {len(merged)} (item, date) cells of "
                 f"the horizon are missing, e.g. {shown}; give every item and date from "
-                f"{dates[0].date()} to {dates[-1].date()}, or pass no future to carry values forward"
+                f"{dates[0].date()} to {dates[-1].date()}, "
+                "or pass no future to carry the last values forward"
             )
     return merged
 

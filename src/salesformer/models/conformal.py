@@ -24,7 +24,10 @@ SCALE_WINDOW = 26
 
 
 def item_scale(panel: Panel, window: int = SCALE_WINDOW) -> pd.Series:
-    """Each item's scale: mean sales over its last ``window`` periods (whole history if 0; else 1)."""
+    """Each item's scale: mean sales over its last ``window`` periods.
+
+    Falls back to the whole history's mean where that is 0, and to 1 for items never sold.
+    """
     sales = panel.sales
     recent = sales.groupby(ITEM_ID, sort=True).tail(window).groupby(ITEM_ID, sort=True)[SALES]
     scale = recent.mean()
@@ -57,7 +60,7 @@ def scaled_errors(
         point = fit_predict(train, horizon)
         actual = panel.window(cutoff, horizon)[[ITEM_ID, DATE, SALES]]
         merged = point.merge(actual, on=[ITEM_ID, DATE], how="inner")
-        value_column = [c for c in point.columns if c not in (ITEM_ID, DATE)][0]
+        value_column = next(c for c in point.columns if c not in (ITEM_ID, DATE))
         scale = item_scale(train)
         merged["scale"] = merged[ITEM_ID].map(scale).astype(float)
         merged["error"] = (merged[SALES] - merged[value_column]) / merged["scale"]

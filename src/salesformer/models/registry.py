@@ -38,9 +38,7 @@ def resolve_name(name: str) -> str:
     lookup = {key.lower(): key for key in _REGISTRY}
     key = lookup.get(name.strip().lower())
     if key is None:
-        raise ConfigError(
-            f"unknown model {name!r}; choose from {', '.join(_REGISTRY)}"
-        )
+        raise ConfigError(f"unknown model {name!r}; choose from {', '.join(_REGISTRY)}")
     return key
 
 

@@ -262,7 +262,10 @@ def validate_items(items: pd.DataFrame) -> pd.DataFrame:
 
 
 def _coerce_dates(values: pd.Series) -> pd.Series:
-    parsed = pd.to_datetime(values, errors="coerce", format="mixed")
+    if pd.api.types.is_datetime64_any_dtype(values):
+        parsed = values
+    else:
+        parsed = pd.to_datetime(values, errors="coerce", format="mixed")
     bad = values[parsed.isna() & values.notna()]
     if len(bad):
         raise DataValidationError(

@@ -1,7 +1,164 @@
-"""``salesformer prepare ...``: turn raw shop data into the data contract."""
+"""``salesformer prepare ...``: turn raw shop data into a sales panel folder.
+
+Each command computes everything first and only then writes its folder, atomically
+(:func:`salesformer._io.atomic_dir`): on any error nothing is written. User errors are
+``SalesformerError`` subclasses, left to :func:`salesformer.cli.main.run` to report.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
 
-prepare_app = typer.Typer(help="Turn raw shop data into a sales panel folder.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from salesformer.data.contract import Panel
+
+prepare_app = typer.Typer(
+    help="Turn raw shop data into a sales panel folder.", no_args_is_help=True
+)
+
+QUALITY_FILE = "quality.json"
+OUTLIERS_FILE = "outliers.csv"
+
+OutOption = Annotated[
+    Path, typer.Option("--out", help="Folder to write the panel to (created or updated).")
+]
+
+
+def _split(value: str | None) -> list[str] | None:
+    """``"a, b"`` -> ``["a", "b"]``; None stays None."""
+    if value is None:
+        return None
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def _print_summary(table: Any, out: Path, files: list[str]) -> None:
+    from rich.console import Console
+
+    console = Console()
+    console.print(table)
+    console.print(f"wrote {out} ({', '.join(files)})")
+
+
+def _panel_files(panel: Panel) -> list[str]:
+    names = ["panel.parquet", "panel.json"]
+    return [*names, "items.parquet"] if panel.items is not None else names
+
+
+@prepare_app.command("online-retail")
+def online_retail_command(
+    source: Annotated[
+        str,
+        typer.Option(
+            "--source", help="Path or http(s) URL of online_retail_II.xlsx (or CSV/Parquet)."
+        ),
+    ],
+    out: OutOption,
+    sha256: Annotated[
+        str | None, typer.Option("--sha256", help="Expected sha256 of the source file.")
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option("--cache-dir", help="Download folder for a URL source.")
+    ] = None,
+) -> None:
+    """Prepare UCI Online Retail II invoice lines as a weekly panel (the benchmark protocol)."""
+    from salesformer._io import atomic_dir
+    from salesformer.data.online_retail import prepare_online_retail
+
+    panel, report = prepare_online_retail(source, cache_dir=cache_dir, sha256=sha256)
+    with atomic_dir(out) as staging:
+        panel.save(staging)
+        _write_json(staging / QUALITY_FILE, {"source": source, **report.to_dict()})
+        report.outliers.to_csv(staging / OUTLIERS_FILE, index=False)
+    _print_summary(report.as_table(), out, [*_panel_files(panel), QUALITY_FILE, OUTLIERS_FILE])
+
+
+@prepare_app.command("csv")
+def csv_command(
+    sales: Annotated[
+        str, typer.Option("--sales", help="Sales file: CSV or Parquet (path or http(s) URL).")
+    ],
+    out: OutOption,
+    items: Annotated[
+        str | None, typer.Option("--items", help="Items file with one row per item.")
+    ] = None,
+    item_col: Annotated[str, typer.Option("--item-col", help="Item id column.")] = "item_id",
+    date_col: Annotated[str, typer.Option("--date-col", help="Date/timestamp column.")] = "date",
+    sales_col: Annotated[str, typer.Option("--sales-col", help="Units sold column.")] = "sales",
+    text_cols: Annotated[
+        str | None,
+        typer.Option(
+            "--text-cols",
+            help="Items columns for the text, in order title,description,category,promotion.",
+        ),
+    ] = None,
+    freq: Annotated[
+        str | None, typer.Option("--freq", help="Panel frequency: W-MON..W-SUN, D or MS.")
+    ] = None,
+    aggregate: Annotated[
+        bool,
+        typer.Option("--aggregate", help="Sum transaction rows per item and period (W-MON)."),
+    ] = False,
+    known_future: Annotated[
+        str | None,
+        typer.Option("--known-future", help="Covariates known ahead, comma-separated."),
+    ] = None,
+    past_only: Annotated[
+        str | None,
+        typer.Option("--past-only", help="Covariates known only up to the cutoff."),
+    ] = None,
+    negative_sales: Annotated[
+        str, typer.Option("--negative-sales", help="Negative sales: error or clip (to 0).")
+    ] = "error",
+) -> None:
+    """Prepare your own sales file (and items file) as a validated panel."""
+    from salesformer._io import atomic_dir
+    from salesformer.data.csv_loader import prepare_csv
+
+    panel = prepare_csv(
+        sales,
+        items_path=items,
+        item_col=item_col,
+        date_col=date_col,
+        sales_col=sales_col,
+        text_cols=_split(text_cols),
+        freq=freq,
+        aggregate=aggregate,
+        known_future=_split(known_future),
+        past_only=_split(past_only),
+        negative_sales=negative_sales,  # type: ignore[arg-type]  # checked by prepare_csv
+    )
+    quality = {
+        "source": sales,
+        "items_source": items,
+        "freq": panel.freq,
+        "known_future": list(panel.known_future),
+        "past_only": list(panel.past_only),
+        "periods": len(panel.dates),
+        "first_date": str(panel.first_date.date()),
+        "last_date": str(panel.last_date.date()),
+        **panel.report,
+    }
+    with atomic_dir(out) as staging:
+        panel.save(staging)
+        _write_json(staging / QUALITY_FILE, quality)
+    _print_summary(_quality_table(quality), out, [*_panel_files(panel), QUALITY_FILE])
+
+
+def _quality_table(quality: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="Sales file: data quality")
+    table.add_column("check")
+    table.add_column("value", justify="right")
+    for name, value in quality.items():
+        shown = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else value
+        table.add_row(name.replace("_", " "), str(shown))
+    return table

@@ -1,0 +1,429 @@
+"""Statistical baselines: thin wrappers over statsforecast's local models.
+
+Every baseline here is one statsforecast model fitted to each item's own history; this module
+only adapts statsforecast to the :class:`~salesformer.models.base.Forecaster` protocol:
+
+- **frequency and season**: ``freq`` and the season length come from the panel
+  (52 weekly, 7 daily, 12 monthly);
+- **short histories**: an item whose history is shorter than the model's
+  :meth:`~_StatsForecastModel.min_history` (:data:`MIN_HISTORY` unless the model says
+  otherwise) gets the model's fallback instead: Naive, or HistoricAverage for WindowAverage.
+  Any other failure of the model on one series also falls back to Naive (statsforecast's
+  ``fallback_model``), so no item is ever left without a forecast;
+- **quantiles**: scaled conformal quantiles from past windows (see
+  :mod:`salesformer.models.conformal`), computed at predict time for the requested horizon and
+  cached; or, with ``intervals="native"``, statsforecast's own prediction intervals for the
+  models that have them.
+
+``docs/models.md`` describes each model, its settings and the quantile rules in full.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pandas as pd
+from statsforecast import StatsForecast
+from statsforecast import models as sf_models
+
+from salesformer.data.contract import DATE, ITEM_ID, SALES, Panel
+from salesformer.errors import ConfigError
+from salesformer.models.base import Forecaster, quantile_column
+from salesformer.models.conformal import (
+    apply_quantiles,
+    error_quantiles,
+    item_scale,
+    scaled_errors,
+)
+
+#: Names of the models of this module, as registered in :mod:`salesformer.models.registry`.
+STATISTICAL_MODELS: tuple[str, ...] = (
+    "Naive",
+    "SeasonalNaive",
+    "HistoricAverage",
+    "WindowAverage",
+    "AutoETS",
+    "CrostonSBA",
+    "CrostonOptimized",
+    "TSB",
+    "ADIDA",
+)
+
+Intervals = Literal["conformal", "native"]
+
+#: Shortest history a model is fitted to unless it says otherwise; shorter items get the
+#: model's fallback (Naive). Two points are no basis for smoothing or for Croston's intervals.
+MIN_HISTORY = 3
+
+#: Shortest history AutoETS is fitted to; shorter items get Naive. statsforecast refuses
+#: fewer than about 7 points, and an information criterion on less than a quarter of weekly
+#: data chooses noise.
+ETS_MIN_HISTORY = 12
+
+_SF_ID, _SF_TIME, _SF_TARGET = "unique_id", "ds", "y"
+
+
+def _is_whole(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _to_statsforecast(sales: pd.DataFrame) -> pd.DataFrame:
+    """The panel's sales in statsforecast's column names."""
+    frame = sales[[ITEM_ID, DATE, SALES]]
+    return frame.rename(columns={ITEM_ID: _SF_ID, DATE: _SF_TIME, SALES: _SF_TARGET})
+
+
+def _interval_level(quantile: float) -> float | None:
+    """The central-interval level (in %) whose bound is ``quantile``; None for the median.
+
+    ``0.1`` and ``0.9`` are the bounds of the 80% interval, ``0.25`` and ``0.75`` of the 50% one.
+    """
+    level = round(abs(2.0 * quantile - 1.0) * 100.0, 6)
+    if level == 0.0:
+        return None
+    return int(level) if level.is_integer() else level
+
+
+@dataclass
+class _StatsForecastModel(Forecaster):
+    """Shared implementation of the statsforecast baselines.
+
+    A subclass is a dataclass of its own settings, sets ``name`` and implements :meth:`_make`;
+    it may override :meth:`min_history` and :meth:`_make_fallback`.
+
+    Args:
+        intervals: ``"conformal"`` (default, every model) or ``"native"`` (statsforecast's
+            prediction intervals; Naive, SeasonalNaive, HistoricAverage and AutoETS only).
+        n_windows: calibration windows for conformal quantiles (>= 1).
+        n_jobs: processes statsforecast fits with (``-1``: every core). Results do not depend
+            on it; it can pay off for AutoETS on thousands of items when cores are idle.
+    """
+
+    intervals: Intervals = "conformal"
+    n_windows: int = 2
+    n_jobs: int = 1
+
+    #: Whether statsforecast gives this model prediction intervals of its own.
+    native_intervals: ClassVar[bool] = False
+
+    # Learned state, not settings: excluded from __init__, repr and comparison.
+    fitted_: list[StatsForecast] = field(init=False, repr=False, compare=False)
+    scale_: pd.Series = field(init=False, repr=False, compare=False)
+    points_: dict[int, pd.DataFrame] = field(init=False, repr=False, compare=False)
+    errors_: dict[int, np.ndarray] = field(init=False, repr=False, compare=False)
+
+    @abstractmethod
+    def _make(self, season_length: int) -> Any:
+        """A new statsforecast model for items with enough history."""
+
+    def min_history(self, season_length: int) -> int:
+        """Fewest periods of history an item needs for this model (else it gets the fallback)."""
+        return MIN_HISTORY
+
+    def _make_fallback(self) -> Any:
+        """A new statsforecast model for items shorter than :meth:`min_history`."""
+        return sf_models.Naive()
+
+    def _check_params(self) -> None:
+        if self.intervals not in ("conformal", "native"):
+            raise ConfigError(
+                f"{self.name}: intervals must be 'conformal' or 'native'; got {self.intervals!r}"
+            )
+        if self.intervals == "native" and not self.native_intervals:
+            with_native = ", ".join(
+                cls.name for cls in _StatsForecastModel.__subclasses__() if cls.native_intervals
+            )
+            raise ConfigError(
+                f"{self.name} has no native prediction intervals in statsforecast; "
+                f"use intervals='conformal' (available for every model), or one of {with_native}"
+            )
+        if not _is_whole(self.n_windows) or self.n_windows < 1:
+            raise ConfigError(
+                f"{self.name}: n_windows must be a whole number >= 1 (calibration windows); "
+                f"got {self.n_windows!r}"
+            )
+        if not _is_whole(self.n_jobs) or not (self.n_jobs == -1 or self.n_jobs >= 1):
+            raise ConfigError(
+                f"{self.name}: n_jobs must be -1 (every core) or a whole number >= 1; "
+                f"got {self.n_jobs!r}"
+            )
+
+    def _fit(self, panel: Panel) -> None:
+        self.fitted_ = self._fit_statsforecast(panel)
+        self.scale_ = item_scale(panel)
+        self.points_ = {}
+        self.errors_ = {}
+
+    def _predict(
+        self, horizon: int, future: pd.DataFrame, quantiles: tuple[float, ...]
+    ) -> pd.DataFrame:
+        if self.intervals == "native":
+            return self._native_quantiles(horizon, quantiles)
+        point = self._point(horizon)
+        if not quantiles:
+            return point
+        table = error_quantiles(self._calibration_errors(horizon), quantiles)
+        return apply_quantiles(point, self.name, self.scale_, table, quantiles)
+
+    def _fit_statsforecast(self, panel: Panel) -> list[StatsForecast]:
+        """Fit the model to items with enough history and the fallback to the others."""
+        season = panel.season_length
+        lengths = panel.history_length()
+        long_enough = lengths.index[lengths >= self.min_history(season)]
+        frame = _to_statsforecast(panel.sales)
+        is_long = frame[_SF_ID].isin(long_enough).to_numpy()
+        groups = (
+            (self._make(season), frame[is_long], self.n_jobs),
+            (self._make_fallback(), frame[~is_long], 1),
+        )
+        fitted = []
+        for model, data, n_jobs in groups:
+            if data.empty:
+                continue
+            model.alias = self.name
+            forecaster = StatsForecast(
+                models=[model],
+                freq=panel.freq,
+                n_jobs=n_jobs,
+                fallback_model=sf_models.Naive(),
+            )
+            fitted.append(forecaster.fit(data))
+        return fitted
+
+    def _forecast(
+        self,
+        fitted: list[StatsForecast],
+        horizon: int,
+        levels: list[float] | None = None,
+    ) -> pd.DataFrame:
+        """Forecasts of fitted statsforecast objects, in the contract's column names."""
+        # statsforecast takes any level in (0, 100) although it annotates them as int
+        frames = [sf.predict(h=horizon, level=levels) for sf in fitted]  # type: ignore[arg-type]
+        out = pd.concat(frames, ignore_index=True)
+        return out.rename(columns={_SF_ID: ITEM_ID, _SF_TIME: DATE})
+
+    def _fit_predict(self, panel: Panel, horizon: int) -> pd.DataFrame:
+        """Point forecasts from a fresh fit on ``panel`` (the conformal calibration hook)."""
+        return self._forecast(self._fit_statsforecast(panel), horizon)
+
+    def _point(self, horizon: int) -> pd.DataFrame:
+        if horizon not in self.points_:
+            self.points_[horizon] = self._forecast(self.fitted_, horizon)
+        return self.points_[horizon]
+
+    def _calibration_errors(self, horizon: int) -> np.ndarray:
+        if horizon not in self.errors_:
+            self.errors_[horizon] = scaled_errors(
+                self._fit_predict, self.panel_, horizon, self.n_windows
+            )
+        return self.errors_[horizon]
+
+    def _native_quantiles(self, horizon: int, quantiles: tuple[float, ...]) -> pd.DataFrame:
+        """Quantile columns from statsforecast's intervals: q=0.1 is lo-80, q=0.9 is hi-80.
+
+        A bound statsforecast cannot estimate (a one-point history) collapses onto the point.
+        """
+        levels = {q: _interval_level(q) for q in quantiles}
+        wanted = sorted({level for level in levels.values() if level is not None})
+        frame = self._forecast(self.fitted_, horizon, wanted or None)
+        point = frame[self.name]
+        for q, level in levels.items():
+            if level is None:
+                bound = point
+            else:
+                side = "lo" if q < 0.5 else "hi"
+                bound = frame[f"{self.name}-{side}-{level}"].fillna(point)
+            frame[quantile_column(self.name, q)] = bound
+        return frame
+
+
+@dataclass
+class Naive(_StatsForecastModel):
+    """Repeats each item's last value."""
+
+    name = "Naive"
+    native_intervals = True
+
+    def _make(self, season_length: int) -> Any:
+        return sf_models.Naive()
+
+    def min_history(self, season_length: int) -> int:
+        return 1
+
+
+@dataclass
+class SeasonalNaive(_StatsForecastModel):
+    """Repeats the value of one season earlier (52 weeks for weekly data, 7 days for daily).
+
+    Items with less than one season of history get Naive.
+    """
+
+    name = "SeasonalNaive"
+    native_intervals = True
+
+    def _make(self, season_length: int) -> Any:
+        return sf_models.SeasonalNaive(season_length=season_length)
+
+    def min_history(self, season_length: int) -> int:
+        return season_length
+
+
+@dataclass
+class HistoricAverage(_StatsForecastModel):
+    """The mean of each item's whole history."""
+
+    name = "HistoricAverage"
+    native_intervals = True
+
+    def _make(self, season_length: int) -> Any:
+        return sf_models.HistoricAverage()
+
+    def min_history(self, season_length: int) -> int:
+        return 1
+
+
+@dataclass
+class WindowAverage(_StatsForecastModel):
+    """The mean of each item's last ``window_size`` periods.
+
+    Items shorter than the window get the mean of their whole history (HistoricAverage).
+
+    Args:
+        window_size: periods averaged (>= 1); 13 weeks is one quarter, long enough to smooth
+            weekly noise and short enough to follow a level shift.
+    """
+
+    name = "WindowAverage"
+    window_size: int = 13
+
+    def _make(self, season_length: int) -> Any:
+        return sf_models.WindowAverage(window_size=self.window_size)
+
+    def min_history(self, season_length: int) -> int:
+        return self.window_size
+
+    def _make_fallback(self) -> Any:
+        return sf_models.HistoricAverage()
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if not _is_whole(self.window_size) or self.window_size < 1:
+            raise ConfigError(
+                f"WindowAverage: window_size must be a whole number >= 1 (periods averaged); "
+                f"got {self.window_size!r}"
+            )
+
+
+@dataclass
+class AutoETS(_StatsForecastModel):
+    """Exponential smoothing with the form chosen per item by AICc (statsforecast's AutoETS).
+
+    Args:
+        model: three letters, error / trend / season, each ``A`` (additive), ``M``
+            (multiplicative), ``N`` (none) or ``Z`` (chosen by AICc); the error takes no ``N``.
+            The default ``"ZZN"`` leaves out seasonality: with a 52-week season, seasonal ETS
+            needs 52 initial states and two years of data, and on about two years of weekly
+            retail data AICc practically never prefers it while it costs ten times the fit time.
+            Use ``"ZZZ"`` to let AICc decide (it only considers seasonal forms for items with
+            more than one season of history).
+        damped: ``None`` lets AICc choose between no trend, a damped and an undamped trend;
+            ``True`` forces a damped trend (so never "no trend"), ``False`` an undamped one.
+
+    Items with fewer than :data:`ETS_MIN_HISTORY` periods get Naive.
+    """
+
+    name = "AutoETS"
+    native_intervals = True
+    model: str = "ZZN"
+    damped: bool | None = None
+
+    def _make(self, season_length: int) -> Any:
+        return sf_models.AutoETS(season_length=season_length, model=self.model, damped=self.damped)
+
+    def min_history(self, season_length: int) -> int:
+        return ETS_MIN_HISTORY
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        spec = self.model
+        valid = (
+            isinstance(spec, str)
+            and len(spec) == 3
+            and spec[0] in "AMZ"
+            and spec[1] in "NAMZ"
+            and spec[2] in "NAMZ"
+        )
+        if not valid:
+            raise ConfigError(
+                f"AutoETS: model must be three letters (error in A/M/Z, trend and season in "
+                f"N/A/M/Z), such as 'ZZN' or 'ZZZ'; got {spec!r}"
+            )
+        if self.damped is not None and not isinstance(self.damped, bool):
+            raise ConfigError(f"AutoETS: damped must be None, True or False; got {self.damped!r}")
+        if self.damped and spec[1] == "N":
+            raise ConfigError(
+                f"AutoETS: damped=True needs a trend, but model={spec!r} has none (trend 'N'); "
+                "use a trend letter A/M/Z, or damped=None"
+            )
+
+
+@dataclass
+class CrostonSBA(_StatsForecastModel):
+    """Croston's method for intermittent demand with the Syntetos-Boylan bias correction."""
+
+    name = "CrostonSBA"
+
+    def _make(self, season_length: int) -> Any:
+        return sf_models.CrostonSBA()
+
+
+@dataclass
+class CrostonOptimized(_StatsForecastModel):
+    """Croston's method with the smoothing of sizes and intervals optimised per item."""
+
+    name = "CrostonOptimized"
+
+    def _make(self, season_length: int) -> Any:
+        return sf_models.CrostonOptimized()
+
+
+@dataclass
+class TSB(_StatsForecastModel):
+    """Teunter-Syntetos-Babai: smooths the demand probability every period, so it decays.
+
+    Args:
+        alpha_d: smoothing of the non-zero demand size, in (0, 1].
+        alpha_p: smoothing of the probability of a sale, in (0, 1]. The defaults 0.1 and 0.1
+            are the usual values for slow movers (the range advised by Teunter et al. is
+            0.1-0.3); higher values forget faster.
+    """
+
+    name = "TSB"
+    alpha_d: float = 0.1
+    alpha_p: float = 0.1
+
+    def _make(self, season_length: int) -> Any:
+        return sf_models.TSB(alpha_d=self.alpha_d, alpha_p=self.alpha_p)
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        for setting in ("alpha_d", "alpha_p"):
+            value = getattr(self, setting)
+            is_number = isinstance(value, int | float | np.number) and not isinstance(value, bool)
+            if not is_number or not 0.0 < float(value) <= 1.0:
+                raise ConfigError(
+                    f"TSB: {setting} must be a number in (0, 1] (a smoothing weight); got {value!r}"
+                )
+
+
+@dataclass
+class ADIDA(_StatsForecastModel):
+    """Aggregate-disaggregate intermittent demand approach (temporal aggregation + SES)."""
+
+    name = "ADIDA"
+
+    def _make(self, season_length: int) -> Any:
+        return sf_models.ADIDA()

@@ -44,7 +44,10 @@ def _metrics_table(frame: pd.DataFrame, title: str) -> None:
                 text = f"[bold green]{text}[/]"
             cells.append(text)
         table.add_row(str(row["model"]), *cells)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # logs and pipes: do not squeeze the table to 80 columns
+        console = Console(width=160)
+    console.print(table)
 
 
 def run_backtest(

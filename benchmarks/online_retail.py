@@ -45,6 +45,20 @@ DEFAULT_SOURCE = (
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB.
+
+    ``VmHWM`` is reset by ``exec``, unlike ``ru_maxrss``, which on Linux keeps the parent's
+    peak across ``fork`` + ``exec`` and would charge the parent's memory to the child.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_one(panel_dir: Path, model_name: str, out_dir: Path) -> None:
     """Child process: backtest one model, write its forecasts and its own cost."""
     panel = Panel.load(panel_dir)
@@ -53,7 +67,7 @@ def run_one(panel_dir: Path, model_name: str, out_dir: Path) -> None:
     wall = time.perf_counter() - start
     result.forecasts.to_parquet(out_dir / f"{model_name}.parquet", index=False)
     result.series.to_parquet(out_dir / "series.parquet", index=False)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     cost = {
         "model": model_name,
         "fit_seconds": float(result.timings["fit_seconds"].sum()),

@@ -90,7 +90,7 @@ def test_online_retail_writes_the_panel_folder(
     ]
     panel = Panel.load(out)
     assert len(panel.item_ids) == EXPECTED["items"]
-    assert panel.past_only == ("orders", "customers")
+    assert panel.past_only == ("price", "discount", "orders", "customers")
     stdout = capsys.readouterr().out
     assert "dropped sheet overlap" in stdout and f"wrote {out}" in stdout
 

@@ -63,8 +63,15 @@ REQUIRED_COLUMNS = (
 _TEXT_COLUMNS = (INVOICE, STOCK_CODE, DESCRIPTION, COUNTRY, SHEET)
 
 FREQ = "W-MON"
-KNOWN_FUTURE = ("price", "discount")
-PAST_ONLY = ("orders", "customers")
+#: Carried forward through no-sale weeks.
+PRICE_COLUMNS = ("price", "discount")
+#: Zero in no-sale weeks.
+COUNT_COLUMNS = ("orders", "customers")
+#: Every covariate is past-only: the *paid* average price is observed only in weeks that sell
+#: and is carried forward otherwise, so its values over a horizon would reveal which weeks
+#: sold (an unchanged price means no sale). A shop's planned list price would be known-future.
+KNOWN_FUTURE: tuple[str, ...] = ()
+PAST_ONLY = (*PRICE_COLUMNS, *COUNT_COLUMNS)
 PRODUCT_CODE = r"^\d{5}"
 TYPICAL_PRICE_WEEKS = 13
 BULK_FACTOR = 10.0
@@ -418,10 +425,10 @@ def complete_weeks(weekly: pd.DataFrame, last_week: pd.Timestamp) -> pd.DataFram
     )
     sold = weekly.assign(**{ITEM_ID: weekly[ITEM_ID].astype(str)})
     full = grid.merge(sold, on=[ITEM_ID, DATE], how="left", validate="one_to_one")
-    for column in (SALES, *PAST_ONLY):
+    for column in (SALES, *COUNT_COLUMNS):
         full[column] = full[column].fillna(0).astype(float)
-    full[list(KNOWN_FUTURE)] = full.groupby(ITEM_ID, sort=False)[list(KNOWN_FUTURE)].ffill()
-    return full[[ITEM_ID, DATE, SALES, *KNOWN_FUTURE, *PAST_ONLY]]
+    full[list(PRICE_COLUMNS)] = full.groupby(ITEM_ID, sort=False)[list(PRICE_COLUMNS)].ffill()
+    return full[[ITEM_ID, DATE, SALES, *PRICE_COLUMNS, *COUNT_COLUMNS]]
 
 
 def items_table(lines: pd.DataFrame) -> pd.DataFrame:

@@ -66,8 +66,8 @@ def run_backtest(
     from salesformer.evaluation.backtest import backtest, resolve_cutoffs
     from salesformer.models.registry import make_model
 
-    models = [make_model(name) for name in model_names]
     stamps = resolve_cutoffs(panel, horizon, cutoffs, n_windows, step)
+    models = [make_model(name) for name in model_names]
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),

@@ -288,8 +288,12 @@ def _coerce_dates(values: pd.Series) -> pd.Series:
     return parsed.astype("datetime64[ns]")
 
 
-def _coerce_numeric(frame: pd.DataFrame, column: str) -> pd.Series:
-    raw = frame[column]
+def parse_numbers(raw: pd.Series, column: str) -> pd.Series:
+    """Parse a column as numbers, keeping NaN where the input is missing.
+
+    Raises:
+        DataValidationError: naming the column and examples of values that are not numbers.
+    """
     if pd.api.types.is_bool_dtype(raw):
         return raw.astype(float)
     values = pd.to_numeric(raw, errors="coerce")
@@ -297,8 +301,14 @@ def _coerce_numeric(frame: pd.DataFrame, column: str) -> pd.Series:
     if len(bad):
         raise DataValidationError(
             f"column {column!r}: {len(bad)} values are not numbers, e.g. "
-            f"{_examples(bad.unique())}; clean them or drop the column"
+            f"{_examples(bad.unique())}; clean them, or drop the column if it is not a "
+            "numeric covariate"
         )
+    return values
+
+
+def _coerce_numeric(frame: pd.DataFrame, column: str) -> pd.Series:
+    values = parse_numbers(frame[column], column)
     if values.isna().any():
         n = int(values.isna().sum())
         raise DataValidationError(

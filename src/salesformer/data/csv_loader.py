@@ -23,6 +23,7 @@ from salesformer.data.contract import (
     TEXT,
     NegativeSalesPolicy,
     Panel,
+    parse_numbers,
     validate_panel,
 )
 from salesformer.data.sources import read_table, resolve_source
@@ -210,26 +211,14 @@ def aggregate_sales(
     rules: dict[str, str] = {SALES: "sum"}
     for column in covariates:
         rules[column] = "mean" if column in known and column not in declared_past else "sum"
-        frame[column] = _numeric(frame[column], column)
-    frame[SALES] = _numeric(frame[SALES], SALES)
+        frame[column] = parse_numbers(frame[column], column)
+    frame[SALES] = parse_numbers(frame[SALES], SALES)
     if frame[ITEM_ID].isna().any():
         raise DataValidationError(
             f"item column: {int(frame[ITEM_ID].isna().sum())} rows have no item id; drop them"
         )
     grouped = frame.groupby([ITEM_ID, DATE], sort=True).agg(rules)
     return grouped.reset_index()
-
-
-def _numeric(values: pd.Series, column: str) -> pd.Series:
-    parsed = pd.to_numeric(values, errors="coerce")
-    bad = values[parsed.isna() & values.notna()]
-    if len(bad):
-        raise DataValidationError(
-            f"column {column!r}: {len(bad)} values are not numbers, e.g. "
-            f"{list(bad.astype(str).unique()[:5])}; clean them, or drop the column if it is "
-            "not a numeric covariate"
-        )
-    return parsed
 
 
 def load_items(

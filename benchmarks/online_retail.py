@@ -9,9 +9,16 @@ Each model runs in its own process, so its fit+predict seconds and peak memory (
 set size of that process: the loaded panel plus the model's work) are its own. Results:
 ``benchmarks/results/online_retail_ii.json`` and ``.md``.
 
+Besides the registered names, ``--models`` takes ``LM-frozen``, ``LM-lora`` and ``LM-full``
+(the LM forecaster per fine-tuning mode: "before vs after fine-tuning") and ``auto`` (whose LM
+candidate fine-tunes with LoRA). Each model's forecasts are kept in ``--store`` (default
+``benchmarks/results/forecasts``, not versioned): ``--reuse`` skips models already there, so
+models can be run in separate invocations and the table is built from every model asked for.
+
 Usage::
 
     python benchmarks/online_retail.py [--source PATH] [--models a,b] [--out benchmarks/results]
+        [--reuse] [--threads N]
 """
 
 from __future__ import annotations
@@ -25,12 +32,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from salesformer.data.contract import CUTOFF, DATE, ITEM_ID, Panel
 from salesformer.evaluation.backtest import BacktestResult, backtest
 from salesformer.evaluation.metrics import METRICS, evaluate
+from salesformer.models.base import Forecaster
 from salesformer.models.registry import BASELINES, make_model, resolve_name
 
 HORIZON = 8
@@ -59,12 +68,49 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_one(panel_dir: Path, model_name: str, out_dir: Path) -> None:
+LM_MODES = {"LM-frozen": "frozen", "LM-lora": "lora", "LM-full": "full"}
+DEFAULT_MODELS = (*BASELINES, "LightGBM-text", *LM_MODES, "auto")
+
+
+def build_model(spec: str, threads: int | None) -> Forecaster:
+    """The forecaster behind a benchmark name (see the module docstring)."""
+    lm: dict[str, Any] = {"horizon": HORIZON, "progress": False, "threads": threads}
+    if spec in LM_MODES:
+        return make_model("LM", finetune=LM_MODES[spec], **lm)
+    name = resolve_name(spec)
+    lightgbm = {"n_jobs": threads}
+    if name == "auto":
+        return make_model(
+            "auto",
+            horizon=HORIZON,
+            candidate_settings={
+                "LM": {**lm, "finetune": "lora"},
+                "LightGBM": lightgbm,
+                "LightGBM-text": lightgbm,
+            },
+        )
+    if name in ("LightGBM", "LightGBM-text"):
+        return make_model(name, **lightgbm)
+    return make_model(name)
+
+
+def spec_name(spec: str) -> str:
+    return spec if spec in LM_MODES else resolve_name(spec)
+
+
+def run_one(panel_dir: Path, spec: str, out_dir: Path, threads: int | None) -> None:
     """Child process: backtest one model, write its forecasts and its own cost."""
     panel = Panel.load(panel_dir)
+    model = build_model(spec, threads)
     start = time.perf_counter()
-    result = backtest([make_model(model_name)], panel, HORIZON, list(CUTOFFS))
+    result = backtest([model], panel, HORIZON, list(CUTOFFS))
     wall = time.perf_counter() - start
+    if model.name != spec:  # one column name per benchmark entry (LM-lora, not LM)
+        result.forecasts.columns = [
+            spec + c[len(model.name) :] if c == model.name or c.startswith(model.name + "-q") else c
+            for c in result.forecasts.columns
+        ]
+    model_name = spec
     result.forecasts.to_parquet(out_dir / f"{model_name}.parquet", index=False)
     result.series.to_parquet(out_dir / "series.parquet", index=False)
     peak_mb = peak_rss_mb()
@@ -82,7 +128,7 @@ def _markdown(overall: pd.DataFrame, costs: pd.DataFrame, meta: dict[str, object
     table = overall.merge(costs, on="model").sort_values("wape")
     columns = ["model", *METRICS, "fit_seconds", "predict_seconds", "peak_rss_mb"]
     lines = [
-        "# Online Retail II benchmark: baselines",
+        "# Online Retail II benchmark: every model",
         "",
         f"Horizon {HORIZON} weeks; cutoffs {', '.join(CUTOFFS)}; "
         f"{meta['series']} evaluated series, {meta['cells']} cells. "
@@ -112,34 +158,41 @@ def _markdown(overall: pd.DataFrame, costs: pd.DataFrame, meta: dict[str, object
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
-    parser.add_argument("--models", default=",".join(BASELINES))
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--store", type=Path, default=RESULTS / "forecasts")
+    parser.add_argument("--reuse", action="store_true", help="skip models already in --store")
+    parser.add_argument("--threads", type=int, default=None, help="threads per model")
     parser.add_argument(
         "--child", nargs=3, metavar=("PANEL", "MODEL", "OUT"), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
     if args.child:
-        run_one(Path(args.child[0]), args.child[1], Path(args.child[2]))
+        run_one(Path(args.child[0]), args.child[1], Path(args.child[2]), args.threads)
         return
 
     from salesformer.data.online_retail import prepare_online_retail
 
     if not args.source.is_file():
         sys.exit(f"dataset not found: {args.source}; pass --source PATH")
-    names = [resolve_name(n) for n in args.models.split(",") if n.strip()]
+    names = [spec_name(n.strip()) for n in args.models.split(",") if n.strip()]
+    work = args.store
+    work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
         start = time.perf_counter()
         panel, quality = prepare_online_retail(args.source)
         prepare_seconds = time.perf_counter() - start
-        panel.save(work / "panel")
+        panel.save(Path(tmp) / "panel")
         costs, frames = [], []
         for name in names:
-            print(f"[{name}] backtesting ...", flush=True)
-            subprocess.run(
-                [sys.executable, __file__, "--child", str(work / "panel"), name, str(work)],
-                check=True,
-            )
+            done = (work / f"{name}.cost.json").is_file() and (work / f"{name}.parquet").is_file()
+            if not (args.reuse and done):
+                print(f"[{name}] backtesting ...", flush=True)
+                command = [sys.executable, __file__, "--child", str(Path(tmp) / "panel"), name]
+                command += [str(work)]
+                if args.threads:
+                    command += ["--threads", str(args.threads)]
+                subprocess.run(command, check=True)
             cost = json.loads((work / f"{name}.cost.json").read_text())
             print(f"[{name}] {cost['wall_seconds']:.1f} s, peak {cost['peak_rss_mb']:.0f} MB")
             costs.append(cost)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,18 @@ ONLINE_RETAIL = DATASETS / "online_retail_ii" / "online_retail_ii.parquet"
 STALLION = DATASETS / "stallion" / "stallion.parquet"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Caches (downloads, text embeddings) go to a temporary folder, never the user's."""
+    before = os.environ.get("SALESFORMER_CACHE")
+    os.environ["SALESFORMER_CACHE"] = str(tmp_path_factory.mktemp("salesformer-cache"))
+    yield
+    if before is None:
+        os.environ.pop("SALESFORMER_CACHE", None)
+    else:
+        os.environ["SALESFORMER_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 def catalogue() -> SyntheticCatalogue:
     """A small seeded catalogue: 40 items, 80 weeks."""
@@ -24,6 +38,32 @@ def catalogue() -> SyntheticCatalogue:
 @pytest.fixture(scope="session")
 def small_panel(catalogue: SyntheticCatalogue) -> Panel:
     return catalogue.panel()
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 2-layer, 32-wide BERT with random weights and the MiniLM tokenizer, in one folder.
+
+    Tests of text models pass this folder as ``encoder``: offline, fast, and the text signal
+    does not matter to them.
+    """
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from salesformer.text.encoder import bundled_minilm_path
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(bundled_minilm_path()))
+    config = transformers.BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
+    torch.manual_seed(0)
+    transformers.BertModel(config).save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return str(folder)
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,8 @@ def _invoke(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
         "import salesformer",
         "from salesformer.cli.main import run; run(['--help'])",
         "from salesformer.cli.main import run; run(['backtest', '--help'])",
+        "from salesformer.cli.main import run; run(['fit', '--help'])",
+        "from salesformer.cli.main import run; run(['predict', '--help'])",
     ],
 )
 def test_start_up_imports_no_heavy_package(code: str) -> None:
@@ -113,14 +115,29 @@ def test_backtest_missing_panel_folder(tmp_path: Path, capsys: pytest.CaptureFix
     assert code == 2 and "no panel.parquet" in err
 
 
-def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_end_to_end(
+    tiny_encoder: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SALESFORMER_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "demo"
-    code, stdout, err = _invoke(["demo", "--out", str(out), "--items", "30"], capsys)
+    args = ["demo", "--out", str(out), "--items", "30", "--quick", "--encoder", tiny_encoder]
+    code, stdout, err = _invoke(args, capsys)
     assert code == 0, err
     panel = Panel.load(out / "panel")
-    assert len(panel.item_ids) == 30
+    new_items = pd.read_csv(out / "new_items.csv", parse_dates=["launch_date"])
+    assert len(new_items) == 3 and len(panel.item_ids) == 30 - 3
+    assert not set(new_items["item_id"]) & set(panel.item_ids)  # held out of the panel entirely
     summary = json.loads((out / "backtest" / "metrics.json").read_text())
     models = {row["model"] for row in summary["overall"]}
-    assert {"SeasonalNaive", "AutoETS", "LightGBM", "TSB"} <= models
+    assert {"SeasonalNaive", "AutoETS", "LightGBM", "TSB", "LM"} <= models
     assert all(row["wape"] > 0 for row in summary["overall"])
-    assert "SeasonalNaive" in stdout
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["model"] == "LM" and config["params"]["finetune"] == "lora"
+    forecasts = pd.read_csv(out / "new_item_forecasts.csv", parse_dates=["date"])
+    assert len(forecasts) == 3 * 8 and forecasts["y"].notna().all()
+    starts = forecasts.groupby("item_id")["date"].min()
+    assert (starts == new_items.set_index("item_id")["launch_date"].reindex(starts.index)).all()
+    assert "SeasonalNaive" in stdout and "New products" in stdout

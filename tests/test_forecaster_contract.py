@@ -39,7 +39,40 @@ LAWS = settings(
 #: Settings that keep this suite fast for models whose defaults are sized for real catalogues
 #: (scikit-learn's estimator checks cut ``n_estimators`` the same way). Speed only: no setting
 #: here may change which code paths the contract exercises.
-FAST_SETTINGS: dict[str, dict[str, Any]] = {"LightGBM": {"n_estimators": 50, "n_jobs": 1}}
+FAST_SETTINGS: dict[str, dict[str, Any]] = {
+    "LightGBM": {"n_estimators": 50, "n_jobs": 1},
+    "auto": {
+        "candidates": ("Naive", "ADIDA", "LightGBM"),
+        "min_segment_series": 3,
+        "candidate_settings": {"LightGBM": {"n_estimators": 50, "n_jobs": 1}},
+    },
+}
+#: Text models read a tiny randomly initialised BERT (the ``tiny_encoder`` fixture), with
+#: a head small enough for seconds-long fits; LoRA stays on, so its code path is checked.
+TEXT_MODELS = {
+    "LM": {
+        "finetune": "lora",
+        "head_epochs": 2,
+        "finetune_epochs": 1,
+        "epoch_samples": 256,
+        "batch_items": 16,
+        "origins_per_item": 4,
+        "hidden_size": 32,
+        "text_size": 8,
+        "threads": 1,
+    },
+    "LightGBM-text": {"n_estimators": 30, "n_jobs": 1, "text_components": 4},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _text_models_read_the_tiny_encoder(request: pytest.FixtureRequest) -> None:
+    try:
+        folder = request.getfixturevalue("tiny_encoder")
+    except pytest.skip.Exception:  # no torch here: the text models skip themselves
+        return
+    for name, fast in TEXT_MODELS.items():
+        FAST_SETTINGS[name] = {**fast, "encoder": folder}
 
 
 def build(name: str) -> Forecaster:
@@ -192,7 +225,13 @@ def daily_panel(n_items: int = 4, n_days: int = 63) -> Panel:
         )
         for i in range(n_items)
     ]
-    return validate_panel(pd.concat(frames, ignore_index=True))
+    items = pd.DataFrame(
+        {
+            ITEM_ID: [f"D{i}" for i in range(n_items)],
+            "text": ["Daily bread", "Milk", "Eggs", "Tea"][:n_items],
+        }
+    )
+    return validate_panel(pd.concat(frames, ignore_index=True), items)
 
 
 def test_daily_panel_forecasts_the_next_days(name: str) -> None:

@@ -6,7 +6,7 @@ Command bodies import the library lazily so that ``salesformer --help`` stays li
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -15,6 +15,7 @@ from salesformer.errors import ConfigError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from salesformer.cli.forecast import Overrides
     from salesformer.data.contract import Panel
     from salesformer.evaluation.backtest import BacktestResult
 
@@ -59,15 +60,27 @@ def run_backtest(
     step: int | None = None,
     min_history: int = 13,
     active_within: int | None = 13,
+    finetune: str | None = None,
+    encoder: str | None = None,
+    overrides: Overrides | None = None,
 ) -> BacktestResult:
-    """Backtest registered models by name, with a rich progress bar."""
+    """Backtest registered models by name, with a rich progress bar.
+
+    Models are built by :func:`salesformer.cli.forecast.build_model`: ``LM`` and ``auto`` get
+    ``horizon``, and ``finetune`` / ``encoder`` go to the LM (and to auto's LM candidate). The
+    LM's own progress bar is off here; the backtest bar counts its fits.
+    """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from salesformer.cli.forecast import LM, build_model
     from salesformer.evaluation.backtest import backtest, resolve_cutoffs
-    from salesformer.models.registry import make_model
 
     stamps = resolve_cutoffs(panel, horizon, cutoffs, n_windows, step)
-    models = [make_model(name) for name in model_names]
+    settings = dict(overrides or {})
+    settings[LM] = {"progress": False, **settings.get(LM, {})}
+    models = [build_model(name, horizon, finetune, encoder, settings) for name in model_names]
+    for model in models:
+        model._check_params()
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -113,9 +126,19 @@ def backtest_command(
     active_within: int = typer.Option(
         13, "--active-within", help="Evaluate items sold in the last N periods (0: no rule)."
     ),
+    finetune: str | None = typer.Option(
+        None, "--finetune", help="LM fine-tuning (models lm and auto): frozen, lora or full."
+    ),
+    encoder: str | None = typer.Option(
+        None, "--encoder", help="LM text encoder (models lm and auto): a name or a folder."
+    ),
+    settings: list[str] | None = typer.Option(
+        None, "--set", help="Extra setting, MODEL.KEY=VALUE, e.g. LM.head_epochs=10."
+    ),
 ) -> None:
-    """Rolling-origin backtest of forecasters on a prepared panel."""
+    """Rolling-origin backtest of forecasters on a prepared panel (lm and auto included)."""
     from salesformer._io import atomic_dir
+    from salesformer.cli.forecast import check_lm_options, parse_settings
     from salesformer.data.contract import Panel
     from salesformer.models.registry import BASELINES, resolve_name
 
@@ -123,6 +146,13 @@ def backtest_command(
     if min_history < 0 or active_within < 0:
         raise ConfigError(
             f"--min-history and --active-within must be >= 0; got {min_history}, {active_within}"
+        )
+    check_lm_options(names, finetune, encoder)
+    overrides = parse_settings(settings)
+    if None in overrides:
+        raise ConfigError(
+            f"backtest --set needs the model: MODEL.KEY=VALUE; got {sorted(overrides[None])}; "
+            "e.g. --set LM.head_epochs=10"
         )
     data = Panel.load(panel)
     result = run_backtest(
@@ -134,6 +164,9 @@ def backtest_command(
         step=step,
         min_history=min_history,
         active_within=active_within or None,
+        finetune=finetune,
+        encoder=encoder,
+        overrides=overrides,
     )
     with atomic_dir(out) as staging:
         result.save(staging)
@@ -145,39 +178,157 @@ def backtest_command(
     typer.echo(f"wrote {out}/forecasts.parquet, series.parquet and metrics.json")
 
 
+#: LM settings of the demo: short training, so that the demo runs in minutes on 2 cores.
+DEMO_LM: dict[str, Any] = {"head_epochs": 25, "epoch_samples": 8000, "finetune_epochs": 1}
+#: ``--quick``: a small catalogue and a few epochs, for tests and a first look.
+QUICK_LM: dict[str, Any] = {
+    "head_epochs": 3,
+    "epoch_samples": 1000,
+    "finetune_epochs": 1,
+    "hidden_size": 64,
+}
+DEMO_HORIZON = 8
+
+
 def demo_command(
     out: Path = typer.Option(
         Path("salesformer-demo"), "--out", help="Folder for the demo's outputs."
     ),
     n_items: int = typer.Option(300, "--items", help="Products in the synthetic catalogue."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the catalogue."),
+    finetune: str = typer.Option(
+        "lora", "--finetune", help="LM fine-tuning: frozen, lora or full."
+    ),
+    encoder: str | None = typer.Option(
+        None, "--encoder", help="LM text encoder: a name or a local folder (default MiniLM)."
+    ),
+    quick: bool = typer.Option(
+        False, "--quick", help="80 weeks, one backtest window, a few LM epochs (a first look)."
+    ),
 ) -> None:
-    """Run the main job on the embedded synthetic catalogue.
+    """Run the main job on the embedded synthetic catalogue, with the language model.
 
-    Generates a catalogue, saves it as a panel, backtests every baseline over three
-    8-week windows, prints the comparison and writes forecasts and metrics.
+    Generates a catalogue and holds a few of its latest launches out as "new products";
+    backtests every baseline and the LM forecaster over three 8-week windows and prints the
+    comparison; fits the LM on the whole panel, saves it, and forecasts the held-out products
+    from their text, price and launch date, next to what they really sold.
     """
+    from rich.console import Console
+
     from salesformer._io import atomic_dir
+    from salesformer.cli.forecast import LM, build_model, check_lm_options, lm_report_line
     from salesformer.data.synthetic import generate_catalogue
+    from salesformer.models.persist import save_model
     from salesformer.models.registry import BASELINES
 
     if n_items < 10:
         raise ConfigError(f"--items must be at least 10; got {n_items}")
-    catalogue = generate_catalogue(n_items=n_items, n_weeks=130, seed=seed)
-    panel = catalogue.panel()
+    check_lm_options([LM], finetune, encoder)
+    n_weeks, n_windows, n_new = (80, 1, 3) if quick else (130, 3, 5)
+    lm_settings = {**(QUICK_LM if quick else DEMO_LM)}
+    catalogue = generate_catalogue(n_items=n_items, n_weeks=n_weeks, seed=seed)
+    held_out = _latest_launches(catalogue.items, catalogue.sales, n_new, DEMO_HORIZON)
+    panel = _panel_without(catalogue.sales, catalogue.items, held_out)
     typer.echo(
         f"synthetic catalogue: {len(panel.item_ids)} products, {len(panel.dates)} weeks "
-        f"({panel.first_date.date()} .. {panel.last_date.date()})"
+        f"({panel.first_date.date()} .. {panel.last_date.date()}); {len(held_out)} more held "
+        "out as new products"
     )
-    result = run_backtest(panel, list(BASELINES), horizon=8, n_windows=3, step=8)
+    overrides: Overrides = {LM: {**lm_settings, "progress": False}}
+    result = run_backtest(
+        panel,
+        [*BASELINES, LM],
+        horizon=DEMO_HORIZON,
+        n_windows=n_windows,
+        step=DEMO_HORIZON,
+        finetune=finetune,
+        encoder=encoder,
+        overrides=overrides,
+    )
+    _metrics_table(
+        result.metrics(),
+        f"Backtest of every baseline and the LM ({finetune}): {len(result.series)} series, "
+        f"{n_windows} window(s) of {DEMO_HORIZON} weeks",
+    )
+    lm = build_model(LM, DEMO_HORIZON, finetune, encoder, overrides)
+    console = Console(stderr=True)
+    with console.status(f"fitting the LM forecaster ({finetune}) on the whole catalogue ..."):
+        lm.fit(panel)
+    typer.echo(lm_report_line(lm.fit_report_))  # type: ignore[attr-defined]
+    new_items = _new_items_frame(catalogue.items, held_out)
+    forecasts = lm.predict_new(new_items)  # type: ignore[attr-defined]
+    forecasts = forecasts.merge(
+        catalogue.sales[["item_id", "date", "sales"]].rename(columns={"sales": "y"}),
+        on=["item_id", "date"],
+        how="left",
+    )
     with atomic_dir(out) as staging:
         panel.save(staging / "panel")
         catalogue.truth.to_csv(staging / "panel" / "truth.csv", index=False)
         result.save(staging / "backtest")
-    _metrics_table(
-        result.metrics(),
-        f"Backtest of every baseline: {len(result.series)} series, 3 windows of 8 weeks",
-    )
+        save_model(lm, staging / "model")
+        new_items.to_csv(staging / "new_items.csv", index=False, date_format="%Y-%m-%d")
+        forecasts.to_csv(staging / "new_item_forecasts.csv", index=False, date_format="%Y-%m-%d")
+    _new_items_table(new_items, forecasts)
     typer.echo(
-        f"wrote {out}/panel (the prepared catalogue) and {out}/backtest (forecasts, metrics)"
+        f"wrote {out}/panel (the prepared catalogue), {out}/backtest (forecasts, metrics), "
+        f"{out}/model (the fitted LM), {out}/new_items.csv and {out}/new_item_forecasts.csv"
     )
+
+
+def _latest_launches(
+    items: pd.DataFrame, sales: pd.DataFrame, count: int, horizon: int
+) -> list[str]:
+    """The ``count`` items launched last among those with ``horizon`` weeks sold after launch."""
+    import pandas as pd
+
+    last = pd.Timestamp(sales["date"].max())
+    room = items["launch_date"] + pd.Timedelta(weeks=horizon - 1) <= last
+    latest = items.loc[room].sort_values(["launch_date", "item_id"], ascending=False)
+    return [str(i) for i in latest["item_id"].head(count)]
+
+
+def _panel_without(sales: pd.DataFrame, items: pd.DataFrame, held_out: list[str]) -> Panel:
+    from salesformer.data.contract import validate_panel
+
+    return validate_panel(
+        sales.loc[~sales["item_id"].isin(held_out)],
+        items.loc[~items["item_id"].isin(held_out)],
+        freq="W-MON",
+    )
+
+
+def _new_items_frame(items: pd.DataFrame, held_out: list[str]) -> pd.DataFrame:
+    """The held-out items as new products: ``item_id, text, price, launch_date``."""
+    chosen = items.set_index("item_id").loc[held_out].reset_index()
+    return chosen[["item_id", "text", "base_price", "launch_date"]].rename(
+        columns={"base_price": "price"}
+    )
+
+
+def _new_items_table(new_items: pd.DataFrame, forecasts: pd.DataFrame) -> None:
+    """Forecast vs actual sales over the first weeks of each new product."""
+    from rich.console import Console
+    from rich.table import Table
+
+    weeks = forecasts.groupby("item_id").size()
+    table = Table(title=f"New products: LM forecast of the first {int(weeks.max())} weeks")
+    for column in ("item", "text", "launch", "price", "forecast", "80% band/wk", "actual"):
+        table.add_column(column, justify="left" if column in ("item", "text") else "right")
+    totals = forecasts.groupby("item_id")[["LM", "LM-q10", "LM-q90", "y"]].sum()
+    for row in new_items.itertuples(index=False):
+        total = totals.loc[row.item_id]
+        n = int(weeks[row.item_id])
+        table.add_row(
+            str(row.item_id),
+            str(row.text).split(".")[0][:48],
+            str(row.launch_date.date()),
+            f"{row.price:.2f}",
+            f"{total['LM']:.0f}",
+            f"{total['LM-q10'] / n:.1f}-{total['LM-q90'] / n:.1f}",
+            f"{total['y']:.0f}",
+        )
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(table)

@@ -7,11 +7,13 @@ stays fast and imports neither torch, transformers nor lightgbm.
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
 
 from salesformer._version import __version__
 from salesformer.cli.commands import backtest_command, demo_command
+from salesformer.cli.forecast import fit_command, predict_command
 from salesformer.cli.prepare import prepare_app
 from salesformer.errors import MissingExtraError, SalesformerError
 
@@ -23,6 +25,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(prepare_app, name="prepare")
+app.command("fit")(fit_command)
+app.command("predict")(predict_command)
 app.command("backtest")(backtest_command)
 app.command("demo")(demo_command)
 
@@ -44,6 +48,8 @@ def main(
 
 def run(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
+    # Deprecation notices between torch, transformers and peft are not the user's to act on.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers(\.|$)")
     try:
         app(args=argv, prog_name="salesformer", standalone_mode=True)
     except (SalesformerError, MissingExtraError, FileNotFoundError) as exc:

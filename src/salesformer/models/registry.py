@@ -22,10 +22,24 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "TSB": ("salesformer.models.statistical", "TSB"),
     "ADIDA": ("salesformer.models.statistical", "ADIDA"),
     "LightGBM": ("salesformer.models.lightgbm", "LightGBMForecaster"),
+    "LightGBM-text": ("salesformer.models.lightgbm_text", "LightGBMTextForecaster"),
+    "LM": ("salesformer.models.lm", "LMForecaster"),
+    "auto": ("salesformer.models.auto", "AutoForecaster"),
 }
 
 #: Every baseline, the default of ``salesformer backtest --models``.
-BASELINES: tuple[str, ...] = tuple(_REGISTRY)
+BASELINES: tuple[str, ...] = (
+    "Naive",
+    "SeasonalNaive",
+    "HistoricAverage",
+    "WindowAverage",
+    "AutoETS",
+    "CrostonSBA",
+    "CrostonOptimized",
+    "TSB",
+    "ADIDA",
+    "LightGBM",
+)
 
 
 def available_models() -> list[str]:

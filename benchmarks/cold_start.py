@@ -160,7 +160,9 @@ def _wape_by_week(actual: np.ndarray, forecast: np.ndarray) -> list[float]:
     return [float(e / t) if t > 0 else float("nan") for e, t in zip(errors, total, strict=True)]
 
 
-def run_lm(mode: LMMode, history: Panel, new: LaunchSet) -> dict[str, Any]:
+def run_lm(
+    mode: LMMode, history: Panel, new: LaunchSet, threads: int | None = None
+) -> dict[str, Any]:
     """Fit the language-model forecaster in one fine-tuning mode and score its launch curves.
 
     Raises:
@@ -169,7 +171,7 @@ def run_lm(mode: LMMode, history: Panel, new: LaunchSet) -> dict[str, Any]:
     """
     from salesformer.models.lm import LMForecaster
 
-    model = LMForecaster(finetune=mode, horizon=WEEKS)
+    model = LMForecaster(finetune=mode, horizon=WEEKS, threads=threads, progress=False)
     _, fit_seconds = _timed(lambda: model.fit(history))
     frame, predict_seconds = _timed(lambda: model.predict_new(new.inputs(), horizon=WEEKS))
     actuals = new.actuals()
@@ -197,7 +199,7 @@ def run_lm(mode: LMMode, history: Panel, new: LaunchSet) -> dict[str, Any]:
 
 
 def run_lm_modes(
-    modes: list[LMMode], panel: Panel, new: LaunchSet
+    modes: list[LMMode], panel: Panel, new: LaunchSet, threads: int | None = None
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Scores of every LM mode that completed, and one line per mode that failed.
 
@@ -214,7 +216,7 @@ def run_lm_modes(
     for mode in modes:
         print(f"[{LM_NAME}-{mode}] fitting on the panel up to {HISTORY_CUTOFF} ...", flush=True)
         try:
-            row = run_lm(mode, history, new)
+            row = run_lm(mode, history, new, threads)
         except Exception as exc:
             traceback.print_exc()
             errors.append(f"{LM_NAME}-{mode} failed: {type(exc).__name__}: {exc}")
@@ -292,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--lm-modes", default="frozen,lora,full")
     parser.add_argument("--skip-lm", action="store_true", help="run the baselines only")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads of the LM")
     parser.add_argument(
         "--panel-cache",
         type=Path,
@@ -330,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     lm_rows: list[dict[str, Any]] = []
     lm_errors: list[str] = []
     if not args.skip_lm:
-        lm_rows, lm_errors = run_lm_modes(modes, panel, new)
+        lm_rows, lm_errors = run_lm_modes(modes, panel, new, args.threads)
     results += lm_rows
 
     report = {

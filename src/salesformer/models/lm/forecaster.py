@@ -121,6 +121,7 @@ _NUMERIC: dict[str, tuple[type, float, float]] = {
     "max_origins": (int, 1, 100_000),
     "history_dropout": (float, 0.0, 1.0),
     "launch_after": (int, 0, 100_000),
+    "launch_weight": (float, 0.0, 1000.0),
     "volume_weight": (float, 0.0, 2.0),
     "grad_clip": (float, 1e-6, 1e6),
     "seed": (int, 0, 2**31 - 1),
@@ -155,6 +156,8 @@ class LMForecaster(Forecaster):
         history_dropout: share of samples whose history is hidden (cold-start training).
         launch_after: items first seen at least this many periods after the panel's start
             count as launches (earlier ones may merely predate the data).
+        launch_weight: weight of a launch sample relative to the mean weight of the history
+            samples (a launch has no history to take a volume weight from).
         volume_weight: samples are weighted by ``(1 + mean sales) ** volume_weight``, moving
             the loss towards high sellers (which dominate WAPE); 0 weights items equally.
         grad_clip: gradient-norm clipping.
@@ -190,7 +193,8 @@ class LMForecaster(Forecaster):
     epoch_samples: int = 20_000
     max_origins: int = 104
     history_dropout: float = 0.1
-    launch_after: int = 4
+    launch_after: int = 13
+    launch_weight: float = 4.0
     volume_weight: float = 0.5
     grad_clip: float = 1.0
     seed: int = 0
@@ -612,6 +616,7 @@ class _TrainingPlan:
     validation: Samples | None
     validation_date: str | None
     n_future: int
+    launch_weight: float
 
     @classmethod
     def make(
@@ -649,6 +654,8 @@ class _TrainingPlan:
             standardizer=model.standardizer_,
             volume_weight=model.volume_weight,
         )
+        latest = build_samples(wide, trainable, np.full(len(trainable), high), **common)  # type: ignore[arg-type]
+        launch_weight = float(model.launch_weight * latest.weight.mean())
         validation = None
         validation_date = None
         if use_validation:
@@ -667,10 +674,10 @@ class _TrainingPlan:
                 & (wide.first >= model.launch_after)
             )
             if len(new):
-                parts.append(_launch_samples(wide, new, common))
+                parts.append(_launch_samples(wide, new, common, launch_weight))
             validation = Samples.concat(parts)
             validation_date = str(wide.dates[validation_origin].date())
-        probe = build_samples(wide, trainable[:1], np.array([high]), **common)  # type: ignore[arg-type]
+        probe = latest
         return cls(
             wide=wide,
             freq=freq,
@@ -682,6 +689,7 @@ class _TrainingPlan:
             validation=validation,
             validation_date=validation_date,
             n_future=int(probe.future.shape[2]),
+            launch_weight=launch_weight,
         )
 
     def batches(self, model: LMForecaster, rng: np.random.Generator) -> list[Samples]:
@@ -708,18 +716,20 @@ class _TrainingPlan:
             parts = [build_samples(self.wide, item, origin, cold=cold, **common)]  # type: ignore[arg-type]
             launches = np.array([i for i in group if i in launch_set], dtype=np.int64)
             if len(launches):
-                parts.append(_launch_samples(self.wide, launches, common))
+                parts.append(_launch_samples(self.wide, launches, common, self.launch_weight))
             out.append(Samples.concat(parts))
         return out
 
 
-def _launch_samples(wide: Wide, items: np.ndarray, common: dict[str, Any]) -> Samples:
+def _launch_samples(
+    wide: Wide, items: np.ndarray, common: dict[str, Any], weight: float
+) -> Samples:
     """Cold-start samples: origin just before the first sale, launch price as the price."""
     first = wide.first[items]
     price = None
     if wide.price is not None:
         price = wide.price[items, np.clip(first, 0, wide.n_history - 1)]
-    return build_samples(
+    samples = build_samples(
         wide,
         items,
         first - 1,
@@ -727,6 +737,8 @@ def _launch_samples(wide: Wide, items: np.ndarray, common: dict[str, Any]) -> Sa
         launch_price=price,
         **common,
     )
+    samples.weight[:] = weight
+    return samples
 
 
 class _Trainer:

@@ -295,7 +295,14 @@ def build_samples(
     target_ok = (steps <= limit) & (steps >= first[:, None]) & (steps >= 0)
     target_values = np.where(target_ok, wide.sales[item[:, None], np.clip(steps, 0, limit)], 0.0)
     target = np.where(target_ok, np.log1p(target_values) - level[:, None], 0.0)
-    weight = np.power(1.0 + mean, volume_weight) if volume_weight else np.ones(n)
+    # weights follow the item's volume in the window even when its history is hidden (a
+    # weight is not an input); launch samples have none and get theirs from the caller
+    known = in_range & (cols >= first[:, None])
+    raw = np.where(known, wide.sales[item[:, None], safe_cols], 0.0)
+    raw_mean = np.where(
+        known.sum(axis=1) > 0, raw.sum(axis=1) / np.maximum(known.sum(axis=1), 1), 0
+    )
+    weight = np.power(1.0 + raw_mean, volume_weight) if volume_weight else np.ones(n)
     return Samples(
         item=item,
         origin=origin,

@@ -29,28 +29,6 @@ FAST: dict[str, Any] = {
 }
 
 
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A 2-layer, 32-wide BERT with random weights and the MiniLM tokenizer, in one folder."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    from salesformer.text.encoder import bundled_minilm_path
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(bundled_minilm_path()))
-    config = transformers.BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-    )
-    torch.manual_seed(0)
-    transformers.BertModel(config).save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    return str(folder)
-
-
 @pytest.fixture(autouse=True)
 def fresh_encoders(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts with no encoder loaded in the process."""

@@ -253,6 +253,10 @@ class EmbeddingCache:
         return target
 
 
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in {"", "0", "false", "no"}
+
+
 def load_encoder(
     name_or_path: str | Path = DEFAULT_ENCODER,
     *,
@@ -285,14 +289,15 @@ def load_encoder(
     else:
         name, source, rev = given, given, revision or "main"
         kwargs = {"revision": revision} if revision else {}
+        if _offline():  # read now: huggingface_hub reads it only once, at import
+            kwargs["local_files_only"] = True
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
         model = transformers.AutoModel.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in {"", "0"}
         hint = (
             "it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
-            if offline
+            if _offline()
             else "it could not be found or downloaded"
         )
         raise ConfigError(

@@ -48,6 +48,9 @@ from salesformer.evaluation.cold_start import (
 )
 from salesformer.evaluation.metrics import coverage80, wql
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from online_retail import DEFAULT_SOURCE, RESULTS
+
 WEEKS = 12
 NEW_WINDOW = ("2011-01-03", "2011-09-05")
 TRAIN_WINDOW = ("2010-01-04", "2010-10-04")
@@ -57,14 +60,7 @@ HISTORY_CUTOFF = "2010-12-27"
 NEIGHBOURS = 10
 ENCODER = "all-MiniLM-L6-v2"
 LM_NAME = "LM"
-DEFAULT_DATA = (
-    Path(__file__).resolve().parents[1].parent
-    / "shared"
-    / "datasets"
-    / "online_retail_ii"
-    / "online_retail_ii.parquet"
-)
-RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_DATA = DEFAULT_SOURCE
 
 #: An independent harness on the same protocol (434 new launches x 12 weeks, 910 training).
 REFERENCE: dict[str, dict[str, Any]] = {

@@ -20,8 +20,7 @@ from salesformer.data.contract import DATE, ITEM_ID, SALES, Panel, validate_pane
 from salesformer.data.synthetic import generate_catalogue
 from salesformer.errors import ConfigError, NotFittedError
 from salesformer.models.base import DEFAULT_QUANTILES, Forecaster, quantile_column
-from salesformer.models.registry import available_models, make_model
-from salesformer.models.statistical import STATISTICAL_MODELS
+from salesformer.models.registry import STATISTICAL_MODELS, available_models, make_model
 
 N_ITEMS, N_WEEKS, HORIZON = 30, 70, 6
 #: The longest horizon every registered model must serve with its default settings (direct

@@ -15,8 +15,8 @@ import pytest
 
 from salesformer.data.contract import ITEM_ID, TEXT, Panel, validate_panel
 from salesformer.errors import ConfigError
-from salesformer.models import lightgbm_text
 from salesformer.models.lightgbm_text import LightGBMTextForecaster, principal_components
+from salesformer.text import encoder as encoder_module
 
 H = 8
 COMPONENTS = 4
@@ -32,7 +32,7 @@ FAST: dict[str, Any] = {
 @pytest.fixture(autouse=True)
 def fresh_encoders(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts with no encoder loaded in the process."""
-    monkeypatch.setattr(lightgbm_text, "_ENCODERS", {})
+    monkeypatch.setattr(encoder_module, "_LOADED", {})
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +63,8 @@ def test_second_fit_reads_the_cache_and_encodes_nothing(
 ) -> None:
     model = LightGBMTextForecaster(encoder=tiny_encoder, cache_dir=str(tmp_path), **FAST)
     first = model.static_features(text_panel)
-    monkeypatch.setattr(lightgbm_text, "_ENCODERS", {})  # a new process: nothing in memory
-    encoder = lightgbm_text.cached_encoder(tiny_encoder)
+    monkeypatch.setattr(encoder_module, "_LOADED", {})  # a new process: nothing in memory
+    encoder = encoder_module.shared_encoder(tiny_encoder)
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the encoder ran although every text is cached")

@@ -15,10 +15,9 @@ from statsforecast.models import Naive as StatsForecastNaive
 from salesformer.data.contract import DATE, ITEM_ID, SALES, Panel, validate_panel
 from salesformer.errors import ConfigError
 from salesformer.models.base import Forecaster
-from salesformer.models.registry import make_model
+from salesformer.models.registry import STATISTICAL_MODELS, make_model
 from salesformer.models.statistical import (
     ETS_MIN_HISTORY,
-    STATISTICAL_MODELS,
     TSB,
     AutoETS,
     HistoricAverage,

@@ -98,6 +98,19 @@ def resolve_future(panel: Panel, horizon: int, future: pd.DataFrame | None) -> p
     return merged
 
 
+def tidy_forecast_values(values: np.ndarray, n_quantiles: int) -> np.ndarray:
+    """Point and quantile columns made finite, non-negative and non-crossing.
+
+    ``values`` holds the point forecast in column 0 and the quantiles, in increasing level,
+    after it.
+    """
+    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    values = np.clip(values, 0.0, None)
+    if n_quantiles > 1:
+        values[:, 1:] = np.sort(values[:, 1:], axis=1)
+    return values
+
+
 class Forecaster(ABC):
     """Base class: settings in ``__init__``, learning in :meth:`fit`, state in ``*_`` attributes.
 
@@ -179,12 +192,7 @@ class Forecaster(ABC):
         out = frame[[ITEM_ID, DATE, *columns]].copy()
         out[ITEM_ID] = out[ITEM_ID].astype(str)
         out = out.sort_values([ITEM_ID, DATE]).reset_index(drop=True)
-        values = out[columns].to_numpy(dtype=float)
-        values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
-        values = np.clip(values, 0.0, None)
-        if len(quantiles) > 1:
-            values[:, 1:] = np.sort(values[:, 1:], axis=1)
-        out[columns] = values
+        out[columns] = tidy_forecast_values(out[columns].to_numpy(dtype=float), len(quantiles))
         expected = len(self.panel_.item_ids) * horizon
         if len(out) != expected:
             raise RuntimeError(

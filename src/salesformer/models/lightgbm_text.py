@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,23 +22,10 @@ import pandas as pd
 from salesformer.data.contract import ITEM_ID, Panel
 from salesformer.errors import ConfigError
 from salesformer.models.lightgbm import LightGBMForecaster
-from salesformer.text import DEFAULT_ENCODER, Encoder, item_texts, load_encoder
+from salesformer.text import DEFAULT_ENCODER, item_texts, shared_encoder
 
 TEXT_PC = "text_pc"
 _MAX_COMPONENTS = 1024
-
-#: Encoders loaded in this process, by the name or folder they were loaded from, so that the
-#: many fits of a backtest load the weights once.
-_ENCODERS: dict[str, Encoder] = {}
-
-
-def cached_encoder(name_or_path: str) -> Encoder:
-    """:func:`load_encoder`, loading each encoder at most once per process."""
-    local = Path(name_or_path).expanduser()
-    key = str(local.resolve()) if local.is_dir() else name_or_path
-    if key not in _ENCODERS:
-        _ENCODERS[key] = load_encoder(name_or_path)
-    return _ENCODERS[key]
 
 
 def principal_components(vectors: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +100,7 @@ class LightGBMTextForecaster(LightGBMForecaster):
         n_components = min(self.text_components, len(texts) - 1)
         if n_components < 1:  # fewer than two texts: no direction to learn
             return None
-        encoder = cached_encoder(str(self.encoder))
+        encoder = shared_encoder(str(self.encoder))
         vectors = encoder.encode(
             texts.tolist(), cache_dir=None if self.cache_dir is None else str(self.cache_dir)
         )

@@ -74,7 +74,7 @@ def save_model(model: Forecaster, folder: str | Path) -> Path:
         return saved
     config: dict[str, Any] = {
         "model": name,
-        "params": _jsonable(model.get_params(), name),
+        "params": jsonable(model.get_params(), name),
         "versions": library_versions(),
         "format": FORMAT,
     }
@@ -198,14 +198,14 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def _jsonable(value: Any, model: str, key: str = "") -> Any:
+def jsonable(value: Any, model: str, key: str = "") -> Any:
     """``value`` as JSON types; a :class:`ConfigError` names a setting that has none."""
     if isinstance(value, dict):
         return {
-            str(k): _jsonable(v, model, f"{key}.{k}" if key else str(k)) for k, v in value.items()
+            str(k): jsonable(v, model, f"{key}.{k}" if key else str(k)) for k, v in value.items()
         }
     if isinstance(value, list | tuple):
-        return [_jsonable(v, model, key) for v in value]
+        return [jsonable(v, model, key) for v in value]
     if isinstance(value, bool | str) or value is None:
         return value
     if isinstance(value, int | np.integer):
@@ -228,7 +228,7 @@ def _auto_state(model: Any) -> dict[str, Any]:
         "weights": {s: {n: float(w) for n, w in ws.items()} for s, ws in model.weights_.items()},
         "segments": {str(i): str(s) for i, s in segments.items()},
         "skipped": list(model.skipped_),
-        "report": _jsonable(model.report_, AUTO),
+        "report": jsonable(model.report_, AUTO),
         "candidates": list(model.models_),
     }
 

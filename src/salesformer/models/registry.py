@@ -27,8 +27,8 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "auto": ("salesformer.models.auto", "AutoForecaster"),
 }
 
-#: Every baseline, the default of ``salesformer backtest --models``.
-BASELINES: tuple[str, ...] = (
+#: The statsforecast wrappers of :mod:`salesformer.models.statistical`.
+STATISTICAL_MODELS: tuple[str, ...] = (
     "Naive",
     "SeasonalNaive",
     "HistoricAverage",
@@ -38,8 +38,10 @@ BASELINES: tuple[str, ...] = (
     "CrostonOptimized",
     "TSB",
     "ADIDA",
-    "LightGBM",
 )
+
+#: Every baseline, the default of ``salesformer backtest --models``.
+BASELINES: tuple[str, ...] = (*STATISTICAL_MODELS, "LightGBM")
 
 
 def available_models() -> list[str]:

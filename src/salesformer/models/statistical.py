@@ -39,19 +39,6 @@ from salesformer.models.conformal import (
     scaled_errors,
 )
 
-#: Names of the models of this module, as registered in :mod:`salesformer.models.registry`.
-STATISTICAL_MODELS: tuple[str, ...] = (
-    "Naive",
-    "SeasonalNaive",
-    "HistoricAverage",
-    "WindowAverage",
-    "AutoETS",
-    "CrostonSBA",
-    "CrostonOptimized",
-    "TSB",
-    "ADIDA",
-)
-
 Intervals = Literal["conformal", "native"]
 
 #: Shortest history a model is fitted to unless it says otherwise; shorter items get the

@@ -11,6 +11,14 @@ from salesformer.text.encoder import (
     Encoder,
     item_texts,
     load_encoder,
+    shared_encoder,
 )
 
-__all__ = ["DEFAULT_ENCODER", "EmbeddingCache", "Encoder", "item_texts", "load_encoder"]
+__all__ = [
+    "DEFAULT_ENCODER",
+    "EmbeddingCache",
+    "Encoder",
+    "item_texts",
+    "load_encoder",
+    "shared_encoder",
+]

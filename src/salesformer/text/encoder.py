@@ -157,8 +157,8 @@ class Encoder:
         texts = [str(t) for t in texts]
         keys = [self._text_key(t) for t in texts]
         store = EmbeddingCache(cache_dir, self.key) if use_cache else None
-        known: dict[str, np.ndarray] = dict(self._cache)
-        if store is not None:
+        known: dict[str, np.ndarray] = self._cache
+        if store is not None and any(k not in known for k in keys):
             known.update(store.load())
         missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in known}.items())
         if missing:
@@ -180,7 +180,6 @@ class Encoder:
             known.update(fresh)
             if store is not None:
                 store.add(fresh)
-        self._cache.update({k: known[k] for k in keys})
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([known[k] for k in keys]).astype(np.float32)
@@ -257,6 +256,28 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in {"", "0", "false", "no"}
 
 
+_LOADED: dict[tuple[str, int], Encoder] = {}
+
+
+def shared_encoder(name_or_path: str | Path, max_length: int = DEFAULT_MAX_LENGTH) -> Encoder:
+    """:func:`load_encoder`, loading each (encoder, max_length) at most once per process.
+
+    The many fits of a backtest share the weights; callers that train the model copy it first.
+    """
+    local = Path(str(name_or_path)).expanduser()
+    name = str(local.resolve()) if local.is_dir() else str(name_or_path)
+    key = (name, max_length)
+    if key not in _LOADED:
+        _LOADED[key] = load_encoder(name_or_path, max_length=max_length)
+    return _LOADED[key]
+
+
+def _quiet_transformers(transformers: Any) -> None:
+    """No per-load progress bars or advisory logs from transformers."""
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def load_encoder(
     name_or_path: str | Path = DEFAULT_ENCODER,
     *,
@@ -270,6 +291,7 @@ def load_encoder(
             with the fix in the message.
     """
     transformers = _import_transformers()
+    _quiet_transformers(transformers)
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 8:
         raise ConfigError(f"max_length must be a whole number >= 8; got {max_length!r}")
     given = str(name_or_path)

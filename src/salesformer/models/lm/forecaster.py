@@ -31,7 +31,6 @@ import copy
 import json
 import math
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -42,7 +41,6 @@ import numpy as np
 import pandas as pd
 
 from salesformer._io import atomic_dir
-from salesformer._version import __version__
 from salesformer.data.contract import DATE, ITEM_ID, TEXT, Panel
 from salesformer.errors import ConfigError, DataValidationError, NotFittedError
 from salesformer.models.base import (
@@ -50,6 +48,7 @@ from salesformer.models.base import (
     Forecaster,
     check_quantiles,
     quantile_column,
+    tidy_forecast_values,
 )
 from salesformer.models.lm.samples import (
     STATIC_FEATURES,
@@ -59,7 +58,13 @@ from salesformer.models.lm.samples import (
     build_samples,
     cold_samples,
 )
-from salesformer.text.encoder import Encoder, import_torch, item_texts, load_encoder, mean_pool
+from salesformer.text.encoder import (
+    Encoder,
+    import_torch,
+    item_texts,
+    mean_pool,
+    shared_encoder,
+)
 
 FineTune = Literal["frozen", "lora", "full"]
 FINETUNE_MODES: tuple[str, ...] = ("frozen", "lora", "full")
@@ -69,27 +74,6 @@ ENCODER_FILE = "encoder.safetensors"
 ADAPTER_DIR = "adapter"
 VECTORS_FILE = "item_vectors.safetensors"
 PANEL_DIR = "panel"
-
-_ENCODERS: dict[tuple[str, int], Encoder] = {}
-
-
-def _shared_encoder(name: str, max_length: int) -> Encoder:
-    """A loaded encoder, reused across fits in one process (never trained in place)."""
-    key = (name, max_length)
-    if key not in _ENCODERS:
-        _quiet_transformers()
-        _ENCODERS[key] = load_encoder(name, max_length=max_length)
-    return _ENCODERS[key]
-
-
-def _quiet_transformers() -> None:
-    try:
-        import transformers
-
-        transformers.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-    except Exception:  # pragma: no cover - cosmetic only
-        pass
 
 
 def default_context(freq: str) -> int:
@@ -264,7 +248,7 @@ class LMForecaster(Forecaster):
                 "the LM forecaster reads item texts, but the panel has no items table; "
                 "give an items table with item_id and text (or title/description columns)"
             )
-        base = _shared_encoder(self.encoder, self.max_length)
+        base = shared_encoder(self.encoder, self.max_length)
         self.encoder_info_ = {
             "name": base.name,
             "source": base.source,
@@ -375,7 +359,7 @@ class LMForecaster(Forecaster):
         )
         vectors = self.item_vectors_[_positions(self.item_ids_, wide.item_ids)]
         logq = self._forward(samples, vectors)[:, :horizon, :]
-        dates = panel.future_dates(panel.last_date, horizon)
+        dates = panel.future_dates(panel.last_date, horizon).to_numpy()
         return self._frame(wide.item_ids, dates, logq, samples.level, quantiles)
 
     def predict_new(
@@ -426,21 +410,16 @@ class LMForecaster(Forecaster):
         texts = _texts_for(frame, frame[ITEM_ID].to_numpy())
         vectors = self._encode_texts(texts)
         logq = self._forward(samples, vectors)[:, :horizon, :]
-        rows = []
-        for i, item in enumerate(frame[ITEM_ID]):
-            dates = pd.date_range(launches[i], periods=horizon, freq=panel.freq)
-            rows.append(
-                self._frame(
-                    np.array([item]), dates, logq[i : i + 1], samples.level[i : i + 1], levels
-                )
-            )
-        out = pd.concat(rows, ignore_index=True)
+        dates = np.concatenate(
+            [
+                pd.date_range(start, periods=horizon, freq=panel.freq).to_numpy()
+                for start in launches
+            ]
+        )
+        out = self._frame(frame[ITEM_ID].to_numpy(), dates, logq, samples.level, levels)
         columns = [self.name, *(quantile_column(self.name, q) for q in levels)]
-        values = np.clip(np.nan_to_num(out[columns].to_numpy(dtype=float)), 0.0, None)
-        if len(levels) > 1:
-            values[:, 1:] = np.sort(values[:, 1:], axis=1)
-        out[columns] = values
-        return out[[ITEM_ID, DATE, *columns]]
+        out[columns] = tidy_forecast_values(out[columns].to_numpy(dtype=float), len(levels))
+        return out
 
     def _check_horizon(self, horizon: int) -> None:
         if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer) or horizon < 1:
@@ -452,7 +431,7 @@ class LMForecaster(Forecaster):
             )
 
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
-        base = _shared_encoder(self.encoder, self.max_length)
+        base = shared_encoder(self.encoder, self.max_length)
         if self.encoder_model_ is None:
             return base.encode(texts, cache_dir=self.cache_dir)
         tokens = base.tokenize(texts)
@@ -482,18 +461,24 @@ class LMForecaster(Forecaster):
     def _frame(
         self,
         item_ids: np.ndarray,
-        dates: pd.DatetimeIndex,
+        dates: np.ndarray,
         logq: np.ndarray,
         level: np.ndarray,
         quantiles: tuple[float, ...],
     ) -> pd.DataFrame:
-        """Sales quantiles from scaled log quantiles: expm1(q + level), interpolated levels."""
+        """Sales quantiles from scaled log quantiles: expm1(q + level), interpolated levels.
+
+        ``dates`` holds the horizon's dates: shared by every item, or one run per item.
+        """
         n, horizon, _ = logq.shape
         learned = np.asarray(self.levels)
         shifted = logq + level[:, None, None]
         flat = shifted.reshape(n * horizon, -1)
         frame = pd.DataFrame(
-            {ITEM_ID: np.repeat(item_ids.astype(str), horizon), DATE: np.tile(dates.to_numpy(), n)}
+            {
+                ITEM_ID: np.repeat(item_ids.astype(str), horizon),
+                DATE: dates if len(dates) == n * horizon else np.tile(dates, n),
+            }
         )
         median = flat[:, list(learned).index(0.5)]
         frame[self.name] = np.expm1(np.clip(median, -20, 20))
@@ -510,6 +495,8 @@ class LMForecaster(Forecaster):
             raise NotFittedError("LMForecaster is not fitted yet; call .fit(panel) before .save()")
         from safetensors.numpy import save_file
         from safetensors.torch import save_file as save_torch
+
+        from salesformer.models.persist import jsonable, library_versions
 
         target = Path(folder)
         with atomic_dir(target) as staging:
@@ -528,7 +515,7 @@ class LMForecaster(Forecaster):
             self.panel_.save(staging / PANEL_DIR)
             config = {
                 "model": "LM",
-                "params": _jsonable(self.get_params()),
+                "params": jsonable(self.get_params(), self.name),
                 "state": {
                     "context": self.context_,
                     "n_future": int(self.head_.future_proj.in_features),
@@ -537,7 +524,7 @@ class LMForecaster(Forecaster):
                     "fine_tuned_encoder": self.encoder_model_ is not None,
                     "item_ids": [str(i) for i in self.item_ids_],
                 },
-                "fit_report": _jsonable(self.fit_report_),
+                "fit_report": jsonable(self.fit_report_, self.name),
                 "versions": library_versions(),
             }
             (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
@@ -566,7 +553,7 @@ class LMForecaster(Forecaster):
             params[key] = tuple(params[key])
         model = cls(**params)
         state = config["state"]
-        base = _shared_encoder(model.encoder, model.max_length)
+        base = shared_encoder(model.encoder, model.max_length)
         saved = state["encoder"]
         if saved["revision"] != base.revision:
             raise ConfigError(
@@ -1067,32 +1054,4 @@ def _interp_rows(values: np.ndarray, levels: np.ndarray, q: float) -> np.ndarray
     return values[:, lower] * (1 - share) + values[:, upper] * share
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries a saved model depends on."""
-    versions = {"salesformer": __version__, "python": platform.python_version()}
-    for name in ("torch", "transformers", "peft", "numpy", "pandas"):
-        module = sys.modules.get(name)
-        if module is None:
-            try:
-                module = __import__(name)
-            except ImportError:
-                continue
-        versions[name] = str(getattr(module, "__version__", "unknown"))
-    return versions
-
-
-__all__ = ["FINETUNE_MODES", "LMForecaster", "library_versions"]
+__all__ = ["FINETUNE_MODES", "LMForecaster"]

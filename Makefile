@@ -23,6 +23,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
+	bash .ci/system-packages.sh
 	$(BIN)/pytest
 
 test: lint typecheck pytest

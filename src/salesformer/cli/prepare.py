@@ -26,6 +26,12 @@ OUTLIERS_FILE = "outliers.csv"
 OutOption = Annotated[
     Path, typer.Option("--out", help="Folder to write the panel to (created or updated).")
 ]
+Sha256Option = Annotated[
+    str | None, typer.Option("--sha256", help="Expected sha256 of the source file.")
+]
+CacheDirOption = Annotated[
+    Path | None, typer.Option("--cache-dir", help="Download folder for a URL source.")
+]
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -61,12 +67,8 @@ def online_retail_command(
         ),
     ],
     out: OutOption,
-    sha256: Annotated[
-        str | None, typer.Option("--sha256", help="Expected sha256 of the source file.")
-    ] = None,
-    cache_dir: Annotated[
-        Path | None, typer.Option("--cache-dir", help="Download folder for a URL source.")
-    ] = None,
+    sha256: Sha256Option = None,
+    cache_dir: CacheDirOption = None,
 ) -> None:
     """Prepare UCI Online Retail II invoice lines as a weekly panel (the benchmark protocol)."""
     from salesformer._io import atomic_dir
@@ -78,6 +80,26 @@ def online_retail_command(
         _write_json(staging / QUALITY_FILE, {"source": source, **report.to_dict()})
         report.outliers.to_csv(staging / OUTLIERS_FILE, index=False)
     _print_summary(report.as_table(), out, [*_panel_files(panel), QUALITY_FILE, OUTLIERS_FILE])
+
+
+@prepare_app.command("stallion")
+def stallion_command(
+    source: Annotated[
+        str, typer.Option("--source", help="Path or http(s) URL of stallion.parquet (or CSV).")
+    ],
+    out: OutOption,
+    sha256: Sha256Option = None,
+    cache_dir: CacheDirOption = None,
+) -> None:
+    """Prepare the Stallion beverage data as a monthly agency x SKU panel with prices."""
+    from salesformer._io import atomic_dir
+    from salesformer.data.stallion import prepare_stallion
+
+    panel, report = prepare_stallion(source, cache_dir=cache_dir, sha256=sha256)
+    with atomic_dir(out) as staging:
+        panel.save(staging)
+        _write_json(staging / QUALITY_FILE, {"source": source, **report.to_dict()})
+    _print_summary(report.as_table(), out, [*_panel_files(panel), QUALITY_FILE])
 
 
 @prepare_app.command("csv")

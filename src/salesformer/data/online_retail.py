@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from salesformer.data.contract import DATE, ITEM_ID, SALES, TEXT, Panel, validate_panel
-from salesformer.data.sources import read_table, resolve_source
+from salesformer.data.sources import quality_table, read_table, resolve_source
 from salesformer.data.text import item_text
 from salesformer.errors import DataValidationError
 
@@ -140,15 +140,7 @@ class QualityReport:
 
     def as_table(self) -> Table:
         """The report as a two-column rich table, for printing."""
-        from rich.table import Table
-
-        table = Table(title="Online Retail II: data quality")
-        table.add_column("check")
-        table.add_column("value", justify="right")
-        for name, value in self.to_dict().items():
-            shown = f"{value:,}" if isinstance(value, int) else str(value)
-            table.add_row(name.replace("_", " "), shown)
-        return table
+        return quality_table("Online Retail II: data quality", self.to_dict())
 
 
 def read_invoice_lines(path: Path) -> pd.DataFrame:

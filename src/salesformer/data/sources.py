@@ -18,14 +18,18 @@ import shutil
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from salesformer._io import atomic_file
 from salesformer._version import __version__
 from salesformer.errors import DataValidationError
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 CACHE_ENV = "SALESFORMER_CACHE"
 DOWNLOAD_TIMEOUT_S = 60.0
@@ -193,3 +197,16 @@ def read_table(path: Path, *, string_columns: Sequence[str] = ()) -> pd.DataFram
             f"could not read {str(path)!r} as {kind}: {type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}; check that the file is valid {kind}"
         ) from exc
+
+
+def quality_table(title: str, counts: Mapping[str, Any]) -> Table:
+    """A loader's data-quality counts as a two-column rich table, for printing."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("check")
+    table.add_column("value", justify="right")
+    for name, value in counts.items():
+        shown = f"{value:,}" if isinstance(value, int) else str(value)
+        table.add_row(name.replace("_", " "), shown)
+    return table

@@ -66,7 +66,9 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "target": ("log1p_offset", "log1p", "log1p_scaled"),
     "quantile_method": ("lightgbm", "conformal"),
 }
-_SWITCHES = ("use_known_future", "bias_correction")
+_SWITCHES = ("use_known_future", "bias_correction", "price_monotone")
+#: Known-future covariates whose effect ``price_monotone`` fixes: -1 falls, +1 rises with them.
+MONOTONE_COVARIATES = {"price": -1, "discount": 1}
 
 
 def import_lightgbm() -> ModuleType:
@@ -89,6 +91,10 @@ class LightGBMForecaster(Forecaster):
         target: ``"log1p_offset"``, ``"log1p"`` or ``"log1p_scaled"``.
         use_known_future: use the panel's known-future covariates at the target dates; when
             False they are treated as past-only (their values at the origin).
+        price_monotone: constrain the trees so that the forecast never rises with the
+            known-future ``price`` and never falls with ``discount`` (LightGBM monotone
+            constraints on those columns and their ``_rel`` ratios), all else equal. Point
+            forecasts only: LightGBM's quantile objective takes no constraints.
         quantile_method: ``"lightgbm"`` (quantile models) or ``"conformal"``.
         quantile_levels: levels of the quantile models (``quantile_method="lightgbm"``);
             forecasts of other levels inside their range are interpolated.
@@ -114,6 +120,7 @@ class LightGBMForecaster(Forecaster):
     origin_step: int = 2
     target: Target = "log1p_offset"
     use_known_future: bool = True
+    price_monotone: bool = False
     quantile_method: QuantileMethod = "lightgbm"
     quantile_levels: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
     quantile_learning_rate: float = 0.1
@@ -177,6 +184,7 @@ class LightGBMForecaster(Forecaster):
         positions = self._origin_positions(len(dates))
         rows = build_features(self.view_, dates[positions], self.max_horizon, static=self.static_)
         self.feature_names_ = list(rows.features.columns)
+        self.monotone_ = self._monotone(self.view_)
         self.smearing_ = 1.0
         self.log_errors_ = np.zeros((0, self.max_horizon))
         if self.quantile_method == "conformal" or self.bias_correction:
@@ -189,6 +197,18 @@ class LightGBMForecaster(Forecaster):
             return panel
         demoted = (*panel.past_only, *panel.known_future)
         return dataclasses.replace(panel, known_future=(), past_only=demoted)
+
+    def _monotone(self, view: Panel) -> list[int]:
+        """Monotone constraint of each feature (0: free); see ``price_monotone``."""
+        if not self.price_monotone:
+            return [0] * len(self.feature_names_)
+        signs = {
+            feature: sign
+            for name, sign in MONOTONE_COVARIATES.items()
+            if name in view.known_future
+            for feature in (name, f"{name}_rel")
+        }
+        return [signs.get(name, 0) for name in self.feature_names_]
 
     def _origin_positions(self, n_dates: int) -> np.ndarray:
         """Training origins: every ``origin_step`` periods back from the second-last date."""
@@ -269,6 +289,11 @@ class LightGBMForecaster(Forecaster):
             "feature_fraction": self.feature_fraction,
             "lambda_l2": self.lambda_l2,
             "seed": self.seed,
+            **(
+                {"monotone_constraints": self.monotone_}
+                if alpha is None and any(self.monotone_)
+                else {}
+            ),
             "num_threads": self.n_jobs or os.cpu_count() or 1,
             "deterministic": True,
             "force_row_wise": True,

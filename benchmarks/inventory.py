@@ -1,0 +1,275 @@
+"""Inventory replay on the Online Retail II backtest windows: does the planner hit its targets?
+
+The planner (:mod:`salesformer.decisions.inventory`) turns each model's backtest quantile
+forecasts into weekly order-up-to levels, and :mod:`salesformer.decisions.inventory_sim` replays
+the actual demand of the 8-week window after each cutoff against them: weekly review, lead time
+``--lead-time`` weeks (default 1), stock starting at the first order-up-to level, lost sales,
+unit value = the item's last paid price at the cutoff (prepared panel).
+
+Protocol:
+
+- **Validation** cutoff 2011-07-04 (its window ends 2011-08-29): for each model and service
+  type, the week-to-week correlation of forecast errors (``week_correlation``, grid 0, 0.5, 1)
+  is chosen to bring the achieved service closest to the targets 0.9, 0.95, 0.99 (mean absolute
+  gap; per-item fill rate for fill-rate targets, cycle service for cycle targets).
+- **Test** cutoffs 2011-08-29 and 2011-09-26 (after the validation window ends): the chosen
+  setting is replayed at the targets 0.9, 0.95, 0.99 and, for fill-rate targets, over a grid
+  of targets whose (achieved fill rate, average stock) curve is interpolated to compare the
+  stock each model needs for the *same achieved* fill rate.
+
+The backtest forecasts come from ``benchmarks/online_retail.py`` (``--store``, default
+``benchmarks/results/forecasts``). Results: ``benchmarks/results/inventory.json`` and ``.md``.
+
+Usage::
+
+    python benchmarks/inventory.py [--models LM-lora,LM-frozen,auto,SeasonalNaive]
+        [--lead-time 1] [--samples 500] [--backorders] [--source PATH] [--store DIR] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from salesformer.data.contract import CUTOFF, DATE, ITEM_ID
+from salesformer.decisions.inventory_sim import ReplaySettings, replay_policy, summarize_replay
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_SOURCE = (
+    Path(__file__).resolve().parents[1].parent
+    / "shared"
+    / "datasets"
+    / "online_retail_ii"
+    / "online_retail_ii.parquet"
+)
+VALIDATION = ("2011-07-04",)
+TEST = ("2011-08-29", "2011-09-26")
+TARGETS = (0.9, 0.95, 0.99)
+CORRELATIONS = (0.0, 0.5, 1.0)
+CURVE = (0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.99, 0.995)
+#: (achieved-service metric, stock metric, levels): stock needed at equal achieved service.
+MATCHES = (
+    ("fill_rate", "avg_stock_value", (0.85, 0.88, 0.9)),
+    ("item_fill_rate", "avg_stock_value", (0.88, 0.9, 0.92, 0.94)),
+    ("item_fill_rate", "median_stock_units", (0.88, 0.9, 0.92, 0.94)),
+)
+SERVICE_TYPES = ("fill-rate", "cycle")
+BASELINE = "SeasonalNaive"
+
+
+def load_forecasts(store: Path, model: str) -> pd.DataFrame:
+    path = store / f"{model}.parquet"
+    if not path.is_file():
+        sys.exit(
+            f"backtest forecasts of {model} not found at {path}; create them with: "
+            f"python benchmarks/online_retail.py --models {model} --reuse --store {store}"
+        )
+    frame = pd.read_parquet(path)
+    frame[CUTOFF] = pd.to_datetime(frame[CUTOFF])
+    return frame
+
+
+def unit_values(source: Path) -> pd.DataFrame:
+    """``item_id, cutoff, unit_value``: each item's last paid price at each cutoff."""
+    from salesformer.data.online_retail import prepare_online_retail
+
+    if not source.is_file():
+        sys.exit(f"dataset not found: {source}; pass --source PATH")
+    panel, _ = prepare_online_retail(source)
+    sales = panel.sales[[ITEM_ID, DATE, "price"]]
+    rows = []
+    for cutoff in (*VALIDATION, *TEST):
+        stamp = pd.Timestamp(cutoff)
+        last = sales[sales[DATE] <= stamp].groupby(ITEM_ID)["price"].last()
+        rows.append(pd.DataFrame({ITEM_ID: last.index, CUTOFF: stamp, "unit_value": last.values}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def run_replay(
+    frame: pd.DataFrame,
+    model: str,
+    cutoffs: tuple[str, ...],
+    targets: tuple[float, ...],
+    settings: ReplaySettings,
+    values: pd.DataFrame,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Summaries over all ``cutoffs`` and per cutoff."""
+    window = frame[frame[CUTOFF].isin([pd.Timestamp(c) for c in cutoffs])]
+    replay = replay_policy(window, model, list(targets), settings)
+    return summarize_replay(replay, values), summarize_replay(replay, values, by=(CUTOFF,))
+
+
+def gap(summary: pd.DataFrame, service_type: str) -> float:
+    """Mean absolute gap between achieved service and target."""
+    column = "item_fill_rate" if service_type == "fill-rate" else "cycle_service"
+    return float((summary[column] - summary["target"]).abs().mean())
+
+
+def choose_correlation(
+    frame: pd.DataFrame, model: str, service_type: str, base: dict[str, Any], values: pd.DataFrame
+) -> tuple[float, list[dict[str, Any]]]:
+    trials = []
+    for rho in CORRELATIONS:
+        settings = ReplaySettings(service_type=service_type, week_correlation=rho, **base)
+        summary, _ = run_replay(frame, model, VALIDATION, TARGETS, settings, values)
+        trials.append({"week_correlation": rho, "gap": gap(summary, service_type)})
+        print(f"  [{model} {service_type}] validation rho={rho}: gap {trials[-1]['gap']:.4f}")
+    best = min(trials, key=lambda t: t["gap"])
+    return float(best["week_correlation"]), trials
+
+
+def matched_stock(curves: pd.DataFrame, scope: str) -> list[dict[str, Any]]:
+    """Stock each model needs at equal achieved service (linear interpolation on its curve)."""
+    rows = []
+    for metric, stock, levels in MATCHES:
+        for level in levels:
+            row: dict[str, Any] = {"scope": scope, "metric": metric, "stock": stock, "at": level}
+            for model, curve in curves.groupby("model", sort=False):
+                curve = curve.sort_values(metric)
+                fill = curve[metric].to_numpy()
+                inside = fill.min() <= level <= fill.max()
+                row[str(model)] = float(np.interp(level, fill, curve[stock])) if inside else None
+            rows.append(row)
+    return rows
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lead = report["settings"]["lead_time"]
+    lines = [
+        "# Inventory replay on Online Retail II",
+        "",
+        f"Lead time {lead} week(s) (the first {lead} week(s) of each window are warm-up, not "
+        "scored), weekly review, "
+        f"{'lost sales' if report['settings']['lost_sales'] else 'backorders'}; "
+        f"{report['settings']['n_samples']} draws per level; validation cutoff "
+        f"{', '.join(VALIDATION)}, test cutoffs {', '.join(TEST)} "
+        f"({report['test_windows']} item windows, 8 weeks each). "
+        "Generated by `python benchmarks/inventory.py`.",
+        "",
+        "## Achieved service on the test windows",
+        "",
+        "| model | type | corr | target | item fill rate | unit fill rate | cycle service "
+        "| stock-out weeks | avg stock units | avg stock value |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in report["test"]:
+        lines.append(
+            f"| {row['model']} | {row['service_type']} | {row['week_correlation']:g} "
+            f"| {row['target']:g} | {row['item_fill_rate']:.3f} | {row['fill_rate']:.3f} "
+            f"| {row['cycle_service']:.3f} | {row['stockout_weeks']:.0f} "
+            f"| {row['avg_stock_units']:.1f} | {row['avg_stock_value']:.1f} |"
+        )
+    lines += [
+        "",
+        "Item fill rate: mean over item windows with demand of units served / demanded (the "
+        "planner's per-item target). Unit fill rate: all units together (large sellers weigh "
+        "most). Cycle service: share of item-weeks without a stock-out. Stock: end-of-week "
+        "units (value at last paid price) per item-week.",
+        "",
+        "## Stock at equal achieved fill rate (fill-rate targets)",
+        "",
+        "Each model's (achieved fill rate, stock) curve over the targets "
+        f"{', '.join(f'{t:g}' for t in CURVE)}, interpolated at equal achieved fill rate; "
+        "'-' where a curve does not reach it. Value: average stock value per item-week "
+        "(large items weigh most); median units: the median item window's average stock.",
+        "",
+        "| scope | fill rate | at | stock | " + " | ".join(report["models"]) + " |",
+        "|---|---|---|---|" + "---|" * len(report["models"]),
+    ]
+    for row in report["matched"]:
+        cells = ["-" if row.get(m) is None else f"{row[m]:.1f}" for m in report["models"]]
+        lines.append(
+            f"| {row['scope']} | {row['metric']} | {row['at']:g} | {row['stock']} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    lines += [
+        "",
+        f"Machine: {report['machine']}; {report['seconds']:.0f} s.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default=f"LM-lora,LM-frozen,auto,{BASELINE}")
+    parser.add_argument("--lead-time", type=int, default=1)
+    parser.add_argument("--samples", type=int, default=500)
+    parser.add_argument(
+        "--backorders", action="store_true", help="replay with backorders, not lost sales"
+    )
+    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
+    parser.add_argument("--store", type=Path, default=RESULTS / "forecasts")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    frames = {m: load_forecasts(args.store, m) for m in models}
+    values = unit_values(args.source)
+    base = {
+        "lead_time": args.lead_time,
+        "n_samples": args.samples,
+        "seed": 0,
+        "lost_sales": not args.backorders,
+    }
+    chosen, validation, test, curves, by_cutoff = {}, [], [], [], []
+    for model in models:
+        for service_type in SERVICE_TYPES:
+            rho, trials = choose_correlation(frames[model], model, service_type, base, values)
+            chosen[f"{model}/{service_type}"] = rho
+            validation += [{"model": model, "service_type": service_type, **t} for t in trials]
+            settings = ReplaySettings(service_type=service_type, week_correlation=rho, **base)
+            targets = CURVE if service_type == "fill-rate" else TARGETS
+            summary, per_cutoff = run_replay(frames[model], model, TEST, targets, settings, values)
+            for frame in (summary, per_cutoff):
+                frame.insert(0, "model", model)
+                frame.insert(1, "service_type", service_type)
+                frame.insert(2, "week_correlation", rho)
+            if service_type == "fill-rate":
+                curves.append(summary)
+                by_cutoff.append(per_cutoff)
+            test += summary[summary["target"].isin(TARGETS)].to_dict(orient="records")
+            print(f"[{model} {service_type}] rho={rho}")
+            print(summary.round(3).to_string(index=False), flush=True)
+    curve_frame = pd.concat(curves, ignore_index=True)
+    cutoff_frame = pd.concat(by_cutoff, ignore_index=True)
+    matched = matched_stock(curve_frame, "test")
+    for cutoff, group in cutoff_frame.groupby(CUTOFF):
+        matched += matched_stock(group, str(pd.Timestamp(cutoff).date()))
+    windows = frames[models[0]]
+    n_windows = windows[windows[CUTOFF].isin([pd.Timestamp(c) for c in TEST])]
+    report = {
+        "settings": {**base, "review_period": 1},
+        "validation_cutoffs": list(VALIDATION),
+        "test_cutoffs": list(TEST),
+        "targets": list(TARGETS),
+        "curve_targets": list(CURVE),
+        "models": models,
+        "test_windows": int(n_windows.groupby([ITEM_ID, CUTOFF]).ngroups),
+        "chosen_week_correlation": chosen,
+        "validation": validation,
+        "test": test,
+        "curves": curve_frame.to_dict(orient="records"),
+        "curves_by_cutoff": cutoff_frame.to_dict(orient="records"),
+        "matched": matched,
+        "machine": f"{platform.machine()}, {platform.python_version()}",
+        "seconds": time.perf_counter() - started,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "inventory.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    text = markdown(report)
+    (args.out / "inventory.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -15,6 +15,10 @@ Sales are negative-binomial draws around ``level x season x trend x price effect
 uplift x launch ramp``; low-level products are naturally intermittent. About a fifth of the
 catalogue launches during the span (new products). :attr:`SyntheticCatalogue.truth` keeps the
 latent parameters and the informative words, for tests and explanations.
+
+``lang="zh"`` writes the same catalogue (same seed, same sales) in Chinese: titles,
+descriptions, categories and promotion copy are built from the Chinese words for the same
+theme, tier, material and product, and ``truth.informative_words`` lists those Chinese words.
 """
 
 from __future__ import annotations
@@ -73,6 +77,55 @@ PROMO_COPY = (
     "Limited offer: {pct}% off",
     "Flash sale, {pct}% off while stocks last",
 )
+LANGUAGES = ("en", "zh")
+#: Chinese words for the latent words above (the same signal, written in Chinese).
+ZH_WORDS = {
+    "Christmas": "圣诞",
+    "Garden": "花园",
+    "Valentine": "情人节",
+    "Heart": "爱心",
+    "Bestselling": "热销",
+    "Classic": "经典",
+    "Luxury": "奢华",
+    "Budget": "特惠",
+    "Ceramic": "陶瓷",
+    "Wooden": "实木",
+    "Glass": "玻璃",
+    "Cotton": "纯棉",
+    "Metal": "金属",
+    "Mug": "马克杯",
+    "Tea Towel": "茶巾",
+    "Candle Holder": "烛台",
+    "Photo Frame": "相框",
+    "Tote Bag": "帆布袋",
+    "Lunch Box": "饭盒",
+    "Notebook": "笔记本",
+    "Wall Clock": "挂钟",
+    "Plant Pot": "花盆",
+    "Gift Box": "礼盒",
+    "Kitchen": "厨房用品",
+    "Home Decor": "家居装饰",
+    "Bags": "箱包",
+    "Stationery": "文具",
+    "Gifts": "礼品",
+}
+ZH_THEME_PHRASES = {
+    "Christmas": "适合欢度圣诞佳节",
+    "Garden": "适合阳光明媚的夏日户外",
+    "Valentine": "是浪漫的爱情礼物",
+    "Everyday": "适合日常使用",
+}
+ZH_TIER_PHRASES = {
+    "Bestselling": "人气热销款，深受数千顾客喜爱。",
+    "Classic": "经典设计，百搭各种家居风格。",
+    "Luxury": "奢华手工精制，配高档礼盒包装。",
+    "Budget": "特惠超值之选，价格实惠。",
+}
+ZH_PROMO_COPY = (
+    "本周限时立减{pct}%",
+    "限时优惠：立减{pct}%",
+    "闪购特卖，立减{pct}%，售完即止",
+)
 
 
 @dataclass(frozen=True)
@@ -104,6 +157,7 @@ def generate_catalogue(
     seed: int = 0,
     new_item_share: float = 0.2,
     promo_rate: float = 0.08,
+    lang: str = "en",
 ) -> SyntheticCatalogue:
     """Generate a seeded weekly catalogue (weeks start on Monday).
 
@@ -114,7 +168,11 @@ def generate_catalogue(
         seed: random seed; the same seed gives the same catalogue.
         new_item_share: share of products launched during the span.
         promo_rate: share of weeks with a promotion, per product.
+        lang: language of the product texts, ``"en"`` or ``"zh"`` (Chinese); the numbers
+            do not depend on it.
     """
+    if lang not in LANGUAGES:
+        raise ConfigError(f"lang must be one of {', '.join(LANGUAGES)}; got {lang!r}")
     if n_items < 1 or n_weeks < 8:
         raise ConfigError(f"need n_items >= 1 and n_weeks >= 8; got {n_items} and {n_weeks}")
     if not 0.0 <= new_item_share <= 1.0 or not 0.0 <= promo_rate <= 0.5:
@@ -145,10 +203,26 @@ def generate_catalogue(
         level_mult, price_mult, elasticity = TIERS[tier]
         base_price = round(price0 * MATERIALS[material] * price_mult * rng.uniform(0.9, 1.1), 2)
         theme_title, theme_desc = THEME_WORDS[theme]
-        title = " ".join(w for w in (tier, material, theme_title, product) if w)
-        description = f"{TIER_PHRASES[tier]} A {material.lower()} {product.lower()} {theme_desc}."
         promo = PRODUCTS[product][0] != "Gifts" and rng.random() < 0.5
-        promo_copy = PROMO_COPY[int(rng.integers(len(PROMO_COPY)))].format(pct=20) if promo else ""
+        copy_index = int(rng.integers(len(PROMO_COPY))) if promo else -1
+        words = [w for w in (tier, material, *theme_title.split(), product) if w]
+        if lang == "zh":
+            words = [ZH_WORDS[w] for w in words]
+            title = " ".join(words)
+            description = (
+                f"{ZH_TIER_PHRASES[tier]}这款{ZH_WORDS[material]}{ZH_WORDS[product]}"
+                f"{ZH_THEME_PHRASES[theme]}。"
+            )
+            promo_copy = ZH_PROMO_COPY[copy_index].format(pct=20) if promo else ""
+            text = _zh_item_text(title, description, ZH_WORDS[category], promo_copy)
+            category = ZH_WORDS[category]
+        else:
+            title = " ".join(words)
+            description = (
+                f"{TIER_PHRASES[tier]} A {material.lower()} {product.lower()} {theme_desc}."
+            )
+            promo_copy = PROMO_COPY[copy_index].format(pct=20) if promo else ""
+            text = item_text(title, description, category, promo_copy)
         item_id = f"SKU{i:05d}"
 
         weeks = np.arange(launch[i], n_weeks)
@@ -186,7 +260,7 @@ def generate_catalogue(
                 "description": description,
                 "category": category,
                 "promotion": promo_copy,
-                TEXT: item_text(title, description, category, promo_copy),
+                TEXT: text,
                 "base_price": base_price,
                 "launch_date": dates[launch[i]],
             }
@@ -200,10 +274,16 @@ def generate_catalogue(
                 "level": base_level[i] * level_mult,
                 "elasticity": elasticity,
                 "trend": trend[i],
-                "informative_words": " ".join(
-                    w for w in (tier, material, *theme_title.split()) if w
-                ),
+                "informative_words": " ".join(words[:-1]),
             }
         )
     sales_frame = pd.concat(frames, ignore_index=True)
     return SyntheticCatalogue(sales_frame, pd.DataFrame(item_rows), pd.DataFrame(truth_rows))
+
+
+def _zh_item_text(title: str, description: str, category: str, promotion: str) -> str:
+    """The item text template written for Chinese: title, description, category, promotion."""
+    parts = [f"{title}。", description, f"类别：{category}。"]
+    if promotion:
+        parts.append(f"促销：{promotion}")
+    return "".join(parts)

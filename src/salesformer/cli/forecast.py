@@ -264,6 +264,9 @@ def fit_command(
     settings: list[str] | None = typer.Option(
         None, "--set", help="Extra setting, KEY=VALUE or MODEL.KEY=VALUE (repeatable)."
     ),
+    log_dir: Path | None = typer.Option(
+        None, "--log-dir", help="LM: write TensorBoard training curves here while fitting."
+    ),
 ) -> None:
     """Fit a forecaster on a prepared panel and save it to a model folder."""
     from salesformer.data.contract import Panel
@@ -275,6 +278,10 @@ def fit_command(
     if horizon < 1:
         raise ConfigError(f"--horizon must be >= 1; got {horizon}")
     overrides = parse_settings(settings)
+    if log_dir is not None:
+        if name not in LM_MODELS:
+            raise ConfigError(f"--log-dir applies to the models lm and auto only; got {name}")
+        overrides.setdefault(LM, {})["log_dir"] = str(log_dir)
     forecaster = build_model(name, horizon, finetune, encoder, overrides)
     given = {**overrides.get(name, {}), **overrides.get(None, {})}
     if hasattr(forecaster, "max_horizon") and "max_horizon" not in given:

@@ -150,6 +150,11 @@ def _per_series(frame: pd.DataFrame, model: str, squared: bool) -> pd.Series:
     return np.sqrt(ratio) if squared else ratio
 
 
+def scaled_errors(frame: pd.DataFrame, model: str) -> pd.Series:
+    """Each series' mean|e| / s1, the terms that MASE averages, indexed by (item_id, cutoff)."""
+    return _per_series(frame, model, squared=False)
+
+
 def mase(frame: pd.DataFrame, model: str) -> float:
     """Mean absolute scaled error, averaged over series (see the module docstring)."""
     values = _per_series(frame, model, squared=False)

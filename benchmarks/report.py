@@ -1,0 +1,163 @@
+"""The HTML report on the Online Retail II backtest: how long it takes, how big it is, and
+whether every chart draws data in a real browser.
+
+Reads the per-model backtest forecasts that ``benchmarks/online_retail.py`` keeps in its
+store (``benchmarks/results/forecasts``: every model of the protocol, LM-frozen / LM-lora /
+LM-full included, so the report's before-vs-after fine-tuning section has real numbers);
+models missing from the store are backtested here (fast baselines only, by default
+SeasonalNaive, ADIDA and CrostonSBA when the store is empty). The panel is prepared from the
+dataset. It then builds the report (timed), renders it in headless Chromium (timed) and counts
+the charts drawn with data, and writes ``benchmarks/results/report.json`` and ``.md``. The
+report and a screenshot go to ``--html`` and its ``.png`` (not versioned).
+
+Usage::
+
+    python benchmarks/report.py [--source PATH] [--store DIR] [--models a,b] [--html FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from salesformer.data.contract import ACTUAL, CUTOFF, DATE, ITEM_ID, Panel
+from salesformer.evaluation.backtest import BacktestResult, backtest
+from salesformer.models.registry import make_model
+from salesformer.report import ReportSettings, write_report
+from salesformer.report.browser import chart_points, chromium_path, rendered_dom, screenshot
+
+HORIZON = 8
+CUTOFFS = ("2011-07-04", "2011-08-01", "2011-08-29", "2011-09-26")
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+DEFAULT_SOURCE = HERE.parents[1] / "shared" / "datasets" / "online_retail_ii"
+DEFAULT_SOURCE = DEFAULT_SOURCE / "online_retail_ii.parquet"
+FALLBACK_MODELS = ("SeasonalNaive", "ADIDA", "CrostonSBA")
+
+
+def stored_models(store: Path) -> list[str]:
+    """Models with forecasts in the store (``<model>.parquet`` next to ``<model>.cost.json``)."""
+    return sorted(p.name[: -len(".cost.json")] for p in store.glob("*.cost.json"))
+
+
+def assemble(store: Path, models: list[str], panel: Panel, folder: Path) -> dict[str, float]:
+    """A backtest folder from stored forecasts, backtesting the models not stored yet.
+
+    Returns:
+        Seconds spent backtesting missing models, by model.
+    """
+    frames, series, costs, spent = [], None, [], {}
+    for name in models:
+        path = store / f"{name}.parquet"
+        if path.is_file():
+            frames.append(pd.read_parquet(path))
+            cost = json.loads((store / f"{name}.cost.json").read_text())
+            costs.append({k: cost[k] for k in ("model", "fit_seconds", "predict_seconds")})
+            continue
+        print(f"[{name}] not in the store: backtesting it ...", flush=True)
+        start = time.perf_counter()
+        result = backtest([make_model(name)], panel, HORIZON, list(CUTOFFS))
+        spent[name] = time.perf_counter() - start
+        frames.append(result.forecasts)
+        series = result.series
+        costs.extend(result.timings.drop(columns=CUTOFF).to_dict(orient="records"))
+    if (store / "series.parquet").is_file() and series is None:
+        series = pd.read_parquet(store / "series.parquet")
+    keys = [ITEM_ID, CUTOFF, DATE, ACTUAL]
+    forecasts = frames[0]
+    for frame in frames[1:]:
+        forecasts = forecasts.merge(frame, on=keys, how="inner", validate="one_to_one")
+    if series is None:
+        sys.exit(f"no series.parquet in {store}; run benchmarks/online_retail.py first")
+    result = BacktestResult(
+        forecasts, series, pd.DataFrame(costs), HORIZON, [pd.Timestamp(c) for c in CUTOFFS]
+    )
+    result.save(folder)
+    return spent
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
+    parser.add_argument("--store", type=Path, default=RESULTS / "forecasts")
+    parser.add_argument("--models", default="", help="default: every stored model")
+    parser.add_argument("--html", type=Path, default=RESULTS / "forecasts" / "report.html")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if not args.source.is_file():
+        sys.exit(f"dataset not found: {args.source}; pass --source PATH")
+    from salesformer.data.online_retail import prepare_online_retail
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    models = models or stored_models(args.store) or list(FALLBACK_MODELS)
+    with tempfile.TemporaryDirectory() as tmp:
+        panel, _ = prepare_online_retail(args.source)
+        panel.save(Path(tmp) / "panel")
+        spent = assemble(args.store, models, panel, Path(tmp) / "backtest")
+        settings = ReportSettings(
+            Path(tmp) / "backtest",
+            panel=Path(tmp) / "panel",
+            title="salesformer report: Online Retail II backtest",
+        )
+        start = time.perf_counter()
+        write_report(settings, args.html)
+        build_seconds = time.perf_counter() - start
+    html = args.html.read_text()
+    charts = re.findall(r'<figure class="chart" data-chart="([^"]+)"', html)
+    sections = re.findall(r'<section id="([^"]+)">', html)
+    row: dict[str, object] = {
+        "models": len(models),
+        "series": int(pd.read_parquet(args.store / "series.parquet").shape[0])
+        if (args.store / "series.parquet").is_file()
+        else None,
+        "build_seconds": round(build_seconds, 2),
+        "html_mb": round(args.html.stat().st_size / 1e6, 2),
+        "sections": len(sections),
+        "charts": len(charts),
+    }
+    if chromium_path() is not None:
+        start = time.perf_counter()
+        points = chart_points(rendered_dom(args.html))
+        row["render_seconds"] = round(time.perf_counter() - start, 2)
+        row["charts_with_data"] = sum(1 for v in points.values() if v >= 2)
+        screenshot(args.html, args.html.with_suffix(".png"), size=(1280, 6000))
+    result = {
+        "protocol": {"horizon": HORIZON, "cutoffs": list(CUTOFFS)},
+        "models": models,
+        "backtested_here_seconds": spent,
+        "sections": sections,
+        "report": row,
+        "html": str(args.html.resolve().relative_to(HERE.parent))
+        if args.html.resolve().is_relative_to(HERE.parent)
+        else str(args.html),
+        "machine": f"{platform.machine()}, Python {platform.python_version()}",
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        "# HTML report on the Online Retail II backtest",
+        "",
+        f"Models: {', '.join(models)}. Sections: {', '.join(sections)}.",
+        "",
+        "| " + " | ".join(row) + " |",
+        "|" + "---|" * len(row),
+        "| " + " | ".join(str(v) for v in row.values()) + " |",
+        "",
+        "build_seconds: reading the backtest and panel, building every section, writing the "
+        "file (1 process); render_seconds: headless Chromium loading it and drawing every chart.",
+        "",
+    ]
+    (args.out / "report.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,347 @@
+"""Load benchmark of ``salesformer serve`` on loopback: forecast latency and event ingestion.
+
+Starts ``salesformer serve`` (uvicorn, one process, torch threads 1, SQLite store in WAL with
+every commit synced) as a user would, then measures from client threads on the same machine:
+
+* known-item forecasts (``GET /items/{id}/forecast``, random known items, default horizon and
+  quantiles 0.1,0.5,0.9) at 1, 8 and 32 concurrent clients with keep-alive connections:
+  latency p50 / p99 and throughput, once with ``--forecast-cache 0`` (every request runs the
+  forecasting head) and once with the default cache (a request for an item whose state has
+  not changed is answered from the cache), then again with the cache after events reached
+  every item;
+* event ingestion (``POST /events``), batches of 100 new events from 1 and 4 clients: events
+  stored per second;
+* errors: any non-200 answer or transport failure, for each phase.
+
+Targets (issue 5): p99 under 50 ms at 8 clients, at least 2,000 events/s, zero errors.
+
+The model: ``--model DIR`` (e.g. the demo's ``out/model``), or by default an LM with the real
+bundled all-MiniLM-L6-v2 encoder (frozen) and the default head size, fitted here on a seeded
+synthetic catalogue of 200 items x 104 weeks; the head's size, not the catalogue, sets the cost
+of a known-item forecast. The clients share the machine's cores with the server, so the
+numbers are for client and server together.
+
+Results: ``benchmarks/results/service.json`` and ``.md``. Usage::
+
+    python benchmarks/service.py [--model DIR] [--requests 1200] [--batches 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+RESULTS = Path(__file__).resolve().parent / "results"
+API_KEY = "benchmark-key-0123456789"
+CONCURRENCY = (1, 8, 32)
+INGEST_CLIENTS = (1, 4)
+BATCH = 100
+
+
+def fit_default_model(folder: Path) -> None:
+    """A frozen-MiniLM LM with the default head on a synthetic catalogue (a minute or two)."""
+    from salesformer.data.synthetic import generate_catalogue
+    from salesformer.models.lm import LMForecaster
+
+    panel = generate_catalogue(n_items=200, n_weeks=104, seed=1).panel()
+    model = LMForecaster(
+        finetune="frozen", head_epochs=4, epoch_samples=4000, threads=1, progress=False
+    )
+    model.fit(panel).save(folder)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_server(model: Path, db: Path, port: int, cache: int) -> subprocess.Popen[str]:
+    env = {**os.environ, "SALESFORMER_API_KEY": API_KEY}
+    command = [
+        sys.executable, "-m", "salesformer.cli.main", "serve", "--model", str(model),
+        "--db", str(db), "--port", str(port), "--forecast-cache", str(cache),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(
+                f"the server exited: {process.stderr.read() if process.stderr else ''}"
+            )
+        try:
+            status, _ = request("GET", port, "/health")
+            if status == 200:
+                return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise SystemExit("the server did not start within 300 s")
+
+
+def request(
+    method: str,
+    port: int,
+    path: str,
+    body: bytes | None = None,
+    connection: http.client.HTTPConnection | None = None,
+) -> tuple[int, bytes]:
+    own = connection is None
+    conn = connection or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"X-API-Key": API_KEY, "Content-Type": "application/json"} if body else {}
+    conn.request(method, path, body=body, headers=headers)
+    answer = conn.getresponse()
+    data = answer.read()
+    if own:
+        conn.close()
+    return answer.status, data
+
+
+def run_clients(
+    clients: int, port: int, jobs: list[tuple[str, str, bytes | None]]
+) -> tuple[list[float], float, int]:
+    """Send ``jobs`` from ``clients`` threads; (latencies in s, wall seconds, errors)."""
+    shares = [jobs[i::clients] for i in range(clients)]
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0] * clients
+    barrier = threading.Barrier(clients + 1)
+
+    def work(index: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        barrier.wait()
+        for method, path, body in shares[index]:
+            started = time.perf_counter()
+            try:
+                status, _ = request(method, port, path, body, conn)
+            except (OSError, http.client.HTTPException):
+                status = 0
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            latencies[index].append(time.perf_counter() - started)
+            errors[index] += status != 200
+        conn.close()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    return [x for part in latencies for x in part], wall, sum(errors)
+
+
+def forecast_jobs(items: list[str], n: int, rng: random.Random) -> list[tuple[str, str, None]]:
+    return [
+        ("GET", f"/items/{rng.choice(items)}/forecast?quantiles=0.1,0.5,0.9", None)
+        for _ in range(n)
+    ]
+
+
+def event_jobs(
+    items: list[str], start: pd.Timestamp, batches: int, tag: str, rng: random.Random
+) -> list[tuple[str, str, bytes]]:
+    jobs = []
+    for b in range(batches):
+        events = [
+            {
+                "event_id": f"{tag}-{b}-{j}",
+                "item_id": rng.choice(items),
+                "timestamp": (start + timedelta(minutes=rng.randrange(0, 60 * 24 * 6))).isoformat(),
+                "quantity": rng.randrange(1, 5),
+                "price": round(rng.uniform(2, 20), 2),
+                "order_id": f"o{b}-{j // 3}",
+            }
+            for j in range(BATCH)
+        ]
+        jobs.append(("POST", "/events", json.dumps({"events": events}).encode()))
+    return jobs
+
+
+def latency_row(clients: int, latencies: list[float], wall: float, errors: int) -> dict[str, Any]:
+    ms = np.asarray(latencies) * 1000
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "throughput_rps": round(len(latencies) / wall, 1),
+        "errors": errors,
+    }
+
+
+def measure(
+    model: Path, work: Path, cache: int, requests: int, batches: int, ingest: bool
+) -> dict[str, Any]:
+    """Start a server with ``--forecast-cache cache`` and run the phases against it."""
+    rng = random.Random(cache)
+    port = free_port()
+    started = time.perf_counter()
+    server = start_server(model, work / f"events-{cache}.db", port, cache)
+    out: dict[str, Any] = {
+        "forecast_cache": cache,
+        "server_start_seconds": round(time.perf_counter() - started, 1),
+    }
+    try:
+        health = json.loads(request("GET", port, "/health")[1])
+        found = json.loads(request("GET", port, "/items?limit=1000")[1])
+        items = [row["item_id"] for row in found["items"]]
+        out["items"] = len(items)
+        run_clients(4, port, forecast_jobs(items, 100, rng))  # warm-up
+        out["forecasts"] = []
+        for clients in CONCURRENCY:
+            row = latency_row(
+                clients, *run_clients(clients, port, forecast_jobs(items, requests, rng))
+            )
+            out["forecasts"].append(row)
+            print(f"cache {cache}: forecasts {row}")
+        if not ingest:
+            return out
+        clock = pd.Timestamp(health["clock"])
+        out["ingestion"] = []
+        for clients in INGEST_CLIENTS:
+            jobs = event_jobs(items, clock, batches, f"c{clients}", rng)
+            latencies, wall, errors = run_clients(clients, port, jobs)
+            ms = np.asarray(latencies) * 1000
+            row = {
+                "clients": clients,
+                "batches": len(jobs),
+                "batch_size": BATCH,
+                "events_per_second": round(len(jobs) * BATCH / wall, 0),
+                "batch_p50_ms": round(float(np.percentile(ms, 50)), 2),
+                "batch_p99_ms": round(float(np.percentile(ms, 99)), 2),
+                "errors": errors,
+            }
+            out["ingestion"].append(row)
+            print(f"cache {cache}: ingestion {row}")
+        out["events_stored"] = int(json.loads(request("GET", port, "/health")[1])["events"])
+        out["events_sent"] = sum(row["batches"] for row in out["ingestion"]) * BATCH
+        # every item has new events now: each first request per item recomputes
+        jobs = forecast_jobs(items, requests, rng)
+        out["forecasts_after_events"] = latency_row(8, *run_clients(8, port, jobs))
+        print(f"cache {cache}: after events {out['forecasts_after_events']}")
+        return out
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None, help="a fitted LM folder")
+    parser.add_argument("--requests", type=int, default=1200, help="forecasts per level")
+    parser.add_argument("--batches", type=int, default=60, help="event batches per level")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="salesformer-bench-"))
+    model = args.model
+    if model is None:
+        model = work / "model"
+        started = time.perf_counter()
+        fit_default_model(model)
+        print(f"fitted the benchmark LM in {time.perf_counter() - started:.0f} s")
+    load_before = os.getloadavg()
+    uncached = measure(model, work, 0, args.requests, args.batches, ingest=False)
+    cached = measure(model, work, 4096, args.requests, args.batches, ingest=True)
+    rows = [*uncached["forecasts"], *cached["forecasts"], cached["forecasts_after_events"]]
+    eight = next(row for row in cached["forecasts"] if row["clients"] == 8)
+    result = {
+        "benchmark": "salesformer serve, loopback, one uvicorn process, SQLite (WAL, FULL sync)",
+        "model": str(args.model)
+        if args.model
+        else "LM frozen all-MiniLM-L6-v2, default head, synthetic 200 items x 104 weeks",
+        "items": cached["items"],
+        "runs": [uncached, cached],
+        "targets": {
+            "p99_under_50ms_at_8_clients": eight["p99_ms"] < 50,
+            "p99_under_50ms_at_8_clients_without_cache": next(
+                row for row in uncached["forecasts"] if row["clients"] == 8
+            )["p99_ms"]
+            < 50,
+            "ingestion_at_least_2000_per_s": min(
+                r["events_per_second"] for r in cached["ingestion"]
+            )
+            >= 2000,
+            "zero_errors": all(r["errors"] == 0 for r in [*rows, *cached["ingestion"]])
+            and cached["events_stored"] == cached["events_sent"],
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+            "note": "2-core machine shared with other jobs during the run; clients and "
+            "server on the same cores",
+        },
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "service.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "service.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+def markdown(result: dict[str, Any]) -> str:
+    machine = result["machine"]
+    lines = [
+        "# Service load benchmark (`python benchmarks/service.py`)",
+        "",
+        f"{result['benchmark']}; model: {result['model']} ({result['items']} items).",
+        f"Machine: {machine['cpus']} CPUs, load average before "
+        f"{machine['load_average_before']} / after {machine['load_average_after']} "
+        f"({machine['note']}).",
+        "",
+        "Known-item forecasts (`GET /items/{id}/forecast`, random items, quantiles 0.1,0.5,0.9):",
+        "",
+        "| forecast cache | clients | requests | p50 ms | p99 ms | requests/s | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for run in result["runs"]:
+        label = "off (every request runs the head)" if run["forecast_cache"] == 0 else "on"
+        for row in run["forecasts"]:
+            lines.append(
+                f"| {label} | {row['clients']} | {row['requests']} | {row['p50_ms']} | "
+                f"{row['p99_ms']} | {row['throughput_rps']} | {row['errors']} |"
+            )
+    cached = result["runs"][-1]
+    row = cached["forecasts_after_events"]
+    lines += [
+        f"| on, after events reached every item | {row['clients']} | {row['requests']} | "
+        f"{row['p50_ms']} | {row['p99_ms']} | {row['throughput_rps']} | {row['errors']} |",
+        "",
+        "Event ingestion (`POST /events`, batches of 100 new events):",
+        "",
+        "| clients | batches | events/s | batch p50 ms | batch p99 ms | errors |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in cached["ingestion"]:
+        lines.append(
+            f"| {row['clients']} | {row['batches']} | {row['events_per_second']:.0f} | "
+            f"{row['batch_p50_ms']} | {row['batch_p99_ms']} | {row['errors']} |"
+        )
+    lines += [
+        "",
+        f"Events stored {cached['events_stored']} of {cached['events_sent']} sent. "
+        f"Targets: {json.dumps(result['targets'])}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

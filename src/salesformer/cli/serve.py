@@ -1,0 +1,64 @@
+"""``salesformer serve``: the real-time forecasting service (FastAPI + uvicorn)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from salesformer.errors import MissingExtraError
+
+
+def serve_command(
+    model: Path = typer.Option(
+        ..., "--model", help="Folder of a fitted LM (salesformer fit --model lm, or the demo's)."
+    ),
+    db: str = typer.Option(
+        "salesformer-events.db",
+        "--db",
+        help="Event store: an SQLite file path, or a postgresql://USER:PW@HOST:PORT/DB URL.",
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535, help="Port to listen on."),
+    api_key_file: Path | None = typer.Option(
+        None,
+        "--api-key-file",
+        help="File whose first line is the API key for writes (default: $SALESFORMER_API_KEY).",
+    ),
+    protect_reads: bool = typer.Option(
+        False, "--protect-reads", help="Require the API key for reads too."
+    ),
+    max_body_bytes: int = typer.Option(
+        1_048_576, "--max-body-bytes", help="Larger request bodies get 413."
+    ),
+    threads: int = typer.Option(1, "--threads", help="Torch threads for the forecasting head."),
+    forecast_cache: int = typer.Option(
+        4096, "--forecast-cache", help="Forecasts kept for unchanged items (0: off)."
+    ),
+) -> None:
+    """Serve live forecasts: POST /events, GET /items/ID/forecast, a dashboard at /."""
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise MissingExtraError("uvicorn", "service") from exc
+    try:
+        from salesformer.service.app import create_app
+    except ImportError as exc:
+        raise MissingExtraError(exc.name or "fastapi", "service") from exc
+    from salesformer.service.core import ServiceConfig, read_api_key
+
+    key = read_api_key(api_key_file)
+    config = ServiceConfig(
+        model_dir=model,
+        db=db,
+        api_key=key,
+        protect_reads=protect_reads,
+        max_body_bytes=max_body_bytes,
+        threads=threads,
+        forecast_cache=forecast_cache,
+    )
+    typer.echo(f"loading {model} ...", err=True)
+    app = create_app(config)
+    writes = "keyed" if key else "disabled (no API key)"
+    typer.echo(f"serving on http://{host}:{port} (writes {writes}); Ctrl+C stops", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

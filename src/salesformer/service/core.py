@@ -1,0 +1,288 @@
+"""The service without HTTP: settings, start-up (model, store, replay) and every operation.
+
+:class:`SalesService` is what :func:`salesformer.service.app.create_app` puts behind the
+routes; it can be used directly from Python as well::
+
+    service = SalesService.start(ServiceConfig(model_dir="out/model", db="events.db"))
+    service.ingest([Event("e1", "SKU00003", datetime(2023, 7, 11), 4.0, 9.5)])
+    service.forecast("SKU00003", horizon=4, quantiles=(0.1, 0.5, 0.9))
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import pandas as pd
+
+from salesformer.data.contract import ITEM_ID, TEXT
+from salesformer.errors import ConfigError, DataValidationError
+from salesformer.models.base import DEFAULT_QUANTILES, quantile_column
+from salesformer.service.history import LiveHistory
+from salesformer.service.live import LiveForecast, LiveForecaster
+from salesformer.service.store import Event, Store, open_store
+
+API_KEY_ENV = "SALESFORMER_API_KEY"
+K = TypeVar("K")
+V = TypeVar("V")
+#: Events dated later than this after the server's clock are refused as mistakes.
+FUTURE_SLACK = timedelta(days=1)
+
+
+@dataclass
+class ServiceConfig:
+    """Settings of the service, checked in :meth:`check`.
+
+    Attributes:
+        model_dir: folder of a fitted LM (``salesformer fit --model lm`` or the demo's model).
+        db: SQLite file path or ``postgresql://`` URL of the event store.
+        api_key: key that write requests must send (``X-API-Key``); None disables writes.
+        protect_reads: also require the key for reads (forecasts, items, metrics, dashboard
+            data); the dashboard page then asks for it.
+        max_body_bytes: larger request bodies are refused with 413.
+        threads: torch threads for the forecasting head.
+        forecast_cache: forecasts kept for unchanged items (LRU entries; 0 turns it off).
+    """
+
+    model_dir: str | Path
+    db: str | Path = "salesformer-events.db"
+    api_key: str | None = None
+    protect_reads: bool = False
+    max_body_bytes: int = 1_048_576
+    threads: int = 1
+    forecast_cache: int = 4096
+
+    def check(self) -> ServiceConfig:
+        """Raise :class:`ConfigError` for a setting out of range; return self."""
+        if self.api_key is not None and len(self.api_key) < 8:
+            raise ConfigError(
+                f"the API key must have at least 8 characters; got {len(self.api_key)}; "
+                "generate one with: python -c 'import secrets; print(secrets.token_urlsafe())'"
+            )
+        if self.protect_reads and self.api_key is None:
+            raise ConfigError(
+                "reads are to be keyed (--protect-reads) but no API key is set; set "
+                f"{API_KEY_ENV} or give --api-key-file"
+            )
+        if not 1024 <= self.max_body_bytes <= 256 * 1024 * 1024:
+            raise ConfigError(
+                f"max_body_bytes must be in [1024, 268435456]; got {self.max_body_bytes}"
+            )
+        if not 0 <= self.forecast_cache <= 1_000_000:
+            raise ConfigError(
+                f"forecast_cache must be in [0, 1000000] entries; got {self.forecast_cache}"
+            )
+        if not 1 <= self.threads <= 64:
+            raise ConfigError(f"threads must be in [1, 64]; got {self.threads}")
+        return self
+
+
+def read_api_key(path: str | Path | None) -> str | None:
+    """The key in ``path`` (first line, stripped), else ``$SALESFORMER_API_KEY``, else None."""
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"--api-key-file: no such file {str(file)!r}")
+        lines = file.read_text().strip().splitlines()
+        if not lines or not lines[0].strip():
+            raise ConfigError(f"--api-key-file {str(file)!r} is empty; write the key on line 1")
+        return lines[0].strip()
+    return os.environ.get(API_KEY_ENV) or None
+
+
+class SalesService:
+    """The model, the event store and the live history, kept consistent.
+
+    Events are stored first (one transaction per batch) and folded into the history after the
+    commit, so the history never holds an event the store lost. At start, every stored event is
+    replayed into the history.
+    """
+
+    def __init__(self, config: ServiceConfig, live: LiveForecaster, store: Store) -> None:
+        self.config = config
+        self.live = live
+        self.store = store
+        self.history: LiveHistory = live.new_history()
+        self.history.add(store.iter_events())
+        self.titles = _titles(live)
+        self._cache: LRUCache[tuple[Any, ...], LiveForecast] = LRUCache(config.forecast_cache)
+
+    @classmethod
+    def start(cls, config: ServiceConfig, model: Any = None) -> SalesService:
+        """Load the model (unless given) and open the store named in ``config``."""
+        config.check()
+        if model is None:
+            from salesformer.models.persist import load_model
+
+            model = load_model(config.model_dir)
+        from salesformer.text.encoder import import_torch
+
+        import_torch().set_num_threads(int(config.threads))
+        live = LiveForecaster(model)
+        return cls(config, live, open_store(config.db))
+
+    def ingest(self, events: Sequence[Event]) -> tuple[int, int]:
+        """Store the batch (whole or not at all) and update the history; (stored, duplicates).
+
+        Raises:
+            DataValidationError: an event before the model's first date or in the future.
+        """
+        self.history.check(events)
+        latest = datetime.now(UTC).replace(tzinfo=None) + FUTURE_SLACK
+        for position, event in enumerate(events):
+            if event.timestamp > latest:
+                raise DataValidationError(
+                    f"events[{position}] (event_id {event.event_id!r}) is dated "
+                    f"{event.timestamp.isoformat()}, in the future; send events that happened"
+                )
+        stored = self.store.add_events(events)
+        self.history.add(stored)
+        return len(stored), len(events) - len(stored)
+
+    def forecast(
+        self, item_id: str, horizon: int | None = None, quantiles: Sequence[float] | None = None
+    ) -> LiveForecast:
+        """Forecast a known item from its current history (raises ``UnknownItemError``).
+
+        Answers are kept in a small LRU cache keyed by the item's state version and the clock,
+        so a repeated request for an unchanged item costs a dictionary lookup; any new event of
+        the item, or a move of the clock, makes a new key.
+        """
+        state, clock = self.history.snapshot(item_id)
+        levels = tuple(DEFAULT_QUANTILES if quantiles is None else quantiles)
+        steps = self.live.horizon if horizon is None else int(horizon)
+        key = (item_id, state.version if state else 0, clock, steps, levels)
+        found = self._cache.get(key)
+        if found is not None:
+            return found
+        result = self.live.forecast(item_id, state, clock, steps, levels)
+        self._cache.put(key, result)
+        return result
+
+    def forecast_new(
+        self,
+        item_id: str,
+        text: str,
+        price: float | None = None,
+        launch_date: date | None = None,
+        horizon: int | None = None,
+        quantiles: Sequence[float] | None = None,
+    ) -> LiveForecast:
+        """Cold-start forecast of a product from its text, price and launch date."""
+        launch = launch_date or self.live.grid.date_of(self.history.clock + 1)
+        frame = pd.DataFrame(
+            {
+                ITEM_ID: [item_id],
+                TEXT: [text],
+                "price": [np.nan if price is None else float(price)],
+                "launch_date": [pd.Timestamp(launch)],
+            }
+        )
+        levels = tuple(DEFAULT_QUANTILES if quantiles is None else quantiles)
+        steps = self.live.horizon if horizon is None else int(horizon)
+        out = self.live.forecast_new(frame, steps, levels)
+        name = self.live.model.name
+        columns = [c for c in out.columns if c.startswith(f"{name}-q")]
+        return LiveForecast(
+            pd.DatetimeIndex(out["date"]),
+            out[name].to_numpy(dtype=float),
+            out[columns].to_numpy(dtype=float),
+        )
+
+    def plan(self, policy: Any, settings: Any = None) -> dict[str, Any]:
+        """The reorder plan of one item from its live forecast (:mod:`salesformer.decisions`).
+
+        Args:
+            policy: an :class:`~salesformer.decisions.inventory.ItemPolicy` (stock, lead time,
+                review period, packs, costs).
+            settings: :class:`~salesformer.decisions.inventory.PlanSettings` (service target).
+
+        Returns:
+            The plan line of :func:`~salesformer.decisions.inventory.plan_inventory`.
+        """
+        from salesformer.decisions.inventory import PLAN_QUANTILES, plan_inventory
+
+        weeks = int(policy.lead_time) + int(policy.review_period)
+        if weeks > self.live.horizon:
+            raise ConfigError(
+                f"lead_time + review_period is {weeks} periods, longer than the model's "
+                f"horizon of {self.live.horizon}; the plan needs a forecast of that length"
+            )
+        result = self.forecast(policy.item_id, self.live.horizon, PLAN_QUANTILES)
+        name = str(self.live.model.name)
+        frame = pd.DataFrame({ITEM_ID: policy.item_id, "date": result.dates})
+        for position, level in enumerate(PLAN_QUANTILES):
+            frame[quantile_column(name, level)] = result.quantiles[:, position]
+        line = plan_inventory(frame, [policy], settings, model=name).iloc[0].to_dict()
+        return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in line.items()}
+
+    def item_history(self, item_id: str, periods: int) -> pd.Series:
+        """The item's last ``periods`` periods of sales (panel plus events)."""
+        state, clock = self.history.snapshot(item_id)
+        return self.live.history(item_id, state, clock).iloc[-periods:]
+
+    def search(self, text: str, limit: int) -> tuple[list[tuple[str, str]], int]:
+        """Known items whose id or title contains ``text`` (any case); (first ``limit``, total)."""
+        needle = text.strip().lower()
+        found = [
+            (item, title)
+            for item, title in self.titles.items()
+            if not needle or needle in item.lower() or needle in title.lower()
+        ]
+        return found[:limit], len(found)
+
+    def clock_date(self) -> date:
+        return self.live.grid.date_of(self.history.clock)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class LRUCache(Generic[K, V]):
+    """A thread-safe least-recently-used map of at most ``size`` entries (0: keeps nothing)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: K, value: V) -> None:
+        if self.size == 0:
+            return
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+
+def _titles(live: LiveForecaster) -> dict[str, str]:
+    """A short title per known item (the items table's title or the start of its text)."""
+    items = live.panel.items
+    out = {item: item for item in live.item_ids}
+    if items is None:
+        return out
+    table = items.drop_duplicates(ITEM_ID).set_index(ITEM_ID)
+    column = "title" if "title" in table.columns else TEXT if TEXT in table.columns else None
+    if column is None:
+        return out
+    for item in live.item_ids:
+        if item in table.index:
+            value = table.at[item, column]
+            if isinstance(value, str) and value.strip():
+                out[item] = value.strip()[:120]
+    return out

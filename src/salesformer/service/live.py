@@ -1,0 +1,257 @@
+"""Forecasts from the fitted LM and the live event totals, one item at a time, no retraining.
+
+At start, :class:`LiveForecaster` turns the model's training panel into dense arrays once and
+keeps the item vectors the model computed at fit time (the encoder's work). A forecast for a
+known item then builds that item's history window from the panel row plus the event totals of
+:class:`~salesformer.service.history.LiveHistory` and runs only the fitted forecasting head on
+it: no encoder pass, no refit. With no events the result equals ``model.predict``; with events
+it equals ``model.predict`` on the panel with the events added (the tests check both).
+
+Only the LM forecaster is served live: its head reads the history window at predict time.
+The statistical baselines and LightGBM learn from the panel when fitted (LightGBM's saved form
+is even refitted on load), so a live update would mean a refit per request; they are not
+served.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+
+from salesformer.data.contract import ITEM_ID
+from salesformer.errors import ConfigError
+from salesformer.models.base import Forecaster, check_quantiles
+from salesformer.models.base import tidy_forecast_values as tidy
+from salesformer.models.lm.samples import Wide, build_samples, price_columns
+from salesformer.service.history import ItemEvents, LiveHistory, PeriodGrid
+
+
+@dataclass(frozen=True)
+class LiveForecast:
+    """One item's forecast: dates, point forecast (median) and quantiles by level."""
+
+    dates: pd.DatetimeIndex
+    point: np.ndarray
+    quantiles: np.ndarray
+
+
+class UnknownItemError(LookupError):
+    """The item is not one the model was fitted on."""
+
+
+class LiveForecaster:
+    """Per-item LM forecasts from the fitted head, the cached item vectors and live totals.
+
+    Args:
+        model: a fitted (loaded) :class:`~salesformer.models.lm.LMForecaster`.
+    """
+
+    def __init__(self, model: Forecaster) -> None:
+        if type(model).__name__ != "LMForecaster":  # checked by name: no torch import here
+            raise ConfigError(
+                f"the service forecasts live with the LM forecaster only; the model folder holds "
+                f"a {model.name} model; fit one with 'salesformer fit --model lm' or "
+                "'salesformer demo'"
+            )
+        self.model: Any = cast(Any, model)
+        panel = self.model.panel_
+        self.panel = panel
+        wide = Wide.from_panel(panel)
+        self.wide = wide
+        self.item_ids = [str(i) for i in wide.item_ids]
+        self.row = {item: i for i, item in enumerate(self.item_ids)}
+        order = pd.Index(np.asarray(self.model.item_ids_).astype(str)).get_indexer(self.item_ids)
+        self.vectors = np.ascontiguousarray(self.model.item_vectors_[order], dtype=np.float32)
+        prices = price_columns(panel)
+        self.price_name: str | None = prices[0] if prices else None
+        self.columns = list(panel.known_future)
+        if self.price_name is not None and self.price_name not in self.columns:
+            self.columns.append(self.price_name)
+        self.values = {name: self._history_values(name) for name in self.columns}
+        self.grid = PeriodGrid(panel.freq, panel.first_date.date())
+        self.horizon = int(self.model.horizon)
+        self.levels = tuple(float(q) for q in self.model.levels)
+        self._dates: dict[int, pd.DatetimeIndex] = {}
+        from salesformer.text.encoder import import_torch
+
+        self._torch = import_torch()
+        self._vectors = self._torch.from_numpy(self.vectors)
+        self.model.head_.eval()  # inference only, from here on
+        self._encode_lock = threading.Lock()
+
+    def _history_values(self, name: str) -> np.ndarray:
+        """The covariate over the panel's dates (carried forward within each item)."""
+        if name in self.wide.known:
+            return self.wide.known[name]
+        frame = pd.DataFrame(self.panel.sales)
+        pivot = frame.pivot(index=ITEM_ID, columns="date", values=name)
+        pivot = pivot.reindex(index=self.item_ids, columns=self.wide.dates)
+        return pivot.ffill(axis=1).to_numpy(dtype=float)
+
+    def new_history(self) -> LiveHistory:
+        """An empty event state on this model's grid."""
+        return LiveHistory(self.grid, self.wide.n_history - 1)
+
+    def knows(self, item_id: str) -> bool:
+        return item_id in self.row
+
+    def dates(self, length: int) -> pd.DatetimeIndex:
+        """The first ``length`` dates of the grid (cached: the clock rarely moves)."""
+        found = self._dates.get(length)
+        if found is None:
+            found = pd.date_range(self.panel.first_date, periods=length, freq=self.panel.freq)
+            self._dates[length] = found
+        return found
+
+    def history(self, item_id: str, events: ItemEvents | None, clock: int) -> pd.Series:
+        """The item's sales by period up to the clock: the panel plus the event totals."""
+        wide = self._item_wide(item_id, events, clock, extra=0)
+        first = int(wide.first[0])
+        sales = wide.sales[0, first : wide.n_history]
+        return pd.Series(sales, index=wide.dates[first : wide.n_history], name="sales")
+
+    def forecast(
+        self,
+        item_id: str,
+        events: ItemEvents | None,
+        clock: int,
+        horizon: int,
+        quantiles: tuple[float, ...],
+    ) -> LiveForecast:
+        """The forecast of the ``horizon`` periods after the clock."""
+        self._check_horizon(horizon)
+        levels = check_quantiles(quantiles)
+        wide = self._item_wide(item_id, events, clock, extra=self.horizon)
+        model = self.model
+        samples = build_samples(
+            wide,
+            np.zeros(1, dtype=np.int64),
+            np.array([wide.n_history - 1]),
+            context=model.context_,
+            horizon=self.horizon,
+            freq=self.panel.freq,
+            standardizer=model.standardizer_,
+        )
+        logq = self._head(samples, self.row[item_id])[:horizon] + samples.level[0]
+        dates = wide.dates[wide.n_history : wide.n_history + horizon]
+        return LiveForecast(dates, *_sales_quantiles(logq, self.levels, levels))
+
+    def _head(self, samples: Any, row: int) -> np.ndarray:
+        """The fitted head on one sample: log-space quantiles, (horizon, learned levels)."""
+        torch = self._torch
+        with torch.inference_mode():
+            out = self.model.head_(
+                torch.from_numpy(samples.hist),
+                torch.from_numpy(samples.hist_mask),
+                torch.from_numpy(samples.static),
+                torch.from_numpy(samples.future),
+                self._vectors[row : row + 1],
+            )
+        result: np.ndarray = out[0].float().numpy()
+        return result
+
+    def forecast_new(
+        self,
+        new_items: pd.DataFrame,
+        horizon: int,
+        quantiles: tuple[float, ...],
+    ) -> pd.DataFrame:
+        """Cold-start forecasts (text, price, launch date): one encoder pass per item."""
+        self._check_horizon(horizon)
+        with self._encode_lock:
+            frame: pd.DataFrame = self.model.predict_new(new_items, horizon, quantiles)
+        return frame
+
+    def _check_horizon(self, horizon: int) -> None:
+        if not 1 <= horizon <= self.horizon:
+            raise ConfigError(
+                f"horizon must be between 1 and {self.horizon} (the model was fitted for "
+                f"{self.horizon} periods); got {horizon}"
+            )
+
+    def _item_wide(self, item_id: str, events: ItemEvents | None, clock: int, extra: int) -> Wide:
+        """One item's arrays over the grid up to the clock, plus ``extra`` future periods."""
+        i = self.row.get(item_id)
+        if i is None:
+            raise UnknownItemError(item_id)
+        base = self.wide
+        n_panel = base.n_history
+        n_history = clock + 1
+        total = n_history + extra
+        sales = np.zeros(total)
+        sales[:n_panel] = base.sales[i]
+        first = int(base.first[i])
+        prices: dict[int, float] = {}
+        if events is not None:
+            for period, quantity in events.quantity.items():
+                sales[period] += quantity
+            np.clip(sales, 0.0, None, out=sales)
+            if events.first is not None:
+                first = min(first, events.first)
+            prices = events.prices()
+        observed = np.zeros(total, dtype=bool)
+        observed[first:n_history] = True
+        known: dict[str, np.ndarray] = {}
+        for name in self.columns:
+            values = np.full(total, np.nan)
+            values[:n_panel] = self.values[name][i]
+            if name == self.price_name:
+                for period, value in prices.items():
+                    if period >= n_panel:  # the panel's own prices stand for its periods
+                        values[period] = value
+            known[name] = _ffill(values)[None, :]
+        wide_known = {name: known[name] for name in self.panel.known_future}
+        price = known[self.price_name] if self.price_name is not None else None
+        return Wide(
+            np.array([item_id]),
+            self.dates(total),
+            n_history,
+            sales[None, :],
+            observed[None, :],
+            np.array([first]),
+            wide_known,
+            price,
+        )
+
+
+def _ffill(values: np.ndarray) -> np.ndarray:
+    """Carry the last finite value forward."""
+    mask = np.isfinite(values)
+    index = np.where(mask, np.arange(len(values)), 0)
+    np.maximum.accumulate(index, out=index)
+    filled = values[index]
+    return np.where(np.isfinite(filled), filled, np.nan)
+
+
+def _sales_quantiles(
+    logq: np.ndarray, learned: tuple[float, ...], levels: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Point forecast (the median) and quantiles in sales units from log-space quantiles.
+
+    ``logq`` is (horizon, learned levels); other levels are interpolated linearly between the
+    learned ones and clamped at the ends, as :meth:`LMForecaster.predict` does.
+    """
+    lower, upper, share = _interpolation(learned, levels)
+    median = logq[:, learned.index(0.5)]
+    quantiles = logq[:, lower] * (1.0 - share) + logq[:, upper] * share
+    values = np.expm1(np.clip(np.column_stack([median, quantiles]), -20, 20))
+    values = tidy(values, len(levels))
+    return values[:, 0], values[:, 1:]
+
+
+@cache
+def _interpolation(
+    learned: tuple[float, ...], levels: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Columns and weights that interpolate ``levels`` from the ``learned`` ones."""
+    grid = np.asarray(learned)
+    wanted = np.clip(np.asarray(levels), grid[0], grid[-1])
+    upper = np.clip(np.searchsorted(grid, wanted), 1, len(grid) - 1)
+    lower = upper - 1
+    share = (wanted - grid[lower]) / (grid[upper] - grid[lower])
+    return lower, upper, share

@@ -1,0 +1,159 @@
+"""Request and response bodies of the service (pydantic), separate for each direction."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: Ids are printable text without control characters: they are data, never file names.
+ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+MAX_ID = 128
+MAX_BATCH = 5000
+
+Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID, pattern=ID_PATTERN)]
+OptionalId = Annotated[
+    str | None, Field(default=None, min_length=1, max_length=MAX_ID, pattern=ID_PATTERN)
+]
+Quantity = Annotated[float, Field(ge=-1e6, le=1e6, allow_inf_nan=False)]
+Price = Annotated[float | None, Field(default=None, ge=0, le=1e9, allow_inf_nan=False)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EventIn(_Strict):
+    """A sale (negative ``quantity``: a return)."""
+
+    event_id: Identifier = Field(description="Unique id; a repeated id is stored once.")
+    item_id: Identifier
+    timestamp: datetime = Field(description="ISO 8601; without a zone it is read as UTC.")
+    quantity: Quantity
+    price: Price = None
+    order_id: OptionalId = None
+    customer_id: OptionalId = None
+
+    @field_validator("timestamp")
+    @classmethod
+    def _plausible(cls, value: datetime) -> datetime:
+        if not 1900 <= value.year <= 2200:
+            raise ValueError(f"timestamp year must be in 1900..2200; got {value.year}")
+        return value
+
+
+class EventBatchIn(_Strict):
+    """A batch of events, stored whole or not at all."""
+
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class EventBatchOut(BaseModel):
+    received: int = Field(description="Events in the request.")
+    stored: int = Field(description="Events stored now (new ids).")
+    duplicates: int = Field(description="Events whose id was already stored (skipped).")
+
+
+class ForecastPointOut(BaseModel):
+    date: date
+    forecast: float = Field(description="Point forecast (the median).")
+    quantiles: list[float] = Field(description="One value per level of `quantiles`.")
+
+
+class ForecastOut(BaseModel):
+    item_id: str
+    model: str
+    origin: date = Field(description="Last period of the history the forecast starts after.")
+    quantiles: list[float]
+    points: list[ForecastPointOut]
+
+
+class NewItemIn(_Strict):
+    """A product not yet sold: its text, price and launch date."""
+
+    item_id: Identifier = "new-item"
+    text: str = Field(min_length=1, max_length=2000, description="Title, description, ...")
+    price: Price = None
+    launch_date: date | None = Field(
+        default=None, description="First period's date (default: the period after the clock)."
+    )
+    horizon: int | None = Field(default=None, ge=1, le=1000)
+    quantiles: list[Annotated[float, Field(gt=0, lt=1)]] | None = Field(
+        default=None, min_length=1, max_length=99
+    )
+
+    @field_validator("launch_date")
+    @classmethod
+    def _plausible(cls, value: date | None) -> date | None:
+        if value is not None and not 1900 <= value.year <= 2200:
+            raise ValueError(f"launch_date year must be in 1900..2200; got {value.year}")
+        return value
+
+
+class EventOut(BaseModel):
+    event_id: str
+    item_id: str
+    timestamp: datetime
+    quantity: float
+    price: float | None
+    order_id: str | None
+    customer_id: str | None
+
+
+class HistoryPointOut(BaseModel):
+    date: date
+    sales: float
+
+
+class ItemOut(BaseModel):
+    item_id: str
+    title: str
+
+
+class ItemListOut(BaseModel):
+    items: list[ItemOut]
+    total: int = Field(description="Items that match, before the limit.")
+
+
+class ItemHistoryOut(BaseModel):
+    item_id: str
+    history: list[HistoryPointOut]
+    events: list[EventOut] = Field(description="Latest stored events, newest first.")
+
+
+class HealthOut(BaseModel):
+    status: str
+    model: str
+    items: int
+    events: int
+    store: str
+    clock: date = Field(description="Latest period with data (panel or events).")
+    horizon: int
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+class PlanOut(BaseModel):
+    """One item's reorder plan (see :func:`salesformer.decisions.inventory.plan_inventory`)."""
+
+    item_id: str
+    on_hand: float
+    on_order: float
+    position: float
+    lead_time: int
+    review_period: int
+    expected_demand: float
+    lead_time_demand: float
+    safety_stock: float
+    reorder_point: float
+    order_up_to: float
+    target_type: str
+    target: float
+    expected_fill_rate: float
+    cycle_service: float
+    order_qty: float
+    order_value: float | None = Field(description="null without a unit cost")
+    reason: str

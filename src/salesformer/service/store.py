@@ -1,0 +1,263 @@
+"""Durable storage of sales events: SQLite (one file, WAL) or PostgreSQL.
+
+Both stores keep one table, ``events``, with a unique ``event_id``: adding a batch inserts the
+events not seen before and skips the others, in one transaction, so a batch is stored whole or
+not at all and re-sending it is harmless. :meth:`Store.add_events` returns only after the
+transaction is committed (SQLite: ``synchronous=FULL``; PostgreSQL: a normal commit), which is
+what lets the service acknowledge an event only once it is durable.
+
+Timestamps are stored as ISO-8601 text in UTC without an offset, so both stores sort and
+return them alike.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from salesformer.errors import ConfigError, MissingExtraError
+
+_COLUMNS = ("event_id", "item_id", "ts", "quantity", "price", "order_id", "customer_id")
+_POSTGRES_PREFIXES = ("postgresql://", "postgres://")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One sale (or, with a negative quantity, a return) of an item.
+
+    Attributes:
+        event_id: the client's unique id of the event; a repeated id is a duplicate.
+        item_id: the item sold.
+        timestamp: when it was sold, UTC, without a time zone.
+        quantity: units sold (negative for returns).
+        price: unit price, or None when unknown.
+        order_id: the order the sale belongs to, or None.
+        customer_id: the customer, or None.
+    """
+
+    event_id: str
+    item_id: str
+    timestamp: datetime
+    quantity: float
+    price: float | None = None
+    order_id: str | None = None
+    customer_id: str | None = None
+
+    def row(self) -> tuple[Any, ...]:
+        return (
+            self.event_id,
+            self.item_id,
+            self.timestamp.isoformat(),
+            float(self.quantity),
+            self.price,
+            self.order_id,
+            self.customer_id,
+        )
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Event:
+        event_id, item_id, ts, quantity, price, order_id, customer_id = row
+        return cls(
+            str(event_id),
+            str(item_id),
+            datetime.fromisoformat(str(ts)),
+            float(quantity),
+            None if price is None else float(price),
+            order_id,
+            customer_id,
+        )
+
+
+class Store(Protocol):
+    """What the service needs from an event store."""
+
+    kind: str
+
+    def add_events(self, events: Sequence[Event]) -> list[Event]:
+        """Store the events whose ids are new, atomically; return those, in batch order."""
+        ...
+
+    def iter_events(self) -> Iterator[Event]:
+        """Every stored event, in the order they were stored."""
+        ...
+
+    def latest_events(self, item_id: str, limit: int) -> list[Event]:
+        """The item's most recently stored events, newest first."""
+        ...
+
+    def count_events(self) -> int:
+        """How many events are stored."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection."""
+        ...
+
+
+class SQLiteStore:
+    """Events in one SQLite file in WAL mode, every commit synced to disk."""
+
+    kind = "sqlite"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if self.path.parent and not self.path.parent.is_dir():
+            raise ConfigError(
+                f"--db {str(self.path)!r}: folder {str(self.path.parent)!r} does not exist; "
+                "create it or give another path"
+            )
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(
+                str(self.path), isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS events ("
+                "seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE, "
+                "item_id TEXT NOT NULL, ts TEXT NOT NULL, quantity REAL NOT NULL, price REAL, "
+                "order_id TEXT, customer_id TEXT)"
+            )
+            self._db.execute("CREATE INDEX IF NOT EXISTS events_item ON events (item_id, seq)")
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(
+                f"--db {str(self.path)!r} cannot be used as an SQLite event store ({exc}); "
+                "give a new file name or a store written by 'salesformer serve'"
+            ) from exc
+
+    def add_events(self, events: Sequence[Event]) -> list[Event]:
+        insert = (
+            f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (event_id) DO NOTHING"
+        )
+        stored: list[Event] = []
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for event in events:
+                    if self._db.execute(insert, event.row()).rowcount == 1:
+                        stored.append(event)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return stored
+
+    def iter_events(self) -> Iterator[Event]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM events ORDER BY seq")
+            batch = rows.fetchall()
+        for row in batch:
+            yield Event.from_row(row)
+
+    def latest_events(self, item_id: str, limit: int) -> list[Event]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM events WHERE item_id = ? "
+                "ORDER BY seq DESC LIMIT ?",
+                (item_id, int(limit)),
+            ).fetchall()
+        return [Event.from_row(r) for r in rows]
+
+    def count_events(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class PostgresStore:
+    """Events in a PostgreSQL table, reached with psycopg (v3) at a ``postgresql://`` URL."""
+
+    kind = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        try:
+            import psycopg
+        except ImportError as exc:  # pragma: no cover - depends on the installation
+            raise MissingExtraError("psycopg", "service") from exc
+        self._lock = threading.Lock()
+        try:
+            self._db = psycopg.connect(url, autocommit=False)
+            with self._db.cursor() as cursor:
+                cursor.execute(
+                    "CREATE TABLE IF NOT EXISTS events ("
+                    "seq BIGSERIAL PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, "
+                    "item_id TEXT NOT NULL, ts TEXT NOT NULL, quantity DOUBLE PRECISION NOT NULL, "
+                    "price DOUBLE PRECISION, order_id TEXT, customer_id TEXT)"
+                )
+                cursor.execute("CREATE INDEX IF NOT EXISTS events_item ON events (item_id, seq)")
+            self._db.commit()
+        except psycopg.Error as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            raise ConfigError(
+                f"--db: cannot use the PostgreSQL database ({first_line}); check the URL "
+                "(postgresql://USER:PASSWORD@HOST:PORT/DBNAME) and that the server is running"
+            ) from exc
+
+    def add_events(self, events: Sequence[Event]) -> list[Event]:
+        insert = (
+            f"INSERT INTO events ({', '.join(_COLUMNS)}) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING"
+        )
+        stored: list[Event] = []
+        with self._lock:
+            try:
+                with self._db.cursor() as cursor:
+                    for event in events:
+                        cursor.execute(insert, event.row())
+                        if cursor.rowcount == 1:
+                            stored.append(event)
+                self._db.commit()
+            except BaseException:
+                self._db.rollback()
+                raise
+        return stored
+
+    def iter_events(self) -> Iterator[Event]:
+        with self._lock, self._db.cursor() as cursor:
+            cursor.execute(f"SELECT {', '.join(_COLUMNS)} FROM events ORDER BY seq")
+            batch = cursor.fetchall()
+            self._db.commit()
+        for row in batch:
+            yield Event.from_row(row)
+
+    def latest_events(self, item_id: str, limit: int) -> list[Event]:
+        with self._lock, self._db.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM events WHERE item_id = %s "
+                "ORDER BY seq DESC LIMIT %s",
+                (item_id, int(limit)),
+            )
+            rows = cursor.fetchall()
+            self._db.commit()
+        return [Event.from_row(r) for r in rows]
+
+    def count_events(self) -> int:
+        with self._lock, self._db.cursor() as cursor:
+            cursor.execute("SELECT COUNT(*) FROM events")
+            row = cursor.fetchone()
+            self._db.commit()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def open_store(location: str | Path) -> Store:
+    """An SQLite store for a file path, a PostgreSQL store for a ``postgresql://`` URL."""
+    text = str(location)
+    if text.startswith(_POSTGRES_PREFIXES):
+        return PostgresStore(text)
+    if "://" in text:
+        raise ConfigError(f"--db must be a file path (SQLite) or a postgresql:// URL; got {text!r}")
+    return SQLiteStore(text)

@@ -141,3 +141,6 @@ def test_demo_end_to_end(
     starts = forecasts.groupby("item_id")["date"].min()
     assert (starts == new_items.set_index("item_id")["launch_date"].reindex(starts.index)).all()
     assert "SeasonalNaive" in stdout and "New products" in stdout
+    report = (out / "report.html").read_text()
+    assert "Model comparison" in report and "LightGBM" in report
+    assert "report.html" in stdout

@@ -205,6 +205,11 @@ def demo_command(
     quick: bool = typer.Option(
         False, "--quick", help="80 weeks, one backtest window, a few LM epochs (a first look)."
     ),
+    lang: str = typer.Option(
+        "en",
+        "--lang",
+        help="Language of the product texts: en or zh (Chinese; uses multilingual-e5-small).",
+    ),
 ) -> None:
     """Run the main job on the embedded synthetic catalogue, with the language model.
 
@@ -223,10 +228,12 @@ def demo_command(
 
     if n_items < 10:
         raise ConfigError(f"--items must be at least 10; got {n_items}")
+    if lang == "zh" and encoder is None:
+        encoder = "multilingual-e5-small"  # the default MiniLM reads Chinese as unknown tokens
     check_lm_options([LM], finetune, encoder)
     n_weeks, n_windows, n_new = (80, 1, 3) if quick else (130, 3, 5)
     lm_settings = {**(QUICK_LM if quick else DEMO_LM)}
-    catalogue = generate_catalogue(n_items=n_items, n_weeks=n_weeks, seed=seed)
+    catalogue = generate_catalogue(n_items=n_items, n_weeks=n_weeks, seed=seed, lang=lang)
     held_out = _latest_launches(catalogue.items, catalogue.sales, n_new, DEMO_HORIZON)
     panel = _panel_without(catalogue.sales, catalogue.items, held_out)
     typer.echo(
@@ -270,10 +277,17 @@ def demo_command(
         new_items.to_csv(staging / "new_items.csv", index=False, date_format="%Y-%m-%d")
         forecasts.to_csv(staging / "new_item_forecasts.csv", index=False, date_format="%Y-%m-%d")
     _new_items_table(new_items, forecasts)
+    from salesformer.report import ReportSettings, write_report
+
+    report = write_report(
+        ReportSettings(out / "backtest", out / "panel", out / "model", title="salesformer demo"),
+        out / "report.html",
+    )
     typer.echo(
         f"wrote {out}/panel (the prepared catalogue), {out}/backtest (forecasts, metrics), "
         f"{out}/model (the fitted LM), {out}/new_items.csv and {out}/new_item_forecasts.csv"
     )
+    typer.echo(f"report: {report} (open it in a browser)")
 
 
 def _latest_launches(

@@ -48,6 +48,7 @@ from salesformer.models.base import (
     Forecaster,
     check_quantiles,
     quantile_column,
+    resolve_future,
     tidy_forecast_values,
 )
 from salesformer.models.lm.samples import (
@@ -57,6 +58,13 @@ from salesformer.models.lm.samples import (
     Wide,
     build_samples,
     cold_samples,
+)
+from salesformer.models.lm.training_log import (
+    LOG_DIR,
+    TrainingLog,
+    tensorboard_available,
+    validation_metrics,
+    write_history,
 )
 from salesformer.text.encoder import (
     Encoder,
@@ -68,6 +76,9 @@ from salesformer.text.encoder import (
 
 FineTune = Literal["frozen", "lora", "full"]
 FINETUNE_MODES: tuple[str, ...] = ("frozen", "lora", "full")
+#: Encoders whose word embeddings full fine-tuning freezes unless told otherwise (a 250k-piece
+#: vocabulary is 82% of multilingual-e5-small's weights, and most pieces never occur).
+WORD_EMBEDDINGS_FROZEN_BY_DEFAULT = frozenset({"multilingual-e5-small"})
 CONFIG_FILE = "config.json"
 HEAD_FILE = "head.safetensors"
 ENCODER_FILE = "encoder.safetensors"
@@ -126,6 +137,8 @@ class LMForecaster(Forecaster):
         hidden_size, text_size, n_blocks, dropout: sizes of the fusion head.
         max_length: tokens read per item text.
         lora_rank, lora_alpha, lora_target_modules: the LoRA adapters (``finetune="lora"``).
+        freeze_word_embeddings: keep the word-embedding matrix fixed in full fine-tuning
+            (faster, less memory); None freezes it for multilingual-e5-small only.
         head_lr: learning rate of the head.
         encoder_lr: learning rate of the encoder (None: 5e-4 for LoRA, 3e-5 for full).
         weight_decay: AdamW weight decay.
@@ -149,6 +162,9 @@ class LMForecaster(Forecaster):
         threads: torch threads; None uses every core.
         cache_dir: folder of the frozen-embedding cache (None: the default cache).
         progress: show a progress bar with the loss; None shows it on a terminal.
+        log_dir: folder for TensorBoard event files written during the fit (per-epoch
+            losses and validation WAPE/wQL; see :mod:`.training_log`); saving always writes
+            them to ``<model folder>/logs`` too.
     """
 
     name = "LM"
@@ -166,6 +182,7 @@ class LMForecaster(Forecaster):
     lora_rank: int = 8
     lora_alpha: float = 16.0
     lora_target_modules: tuple[str, ...] = ("query", "value")
+    freeze_word_embeddings: bool | None = None
     head_lr: float = 2e-3
     encoder_lr: float | None = None
     weight_decay: float = 0.01
@@ -185,6 +202,7 @@ class LMForecaster(Forecaster):
     threads: int | None = None
     cache_dir: str | None = None
     progress: bool | None = None
+    log_dir: str | None = None
 
     # -- settings ------------------------------------------------------------------------
 
@@ -225,6 +243,15 @@ class LMForecaster(Forecaster):
             raise ConfigError(f"{label}.threads must be None or >= 1; got {self.threads!r}")
         if not self.lora_target_modules:
             raise ConfigError(f"{label}.lora_target_modules must name at least one module")
+        if not (
+            self.freeze_word_embeddings is None or isinstance(self.freeze_word_embeddings, bool)
+        ):
+            raise ConfigError(
+                f"{label}.freeze_word_embeddings must be None, True or False; "
+                f"got {self.freeze_word_embeddings!r}"
+            )
+        if self.log_dir is not None and not isinstance(self.log_dir, str | os.PathLike):
+            raise ConfigError(f"{label}.log_dir must be None or a folder; got {self.log_dir!r}")
 
     @property
     def levels(self) -> tuple[float, ...]:
@@ -274,16 +301,19 @@ class LMForecaster(Forecaster):
             "validation_origin": plan.validation_date,
             "validation_samples": len(plan.validation) if plan.validation is not None else 0,
         }
-        stage1 = _Trainer(self, plan, head, rng, label="head")
+        log = TrainingLog(self.log_dir) if self.log_dir is not None else None
+        stage1 = _Trainer(self, plan, head, rng, label="head", log=log)
         report["head"] = stage1.run_frozen(vectors)
         model_encoder = None
         if self.finetune != "frozen" and self.finetune_epochs > 0:
             model_encoder = self._trainable_encoder(base)
-            stage2 = _Trainer(self, plan, head, rng, label=self.finetune)
+            stage2 = _Trainer(self, plan, head, rng, label=self.finetune, log=log)
             outcome = stage2.run_finetune(model_encoder, self.tokens_, stage1.best_loss)
             report["finetune_stage"] = outcome
             if not outcome["improved"]:
                 model_encoder = None  # stage 1 was better on validation: keep it whole
+        if log is not None:
+            log.close()
         self.head_ = head
         self.encoder_model_ = model_encoder
         self.item_ids_ = wide.item_ids
@@ -320,6 +350,11 @@ class LMForecaster(Forecaster):
         if self.finetune == "full":
             for parameter in model.parameters():
                 parameter.requires_grad_(True)
+            freeze = self.freeze_word_embeddings
+            if freeze is None:  # auto: on where the vocabulary dominates the weights
+                freeze = base.name in WORD_EMBEDDINGS_FROZEN_BY_DEFAULT
+            if freeze:
+                model.get_input_embeddings().weight.requires_grad_(False)
             return model
         peft = _import_peft()
         config = peft.LoraConfig(
@@ -341,7 +376,11 @@ class LMForecaster(Forecaster):
     # -- prediction ----------------------------------------------------------------------
 
     def _predict(
-        self, horizon: int, future: pd.DataFrame, quantiles: tuple[float, ...]
+        self,
+        horizon: int,
+        future: pd.DataFrame,
+        quantiles: tuple[float, ...],
+        texts: dict[str, str] | None = None,
     ) -> pd.DataFrame:
         self._check_horizon(horizon)
         panel = self.panel_
@@ -358,9 +397,47 @@ class LMForecaster(Forecaster):
             standardizer=self.standardizer_,
         )
         vectors = self.item_vectors_[_positions(self.item_ids_, wide.item_ids)]
+        if texts:
+            rows = _positions(wide.item_ids, np.asarray(list(texts), dtype=str))
+            vectors = vectors.copy()
+            vectors[rows] = self._encode_texts(list(texts.values()))
         logq = self._forward(samples, vectors)[:, :horizon, :]
         dates = panel.future_dates(panel.last_date, horizon).to_numpy()
         return self._frame(wide.item_ids, dates, logq, samples.level, quantiles)
+
+    def predict_with_texts(
+        self,
+        horizon: int,
+        texts: dict[str, str],
+        future: pd.DataFrame | None = None,
+        quantiles: tuple[float, ...] | list[float] = DEFAULT_QUANTILES,
+    ) -> pd.DataFrame:
+        """Forecast as :meth:`predict` does, reading other texts for some items.
+
+        A what-if of promotion copy: the encoder reads ``texts[item_id]`` instead of the
+        item's text (the fitted weights are unchanged).
+
+        Args:
+            horizon: periods to forecast, up to the fitted ``horizon``.
+            texts: new text by item id; every id must be an item of the fitted panel.
+            future: known-future covariates of the horizon (see ``predict``).
+            quantiles: levels of the quantile columns.
+        """
+        if not hasattr(self, "head_"):
+            raise NotFittedError("LMForecaster is not fitted yet; call .fit(panel) first")
+        self._check_horizon(horizon)
+        unknown = sorted(set(texts) - {str(i) for i in self.item_ids_})
+        if unknown:
+            raise DataValidationError(
+                f"texts given for {len(unknown)} items the model was not fitted on, e.g. "
+                f"{unknown[:3]}; use item ids of the fitted panel (predict_new forecasts new items)"
+            )
+        levels = check_quantiles(quantiles)
+        covariates = resolve_future(self.panel_, int(horizon), future)
+        raw = self._predict(
+            int(horizon), covariates, levels, texts={str(k): str(v) for k, v in texts.items()}
+        )
+        return self._finalize(raw, int(horizon), levels)
 
     def predict_new(
         self,
@@ -528,6 +605,8 @@ class LMForecaster(Forecaster):
                 "versions": library_versions(),
             }
             (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+            if tensorboard_available():
+                write_history(self.fit_report_, staging / LOG_DIR)
         return target
 
     @classmethod
@@ -738,8 +817,11 @@ class _Trainer:
         head: Any,
         rng: np.random.Generator,
         label: str,
+        log: TrainingLog | None = None,
     ) -> None:
         self.model = model
+        self.log = log
+        self.metrics: dict[str, float] = {}
         self.plan = plan
         self.head = head
         self.rng = rng
@@ -756,16 +838,17 @@ class _Trainer:
             show = sys.stderr.isatty()
         return tqdm(total=total, desc=desc, disable=not show, leave=False, unit="batch")
 
-    def _loss(self, samples: Samples, text: Any) -> Any:
+    def _loss(self, samples: Samples, text: Any, with_output: bool = False) -> Any:
         from salesformer.models.lm.network import pinball_loss
 
         batch = _tensors(samples)
         predicted = self.head(
             batch["hist"], batch["hist_mask"], batch["static"], batch["future"], text
         )
-        return pinball_loss(
+        loss = pinball_loss(
             predicted, batch["target"], batch["target_mask"], batch["weight"], self.levels
         )
+        return (loss, predicted) if with_output else loss
 
     def _validate(self, vectors_for: Any) -> float:
         validation = self.plan.validation
@@ -775,14 +858,30 @@ class _Trainer:
         self.head.eval()
         total = 0.0
         weight = 0.0
+        outputs = []
         with torch.inference_mode():
             for start in range(0, len(validation), 4096):
                 part = validation.take(np.arange(start, min(start + 4096, len(validation))))
-                loss = self._loss(part, vectors_for(part.item))
+                loss, predicted = self._loss(part, vectors_for(part.item), with_output=True)
+                outputs.append(predicted.float().numpy())
                 w = float((part.target_mask * part.weight[:, None]).sum())
                 total += float(loss) * w
                 weight += w
+        self.metrics = validation_metrics(
+            np.concatenate(outputs),
+            validation.target,
+            validation.target_mask,
+            validation.level,
+            self.model.levels,
+        )
         return total / max(weight, 1e-9)
+
+    def _record(self, history: list[dict[str, float]], record: dict[str, float]) -> None:
+        """Keep an epoch's record (with the validation metrics) and log it."""
+        record.update(self.metrics)
+        history.append(record)
+        if self.log is not None:
+            self.log.epoch(self.label, record)
 
     def run_frozen(self, vectors: Any) -> dict[str, Any]:
         """Stage 1: the head on frozen embeddings, with early stopping."""
@@ -810,8 +909,9 @@ class _Trainer:
                     bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
             train_loss = running / max(len(batches), 1)
             valid = self._validate(lambda items: vectors[torch.from_numpy(items)])
-            history.append(
-                {"epoch": epoch + 1, "train": round(train_loss, 5), "valid": round(valid, 5)}
+            self._record(
+                history,
+                {"epoch": epoch + 1, "train": round(train_loss, 5), "valid": round(valid, 5)},
             )
             if math.isnan(valid):
                 best_state = _copy_state(self.head)
@@ -872,12 +972,13 @@ class _Trainer:
                     bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
             vectors = torch.from_numpy(_encode_tokens(encoder, tokens, batch=256))
             valid = self._validate(lambda items, v=vectors: v[torch.from_numpy(items)])
-            history.append(
+            self._record(
+                history,
                 {
                     "epoch": epoch + 1,
                     "train": round(running / max(total_steps, 1), 5),
                     "valid": round(valid, 5),
-                }
+                },
             )
             if math.isnan(valid) or valid < best - 1e-5:
                 best = valid if not math.isnan(valid) else best

@@ -28,6 +28,7 @@ from salesformer.errors import ConfigError
 from salesformer.service.app import create_app
 from salesformer.service.core import SalesService, ServiceConfig
 from salesformer.service.history import PeriodGrid
+from salesformer.service.live import LiveForecaster
 from salesformer.service.store import Event, open_store
 
 pytest_plugins = ["service_support"]  # the service test fixtures
@@ -308,6 +309,66 @@ def test_reorder_plan_from_the_live_forecast(loaded_model: Any, tmp_path: Path) 
     )
     assert too_long.status_code == 422
     assert "longer than the model's horizon" in too_long.json()["detail"]
+
+
+def test_whatif_matches_the_library_and_reads_promotion_copy(
+    loaded_model: Any, tmp_path: Path
+) -> None:
+    from salesformer.decisions.whatif import Scenario, what_if
+
+    client = make_client(loaded_model, str(tmp_path / "e.db"))
+    item = str(loaded_model.panel_.item_ids[2])
+    body = {"item_id": item, "price_change": -0.2, "quantiles": [0.1, 0.5, 0.9]}
+    answer = client.post("/whatif", json=body, headers=KEY)
+    assert answer.status_code == 200, answer.text
+    got = answer.json()
+    expected = what_if(loaded_model, Scenario(price_change=-0.2), loaded_model.horizon)
+    expected = expected[expected["item_id"] == item].reset_index(drop=True)
+    assert [p["date"] for p in got["points"]] == [
+        d.date().isoformat() for d in pd.to_datetime(expected["date"])
+    ]
+    for column in ("baseline", "scenario", "uplift_units", "price_scenario", "uplift_revenue"):
+        values = [p[column] for p in got["points"]]
+        assert values == pytest.approx(expected[column].to_list(), rel=1e-4, abs=1e-6), column
+    assert got["uplift_units"] == pytest.approx(expected["uplift_units"].sum(), rel=1e-4)
+    assert [p["price_scenario"] / p["price_baseline"] for p in got["points"]] == pytest.approx(
+        [0.8] * len(got["points"])
+    )
+
+    promoted = client.post(
+        "/whatif", json={"item_id": item, "promotion": "Half price, today only"}, headers=KEY
+    ).json()
+    library = what_if(
+        loaded_model,
+        Scenario(
+            changes=pd.DataFrame({"item_id": [item], "promotion": ["Half price, today only"]})
+        ),
+        loaded_model.horizon,
+    )
+    library = library[library["item_id"] == item]
+    assert [p["scenario"] for p in promoted["points"]] == pytest.approx(
+        library["scenario"].to_list(), rel=1e-4
+    )
+    # the live path reads a text when given one (this tiny model truncates the promotion away)
+    live = LiveForecaster(loaded_model)
+    clock = live.wide.n_history - 1
+    own = live.forecast(item, None, clock, 4, LEVELS)
+    other = live.forecast(item, None, clock, 4, LEVELS, text="Garden hose, green, 20 m")
+    assert not np.allclose(own.point, other.point)
+
+
+def test_whatif_refuses_what_it_cannot_read(loaded_model: Any, tmp_path: Path) -> None:
+    client = make_client(loaded_model, str(tmp_path / "e.db"))
+    item = str(loaded_model.panel_.item_ids[0])
+    assert client.post("/whatif", json={"item_id": item, "price_change": -0.1}).status_code == 401
+    unknown = client.post("/whatif", json={"item_id": "NOPE", "price_change": -0.1}, headers=KEY)
+    assert unknown.status_code == 404
+    nothing = client.post("/whatif", json={"item_id": item}, headers=KEY)
+    assert nothing.status_code == 422 and "changes nothing" in nothing.json()["detail"]
+    column = client.post(
+        "/whatif", json={"item_id": item, "covariates": {"weather": 3.0}}, headers=KEY
+    )
+    assert column.status_code == 422 and "weather" in column.json()["detail"]
 
 
 # -- security ---------------------------------------------------------------------------------

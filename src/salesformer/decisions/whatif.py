@@ -330,10 +330,10 @@ def what_if(
     future, promotions = apply_scenario(model, plan, scenario)
     after = _forecast(model, int(horizon), future, promotions, levels)  # may refuse: first
     before = _forecast(model, int(horizon), plan, {}, levels)
-    return _uplift_table(model, plan, future, before, after, levels)
+    return uplift_table(model, plan, future, before, after, levels)
 
 
-def _uplift_table(
+def uplift_table(
     model: Forecaster,
     plan: pd.DataFrame,
     future: pd.DataFrame,
@@ -341,6 +341,15 @@ def _uplift_table(
     after: pd.DataFrame,
     levels: tuple[float, ...],
 ) -> pd.DataFrame:
+    """Baseline and scenario forecasts side by side, with the uplift in units and revenue.
+
+    Args:
+        model: the forecaster (its name labels the forecast columns).
+        plan: the baseline plan (``item_id, date`` and the known-future covariates).
+        future: the scenario plan, same rows.
+        before: the forecast under ``plan``; after: the forecast under ``future``.
+        levels: the quantile levels of both forecasts.
+    """
     name = model.name
     keys = plan[[ITEM_ID, DATE]].copy()
     keys["price_baseline"] = _revenue_price(model, plan)

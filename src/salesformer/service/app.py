@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import pandas as pd
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
@@ -22,8 +23,9 @@ from fastapi.security import APIKeyHeader
 from starlette.exceptions import HTTPException
 
 from salesformer._version import __version__
+from salesformer.data.contract import ITEM_ID
 from salesformer.errors import ConfigError, SalesformerError
-from salesformer.models.base import check_quantiles
+from salesformer.models.base import check_quantiles, quantile_column
 from salesformer.service import dashboard
 from salesformer.service.core import SalesService, ServiceConfig
 from salesformer.service.guards import BodyLimit, RequestMetrics
@@ -46,6 +48,9 @@ from salesformer.service.schemas import (
     ItemOut,
     NewItemIn,
     PlanOut,
+    WhatIfIn,
+    WhatIfOut,
+    WhatIfPointOut,
 )
 from salesformer.service.store import Event
 
@@ -173,6 +178,27 @@ def create_app(config: ServiceConfig, model: Any = None) -> FastAPI:
         line = service.plan(policy, settings)
         return PlanOut(**{k: _finite_or_none(v) for k, v in line.items()})
 
+    @app.post("/whatif", response_model=WhatIfOut, responses=_ERRORS, dependencies=[write])
+    def post_whatif(body: WhatIfIn) -> WhatIfOut:
+        """A known item's forecast under a price / promotion scenario, with the uplift.
+
+        The baseline is the item's live forecast (its plan carried forward from the clock);
+        the scenario changes the price, any known-future covariate and the promotion copy.
+        """
+        from salesformer.decisions.whatif import Scenario
+
+        levels = check_quantiles(body.quantiles) if body.quantiles else _levels(None)
+        changes = None
+        if body.covariates:
+            changes = pd.DataFrame(
+                {ITEM_ID: [body.item_id], **{k: [v] for k, v in body.covariates.items()}}
+            )
+        scenario = Scenario(
+            changes=changes, price_change=body.price_change, promotion=body.promotion
+        )
+        table = service.what_if(scenario, body.item_id, body.horizon, levels)
+        return _whatif_out(body.item_id, service, table, levels)
+
     @app.get("/items", response_model=ItemListOut, responses=_ERRORS, dependencies=[read])
     async def get_items(
         search: str = Query("", max_length=200), limit: int = Query(50, ge=1, le=1000)
@@ -269,7 +295,9 @@ def _errors(app: FastAPI) -> None:
         first = problems[0] if problems else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", ()))
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-        detail = f"invalid request: {where}: {first.get('msg')}{more}; see /docs for the schema"
+        detail = (
+            f"invalid request: {where}: {first.get('msg')}{more}; see /openapi.json for the schema"
+        )
         return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(SalesformerError)
@@ -318,6 +346,37 @@ def _event(item: EventIn) -> Event:
         item.price,
         item.order_id,
         item.customer_id,
+    )
+
+
+def _whatif_out(
+    item_id: str, service: SalesService, table: pd.DataFrame, levels: tuple[float, ...]
+) -> WhatIfOut:
+    bands = {
+        label: table[[quantile_column(label, q) for q in levels]].to_numpy(dtype=float)
+        for label in ("baseline", "scenario")
+    }
+    money = ("price_baseline", "price_scenario", "revenue_baseline", "revenue_scenario")
+    points = [
+        WhatIfPointOut(
+            date=pd.Timestamp(row["date"]).date(),
+            baseline=float(row["baseline"]),
+            scenario=float(row["scenario"]),
+            uplift_units=float(row["uplift_units"]),
+            uplift_revenue=_finite_or_none(float(row["uplift_revenue"])),
+            **{name: _finite_or_none(float(row[name])) for name in money},
+            baseline_quantiles=bands["baseline"][i].tolist(),
+            scenario_quantiles=bands["scenario"][i].tolist(),
+        )
+        for i, row in enumerate(table.to_dict("records"))
+    ]
+    return WhatIfOut(
+        item_id=item_id,
+        model=str(service.live.model.name),
+        quantiles=list(levels),
+        points=points,
+        uplift_units=float(table["uplift_units"].sum()),
+        uplift_revenue=_finite_or_none(float(table["uplift_revenue"].sum(min_count=len(table)))),
     )
 
 

@@ -223,6 +223,59 @@ class SalesService:
         line = plan_inventory(frame, [policy], settings, model=name).iloc[0].to_dict()
         return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in line.items()}
 
+    def what_if(
+        self,
+        scenario: Any,
+        item_id: str,
+        horizon: int | None = None,
+        quantiles: Sequence[float] | None = None,
+    ) -> pd.DataFrame:
+        """One item's forecast under a price / promotion scenario against its live baseline.
+
+        The baseline plan is the item's known-future covariates carried forward from the
+        clock; the scenario (:class:`~salesformer.decisions.whatif.Scenario`) changes it as
+        :func:`~salesformer.decisions.whatif.apply_scenario` does, and promotion copy is read by
+        the encoder (one pass). Both forecasts start after the live clock, events included.
+
+        Returns:
+            The rows of :func:`~salesformer.decisions.whatif.uplift_table`: prices, baseline
+            and scenario forecasts with quantiles, uplift in units and revenue.
+        """
+        from salesformer.data.contract import DATE
+        from salesformer.data.text import item_text
+        from salesformer.decisions.whatif import apply_scenario, uplift_table
+
+        live = self.live
+        state, clock = self.history.snapshot(item_id)
+        plan = live.future_plan(item_id, state, clock)
+        future, promotions = apply_scenario(live.model, plan, scenario)
+        text = None
+        if item_id in promotions:
+            text = item_text(self._item_text(item_id), promotion=promotions[item_id])
+        levels = tuple(DEFAULT_QUANTILES if quantiles is None else quantiles)
+        steps = live.horizon if horizon is None else int(horizon)
+        name = str(live.model.name)
+        frames = []
+        for covariates, words in ((None, None), (future, text)):  # baseline, then scenario
+            result = live.forecast(item_id, state, clock, steps, levels, covariates, words)
+            frame = pd.DataFrame({ITEM_ID: item_id, DATE: result.dates, name: result.point})
+            for position, level in enumerate(levels):
+                frame[quantile_column(name, level)] = result.quantiles[:, position]
+            frames.append(frame)
+        table: pd.DataFrame = uplift_table(
+            live.model, plan.head(steps), future.head(steps), frames[0], frames[1], levels
+        )
+        return table
+
+    def _item_text(self, item_id: str) -> str:
+        """The text the model read for a known item."""
+        from salesformer.text.encoder import item_texts
+
+        items = self.live.panel.items
+        texts = item_texts(items) if items is not None else pd.Series(dtype=str)
+        found = texts.get(item_id)
+        return str(found) if isinstance(found, str) and found.strip() else item_id
+
     def item_history(self, item_id: str, periods: int) -> pd.Series:
         """The item's last ``periods`` periods of sales (panel plus events)."""
         state, clock = self.history.snapshot(item_id)

@@ -23,7 +23,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from salesformer.data.contract import ITEM_ID
+from salesformer.data.contract import DATE, ITEM_ID
 from salesformer.errors import ConfigError
 from salesformer.models.base import Forecaster, check_quantiles
 from salesformer.models.base import tidy_forecast_values as tidy
@@ -115,6 +115,18 @@ class LiveForecaster:
         sales = wide.sales[0, first : wide.n_history]
         return pd.Series(sales, index=wide.dates[first : wide.n_history], name="sales")
 
+    def future_plan(self, item_id: str, events: ItemEvents | None, clock: int) -> pd.DataFrame:
+        """The item's known-future covariates over the model's horizon after the clock.
+
+        This is the plan a forecast assumes: each covariate's last value carried forward.
+        """
+        wide = self._item_wide(item_id, events, clock, extra=self.horizon)
+        steps = slice(wide.n_history, wide.n_history + self.horizon)
+        plan = pd.DataFrame({ITEM_ID: item_id, DATE: wide.dates[steps]})
+        for name in self.panel.known_future:
+            plan[name] = wide.known[name][0, steps]
+        return plan
+
     def forecast(
         self,
         item_id: str,
@@ -122,11 +134,27 @@ class LiveForecaster:
         clock: int,
         horizon: int,
         quantiles: tuple[float, ...],
+        plan: pd.DataFrame | None = None,
+        text: str | None = None,
     ) -> LiveForecast:
-        """The forecast of the ``horizon`` periods after the clock."""
+        """The forecast of the ``horizon`` periods after the clock.
+
+        Args:
+            item_id, events, clock: the item and its live state.
+            horizon: periods to forecast, up to the model's horizon.
+            quantiles: levels of the quantiles.
+            plan: other known-future covariates for the model's horizon (rows in date order,
+                as :meth:`future_plan` returns them); None keeps the item's own.
+            text: another item text for the encoder to read (one encoder pass); None uses
+                the vector cached at fit time.
+        """
         self._check_horizon(horizon)
         levels = check_quantiles(quantiles)
         wide = self._item_wide(item_id, events, clock, extra=self.horizon)
+        if plan is not None:
+            steps = slice(wide.n_history, wide.n_history + self.horizon)
+            for name in self.panel.known_future:
+                wide.known[name][0, steps] = plan[name].to_numpy(dtype=float)
         model = self.model
         samples = build_samples(
             wide,
@@ -137,12 +165,18 @@ class LiveForecaster:
             freq=self.panel.freq,
             standardizer=model.standardizer_,
         )
-        logq = self._head(samples, self.row[item_id])[:horizon] + samples.level[0]
+        vector = self._vectors[self.row[item_id]][None, :]
+        if text is not None:
+            with self._encode_lock:
+                vector = self._torch.from_numpy(
+                    np.ascontiguousarray(model._encode_texts([text]), dtype=np.float32)
+                )
+        logq = self._head(samples, vector)[:horizon] + samples.level[0]
         dates = wide.dates[wide.n_history : wide.n_history + horizon]
         return LiveForecast(dates, *_sales_quantiles(logq, self.levels, levels))
 
-    def _head(self, samples: Any, row: int) -> np.ndarray:
-        """The fitted head on one sample: log-space quantiles, (horizon, learned levels)."""
+    def _head(self, samples: Any, vector: Any) -> np.ndarray:
+        """The fitted head on one sample and its text vector (1, dim): log-space quantiles."""
         torch = self._torch
         with torch.inference_mode():
             out = self.model.head_(
@@ -150,7 +184,7 @@ class LiveForecaster:
                 torch.from_numpy(samples.hist_mask),
                 torch.from_numpy(samples.static),
                 torch.from_numpy(samples.future),
-                self._vectors[row : row + 1],
+                vector,
             )
         result: np.ndarray = out[0].float().numpy()
         return result

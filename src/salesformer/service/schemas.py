@@ -21,7 +21,16 @@ Price = Annotated[float | None, Field(default=None, ge=0, le=1e9, allow_inf_nan=
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Request bodies: no unknown fields, no coercion ("5" is not a number); dates are ISO text."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _iso_text(value: object, field: str) -> object:
+    """Dates arrive as ISO 8601 text: a number is refused (pydantic would read it as epoch)."""
+    if value is None or isinstance(value, str | date):
+        return value
+    raise ValueError(f"{field} must be an ISO 8601 text like 2024-03-25; got {value!r}")
 
 
 class EventIn(_Strict):
@@ -29,11 +38,18 @@ class EventIn(_Strict):
 
     event_id: Identifier = Field(description="Unique id; a repeated id is stored once.")
     item_id: Identifier
-    timestamp: datetime = Field(description="ISO 8601; without a zone it is read as UTC.")
+    timestamp: datetime = Field(
+        strict=False, description="ISO 8601; without a zone it is read as UTC."
+    )
     quantity: Quantity
     price: Price = None
     order_id: OptionalId = None
     customer_id: OptionalId = None
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _text(cls, value: object) -> object:
+        return _iso_text(value, "timestamp")
 
     @field_validator("timestamp")
     @classmethod
@@ -76,12 +92,19 @@ class NewItemIn(_Strict):
     text: str = Field(min_length=1, max_length=2000, description="Title, description, ...")
     price: Price = None
     launch_date: date | None = Field(
-        default=None, description="First period's date (default: the period after the clock)."
+        default=None,
+        strict=False,
+        description="First period's date (default: the period after the clock).",
     )
     horizon: int | None = Field(default=None, ge=1, le=1000)
     quantiles: list[Annotated[float, Field(gt=0, lt=1)]] | None = Field(
         default=None, min_length=1, max_length=99
     )
+
+    @field_validator("launch_date", mode="before")
+    @classmethod
+    def _text(cls, value: object) -> object:
+        return _iso_text(value, "launch_date")
 
     @field_validator("launch_date")
     @classmethod
@@ -157,3 +180,55 @@ class PlanOut(BaseModel):
     order_qty: float
     order_value: float | None = Field(description="null without a unit cost")
     reason: str
+
+
+CovariateName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_]+$")]
+CovariateValue = Annotated[float, Field(ge=-1e9, le=1e9, allow_inf_nan=False)]
+
+
+class WhatIfIn(_Strict):
+    """A price / promotion scenario for one known item, against its current plan."""
+
+    item_id: Identifier
+    price_change: float | None = Field(
+        default=None,
+        gt=-1,
+        le=10,
+        allow_inf_nan=False,
+        description="Relative change of the price over the horizon: -0.1 is 10% cheaper.",
+    )
+    covariates: dict[CovariateName, CovariateValue] | None = Field(
+        default=None,
+        max_length=50,
+        description='Known-future covariates set for every period, e.g. {"discount": 0.2}.',
+    )
+    promotion: str | None = Field(
+        default=None, min_length=1, max_length=2000, description="Promotion copy (LM reads it)."
+    )
+    horizon: int | None = Field(default=None, ge=1, le=1000)
+    quantiles: list[Annotated[float, Field(gt=0, lt=1)]] | None = Field(
+        default=None, min_length=1, max_length=99
+    )
+
+
+class WhatIfPointOut(BaseModel):
+    date: date
+    price_baseline: float | None = Field(description="null without a price")
+    price_scenario: float | None
+    baseline: float = Field(description="Point forecast under the current plan.")
+    scenario: float = Field(description="Point forecast under the scenario.")
+    uplift_units: float
+    revenue_baseline: float | None
+    revenue_scenario: float | None
+    uplift_revenue: float | None
+    baseline_quantiles: list[float] = Field(description="One value per level of `quantiles`.")
+    scenario_quantiles: list[float]
+
+
+class WhatIfOut(BaseModel):
+    item_id: str
+    model: str
+    quantiles: list[float]
+    points: list[WhatIfPointOut]
+    uplift_units: float = Field(description="Total over the horizon.")
+    uplift_revenue: float | None = Field(description="Total over the horizon; null without prices.")

@@ -180,8 +180,10 @@ def test_lightgbm_contributions_sum_to_the_raw_prediction(lightgbm: Any, panel: 
 
 
 def test_lightgbm_unknown_item_is_a_one_line_error(lightgbm: Any) -> None:
-    with pytest.raises(DataValidationError, match="not in the model's panel"):
+    with pytest.raises(DataValidationError, match="not in the model's panel") as info:
         explain(lightgbm, "NOPE")
+    first = sorted(str(i) for i in lightgbm.panel_.item_ids)[0]
+    assert f"e.g. ['{first}'," in str(info.value)  # plain ids, not np.str_('...')
 
 
 def test_lightgbm_text_components_form_the_text_group(panel: Panel, tiny_encoder: str) -> None:
@@ -239,6 +241,34 @@ def test_short_history_names_the_fallback() -> None:
     explanation = explain(make_model("SeasonalNaive").fit(panel), short, H)
     assert any("Naive" in note and "fewer than" in note for note in explanation.notes)
     assert list(explanation.components["component"].unique()) == ["forecast"]
+
+
+class _Auto:
+    """Just enough of a fitted auto model: one statistical candidate with all the weight."""
+
+    name = "auto"
+    horizon = H
+
+    def __init__(self, candidate: Any) -> None:
+        self.panel_ = candidate.panel_
+        self.models_ = {candidate.name: candidate}
+
+    def item_weights(self) -> pd.DataFrame:
+        ids = pd.Index(np.asarray(self.panel_.item_ids).astype(str))
+        return pd.DataFrame({name: 1.0 for name in self.models_}, index=ids)
+
+
+def test_auto_takes_lm_options_and_explains_its_main_candidate(panel: Panel) -> None:
+    auto = _Auto(make_model("Naive").fit(panel))
+    explanation = explain(auto, _item(panel), n_steps=16, word_steps=False)
+    assert explanation.model == "Naive" and explanation.horizon == H
+    assert explanation.notes[0].startswith("auto forecasts this item as Naive 100%")
+    with pytest.raises(DataValidationError, match=r"e\.g\. \['SKU"):
+        explain(auto, "NOPE")
+    with pytest.raises(DataValidationError, match=r"e\.g\. \['SKU"):
+        explain(auto.models_["Naive"], "NOPE")
+    with pytest.raises(ConfigError, match="apply to the LM"):
+        explain(auto.models_["Naive"], _item(panel), n_steps=16)
 
 
 # -- HTML ----------------------------------------------------------------------------------
@@ -400,6 +430,8 @@ def test_validation_metrics_on_the_sales_scale() -> None:
     assert metrics["valid_wape"] == pytest.approx((4 + 2) / 8, abs=1e-5)
     masked = validation_metrics(predicted, target, np.array([[1.0, 0.0]]), level, (0.1, 0.5, 0.9))
     assert masked["valid_wape"] == pytest.approx(4 / 8, abs=1e-5)
+    unsold = validation_metrics(predicted, target, np.array([[0.0, 1.0]]), level, (0.1, 0.5, 0.9))
+    assert np.isnan(unsold["valid_wape"]) and np.isnan(unsold["valid_wql"])  # not 2 / 1e-9
 
 
 def test_word_spans_skip_the_input_prefix_and_split_cjk_phrases() -> None:

@@ -268,3 +268,13 @@ def test_auto_with_an_lm_candidate_forecasts_new_items(
     assert code == 0, err
     forecast = pd.read_csv(out, parse_dates=["date"])
     assert len(forecast) == 3 * H and list(forecast.columns[:3]) == ["item_id", "date", "LM"]
+
+
+def test_csv_item_ids_stay_text(tmp_path: Path) -> None:
+    from salesformer.cli.forecast import read_table
+
+    path = tmp_path / "stock.csv"
+    path.write_text("item_id,on_hand\n00123,4\n85123A,2\n")
+    frame = read_table(path, "--stock")
+    assert frame["item_id"].tolist() == ["00123", "85123A"]
+    assert frame["on_hand"].tolist() == [4, 2]

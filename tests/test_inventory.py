@@ -203,6 +203,8 @@ def test_higher_service_target_never_lowers_the_level() -> None:
         ({"on_hand": ["ten", 3]}, "column 'on_hand' holds non-numbers"),
         ({"pack_size": [0, 1]}, "'pack_size' must be a whole number >= 1"),
         ({"item_id": ["A", "A"]}, "appear more than once"),
+        ({"lead_time": ["inf", 1]}, "'lead_time' must be a finite number; got A=inf"),
+        ({"holding_cost": [np.inf, 1]}, "'holding_cost' must be a finite number"),
     ],
 )
 def test_stock_table_errors(change: dict[str, list[object]], message: str) -> None:
@@ -228,6 +230,8 @@ def test_missing_columns_unknown_items_and_short_forecasts() -> None:
     one = pd.DataFrame({"item_id": ["A"], "on_hand": [1], "lead_time": [1]})
     with pytest.raises(DataValidationError, match=r"not finite for item\(s\) \['A'\]"):
         plan_inventory(holes, one)
+    with pytest.raises(DataValidationError, match="no items"):
+        plan_inventory(forecasts, [])
     with pytest.raises(ConfigError, match="service type must be one of"):
         PlanSettings(service_type="type1")
 
@@ -284,6 +288,7 @@ def test_cli_plan_inventory_writes_a_plan(
         ([], {"lead_time": [-2, 1]}, "'lead_time' must be a whole number of weeks >= 0"),
         ([], {"item_id": ["A", "ZZ"]}, "have no forecast, e.g. ['ZZ']"),
         (["--model", "somewhere"], None, "give exactly one of --model MODEL_DIR or --forecasts"),
+        (["--seed", "-1"], None, "seed must be a whole number >= 0; got -1"),
     ],
 )
 def test_cli_plan_inventory_bad_input(

@@ -67,6 +67,23 @@ def test_simulate_by_hand() -> None:
     assert backorders["stockout_weeks"][0] == 2.0
 
 
+def test_simulate_stops_scoring_after_the_last_orders_cover() -> None:
+    """L=1, R=2 over 6 weeks: orders at weeks 0 and 2 cover weeks up to 4; week 5 is unscored."""
+    levels = np.array([[10.0, np.nan, 10.0, np.nan, np.nan, np.nan]])
+    demand = np.full((1, 6), 4.0)
+    out = _simulate(levels, demand, lead=1, review=2)
+    # week 1 (0-based): 6 -> sell 4 -> 2. week 2: order 8 (arrives week 3), sell 2 of 4.
+    # week 3: +8 -> sell 4 -> 4. week 4: sell 4 -> 0. Week 5 has no order covering it.
+    assert out["weeks"][0] == 4.0 and out["demand"][0] == 16.0
+    assert out["served"][0] == 14.0 and out["stockout_weeks"][0] == 1.0
+
+
+def test_replay_ignores_columns_that_only_look_like_quantiles() -> None:
+    frame = normal_backtest(n_items=3).assign(**{"m-qnotes": "x", "m2-q50": 1.0})
+    replay = replay_policy(frame, "m", [0.9], ReplaySettings(n_samples=200))
+    assert len(replay) == 6 and replay["served"].gt(0).all()
+
+
 @pytest.mark.parametrize("service_type", ["fill-rate", "cycle"])
 def test_higher_targets_give_higher_achieved_service(service_type: str) -> None:
     frame = normal_backtest()
@@ -116,5 +133,11 @@ def test_replay_errors() -> None:
         replay_policy(frame, "x", [0.9])
     with pytest.raises(DataValidationError, match=r"column\(s\) \['y'\] missing"):
         replay_policy(frame.drop(columns="y"), "m", [0.9])
+    with pytest.raises(ConfigError, match="no service target given"):
+        replay_policy(frame, "m", [])
+    holes = frame.copy()
+    holes.loc[2, "y"] = np.nan
+    with pytest.raises(DataValidationError, match="missing or not finite"):
+        replay_policy(holes, "m", [0.9])
     with pytest.raises(ConfigError, match="lead_time must be a whole number >= 0"):
         ReplaySettings(lead_time=-1)

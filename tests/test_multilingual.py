@@ -132,6 +132,27 @@ def test_reading_a_foreign_file_is_a_config_error(tmp_path: Path) -> None:
         converter.read_e5_file(path)
 
 
+def test_a_cut_short_or_newer_file_is_a_config_error(tmp_path: Path) -> None:
+    whole = converter.bundled_e5_file().read_bytes()
+    cut = tmp_path / "cut.bin"
+    for size in (6, 40, 200_000, len(whole) // 2):
+        cut.write_bytes(whole[:size])
+        with pytest.raises(ConfigError, match="damaged or cut-short"):
+            converter.read_e5_file(cut)
+    newer = tmp_path / "newer.bin"
+    newer.write_bytes(whole[:4] + (2).to_bytes(4, "little") + whole[8:200])
+    with pytest.raises(ConfigError, match="format version 2 is not supported"):
+        converter.read_e5_file(newer)
+
+
+def test_file_digest_is_the_start_of_the_files_sha256(tmp_path: Path) -> None:
+    import hashlib
+
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"E5S1" + bytes(range(256)) * 10)
+    assert converter.file_digest(path) == hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
 @pytest.mark.slow
 def test_failed_conversion_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, e5: Encoder

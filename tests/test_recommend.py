@@ -140,6 +140,14 @@ def test_metrics_ignore_row_order_and_count_short_lists_as_misses() -> None:
     assert forward["map@2"] == pytest.approx((1 / 2 + 1) / 2)
 
 
+def test_metrics_count_an_item_listed_twice_once() -> None:
+    recommended = recs({"A": ["x", "x", "y"]})
+    scores = ranking_metrics(recommended, truth({"A": ["x"]}), k=3)
+    assert scores["precision@3"] == pytest.approx(1 / 3)
+    assert scores["recall@3"] == pytest.approx(1.0)
+    assert scores["map@3"] == pytest.approx(1.0)
+
+
 def test_metrics_reject_bad_k_and_columns() -> None:
     with pytest.raises(ConfigError, match="k must be"):
         ranking_metrics(recs({"A": ["x"]}), truth({"A": ["x"]}), k=0)
@@ -239,6 +247,29 @@ def test_ranker_settings_and_fit_errors(purchases: pd.DataFrame) -> None:
         Recommender(fast_settings()).fit(purchases, "2000-01-01")
     with pytest.raises(DataValidationError, match="columns"):
         Recommender(fast_settings()).fit(purchases.drop(columns="invoice"), CUTOFF)
+
+
+def test_recommenders_give_an_empty_frame_for_no_customers(purchases: pd.DataFrame) -> None:
+    models = (
+        PopularityRecommender(4),
+        BuyAgainRecommender(4),
+        Recommender(fast_settings(n_estimators=5)),
+    )
+    for model in models:
+        empty = model.fit(purchases, CUTOFF).recommend([], k=3)
+        assert empty.empty and list(empty.columns)[:3] == ["customer_id", "rank", "item_id"]
+
+
+def test_purchase_ids_and_cutoffs_are_checked() -> None:
+    lines = synthetic_purchases().head(20)
+    floats = lines.assign(customer_id=12001.0)
+    assert set(validate_purchases(floats)["customer_id"]) == {"12001"}
+    with pytest.raises(DataValidationError, match="'customer_id': 1 rows have no value"):
+        validate_purchases(lines.assign(customer_id=[None, *lines["customer_id"][1:]]))
+    zoned = lines.assign(timestamp=lines["timestamp"].dt.tz_localize("Europe/London"))
+    assert validate_purchases(zoned)["timestamp"].tolist() == sorted(lines["timestamp"])
+    with pytest.raises(ConfigError, match="without a time zone"):
+        PopularityRecommender(4).fit(lines, pd.Timestamp("2011-03-01", tz="UTC"))
 
 
 def test_text_similarity_promotes_a_similar_item() -> None:
@@ -343,6 +374,7 @@ def test_cli_writes_one_row_per_customer_and_rank(
     ("extra", "message"),
     [
         (["--until", "someday"], "--until must be a date"),
+        (["--until", "2011-07-04T00:00Z"], "without a time zone"),
         (["--until", "1999-01-01"], "--until must be a date after"),
         (["--k", "0"], "--k must be >= 1"),
         (["--customers", " , "], "--customers takes IDs"),

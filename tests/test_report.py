@@ -25,6 +25,7 @@ from salesformer.models.registry import make_model
 from salesformer.report import ReportSettings, build_report, write_report
 from salesformer.report.accuracy import (
     calibration_frame,
+    models_section,
     pick_items,
     quantile_bands,
     separate_windows,
@@ -176,6 +177,29 @@ def test_best_worst_and_largest_items_follow_the_metrics(folders: dict[str, Path
     assert picked[2][1] == totals.idxmax() or totals.idxmax() in {picked[0][1], picked[1][1]}
 
 
+def test_forecasts_alone_are_scored_and_a_stale_metrics_file_is_one_line(tmp_path: Path) -> None:
+    dates = pd.date_range("2024-01-07", periods=3, freq="W-SUN")
+    pd.DataFrame(
+        {"item_id": "A", "cutoff": pd.Timestamp("2023-12-31"), "date": dates}
+        | {"y": [1.0, 0.0, 3.0], "Naive": 2.0}
+    ).to_parquet(tmp_path / "forecasts.parquet")
+    data = load_report_data(ReportSettings(backtest=tmp_path))  # no series.parquet: no scales
+    overall = data.overall().set_index("model")
+    assert overall.loc["Naive", "wape"] == pytest.approx(4 / 4) and "mase" not in overall
+    assert "<b>Naive</b>" in models_section(data).body
+    assert pick_items(data, "Naive")[0] == ("best item (lowest WAPE)", "A")
+    (tmp_path / "metrics.json").write_text(json.dumps({"overall": [{"model": "Naive"}]}))
+    with pytest.raises(DataValidationError, match="no 'overall' table with each model's 'wape'"):
+        load_report_data(ReportSettings(backtest=tmp_path))
+
+
+def test_table_formats_integer_columns_as_numbers() -> None:
+    from salesformer.report.page import table
+
+    html = table(pd.DataFrame({"order": [12345], "packs": [2]}))  # int64 rows: numpy scalars
+    assert '<td data-num="1">12,345</td><td data-num="1">2</td>' in html
+
+
 def test_calibration_is_the_share_of_actuals_at_or_below_each_quantile() -> None:
     frame = pd.DataFrame(
         {"y": [1.0, 2.0, 3.0, 4.0], "M": 2.0, "M-q10": [0.0, 0.0, 0.0, 5.0], "M-q50": 2.0}
@@ -239,6 +263,16 @@ def test_lm_training_curves_and_stage_losses_come_from_its_fit_report(
     finetune = _section(html, "finetune")
     assert f"Stage 1 best {report['head']['best_valid']:.4f}" in finetune
     assert f"stage 2 (lora) best {report['finetune_stage']['best_valid']:.4f}" in finetune
+
+
+def test_loss_history_skips_stages_without_epochs() -> None:
+    epochs = [{"epoch": 1, "train": 0.5, "valid": 0.6}, {"epoch": 2, "train": 0.4, "valid": 0.5}]
+    report = {"head": {"history": None}, "finetune": "lora", "finetune_stage": {"history": epochs}}
+    history, starts = loss_history(report)
+    assert list(history["epoch"]) == [1, 2] and set(history["stage"]) == {"lora"}
+    assert starts == []  # no dashed line before the first curve drawn
+    both, starts = loss_history({**report, "head": {"history": epochs}})
+    assert list(both["stage"]) == ["head", "head", "lora", "lora"] and starts == [3]
 
 
 def test_lm_columns_per_finetune_mode_are_compared(

@@ -171,6 +171,37 @@ def test_cached_forecasts_follow_new_events(loaded_model: Any, tmp_path: Path) -
     np.testing.assert_array_equal(after.point, plain.forecast(item, 3, LEVELS).point)
 
 
+def test_replayed_events_before_the_models_first_date_are_skipped(
+    loaded_model: Any, tmp_path: Path
+) -> None:
+    """A store written under another model can hold events before this one's first date."""
+    db = str(tmp_path / "e.db")
+    first = pd.Timestamp(loaded_model.panel_.first_date).to_pydatetime()
+    store = open_store(db)
+    item = str(loaded_model.panel_.item_ids[0])
+    store.add_events([Event("old", item, first - timedelta(days=8), 500.0, 1.0)])
+    store.close()
+    service = SalesService.start(ServiceConfig("unused", db=db), loaded_model)
+    assert service.history.snapshot(item) == (None, service.live.wide.n_history - 1)
+    expected = loaded_model.predict(3, quantiles=LEVELS)
+    rows = expected[expected[ITEM_ID] == item]
+    np.testing.assert_allclose(
+        service.forecast(item, 3, LEVELS).point, rows["LM"].to_numpy(), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_whatif_labels_unsorted_levels_by_their_value(loaded_model: Any, tmp_path: Path) -> None:
+    from salesformer.decisions.whatif import Scenario
+
+    service = SalesService.start(ServiceConfig("unused", db=str(tmp_path / "e.db")), loaded_model)
+    item = service.live.item_ids[0]
+    scenario = Scenario(price_change=-0.2)
+    ordered = service.what_if(scenario, item, 3, (0.1, 0.5, 0.9))
+    shuffled = service.what_if(scenario, item, 3, (0.9, 0.1, 0.5))
+    pd.testing.assert_frame_equal(shuffled[ordered.columns], ordered)
+    assert (ordered["scenario-q10"] <= ordered["scenario-q90"]).all()
+
+
 # -- the store --------------------------------------------------------------------------------
 
 
@@ -415,6 +446,8 @@ def test_oversized_bodies_get_413(loaded_model: Any, tmp_path: Path) -> None:
     streamed = client.post("/events", content=chunks(), headers=KEY)
     assert streamed.status_code == 413
     assert client.get("/health").json()["events"] == 0
+    counted = client.get("/metrics").text
+    assert 'salesformer_requests_total{method="POST",route="unmatched",status="413"} 1' in counted
 
 
 @pytest.mark.parametrize(
@@ -461,6 +494,16 @@ def test_serve_errors_are_one_line(served_model: Path, tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as info:
         run(["serve", "--model", str(served_model), "--api-key-file", str(key_file)])
     assert info.value.code == 2
+    key_file.write_bytes(b"\xff\xfe key")
+    with pytest.raises(SystemExit) as info:
+        run(["serve", "--model", str(served_model), "--api-key-file", str(key_file)])
+    assert info.value.code == 2
+
+
+@pytest.mark.parametrize("key", ["clé-secrète-2024", "tab\there-key", "short"])
+def test_api_keys_a_header_cannot_carry_are_refused(key: str) -> None:
+    with pytest.raises(ConfigError, match="API key must"):
+        ServiceConfig("unused", api_key=key).check()
 
 
 def test_models_without_a_live_path_are_refused(loaded_model: Any, tmp_path: Path) -> None:

@@ -114,6 +114,16 @@ def test_missing_column_is_named(tmp_path: Path) -> None:
         prepare_stallion(path)
 
 
+@pytest.mark.parametrize("column", ["agency", "sku"])
+def test_rows_without_a_code_are_an_error(tmp_path: Path, column: str) -> None:
+    frame = stallion_frame()
+    frame.loc[[0, 7], column] = [None, "  "]
+    path = tmp_path / "blank.parquet"
+    frame.to_parquet(path, index=False)
+    with pytest.raises(DataValidationError, match=f"column '{column}': 2 rows have no code"):
+        prepare_stallion(path)
+
+
 def test_series_without_any_price_is_an_error(tmp_path: Path) -> None:
     frame = stallion_frame()
     unpriced = frame["sku"] == "SKU_01"

@@ -90,3 +90,24 @@ def test_item_texts_use_text_then_the_template() -> None:
     assert list(texts.index) == ["1", "2"]
     assert texts["1"] == "Given text"
     assert texts["2"] == "Rose vase. Category: Home."
+
+
+@pytest.mark.parametrize("content", ['{"text_prefix": null}', "[1, 2]", "{not json", "{}"])
+def test_bad_encoder_settings_file_is_a_clear_error(
+    tiny_encoder: str, tmp_path: Path, content: str
+) -> None:
+    import shutil
+
+    folder = tmp_path / "encoder"
+    shutil.copytree(tiny_encoder, folder)
+    (folder / "salesformer_encoder.json").write_text(content)
+    with pytest.raises(ConfigError, match="must be a JSON object with a text_prefix string"):
+        load_encoder(folder)
+
+
+def test_shared_encoder_loads_a_model_once_whatever_its_alias() -> None:
+    from salesformer.text.encoder import shared_encoder
+
+    first = shared_encoder("all-MiniLM-L6-v2", max_length=24)
+    assert shared_encoder(" MiniLM ", max_length=24) is first
+    assert shared_encoder("sentence-transformers/all-MiniLM-L6-v2", max_length=24) is first

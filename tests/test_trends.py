@@ -185,6 +185,24 @@ def test_analyze_trends_by_category_with_drivers() -> None:
     late = forecast.assign(**{DATE: forecast[DATE] + pd.Timedelta(weeks=1)})
     with pytest.raises(DataValidationError, match="covers"):
         analyze_trends(panel, groups, late, TrendSettings(horizon=4))
+    partial = forecast.loc[forecast[ITEM_ID] == "flat"]  # 'peaky' would be left out of Winter
+    with pytest.raises(DataValidationError, match=r"1 item\(s\), e.g. \['peaky'\]"):
+        analyze_trends(panel, groups, partial, TrendSettings(horizon=4))
+
+
+def test_drivers_without_a_title_are_listed_by_item_id() -> None:
+    dates = pd.date_range("2021-01-04", periods=20, freq="W-MON")
+    sales = pd.DataFrame(
+        {ITEM_ID: ["up"] * 20, DATE: dates, SALES: np.arange(20.0)}  # grows: 'up' drives it
+    )
+    items = pd.DataFrame({ITEM_ID: ["up"], "text": ["Tea mug"], "title": [None], "category": ["K"]})
+    panel = validate_panel(sales, items, freq="W-MON")
+    report = analyze_trends(panel, group_table(panel), None, TrendSettings(recent=4))
+    assert report.table.loc[0, "drivers"] == "up"
+    assert report.drivers["category:K"][0]["title"] == ""
+    strangers = pd.DataFrame({ITEM_ID: ["x"], "theme": [0], "theme_name": ["x"]})
+    with pytest.raises(DataValidationError, match="no grouped item is in the panel"):
+        group_table(validate_panel(sales, items.drop(columns="category"), freq="W-MON"), strangers)
 
 
 def test_point_column() -> None:

@@ -18,7 +18,7 @@ from salesformer.decisions.whatif import (
     summarize_uplift,
     what_if,
 )
-from salesformer.errors import ConfigError, DataValidationError
+from salesformer.errors import ConfigError, DataValidationError, NotFittedError
 from salesformer.models.base import resolve_future
 from salesformer.models.lightgbm import LightGBMForecaster
 from salesformer.models.persist import save_model
@@ -158,6 +158,15 @@ def test_dated_rows_win_and_empty_cells_keep(model: LightGBMForecaster) -> None:
     assert future[untouched].equals(plan[untouched])
 
 
+def test_empty_promotion_cells_set_no_copy(model: LightGBMForecaster) -> None:
+    plan = resolve_future(model.panel_, H, None)
+    changes = pd.DataFrame(
+        {"item_id": ["item01", "item01", "item02"], "promotion": ["", "Deal", " "]}
+    )
+    _, promotions = apply_scenario(model, plan, Scenario(changes=changes))
+    assert promotions == {"item01": "Deal"}
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -181,10 +190,16 @@ def test_bad_scenarios_say_what_is_wrong(
 def test_scenario_settings_are_checked(model: LightGBMForecaster) -> None:
     with pytest.raises(ConfigError, match="changes nothing"):
         what_if(model, Scenario(), H)
+    with pytest.raises(NotFittedError, match=r"call \.fit"):
+        what_if(lightgbm(price_monotone=False), Scenario(price_change=-0.1), H)
     with pytest.raises(ConfigError, match="price_change must lie"):
         what_if(model, Scenario(price_change=-1.5), H)
     with pytest.raises(ConfigError, match="does not read item text"):
         what_if(model, Scenario(promotion="Half price!"), H)
+    with pytest.raises(ConfigError, match="changes nothing"):
+        what_if(model, Scenario(promotion="   "), H)
+    with pytest.raises(ConfigError, match="must not be 0"):
+        price_response(model, H, price_change=0.0)
 
 
 def test_price_change_needs_a_known_future_price(panel: Panel) -> None:

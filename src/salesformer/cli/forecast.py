@@ -141,13 +141,17 @@ def table_suffix(path: Path, option: str) -> str:
 
 
 def read_table(path: Path, option: str) -> pd.DataFrame:
-    """A CSV or Parquet file as a frame."""
+    """A CSV or Parquet file as a frame; CSV item ids stay text (``00123`` is not ``123``)."""
     import pandas as pd
+
+    from salesformer.data.contract import ITEM_ID
 
     suffix = table_suffix(path, option)
     if not path.is_file():
         raise FileNotFoundError(f"{option}: no such file {str(path)!r}")
-    return pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+    if suffix == ".csv":
+        return pd.read_csv(path, dtype={ITEM_ID: str})
+    return pd.read_parquet(path)
 
 
 def write_table(frame: pd.DataFrame, path: Path) -> None:

@@ -18,8 +18,6 @@ from salesformer.errors import ConfigError
 if TYPE_CHECKING:
     import pandas as pd
 
-OUT_SUFFIXES = (".csv", ".parquet")
-
 
 def _parse_customers(value: str | None) -> list[str] | None:
     if value is None:
@@ -33,15 +31,14 @@ def _parse_customers(value: str | None) -> list[str] | None:
 
 
 def _parse_until(value: str) -> pd.Timestamp:
-    import pandas as pd
+    from salesformer.decisions.recommend import _cutoff
 
     try:
-        stamp = pd.Timestamp(value)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"--until must be a date like 2011-09-05; got {value!r}") from exc
-    if pd.isna(stamp):
-        raise ConfigError(f"--until must be a date like 2011-09-05; got {value!r}")
-    return stamp
+        return _cutoff(value)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"--until must be a date like 2011-09-05, without a time zone; got {value!r}"
+        ) from exc
 
 
 def recommend_command(
@@ -73,6 +70,7 @@ def recommend_command(
     """Recommend items per customer from invoice lines (lines without a customer are left out)."""
     import pandas as pd
 
+    from salesformer.cli.forecast import table_suffix
     from salesformer.decisions.recommend import (
         Recommender,
         RecommendSettings,
@@ -80,10 +78,7 @@ def recommend_command(
     )
     from salesformer.decisions.recommend_data import TIMESTAMP, read_customer_purchases
 
-    if out.suffix.lower() not in OUT_SUFFIXES:
-        raise ConfigError(
-            f"--out must end in .csv or .parquet; got {str(out)!r}; e.g. --out recs.csv"
-        )
+    table_suffix(out, "--out")
     if k < 1:
         raise ConfigError(f"--k must be >= 1; got {k}")
     chosen = _parse_customers(customers)
@@ -108,7 +103,8 @@ def recommend_command(
     )
     model = Recommender(settings).fit(purchases, cutoff, data.items)
     if chosen is not None:
-        unknown = [c for c in chosen if c not in set(model.state_.customers.index)]
+        seen = set(model.state_.customers.index)
+        unknown = [c for c in chosen if c not in seen]
         if unknown:
             typer.echo(
                 f"{len(unknown)} customer(s) without purchases before {cutoff.date()} get "

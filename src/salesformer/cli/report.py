@@ -34,13 +34,8 @@ def report_command(
 ) -> None:
     """Write an HTML report (works offline): model comparison, errors by segment, forecast
     charts with quantile bands, calibration, fine-tuning, training curves and more."""
-    from salesformer.errors import ConfigError
     from salesformer.report import ReportSettings, write_report
 
-    if out.suffix.lower() not in (".html", ".htm"):
-        raise ConfigError(
-            f"--out must end in .html; got {str(out)!r}; e.g. --out {out.with_suffix('.html')}"
-        )
     settings = ReportSettings(
         backtest=backtest,
         panel=panel,

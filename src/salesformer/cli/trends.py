@@ -50,7 +50,7 @@ def _print_table(report: TrendReport) -> None:
     def percent(value: float) -> str:
         return "n/a" if not np.isfinite(value) else f"{value:+.0%}"
 
-    table = Table(title="Trends (growth: last period vs a year earlier)")
+    table = Table(title="Trends (growth: recent periods vs one season earlier)")
     for column in ("kind", "name", "items", "recent y/y", "forecast y/y", "peak", "drivers"):
         table.add_column(column, justify="right" if column in ("items",) else "left")
     for row in report.table.head(SHOWN_ROWS).itertuples(index=False):

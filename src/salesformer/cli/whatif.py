@@ -3,7 +3,8 @@
 A thin layer over :func:`salesformer.decisions.whatif.what_if`: the command reads the model
 folder, the scenario (a table and/or ``--price-change`` / ``--promotion``) and an optional
 baseline plan, and writes one row per item and date with both forecasts and the uplift.
-Every input is checked before the model is loaded; the output file is written atomically.
+Options and files are checked before the model is loaded (the scenario's columns, items and
+dates after it, since they depend on the model); the output file is written atomically.
 """
 
 from __future__ import annotations

@@ -157,8 +157,13 @@ def stallion_frames(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, int]
         ``(sales, items, prices_filled)``.
     """
     frame = raw.copy()
-    frame[AGENCY] = frame[AGENCY].astype(str).str.strip()
-    frame[SKU] = frame[SKU].astype(str).str.strip()
+    for column in (AGENCY, SKU):
+        codes = frame[column].astype("string").str.strip().fillna("")
+        if codes.eq("").any():
+            raise DataValidationError(
+                f"column '{column}': {int(codes.eq('').sum())} rows have no code; drop or fill them"
+            )
+        frame[column] = codes.astype(str)
     frame[ITEM_ID] = frame[AGENCY] + "/" + frame[SKU]
     frame[DATE] = pd.to_datetime(frame[DATE], errors="coerce")
     if frame[DATE].isna().any():

@@ -67,7 +67,7 @@ class PlanSettings:
             targets by more than 0.5 for every model, and 0.5 was within 0.2 points of the
             best value for the LM and auto forecasts.
         n_samples: Monte Carlo draws of the lead-time demand per item, >= 100.
-        seed: seed of the draws; the same seed gives the same plan.
+        seed: seed of the draws (whole number >= 0); the same seed gives the same plan.
     """
 
     service_level: float = 0.95
@@ -93,6 +93,8 @@ class PlanSettings:
             )
         if isinstance(self.n_samples, bool) or int(self.n_samples) < 100:
             raise ConfigError(f"n_samples must be a whole number >= 100; got {self.n_samples!r}")
+        if isinstance(self.seed, bool) or int(self.seed) != self.seed or self.seed < 0:
+            raise ConfigError(f"seed must be a whole number >= 0; got {self.seed!r}")
 
 
 @dataclass(frozen=True)
@@ -205,7 +207,8 @@ def _numbers(frame: pd.DataFrame, column: str) -> pd.Series:
 
 def _range_problems(table: pd.DataFrame) -> list[str]:
     """One message per rule broken, naming a few items."""
-    rules = [
+    rules = [(c, np.isinf(table[c]), "a finite number") for c in table.columns if c != ITEM_ID]
+    rules += [
         ("on_hand", table["on_hand"] < 0, ">= 0"),
         ("on_order", table["on_order"] < 0, ">= 0"),
         ("lead_time", table["lead_time"] < 0, "a whole number of weeks >= 0"),
@@ -467,10 +470,13 @@ def plan_inventory(
         reason``.
 
     Raises:
-        DataValidationError: unknown items, or forecasts shorter than an item's L + R weeks.
+        DataValidationError: no items, unknown items, or forecasts shorter than an item's
+            L + R weeks.
     """
     settings = settings or PlanSettings()
     policies = read_policies(stock) if isinstance(stock, pd.DataFrame) else list(stock)
+    if not policies:
+        raise DataValidationError("stock table: no items; give one policy per item to plan")
     model, levels, table = forecast_quantiles(forecasts, model)
     cube, weeks = _quantile_cube(table, levels, policies)
     rng = np.random.default_rng(settings.seed)

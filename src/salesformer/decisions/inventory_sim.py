@@ -15,7 +15,9 @@ through the horizon's weeks with the *actual* demand ``y``:
 
 The first L weeks are a warm-up and are not scored: their stock comes from the starting stock,
 not from an order the policy placed. From week L+1 on, every week's service depends on an
-order the policy placed, as it would in a running shop.
+order the policy placed, as it would in a running shop. Scoring ends with the protection
+interval of the last order: later weeks (up to R - 1 of them when the horizon is not a whole
+number of reviews) would need an order the forecasts do not cover.
 
 Per (item, cutoff) and target it records, over the scored weeks, demand, units served,
 stock-out weeks (weeks with demand not served) and the end-of-week stock;
@@ -37,7 +39,8 @@ from salesformer.decisions.inventory import (
     order_up_to_levels,
 )
 from salesformer.errors import ConfigError, DataValidationError
-from salesformer.models.base import check_quantiles, quantile_column
+from salesformer.evaluation.metrics import quantile_columns
+from salesformer.models.base import check_quantiles
 
 _CHUNK_CELLS = 6_000_000
 
@@ -121,6 +124,8 @@ def replay_policy(
             "use a shorter lead time or longer forecasts"
         )
     checked = [float(t) for t in targets]
+    if not checked:
+        raise ConfigError("targets: no service target given; give at least one, e.g. [0.95]")
     for target in checked:
         settings.plan_settings(target)
     levels_by_week = _planned_levels(levels, cube, checked, settings)
@@ -145,15 +150,14 @@ def _backtest_arrays(
             f"backtest forecasts: column(s) {missing} missing; got {list(forecasts.columns)}; "
             "give the forecasts of a backtest (item_id, cutoff, date, y and quantile columns)"
         )
-    prefix = f"{model}-q"
-    found = [float(c[len(prefix) :]) / 100 for c in forecasts.columns if c.startswith(prefix)]
+    found = quantile_columns(forecasts, model)
     if len(found) < 2:
         raise DataValidationError(
             f"backtest forecasts: model {model!r} has {len(found)} quantile column(s); "
             "the replay needs at least two"
         )
-    levels = np.array(check_quantiles(found))
-    columns = [quantile_column(model, q) for q in levels]
+    levels = np.array(check_quantiles(list(found)))
+    columns = list(found.values())
     frame = forecasts.sort_values([CUTOFF, ITEM_ID, DATE])
     sizes = frame.groupby([CUTOFF, ITEM_ID], sort=False).size()
     if sizes.nunique() != 1:
@@ -165,6 +169,11 @@ def _backtest_arrays(
     ids = sizes.index.to_frame(index=False)[[ITEM_ID, CUTOFF]]
     cube = np.sort(frame[columns].to_numpy(dtype=float).reshape(len(ids), horizon, -1), axis=-1)
     actual = frame[ACTUAL].to_numpy(dtype=float).reshape(len(ids), horizon)
+    if not (np.isfinite(cube).all() and np.isfinite(actual).all()):
+        raise DataValidationError(
+            "backtest forecasts: quantiles or actuals 'y' missing or not finite; "
+            "give a number for every quantile and actual of every week"
+        )
     return levels, ids, cube, np.clip(actual, 0.0, None)
 
 
@@ -201,7 +210,8 @@ def _simulate(
 ) -> dict[str, np.ndarray]:
     """Replay of ``(P, H)`` order-up-to levels against ``(P, H)`` demand.
 
-    ``on_hand`` is the net stock: negative for backorders when ``lost_sales`` is False.
+    ``on_hand`` is the net stock: negative for backorders when ``lost_sales`` is False. Weeks
+    ``lead .. end - 1`` are scored, ``end`` closing the last order's protection interval.
     """
     pairs, horizon = actual.shape
     on_hand = order_up_to[:, 0].copy()
@@ -209,8 +219,9 @@ def _simulate(
     served = np.zeros(pairs)
     stockouts = np.zeros(pairs)
     stock_sum = np.zeros(pairs)
-    planned = set(order_weeks(horizon, lead, review))
-    for week in range(horizon):
+    planned = order_weeks(horizon, lead, review)
+    end = planned[-1] + lead + review
+    for week in range(end):
         on_hand += arrivals[:, week]
         if week in planned and week > 0:
             position = on_hand + arrivals[:, week + 1 :].sum(axis=1)
@@ -227,10 +238,10 @@ def _simulate(
         stockouts += demand > sold + 1e-9
         stock_sum += np.maximum(on_hand, 0.0)
     return {
-        "demand": actual[:, lead:].sum(axis=1),
+        "demand": actual[:, lead:end].sum(axis=1),
         "served": served,
         "stockout_weeks": stockouts,
-        "weeks": np.full(pairs, float(horizon - lead)),
+        "weeks": np.full(pairs, float(end - lead)),
         "stock_week_sum": stock_sum,
     }
 

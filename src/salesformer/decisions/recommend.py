@@ -142,6 +142,11 @@ def _cutoff(value: str | pd.Timestamp) -> pd.Timestamp:
         raise ConfigError(f"cutoff must be a date like 2011-09-05; got {value!r}") from exc
     if pd.isna(stamp):
         raise ConfigError(f"cutoff must be a date like 2011-09-05; got {value!r}")
+    if stamp.tz is not None:
+        raise ConfigError(
+            f"cutoff must be a date without a time zone, like the purchase times; got "
+            f"{value!r}; e.g. 2011-09-05"
+        )
     return stamp
 
 
@@ -231,7 +236,7 @@ class PopularityRecommender(_Base):
         top = self.ranking_.head(k)
         rows = pd.DataFrame(
             {
-                CUSTOMER_ID: np.repeat(chosen, len(top)),
+                CUSTOMER_ID: np.repeat(np.array(chosen, dtype=object), len(top)),
                 ITEM_ID: np.tile(top[ITEM_ID].to_numpy(), len(chosen)),
                 "score": np.tile(top["score"].to_numpy(float), len(chosen)),
             }
@@ -410,9 +415,14 @@ class Recommender(_Base):
             given = given[given.str.len() > 0]
             given = given[~given.index.duplicated()]
             texts.update(given)
-        import_torch().set_num_threads(settings.threads)
-        encoder = shared_encoder(settings.encoder)
-        vectors = encoder.encode(list(texts.astype(str)), cache_dir=settings.cache_dir)
+        torch = import_torch()
+        before = torch.get_num_threads()
+        torch.set_num_threads(settings.threads)
+        try:
+            encoder = shared_encoder(settings.encoder)
+            vectors = encoder.encode(list(texts.astype(str)), cache_dir=settings.cache_dir)
+        finally:
+            torch.set_num_threads(before)
         return text_similarity(vectors)
 
     def _train(self, training: pd.DataFrame) -> Any:
@@ -455,7 +465,9 @@ class Recommender(_Base):
         chosen = self._customers(customers, self.state_.customers.index)
         rows = candidate_features(self.state_, chosen, self.settings_.candidates())
         features = rows[list(FEATURES)].to_numpy(np.float32)
-        if self.settings_.objective == "lambdarank":
+        if len(rows) == 0:  # no customer asked for: LightGBM refuses zero rows
+            rows["score"] = np.zeros(0)
+        elif self.settings_.objective == "lambdarank":
             rows["score"] = self.model_.predict(features)
         else:
             rows["score"] = self.model_.predict_proba(features)[:, 1]

@@ -108,8 +108,12 @@ def read_customer_purchases(path: str | Path) -> CustomerPurchases:
 def validate_purchases(purchases: pd.DataFrame) -> pd.DataFrame:
     """Check a purchase frame's columns and types; return it with the library's dtypes.
 
+    ID columns become strings (a float column's ``13085.0`` becomes ``"13085"``); times with
+    a time zone keep their local wall-clock time and lose the zone.
+
     Raises:
-        DataValidationError: a missing column, an unparseable time or a non-positive quantity.
+        DataValidationError: a missing column or ID, an unparseable time or a non-positive
+            quantity.
     """
     missing = [c for c in PURCHASE_COLUMNS if c not in purchases.columns]
     if missing:
@@ -119,13 +123,22 @@ def validate_purchases(purchases: pd.DataFrame) -> pd.DataFrame:
         )
     out = purchases[list(PURCHASE_COLUMNS)].copy()
     for column in (CUSTOMER_ID, ITEM_ID, INVOICE):
-        out[column] = out[column].astype(str)
+        if out[column].isna().any():
+            raise DataValidationError(
+                f"column '{column}': {int(out[column].isna().sum())} rows have no value; "
+                "drop them first"
+            )
+        # A float ID column (13085.0) reads as "13085", as read_customer_purchases gives it.
+        whole_ids = pd.api.types.is_float_dtype(out[column])
+        out[column] = (customer_id_text(out[column]) if whole_ids else out[column]).astype(str)
     out[TIMESTAMP] = pd.to_datetime(out[TIMESTAMP], errors="coerce")
     if out[TIMESTAMP].isna().any():
         raise DataValidationError(
             f"column '{TIMESTAMP}': {int(out[TIMESTAMP].isna().sum())} rows have no valid "
             "time; use times such as 2011-09-05 08:26"
         )
+    if out[TIMESTAMP].dt.tz is not None:  # local wall-clock times, as cutoffs are given
+        out[TIMESTAMP] = out[TIMESTAMP].dt.tz_localize(None)
     out[QUANTITY] = pd.to_numeric(out[QUANTITY], errors="coerce").astype(float)
     if not (out[QUANTITY] > 0).all():
         raise DataValidationError(

@@ -57,6 +57,8 @@ def _hits(
     recs[[CUSTOMER_ID, ITEM_ID]] = recs[[CUSTOMER_ID, ITEM_ID]].astype(str)
     recs = recs.loc[(recs[RANK] >= 1) & (recs[RANK] <= max_k)]
     recs = recs.loc[recs[CUSTOMER_ID].isin(customers)]
+    # An item listed twice for a customer is one item: only its best rank can hit.
+    recs = recs.sort_values(RANK, kind="stable").drop_duplicates([CUSTOMER_ID, ITEM_ID])
     hit = recs.merge(relevant.assign(hit=1.0), on=[CUSTOMER_ID, ITEM_ID], how="left")
     hit = hit.loc[hit["hit"].notna()]
     matrix = np.zeros((len(customers), max_k))

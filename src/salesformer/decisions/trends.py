@@ -269,7 +269,13 @@ def group_table(panel: Panel, themes: pd.DataFrame | None = None) -> pd.DataFram
         )
     known = set(np.asarray(panel.item_ids).astype(str))
     table = pd.concat(frames, ignore_index=True)
-    return table.loc[table[ITEM_ID].isin(known)].reset_index(drop=True)
+    table = table.loc[table[ITEM_ID].isin(known)].reset_index(drop=True)
+    if table.empty:
+        raise DataValidationError(
+            "no grouped item is in the panel; give themes and an items table of this panel's "
+            f"items, e.g. {sorted(known)[:3]}"
+        )
+    return table
 
 
 def point_column(forecast: pd.DataFrame) -> str:
@@ -349,7 +355,8 @@ def _titles(panel: Panel) -> dict[str, str]:
     if items is None:
         return {}
     column = "title" if "title" in items.columns else "text"
-    return dict(zip(items[ITEM_ID].astype(str), items[column].astype(str).str[:60], strict=True))
+    titles = items[column].fillna("").astype(str).str[:60]
+    return dict(zip(items[ITEM_ID].astype(str), titles, strict=True))
 
 
 def _measure(
@@ -395,7 +402,8 @@ def analyze_trends(
         panel: the sales panel.
         groups: item -> group rows from :func:`group_table`.
         forecast: ``item_id, date, <model>`` for the periods after the panel's last date, or
-            None; only its first ``settings.horizon`` periods are used.
+            None; only its first ``settings.horizon`` periods are used, and they must be
+            forecast for every grouped item.
         settings: windows and counts (defaults: :class:`TrendSettings`).
 
     Returns:
@@ -459,6 +467,13 @@ def _forecast_totals(
             f"the forecast covers {len(found)} of the {horizon} periods after the panel's last "
             f"date {panel.last_date.date()} ({expected[0].date()} .. {expected[-1].date()}); "
             "forecast from the end of this panel, or lower --horizon"
+        )
+    covered = frame.loc[frame[column].notna()].groupby(ITEM_ID)[DATE].nunique()
+    short = sorted(set(groups[ITEM_ID]) - set(covered.index[covered >= horizon]))
+    if short:  # a group total without some of its items would understate its growth
+        raise DataValidationError(
+            f"the forecast misses some of the {horizon} periods after the panel for "
+            f"{len(short)} item(s), e.g. {short[:3]}; forecast every item of the panel"
         )
     return _wide_totals(frame, column, groups).reindex(expected, fill_value=0.0)
 

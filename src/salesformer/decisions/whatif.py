@@ -42,7 +42,7 @@ import pandas as pd
 
 from salesformer.data.contract import DATE, ITEM_ID, TEXT, parse_numbers
 from salesformer.data.text import item_text
-from salesformer.errors import ConfigError, DataValidationError
+from salesformer.errors import ConfigError, DataValidationError, NotFittedError
 from salesformer.models.base import (
     DEFAULT_QUANTILES,
     Forecaster,
@@ -89,7 +89,7 @@ class Scenario:
             raise ConfigError(f"promotion must be a text; got {type(self.promotion).__name__}")
         if self.changes is not None and not isinstance(self.changes, pd.DataFrame):
             raise ConfigError(f"changes must be a table; got {type(self.changes).__name__}")
-        if self.changes is None and change is None and not self.promotion:
+        if self.changes is None and change is None and not (self.promotion or "").strip():
             raise ConfigError(
                 "the scenario changes nothing; give a changes table, a price_change or a promotion"
             )
@@ -105,7 +105,7 @@ class _Plan:
 
 def _model_columns(model: Forecaster) -> tuple[str, ...]:
     if not hasattr(model, "panel_"):
-        raise ConfigError(f"{type(model).__name__} is not fitted; call .fit(panel) first")
+        raise NotFittedError(f"{type(model).__name__} is not fitted; call .fit(panel) first")
     return tuple(model.panel_.known_future)
 
 
@@ -191,6 +191,7 @@ def _promotions(table: pd.DataFrame | None) -> dict[str, str]:
     given = table.loc[table[PROMOTION].notna(), [ITEM_ID, PROMOTION]].copy()
     given[ITEM_ID] = given[ITEM_ID].astype(str)
     given[PROMOTION] = given[PROMOTION].astype(str).str.strip()
+    given = given[given[PROMOTION] != ""]  # an empty cell sets no copy
     counts = given.groupby(ITEM_ID)[PROMOTION].nunique()
     several = counts[counts > 1].index.tolist()
     if several:
@@ -415,7 +416,12 @@ def price_response(
         ``item_id, units_baseline, units_scenario, change`` (relative change of units) and
         ``elasticity`` = ``log(units_scenario / units_baseline) / log(1 + price_change)``
         (NaN where either total is 0).
+
+    Raises:
+        ConfigError: ``price_change`` is 0 (no elasticity) or out of range.
     """
+    if price_change == 0:
+        raise ConfigError("price_change must not be 0 for an elasticity; got 0; e.g. -0.1")
     table = what_if(
         model, Scenario(price_change=price_change), horizon, baseline=baseline, quantiles=()
     )

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from salesformer.errors import ConfigError, DataValidationError, NotFittedError
-from salesformer.explain.result import Explanation
+from salesformer.errors import ConfigError, NotFittedError
+from salesformer.explain.result import Explanation, unknown_item
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,7 +41,8 @@ def explain(
         horizon: steps to explain (default: the model's horizon, else 8).
         future: known-future covariates of the horizon, as for ``predict`` (LM, LightGBM).
         **options: method settings of the LM (``n_steps``, ``word_steps``,
-            ``baseline_token``; see :func:`salesformer.explain.lm.explain_lm`).
+            ``baseline_token``; see :func:`salesformer.explain.lm.explain_lm`); for auto,
+            passed on when the explained candidate is the LM.
 
     Returns:
         An :class:`Explanation`.
@@ -56,9 +57,9 @@ def explain(
             f"{type(model).__name__} is not fitted yet; call .fit(panel) before explaining"
         )
     kind = _kind(model)
-    if options and kind != "LM":
+    if options and kind not in ("LM", "auto"):
         raise ConfigError(
-            f"options {sorted(options)} apply to the LM only; got a {model.name} model"
+            f"options {sorted(options)} apply to the LM (or auto) only; got a {model.name} model"
         )
     if kind == "LM":
         from salesformer.explain.lm import explain_lm
@@ -106,10 +107,7 @@ def _explain_auto(
     weights = model.item_weights()
     item_id = str(item_id)
     if item_id not in weights.index:
-        raise DataValidationError(
-            f"item {item_id!r} is not in the model's panel ({len(weights)} items, e.g. "
-            f"{list(weights.index[:3])}); give one of its item ids"
-        )
+        raise unknown_item(item_id, weights.index)
     row = weights.loc[item_id]
     row = row[row > 0].sort_values(ascending=False)
     chosen = str(row.index[0])

@@ -30,12 +30,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from salesformer.errors import ConfigError, DataValidationError, MissingExtraError
+from salesformer.errors import ConfigError, MissingExtraError
 from salesformer.explain.result import (
     ATTRIBUTION_COLUMNS,
     Explanation,
     completeness,
     empty,
+    unknown_item,
 )
 from salesformer.models.base import resolve_future
 from salesformer.models.lm.samples import N_CALENDAR, STATIC_FEATURES, Samples, Wide, build_samples
@@ -89,10 +90,7 @@ def _item_inputs(
     ids = np.sort(np.asarray(panel.item_ids).astype(str))
     row = int(np.searchsorted(ids, item_id))
     if row >= len(ids) or ids[row] != item_id:
-        raise DataValidationError(
-            f"item {item_id!r} is not in the model's panel ({len(ids)} items, e.g. "
-            f"{list(ids[:3])}); give one of its item ids"
-        )
+        raise unknown_item(item_id, ids)
     covariates = resolve_future(panel, horizon, future)
     wide = Wide.from_panel(panel, covariates, horizon=model.horizon)
     sample = build_samples(

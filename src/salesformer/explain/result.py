@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from salesformer.errors import DataValidationError
+
 FORECAST_COLUMNS = ("step", "date", "forecast")
 WORD_COLUMNS = ("position", "word", "start", "end", "attribution")
 WORD_STEP_COLUMNS = ("position", "word", "step", "attribution")
@@ -125,6 +127,15 @@ class Explanation:
             "baseline": _clean_dict(self.baseline),
             "notes": list(self.notes),
         }
+
+
+def unknown_item(item_id: str, item_ids: Any) -> DataValidationError:
+    """The one-line error for an item that is not in the model's panel of ``item_ids``."""
+    ids = sorted(str(i) for i in item_ids)
+    return DataValidationError(
+        f"item {item_id!r} is not in the model's panel ({len(ids)} items, e.g. {ids[:3]}); "
+        "give one of its item ids"
+    )
 
 
 def completeness(attributed: float, explained: float) -> dict[str, float]:

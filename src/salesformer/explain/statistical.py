@@ -21,7 +21,7 @@ import pandas as pd
 
 from salesformer.data.contract import DATE, ITEM_ID, SALES
 from salesformer.errors import ConfigError, DataValidationError, NotFittedError
-from salesformer.explain.result import COMPONENT_COLUMNS, Explanation
+from salesformer.explain.result import COMPONENT_COLUMNS, Explanation, unknown_item
 
 Row = tuple[str, int, float, str]
 
@@ -45,11 +45,7 @@ def explain_statistical(model: Any, item_id: str, horizon: int = 8) -> Explanati
     panel = model.panel_
     sales = panel.sales[panel.sales[ITEM_ID].astype(str) == item_id].sort_values(DATE)
     if sales.empty:
-        ids = np.sort(np.asarray(panel.item_ids).astype(str))
-        raise DataValidationError(
-            f"item {item_id!r} is not in the model's panel ({len(ids)} items, e.g. "
-            f"{list(ids[:3])}); give one of its item ids"
-        )
+        raise unknown_item(item_id, panel.item_ids)
     y = sales[SALES].to_numpy(dtype=float)
     dates = pd.DatetimeIndex(sales[DATE])
     raw = model._point(horizon)

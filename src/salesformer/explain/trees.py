@@ -21,8 +21,13 @@ import pandas as pd
 
 from salesformer.data.contract import ITEM_ID
 from salesformer.data.features import LOG_SCALE, STEP, build_features
-from salesformer.errors import ConfigError, DataValidationError, NotFittedError
-from salesformer.explain.result import ATTRIBUTION_COLUMNS, Explanation, completeness
+from salesformer.errors import ConfigError, NotFittedError
+from salesformer.explain.result import (
+    ATTRIBUTION_COLUMNS,
+    Explanation,
+    completeness,
+    unknown_item,
+)
 from salesformer.models.base import resolve_future
 
 _HISTORY_PREFIXES = ("lag_", "mean_", "std_", "zero_share_")
@@ -84,10 +89,7 @@ def explain_lightgbm(
     item_id = str(item_id)
     ids = np.asarray(model.panel_.item_ids).astype(str)
     if item_id not in set(ids):
-        raise DataValidationError(
-            f"item {item_id!r} is not in the model's panel ({len(ids)} items, e.g. "
-            f"{list(np.sort(ids)[:3])}); give one of its item ids"
-        )
+        raise unknown_item(item_id, ids)
     fitted = model._model_for(horizon)
     point = fitted.boosters_.get(None)
     forecast = model.predict(horizon, future=future, quantiles=())

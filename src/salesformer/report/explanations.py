@@ -11,8 +11,6 @@ from salesformer.report.inputs import ReportData
 from salesformer.report.page import Section, code, escape, note, table
 
 TITLE = "Explanations"
-#: Models whose explanation is asked for the whole-horizon word attributions only (cheaper).
-TEXT_MODELS = ("LM", "auto")
 
 
 def chosen_items(data: ReportData, model_items: set[str]) -> list[tuple[str, str]]:
@@ -71,7 +69,6 @@ def explanations_section(data: ReportData) -> Section | None:
         return Section("explanations", TITLE, note(f"Explanations are not available: {exc}"))
     model = load_model(data.settings.model)
     model_items = {str(i) for i in model.panel_.item_ids}
-    options = {"word_steps": False} if model.name in TEXT_MODELS else {}
     parts = [
         "<p>Why the model in <code>"
         + escape(data.settings.model)
@@ -82,7 +79,7 @@ def explanations_section(data: ReportData) -> Section | None:
     ]
     for why, item in chosen_items(data, model_items):
         try:
-            explanation = explain(model, item, **options)
+            explanation = explain(model, item)
         except (SalesformerError, MissingExtraError) as exc:
             parts.append(note(f"{item}: no explanation ({str(exc).splitlines()[0]})."))
             continue

@@ -11,7 +11,13 @@ import pandas as pd
 
 from salesformer.data.contract import ACTUAL, CUTOFF, DATE, ITEM_ID, Panel
 from salesformer.errors import DataValidationError
-from salesformer.evaluation.metrics import evaluate, model_columns
+from salesformer.evaluation.metrics import (
+    METRICS,
+    SCALE_MAE,
+    SCALE_MSE,
+    evaluate,
+    model_columns,
+)
 from salesformer.report.settings import (
     FORECASTS_FILE,
     METRICS_FILE,
@@ -90,15 +96,30 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def _recomputed_summary(scored: pd.DataFrame, models: list[str]) -> dict[str, Any]:
+    """metrics.json's tables from the forecasts; MASE and RMSSE only with the naive scales."""
+    scales = {"mase": SCALE_MAE, "rmsse": SCALE_MSE}
+    metrics = [m for m in METRICS if scales.get(m, ACTUAL) in scored.columns]
     segments = {
-        column: evaluate(scored, models=models, by=column).to_dict(orient="records")
+        column: evaluate(scored, models, metrics, by=column).to_dict(orient="records")
         for column in SEGMENT_COLUMNS
         if column in scored.columns
     }
     return {
-        "overall": evaluate(scored, models=models).to_dict(orient="records"),
+        "overall": evaluate(scored, models, metrics).to_dict(orient="records"),
         "by_segment": segments,
     }
+
+
+def _check_summary(summary: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``summary`` when its ``overall`` table names each model's WAPE, else a one-line error."""
+    overall = summary.get("overall")
+    rows = overall if isinstance(overall, list) and overall else [None]
+    if not all(isinstance(row, dict) and {"model", "wape"} <= set(row) for row in rows):
+        raise DataValidationError(
+            f"{str(path)!r} has no 'overall' table with each model's 'wape'; rewrite it with "
+            f"'salesformer backtest', or delete it to have the metrics recomputed"
+        )
+    return summary
 
 
 def load_backtest(settings: ReportSettings) -> ReportData:
@@ -135,7 +156,7 @@ def load_backtest(settings: ReportSettings) -> ReportData:
     data = ReportData(settings, forecasts, series, {}, models)
     metrics_path = folder / METRICS_FILE
     if metrics_path.is_file():
-        data.summary = read_json(metrics_path)
+        data.summary = _check_summary(read_json(metrics_path), metrics_path)
     else:
         data.summary = _recomputed_summary(data.scored(), models)
     return data

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 #: Formats a table cell: the value and its column.
@@ -35,10 +36,6 @@ def escape(value: object) -> str:
 def note(text: str) -> str:
     """A grey one-paragraph note (e.g. why a section is empty)."""
     return f'<p class="note">{escape(text)}</p>'
-
-
-def paragraph(text: str) -> str:
-    return f"<p>{escape(text)}</p>"
 
 
 def code(text: str) -> str:
@@ -88,6 +85,8 @@ def table(
         cells = []
         for column in frame.columns:
             value = row[column]
+            if isinstance(value, np.integer | np.floating):  # an all-number row: numpy scalars
+                value = value.item()
             numeric = isinstance(value, int | float) and not isinstance(value, bool)
             css = ' class="best"' if position in marks.get(str(column), set()) else ""
             if not numeric and len(str(value)) > 40:

@@ -107,12 +107,11 @@ def finetune_section(data: ReportData) -> Section:
 
 def loss_history(report: dict[str, Any]) -> tuple[pd.DataFrame, list[int]]:
     """Rows ``epoch, stage, train, valid`` across both stages, and where stage 2 starts."""
+    from salesformer.models.lm.training_log import stages
+
     rows: list[dict[str, Any]] = []
     starts: list[int] = []
-    stages = [("head", report.get("head"))]
-    stages.append((str(report.get("finetune", "fine-tuning")), report.get("finetune_stage")))
-    for label, stage in stages:
-        history = stage.get("history") if isinstance(stage, dict) else None
+    for label, history in stages(report):
         if not history:
             continue
         if rows:

@@ -259,8 +259,9 @@ def create_app(config: ServiceConfig, model: Any = None) -> FastAPI:
         content, media_type = dashboard.asset(name)
         return Response(content, media_type=media_type, headers={"Cache-Control": "max-age=3600"})
 
-    app.add_middleware(RequestMetrics, metrics=metrics)
+    # the last added runs first: metrics wrap the body limit, so refused bodies are counted too
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=metrics)
     return app
 
 

@@ -24,7 +24,7 @@ import pandas as pd
 
 from salesformer.data.contract import ITEM_ID, TEXT
 from salesformer.errors import ConfigError, DataValidationError
-from salesformer.models.base import DEFAULT_QUANTILES, quantile_column
+from salesformer.models.base import DEFAULT_QUANTILES, check_quantiles, quantile_column
 from salesformer.service.history import LiveHistory
 from salesformer.service.live import LiveForecast, LiveForecaster
 from salesformer.service.store import Event, Store, open_store
@@ -66,6 +66,12 @@ class ServiceConfig:
                 f"the API key must have at least 8 characters; got {len(self.api_key)}; "
                 "generate one with: python -c 'import secrets; print(secrets.token_urlsafe())'"
             )
+        if self.api_key is not None and not (self.api_key.isascii() and self.api_key.isprintable()):
+            raise ConfigError(
+                "the API key must be printable ASCII (HTTP headers carry nothing else); got "
+                f"a key of {len(self.api_key)} characters with others; generate one with: "
+                "python -c 'import secrets; print(secrets.token_urlsafe())'"
+            )
         if self.protect_reads and self.api_key is None:
             raise ConfigError(
                 "reads are to be keyed (--protect-reads) but no API key is set; set "
@@ -90,7 +96,12 @@ def read_api_key(path: str | Path | None) -> str | None:
         file = Path(path)
         if not file.is_file():
             raise ConfigError(f"--api-key-file: no such file {str(file)!r}")
-        lines = file.read_text().strip().splitlines()
+        try:
+            lines = file.read_text(encoding="utf-8").strip().splitlines()
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"--api-key-file {str(file)!r} is not UTF-8 text; write the key on line 1"
+            ) from exc
         if not lines or not lines[0].strip():
             raise ConfigError(f"--api-key-file {str(file)!r} is empty; write the key on line 1")
         return lines[0].strip()
@@ -252,7 +263,8 @@ class SalesService:
         text = None
         if item_id in promotions:
             text = item_text(self._item_text(item_id), promotion=promotions[item_id])
-        levels = tuple(DEFAULT_QUANTILES if quantiles is None else quantiles)
+        # sorted and distinct, as the forecast's quantile columns are: they are labelled below
+        levels = check_quantiles(DEFAULT_QUANTILES if quantiles is None else quantiles)
         steps = live.horizon if horizon is None else int(horizon)
         name = str(live.model.name)
         frames = []

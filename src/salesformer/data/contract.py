@@ -261,7 +261,12 @@ def validate_items(items: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def _coerce_dates(values: pd.Series) -> pd.Series:
+def parse_dates(values: pd.Series) -> pd.Series:
+    """The contract's ``date`` column parsed as dates (no time of day, no zone).
+
+    Raises:
+        DataValidationError: values that are not dates, missing dates or times of day.
+    """
     if pd.api.types.is_datetime64_any_dtype(values):
         parsed = values
     else:
@@ -393,7 +398,7 @@ def validate_panel(
             f"column 'item_id': {int(frame[ITEM_ID].isna().sum())} rows have no id; drop them"
         )
     frame[ITEM_ID] = frame[ITEM_ID].astype(str)
-    frame[DATE] = _coerce_dates(frame[DATE])
+    frame[DATE] = parse_dates(frame[DATE])
     covariates = [c for c in frame.columns if c not in (ITEM_ID, DATE, SALES)]
     for column in (SALES, *covariates):
         frame[column] = _coerce_numeric(frame, column)

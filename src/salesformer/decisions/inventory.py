@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from salesformer.data.contract import CUTOFF, DATE, ITEM_ID
+from salesformer.data.contract import CUTOFF, DATE, ITEM_ID, parse_dates
 from salesformer.errors import ConfigError, DataValidationError
 from salesformer.models.base import check_quantiles, quantile_column
 
@@ -445,7 +445,7 @@ def forecast_quantiles(
     columns = [quantile_column(model, q) for q in levels]
     out = frame[[ITEM_ID, DATE, *columns]].copy()
     out[ITEM_ID] = out[ITEM_ID].astype(str)
-    out[DATE] = pd.to_datetime(out[DATE])
+    out[DATE] = parse_dates(out[DATE])
     return model, levels, out.sort_values([ITEM_ID, DATE]).reset_index(drop=True)
 
 

@@ -332,3 +332,25 @@ def test_cli_default_forecast_is_lightgbm(tmp_path: Path) -> None:
     assert trends["forecast_sales"].notna().all() and (trends["forecast_sales"] > 0).any()
     assert trends["peak"].isna().all()  # 60 weeks: shorter than two seasons
     assert trends["profile_note"].str.contains("needs 104").all()
+
+
+def test_cli_default_horizon_stays_within_one_season_on_monthly_data(
+    two_years: SyntheticCatalogue, tmp_path: Path
+) -> None:
+    sales = two_years.sales.copy()
+    sales[DATE] = sales[DATE].dt.to_period("M").dt.to_timestamp()
+    monthly = sales.groupby([ITEM_ID, DATE], as_index=False)[SALES].sum()
+    panel = validate_panel(monthly, two_years.items, freq="MS")
+    folder = panel.save(tmp_path / "monthly")
+    dates = panel.future_dates(panel.last_date, 13)
+    forecast = pd.DataFrame(
+        [(item, date, 5.0) for item in panel.item_ids for date in dates],
+        columns=[ITEM_ID, DATE, "Model"],
+    )
+    forecast.to_csv(tmp_path / "forecast.csv", index=False)
+    out = tmp_path / "trends"
+    args = ["trends", "--panel", str(folder), "--forecasts", str(tmp_path / "forecast.csv")]
+    assert invoke([*args, "--themes", "3", "--out", str(out)]) == 0
+    report = json.loads((out / "trends.json").read_text())
+    assert len(report["forecast_dates"]) == 12  # one season: growth vs a year earlier exists
+    assert pd.read_csv(out / "trends.csv")["forecast_growth_yoy"].notna().any()

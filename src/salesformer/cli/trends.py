@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from salesformer.decisions.trends import TrendReport
 
 SHOWN_ROWS = 15
+DEFAULT_HORIZON = 13
 
 
 def _forecast(
@@ -85,8 +86,12 @@ def trends_command(
     themes: int | None = typer.Option(
         None, "--themes", help="Number of themes (default: sqrt(items / 5), 2 to 30)."
     ),
-    horizon: int = typer.Option(
-        13, "--horizon", "-h", help="Forecast periods whose growth is reported."
+    horizon: int | None = typer.Option(
+        None,
+        "--horizon",
+        "-h",
+        help="Forecast periods whose growth is reported (default: 13, at most one season: "
+        "12 for monthly, 7 for daily panels).",
     ),
     season_weight: float = typer.Option(
         0.0, "--season-weight", help="Weight of sales seasonality next to text (0: text only)."
@@ -115,11 +120,13 @@ def trends_command(
         table_suffix(forecasts, "--forecasts")
     if themes is not None and themes < 2:
         raise ConfigError(f"--themes must be 2 or more; got {themes}; or leave it out (automatic)")
-    if horizon < 1:
+    if horizon is not None and horizon < 1:
         raise ConfigError(f"--horizon must be 1 or more; got {horizon}")
     theme_settings = ThemeSettings(n_themes=themes, season_weight=season_weight, encoder=encoder)
-    trend_settings = TrendSettings(horizon=horizon)
     data = Panel.load(panel)
+    if horizon is None:  # growth against a year earlier needs the horizon within one season
+        horizon = min(DEFAULT_HORIZON, data.season_length)
+    trend_settings = TrendSettings(horizon=horizon)
     found = find_themes(data, theme_settings)  # first: it checks that items have texts
     forecast, source = _forecast(data, model_dir, forecasts, horizon)
     report = analyze_trends(data, group_table(data, found.assignment), forecast, trend_settings)

@@ -39,15 +39,18 @@ _CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
-def default_cache_dir() -> Path:
-    """The folder that downloads are cached in.
+def cache_root() -> Path:
+    """Where every salesformer cache lives: ``$SALESFORMER_CACHE``, else ``~/.cache/salesformer``.
 
-    ``$SALESFORMER_CACHE/downloads`` when that environment variable is set (it moves every
-    salesformer cache at once), else ``~/.cache/salesformer/downloads``.
+    Downloads, frozen embeddings and converted encoders each have a subfolder.
     """
     root = os.environ.get(CACHE_ENV)
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "salesformer"
-    return base / "downloads"
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "salesformer"
+
+
+def default_cache_dir() -> Path:
+    """The folder that downloads are cached in: ``<cache root>/downloads`` (:func:`cache_root`)."""
+    return cache_root() / "downloads"
 
 
 def is_url(path_or_url: str | Path) -> bool:

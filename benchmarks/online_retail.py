@@ -14,6 +14,9 @@ Besides the registered names, ``--models`` takes ``LM-frozen``, ``LM-lora`` and 
 candidate fine-tunes with LoRA). Each model's forecasts are kept in ``--store`` (default
 ``benchmarks/results/forecasts``, not versioned): ``--reuse`` skips models already there, so
 models can be run in separate invocations and the table is built from every model asked for.
+The LM modes also keep each backtest fit's quantile-calibration report (factors, validation
+wQL before/after) in ``<store>/<model>.calibration.json``; the JSON results collect them under
+``lm_quantile_calibration``.
 
 Usage::
 
@@ -40,6 +43,7 @@ from salesformer.data.contract import CUTOFF, DATE, ITEM_ID, Panel
 from salesformer.evaluation.backtest import BacktestResult, backtest
 from salesformer.evaluation.metrics import METRICS, evaluate
 from salesformer.models.base import Forecaster
+from salesformer.models.lm import LMForecaster
 from salesformer.models.registry import BASELINES, make_model, resolve_name
 
 HORIZON = 8
@@ -69,6 +73,19 @@ def peak_rss_mb() -> float:
 
 
 LM_MODES = {"LM-frozen": "frozen", "LM-lora": "lora", "LM-full": "full"}
+#: Each LM fit's quantile-calibration report (factors, validation wQL before/after).
+CALIBRATION_REPORTS: list[dict[str, Any]] = []
+
+
+class RecordedLM(LMForecaster):
+    """The LM forecaster, recording each fit's calibration report (backtests clone models)."""
+
+    def _fit(self, panel: Panel) -> None:
+        super()._fit(panel)
+        report = self.fit_report_.get("calibration", {})
+        CALIBRATION_REPORTS.append({"last_date": str(panel.last_date.date()), **report})
+
+
 DEFAULT_MODELS = (*BASELINES, "LightGBM-text", *LM_MODES, "auto")
 
 
@@ -76,7 +93,7 @@ def build_model(spec: str, threads: int | None) -> Forecaster:
     """The forecaster behind a benchmark name (see the module docstring)."""
     lm: dict[str, Any] = {"horizon": HORIZON, "progress": False, "threads": threads}
     if spec in LM_MODES:
-        return make_model("LM", finetune=LM_MODES[spec], **lm)
+        return RecordedLM(finetune=LM_MODES[spec], **lm)
     name = resolve_name(spec)
     lightgbm = {"n_jobs": threads}
     if name == "auto":
@@ -122,6 +139,9 @@ def run_one(panel_dir: Path, spec: str, out_dir: Path, threads: int | None) -> N
         "peak_rss_mb": peak_mb,
     }
     (out_dir / f"{model_name}.cost.json").write_text(json.dumps(cost))
+    if CALIBRATION_REPORTS:
+        text = json.dumps(CALIBRATION_REPORTS, indent=2, default=str)
+        (out_dir / f"{model_name}.calibration.json").write_text(text + "\n")
 
 
 def _markdown(overall: pd.DataFrame, costs: pd.DataFrame, meta: dict[str, object]) -> str:
@@ -233,6 +253,11 @@ def main(argv: list[str] | None = None) -> None:
         **meta,
         "overall": overall.merge(cost_frame, on="model").to_dict(orient="records"),
         "by_segment": segments,
+        "lm_quantile_calibration": {
+            name: json.loads((work / f"{name}.calibration.json").read_text())
+            for name in names
+            if (work / f"{name}.calibration.json").is_file()
+        },
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "online_retail_ii.json").write_text(

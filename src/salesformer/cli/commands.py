@@ -135,11 +135,27 @@ def backtest_command(
     settings: list[str] | None = typer.Option(
         None, "--set", help="Extra setting, MODEL.KEY=VALUE, e.g. LM.head_epochs=10."
     ),
+    engine: str = typer.Option(
+        "local", "--engine", help="local, or ray: backtest parts of the catalogue on Ray."
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        help="Existing Ray cluster (host:6379, ray://host:10001, auto); default $RAY_ADDRESS, "
+        "else a local Ray.",
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Ray workers (default: the cluster's CPUs)."
+    ),
+    items_per_part: int | None = typer.Option(
+        None, "--items-per-part", help="Items per part sent to a Ray worker (default 2000)."
+    ),
 ) -> None:
     """Rolling-origin backtest of forecasters on a prepared panel (lm and auto included)."""
     from salesformer._io import atomic_dir
     from salesformer.cli.forecast import check_lm_options, parse_settings
     from salesformer.data.contract import Panel
+    from salesformer.distributed.cli import check_engine_options
     from salesformer.models.registry import BASELINES, resolve_name
 
     names = [resolve_name(n) for n in _split(models)] or list(BASELINES)
@@ -154,20 +170,34 @@ def backtest_command(
             f"backtest --set needs the model: MODEL.KEY=VALUE; got {sorted(overrides[None])}; "
             "e.g. --set LM.head_epochs=10"
         )
-    data = Panel.load(panel)
-    result = run_backtest(
-        data,
-        names,
-        horizon,
-        cutoffs=_split(cutoffs) or None,
-        n_windows=n_windows,
-        step=step,
-        min_history=min_history,
-        active_within=active_within or None,
-        finetune=finetune,
-        encoder=encoder,
-        overrides=overrides,
-    )
+    if check_engine_options(engine, ray_address, workers, items_per_part):
+        from salesformer.distributed.cli import backtest_models, backtest_with_ray
+
+        windows = {
+            "cutoffs": _split(cutoffs) or None,
+            "n_windows": n_windows,
+            "step": step,
+            "min_history": min_history,
+            "active_within": active_within or None,
+        }
+        chosen = backtest_models(names, horizon, finetune, encoder, overrides)
+        result = backtest_with_ray(
+            panel, chosen, horizon, windows, ray_address, workers, items_per_part
+        )
+    else:
+        result = run_backtest(
+            Panel.load(panel),
+            names,
+            horizon,
+            cutoffs=_split(cutoffs) or None,
+            n_windows=n_windows,
+            step=step,
+            min_history=min_history,
+            active_within=active_within or None,
+            finetune=finetune,
+            encoder=encoder,
+            overrides=overrides,
+        )
     with atomic_dir(out) as staging:
         result.save(staging)
     _metrics_table(

@@ -271,6 +271,20 @@ def fit_command(
     log_dir: Path | None = typer.Option(
         None, "--log-dir", help="LM: write TensorBoard training curves here while fitting."
     ),
+    engine: str = typer.Option(
+        "local", "--engine", help="local (one process) or ray (LM: Ray Train workers)."
+    ),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="Existing Ray cluster (host:6379, ray://host:10001, auto)."
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Ray training workers (default 2); with --engine ray."
+    ),
+    checkpoint_dir: Path | None = typer.Option(
+        None,
+        "--checkpoint-dir",
+        help="Ray Train runs and checkpoints (default: <out>.checkpoints beside --out).",
+    ),
 ) -> None:
     """Fit a forecaster on a prepared panel and save it to a model folder."""
     from salesformer.data.contract import Panel
@@ -286,6 +300,9 @@ def fit_command(
         if name not in LM_MODELS:
             raise ConfigError(f"--log-dir applies to the models lm and auto only; got {name}")
         overrides.setdefault(LM, {})["log_dir"] = str(log_dir)
+    from salesformer.cli.fit_engine import RayFitOptions
+
+    ray_options = RayFitOptions.check(name, engine, ray_address, workers, checkpoint_dir)
     forecaster = build_model(name, horizon, finetune, encoder, overrides)
     given = {**overrides.get(name, {}), **overrides.get(None, {})}
     if hasattr(forecaster, "max_horizon") and "max_horizon" not in given:
@@ -299,7 +316,9 @@ def fit_command(
         f"({data.first_date.date()} .. {data.last_date.date()})"
     )
     started = time.perf_counter()
-    if name in LM_MODELS:  # the LM shows its own progress bar on a terminal
+    if ray_options.engine == "ray":
+        ray_options.fit(forecaster, data, out)
+    elif name in LM_MODELS:  # the LM shows its own progress bar on a terminal
         forecaster.fit(data)
     else:
         from rich.console import Console
@@ -326,11 +345,32 @@ def predict_command(
     horizon: int | None = typer.Option(
         None, "--horizon", "-h", help="Periods to forecast (default: the model's horizon)."
     ),
+    engine: str = typer.Option(
+        "local", "--engine", help="local, or ray: forecast parts of the catalogue on Ray."
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        help="Existing Ray cluster (host:6379, ray://host:10001, auto); default $RAY_ADDRESS, "
+        "else a local Ray.",
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Ray workers (default: the cluster's CPUs)."
+    ),
+    items_per_part: int | None = typer.Option(
+        None, "--items-per-part", help="Items per part sent to a Ray worker (default 2000)."
+    ),
 ) -> None:
     """Forecast every item of the model's panel, or new products from their text."""
+    from salesformer.distributed.cli import check_engine_options, predict_with_ray
     from salesformer.models.persist import load_model
 
     table_suffix(out, "--out")
+    if check_engine_options(engine, ray_address, workers, items_per_part):
+        if new_items is not None:
+            raise ConfigError("--new-items runs on the local engine; drop --engine ray")
+        predict_with_ray(model_dir, out, horizon, ray_address, workers, items_per_part)
+        return
     frame_new = read_table(new_items, "--new-items") if new_items is not None else None
     model = load_model(model_dir)
     if frame_new is not None:

@@ -24,6 +24,7 @@ back to the first candidate that fits. :meth:`AutoForecaster.describe` summarise
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -432,6 +433,25 @@ class AutoForecaster(Forecaster):
         table = per_segment.loc[used.to_numpy()]
         table.index = ids
         return table
+
+    def for_items(self, part: Panel) -> AutoForecaster:
+        """A view forecasting the items of ``part``: each candidate's view, same choices."""
+        if not hasattr(self, "weights_"):
+            raise NotFittedError("AutoForecaster is not fitted yet; call .fit(panel) first")
+        view = copy.copy(self)
+        view.panel_ = part
+        view.models_ = {name: model.for_items(part) for name, model in self.models_.items()}
+        return view
+
+    def shareable(self, horizon: int) -> AutoForecaster:
+        """Each candidate's shareable copy, the per-item choices and settings; no panel."""
+        if not hasattr(self, "weights_"):
+            raise NotFittedError("AutoForecaster is not fitted yet; call .fit(panel) first")
+        lean = copy.copy(self)
+        if hasattr(lean, "panel_"):
+            del lean.panel_
+        lean.models_ = {name: model.shareable(horizon) for name, model in self.models_.items()}
+        return lean
 
     def _predict(
         self, horizon: int, future: pd.DataFrame, quantiles: tuple[float, ...]

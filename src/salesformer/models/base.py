@@ -155,6 +155,33 @@ class Forecaster(ABC):
         raw = self._predict(int(horizon), covariates, levels)
         return self._finalize(raw, int(horizon), levels)
 
+    def for_items(self, part: Panel) -> Forecaster:
+        """A view of this fitted model that forecasts exactly the items of ``part``.
+
+        ``part`` holds those items' full history, as in the fitted panel (the rows of
+        ``panel.sales`` and ``panel.items`` for a subset of items, same frequency and
+        covariates). ``model.for_items(part).predict(h)`` equals ``model.predict(h)``
+        restricted to the part's items, row for row: this is how batch forecasting and
+        backtests are split across workers (:mod:`salesformer.distributed`).
+
+        Raises:
+            ConfigError: for a model that cannot forecast a subset of its items exactly.
+        """
+        raise ConfigError(
+            f"{type(self).__name__} ({self.name}) cannot forecast a subset of its items; "
+            "use the local engine for it"
+        )
+
+    def shareable(self, horizon: int) -> Forecaster:
+        """A copy holding only what :meth:`for_items` needs to forecast ``horizon`` periods.
+
+        What a model computes over all its items for a horizon (pooled conformal errors, a
+        model retrained for a horizon beyond the fitted one) is computed here, once; per-item
+        training data is dropped where the model allows it, so that the copy is small to ship
+        to workers. The copy only makes views with :meth:`for_items`; the default is ``self``.
+        """
+        return self
+
     def clone(self) -> Self:
         """An unfitted copy with the same settings."""
         if dataclasses.is_dataclass(self):

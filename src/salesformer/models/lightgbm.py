@@ -27,6 +27,7 @@ process on the machine, 2 spinning threads ran 20x slower than 1. Unless the use
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import sys
@@ -39,7 +40,7 @@ import pandas as pd
 
 from salesformer.data.contract import DATE, ITEM_ID, Panel
 from salesformer.data.features import FeatureMatrix, build_features
-from salesformer.errors import ConfigError
+from salesformer.errors import ConfigError, NotFittedError
 from salesformer.models.base import Forecaster, quantile_column
 from salesformer.models.conformal import error_quantiles
 
@@ -177,6 +178,8 @@ class LightGBMForecaster(Forecaster):
     # -- fitting -------------------------------------------------------------------------
 
     def _fit(self, panel: Panel) -> None:
+        self.source_: LightGBMForecaster | None = None
+        self.shared_ = False
         self.view_ = self._covariate_view(panel)
         self.static_ = self.static_features(panel)
         self.longer_: dict[int, LightGBMForecaster] = {}
@@ -354,13 +357,60 @@ class LightGBMForecaster(Forecaster):
         return out
 
     def _model_for(self, horizon: int) -> LightGBMForecaster:
-        """This model, or one retrained on the same panel for a horizon beyond ``max_horizon``."""
+        """This model, or one retrained on the same panel for a horizon beyond ``max_horizon``.
+
+        A :meth:`for_items` view takes the longer model from the model it was made from
+        (trained on every item), restricted to its own items.
+        """
         if horizon <= self.max_horizon:
             return self
         if horizon not in self.longer_:
-            longer = dataclasses.replace(self, max_horizon=horizon)
-            self.longer_[horizon] = longer.fit(self.panel_)
+            if self.source_ is not None:
+                self.longer_[horizon] = self.source_._model_for(horizon).for_items(self.panel_)
+            elif self.shared_:
+                raise ConfigError(
+                    f"{self.name}: this copy was made for horizon <= "
+                    f"{max([self.max_horizon, *self.longer_])}, not {horizon}; "
+                    f"call shareable({horizon}) on the fitted model"
+                )
+            else:
+                longer = dataclasses.replace(self, max_horizon=horizon)
+                self.longer_[horizon] = longer.fit(self.panel_)
         return self.longer_[horizon]
+
+    def for_items(self, part: Panel) -> LightGBMForecaster:
+        """A view forecasting the items of ``part`` (see :meth:`Forecaster.for_items`).
+
+        The boosters are global; every feature of a forecast row comes from its own item's
+        history, so the view only swaps the panel the features are built from.
+        """
+        if not hasattr(self, "boosters_"):
+            raise NotFittedError(
+                f"{self.name} is not fitted yet; call .fit(panel) before .for_items(part)"
+            )
+        view = copy.copy(self)
+        view.panel_ = part
+        view.view_ = self._covariate_view(part)
+        view.longer_ = {h: m.for_items(part) for h, m in self.longer_.items()}
+        view.source_ = None if self.shared_ else self
+        return view
+
+    def shareable(self, horizon: int) -> LightGBMForecaster:
+        """The boosters (and a model retrained for ``horizon`` if it is beyond
+        ``max_horizon``), static item features and settings; no training panel."""
+        if not hasattr(self, "boosters_"):
+            raise NotFittedError(
+                f"{self.name} is not fitted yet; call .fit(panel) before .shareable(horizon)"
+            )
+        longer = self._model_for(horizon)
+        lean = copy.copy(self)
+        for attribute in ("panel_", "view_"):
+            if hasattr(lean, attribute):
+                delattr(lean, attribute)
+        lean.longer_ = {horizon: longer.shareable(horizon)} if longer is not self else {}
+        lean.source_ = None
+        lean.shared_ = True
+        return lean
 
     def _log_quantiles(
         self, rows: FeatureMatrix, log_point: np.ndarray, quantiles: tuple[float, ...]

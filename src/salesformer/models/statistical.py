@@ -20,6 +20,7 @@ only adapts statsforecast to the :class:`~salesformer.models.base.Forecaster` pr
 
 from __future__ import annotations
 
+import copy
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -30,10 +31,12 @@ from statsforecast import StatsForecast
 from statsforecast import models as sf_models
 
 from salesformer.data.contract import DATE, ITEM_ID, SALES, Panel
-from salesformer.errors import ConfigError
+from salesformer.errors import ConfigError, NotFittedError
 from salesformer.models.base import Forecaster, quantile_column
 from salesformer.models.conformal import (
+    FitPredict,
     apply_quantiles,
+    calibration_cutoffs,
     error_quantiles,
     item_scale,
     scaled_errors,
@@ -74,6 +77,29 @@ def _interval_level(quantile: float) -> float | None:
     return int(level) if level.is_integer() else level
 
 
+def _errors_at(
+    fit_predict: FitPredict, panel: Panel, horizon: int, origins: list[pd.Timestamp]
+) -> np.ndarray:
+    """:func:`scaled_errors` at given calibration origins (those of a larger panel)."""
+    rows = []
+    for origin in origins:
+        train = panel.until(origin)
+        if train.sales.empty:
+            continue
+        point = fit_predict(train, horizon)
+        actual = panel.window(origin, horizon)[[ITEM_ID, DATE, SALES]]
+        merged = point.merge(actual, on=[ITEM_ID, DATE], how="inner")
+        value_column = next(c for c in point.columns if c not in (ITEM_ID, DATE))
+        merged["scale"] = merged[ITEM_ID].map(item_scale(train)).astype(float)
+        merged["error"] = (merged[SALES] - merged[value_column]) / merged["scale"]
+        merged["step"] = merged.groupby(ITEM_ID, sort=False).cumcount()
+        wide = merged.pivot(index=ITEM_ID, columns="step", values="error")
+        rows.append(wide.reindex(columns=range(horizon)).dropna().to_numpy())
+    if not rows:
+        return np.zeros((0, horizon))
+    return np.vstack(rows)
+
+
 @dataclass
 class _StatsForecastModel(Forecaster):
     """Shared implementation of the statsforecast baselines.
@@ -101,6 +127,9 @@ class _StatsForecastModel(Forecaster):
     scale_: pd.Series = field(init=False, repr=False, compare=False)
     points_: dict[int, pd.DataFrame] = field(init=False, repr=False, compare=False)
     errors_: dict[int, np.ndarray] = field(init=False, repr=False, compare=False)
+    #: The model a :meth:`for_items` view was made from; ``shared_``: a :meth:`shareable` copy.
+    source_: _StatsForecastModel | None = field(init=False, repr=False, compare=False, default=None)
+    shared_: bool = field(init=False, repr=False, compare=False, default=False)
 
     @abstractmethod
     def _make(self, season_length: int) -> Any:
@@ -139,6 +168,8 @@ class _StatsForecastModel(Forecaster):
             )
 
     def _fit(self, panel: Panel) -> None:
+        self.source_ = None
+        self.shared_ = False
         self.fitted_ = self._fit_statsforecast(panel)
         self.scale_ = item_scale(panel)
         self.points_ = {}
@@ -202,11 +233,89 @@ class _StatsForecastModel(Forecaster):
         return self.points_[horizon]
 
     def _calibration_errors(self, horizon: int) -> np.ndarray:
+        """Scaled errors pooled over every item of the fitted panel (cached per horizon).
+
+        A view made by :meth:`for_items` asks the model it was made from, since the pool
+        spans all items; a :meth:`shareable` copy holds the horizons it was made for.
+        """
         if horizon not in self.errors_:
-            self.errors_[horizon] = scaled_errors(
-                self._fit_predict, self.panel_, horizon, self.n_windows
-            )
+            if self.source_ is not None:
+                self.errors_[horizon] = self.source_._calibration_errors(horizon)
+            elif self.shared_:
+                raise ConfigError(
+                    f"{self.name}: this copy was made for horizons {sorted(self.errors_)}, "
+                    f"not {horizon}; call shareable({horizon}) on the fitted model"
+                )
+            else:
+                self.errors_[horizon] = scaled_errors(
+                    self._fit_predict, self.panel_, horizon, self.n_windows
+                )
         return self.errors_[horizon]
+
+    def calibration_errors(self, horizon: int, dates: pd.DatetimeIndex | None = None) -> np.ndarray:
+        """Scaled calibration errors of this model's items, one row per item and window.
+
+        Conformal quantiles come from the pool of these rows over every item; the pool of a
+        panel is the union of the rows of its parts (see :meth:`use_calibration_errors`).
+
+        Args:
+            horizon: the forecast horizon.
+            dates: the dates of the whole panel when this model was fitted on a part of it
+                (the calibration origins are counted on the whole panel's dates).
+        """
+        if dates is None:
+            return self._calibration_errors(horizon)
+        grid = pd.DatetimeIndex(dates).sort_values()
+        stand_in = Panel(
+            pd.DataFrame({ITEM_ID: "", DATE: grid, SALES: 0.0}), None, self.panel_.freq
+        )
+        origins = set(calibration_cutoffs(stand_in, horizon, self.n_windows))
+        own = set(calibration_cutoffs(self.panel_, horizon, self.n_windows))
+        if origins == own:
+            return self._calibration_errors(horizon)
+        return _errors_at(self._fit_predict, self.panel_, horizon, sorted(origins))
+
+    def use_calibration_errors(self, horizon: int, errors: np.ndarray) -> None:
+        """Take ``errors`` (pooled over more items than this model's) for ``horizon``."""
+        self.errors_[horizon] = np.asarray(errors, dtype=float).reshape(-1, horizon)
+
+    def for_items(self, part: Panel) -> _StatsForecastModel:
+        """A view forecasting the items of ``part`` (see :meth:`Forecaster.for_items`).
+
+        Each item's model depends on its own history only, so the view refits on ``part``;
+        conformal quantiles keep the error pool of every item of the fitted panel.
+        """
+        if not hasattr(self, "errors_"):
+            raise NotFittedError(
+                f"{self.name} is not fitted yet; call .fit(panel) before .for_items(part)"
+            )
+        view = copy.copy(self)
+        view.panel_ = part
+        view.fitted_ = view._fit_statsforecast(part)
+        view.scale_ = item_scale(part)
+        view.points_ = {}
+        view.errors_ = dict(self.errors_)
+        view.source_ = None if self.shared_ else self
+        return view
+
+    def shareable(self, horizon: int) -> _StatsForecastModel:
+        """Settings and the pooled calibration errors for ``horizon``; no per-item data."""
+        if not hasattr(self, "errors_"):
+            raise NotFittedError(
+                f"{self.name} is not fitted yet; call .fit(panel) before .shareable(horizon)"
+            )
+        if self.intervals == "conformal":
+            self._calibration_errors(horizon)
+        lean = copy.copy(self)
+        if hasattr(lean, "panel_"):
+            del lean.panel_
+        lean.fitted_ = []
+        lean.scale_ = pd.Series(dtype=float)
+        lean.points_ = {}
+        lean.errors_ = {h: e for h, e in self.errors_.items() if h == horizon}
+        lean.source_ = None
+        lean.shared_ = True
+        return lean
 
     def _native_quantiles(self, horizon: int, quantiles: tuple[float, ...]) -> pd.DataFrame:
         """Quantile columns from statsforecast's intervals: q=0.1 is lo-80, q=0.9 is hi-80.

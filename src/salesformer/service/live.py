@@ -171,7 +171,8 @@ class LiveForecaster:
                 vector = self._torch.from_numpy(
                     np.ascontiguousarray(model._encode_texts([text]), dtype=np.float32)
                 )
-        logq = self._head(samples, vector)[:horizon] + samples.level[0]
+        raw = self._head(samples, vector)[:horizon] + samples.level[0]
+        logq = model.calibration_.apply(raw)  # as LMForecaster.predict does
         dates = wide.dates[wide.n_history : wide.n_history + horizon]
         return LiveForecast(dates, *_sales_quantiles(logq, self.levels, levels))
 

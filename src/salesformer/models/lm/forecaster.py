@@ -51,6 +51,8 @@ from salesformer.models.base import (
     resolve_future,
     tidy_forecast_values,
 )
+from salesformer.models.lm.calibration import QuantileCalibration, fit_on_samples
+from salesformer.models.lm.context import StageState, TrainingContext
 from salesformer.models.lm.samples import (
     STATIC_FEATURES,
     Samples,
@@ -84,6 +86,8 @@ HEAD_FILE = "head.safetensors"
 ENCODER_FILE = "encoder.safetensors"
 ADAPTER_DIR = "adapter"
 VECTORS_FILE = "item_vectors.safetensors"
+#: Prediction batches are padded to a multiple of this many rows (see ``_forward``).
+ROW_BLOCK = 64
 PANEL_DIR = "panel"
 
 
@@ -165,6 +169,9 @@ class LMForecaster(Forecaster):
         log_dir: folder for TensorBoard event files written during the fit (per-epoch
             losses and validation WAPE/wQL; see :mod:`.training_log`); saving always writes
             them to ``<model folder>/logs`` too.
+        calibrate_quantiles: after training, rescale each level's log-space distance from
+            the median, per volume bucket, to minimise the sales-scale pinball loss on the
+            validation window (see :mod:`.calibration`); False keeps the raw quantiles.
     """
 
     name = "LM"
@@ -203,6 +210,7 @@ class LMForecaster(Forecaster):
     cache_dir: str | None = None
     progress: bool | None = None
     log_dir: str | None = None
+    calibrate_quantiles: bool = True
 
     # -- settings ------------------------------------------------------------------------
 
@@ -252,6 +260,11 @@ class LMForecaster(Forecaster):
             )
         if self.log_dir is not None and not isinstance(self.log_dir, str | os.PathLike):
             raise ConfigError(f"{label}.log_dir must be None or a folder; got {self.log_dir!r}")
+        if not isinstance(self.calibrate_quantiles, bool):
+            raise ConfigError(
+                f"{label}.calibrate_quantiles must be True or False; "
+                f"got {self.calibrate_quantiles!r}"
+            )
 
     @property
     def levels(self) -> tuple[float, ...]:
@@ -264,7 +277,9 @@ class LMForecaster(Forecaster):
 
     # -- fitting -------------------------------------------------------------------------
 
-    def _fit(self, panel: Panel) -> None:
+    def _fit(self, panel: Panel, context: TrainingContext | None = None) -> None:
+        """Train on ``panel``; ``context`` runs the loop as one rank of a group (default: local)."""
+        context = context or TrainingContext()
         torch = import_torch()
         torch.set_num_threads(self.threads or max(1, os.cpu_count() or 1))
         torch.manual_seed(self.seed)
@@ -287,7 +302,9 @@ class LMForecaster(Forecaster):
         self.context_ = int(self.context_length or default_context(panel.freq))
         self.standardizer_ = Standardizer.learn(wide, panel)
         texts = _texts_for(panel.items, wide.item_ids)
-        frozen = base.encode(texts, cache_dir=self.cache_dir)
+        frozen = context.embeddings
+        if frozen is None or len(frozen) != len(texts):
+            frozen = base.encode(texts, cache_dir=self.cache_dir)
         self.tokens_ = base.tokenize(texts)
         plan = _TrainingPlan.make(self, wide, panel.freq, rng)
 
@@ -302,12 +319,12 @@ class LMForecaster(Forecaster):
             "validation_samples": len(plan.validation) if plan.validation is not None else 0,
         }
         log = TrainingLog(self.log_dir) if self.log_dir is not None else None
-        stage1 = _Trainer(self, plan, head, rng, label="head", log=log)
+        stage1 = _Trainer(self, plan, head, rng, label="head", log=log, context=context)
         report["head"] = stage1.run_frozen(vectors)
         model_encoder = None
         if self.finetune != "frozen" and self.finetune_epochs > 0:
             model_encoder = self._trainable_encoder(base)
-            stage2 = _Trainer(self, plan, head, rng, label=self.finetune, log=log)
+            stage2 = _Trainer(self, plan, head, rng, label=self.finetune, log=log, context=context)
             outcome = stage2.run_finetune(model_encoder, self.tokens_, stage1.best_loss)
             report["finetune_stage"] = outcome
             if not outcome["improved"]:
@@ -322,8 +339,19 @@ class LMForecaster(Forecaster):
             if model_encoder is None
             else _encode_tokens(model_encoder, self.tokens_, batch=256)
         )
+        self.calibration_, report["calibration"] = self._calibrate(plan.validation)
         report["fit_seconds"] = round(time.perf_counter() - started, 2)
         self.fit_report_: dict[str, Any] = report
+
+    def _calibrate(self, validation: Samples | None) -> tuple[QuantileCalibration, dict[str, Any]]:
+        """Quantile calibration learned on the validation window (identity when off or none)."""
+        if not self.calibrate_quantiles or validation is None:
+            reason = "calibrate_quantiles is off" if validation is not None else "no validation"
+            return QuantileCalibration.identity(self.levels), {"skipped": reason}
+        predicted = self._forward(validation, self.item_vectors_[validation.item])
+        return fit_on_samples(
+            predicted, validation.target, validation.target_mask, validation.level, self.levels
+        )
 
     def _new_head(self, text_dim: int, n_future: int) -> Any:
         from salesformer.models.lm.network import FusionHead
@@ -515,7 +543,14 @@ class LMForecaster(Forecaster):
         return _encode_tokens(self.encoder_model_, tokens, batch=256)
 
     def _forward(self, samples: Samples, vectors: np.ndarray) -> np.ndarray:
-        """Quantiles of the scaled target, (n, horizon, levels), in batches, no gradients."""
+        """Quantiles of the scaled target, (n, horizon, levels), in batches, no gradients.
+
+        Each batch is padded with zero rows to a multiple of :data:`ROW_BLOCK` rows: the CPU
+        matrix kernels round a row's result differently in very small batches, so without the
+        padding an item's forecast would depend (in the last float bits) on how many items were
+        forecast with it. Padded, forecasting a part of the items (the Ray engine, the service)
+        gives exactly the numbers of forecasting them all.
+        """
         torch = import_torch()
         self.head_.eval()
         outputs = []
@@ -524,13 +559,13 @@ class LMForecaster(Forecaster):
                 part = samples.take(np.arange(start, min(start + 4096, len(samples))))
                 batch = _tensors(part)
                 text = torch.from_numpy(np.ascontiguousarray(vectors[start : start + len(part)]))
-                outputs.append(
-                    self.head_(
-                        batch["hist"], batch["hist_mask"], batch["static"], batch["future"], text
-                    )
-                    .float()
-                    .numpy()
-                )
+                inputs = [batch["hist"], batch["hist_mask"], batch["static"], batch["future"], text]
+                rows = len(part)
+                padded = max(ROW_BLOCK, -(-rows // ROW_BLOCK) * ROW_BLOCK)
+                inputs = [
+                    torch.cat([x, x.new_zeros((padded - rows, *x.shape[1:]))]) for x in inputs
+                ]
+                outputs.append(self.head_(*inputs)[:rows].float().numpy())
         if not outputs:
             return np.zeros((0, self.horizon, len(self.levels)), dtype=np.float32)
         return np.concatenate(outputs)
@@ -550,7 +585,7 @@ class LMForecaster(Forecaster):
         n, horizon, _ = logq.shape
         learned = np.asarray(self.levels)
         shifted = logq + level[:, None, None]
-        flat = shifted.reshape(n * horizon, -1)
+        flat = self.calibration_.apply(shifted.reshape(n * horizon, -1))
         frame = pd.DataFrame(
             {
                 ITEM_ID: np.repeat(item_ids.astype(str), horizon),
@@ -600,6 +635,7 @@ class LMForecaster(Forecaster):
                     "encoder": self.encoder_info_,
                     "fine_tuned_encoder": self.encoder_model_ is not None,
                     "item_ids": [str(i) for i in self.item_ids_],
+                    "calibration": self.calibration_.to_json(),
                 },
                 "fit_report": jsonable(self.fit_report_, self.name),
                 "versions": library_versions(),
@@ -609,9 +645,47 @@ class LMForecaster(Forecaster):
                 write_history(self.fit_report_, staging / LOG_DIR)
         return target
 
+    def for_items(self, part: Panel) -> LMForecaster:
+        """A view forecasting the items of ``part`` (see :meth:`Forecaster.for_items`).
+
+        The head and encoder are shared; the view holds only the part's item vectors. Works
+        on a model loaded with ``panel=False``.
+        """
+        if not hasattr(self, "head_"):
+            raise NotFittedError(
+                "LMForecaster is not fitted yet; call .fit(panel) before .for_items(part)"
+            )
+        ids = np.asarray(part.item_ids, dtype=str)
+        unknown = np.setdiff1d(ids, self.item_ids_)
+        if len(unknown):
+            raise ConfigError(
+                f"the LM forecaster has no item vector for {len(unknown)} items of the part, "
+                f"e.g. {list(unknown[:3])}; give items of the panel the model was fitted on"
+            )
+        view = copy.copy(self)
+        view.panel_ = part
+        view.item_ids_ = ids
+        view.item_vectors_ = self.item_vectors_[_positions(self.item_ids_, ids)]
+        return view
+
+    def shareable(self, horizon: int) -> LMForecaster:
+        """A copy without the training panel and tokenised texts, for :meth:`for_items`."""
+        self._check_horizon(horizon)
+        lean = copy.copy(self)
+        for attribute in ("panel_", "tokens_"):
+            if hasattr(lean, attribute):
+                delattr(lean, attribute)
+        return lean
+
     @classmethod
-    def load(cls, folder: str | Path) -> LMForecaster:
-        """Read a model written by :meth:`save`; it predicts exactly as the saved one."""
+    def load(cls, folder: str | Path, panel: bool = True) -> LMForecaster:
+        """Read a model written by :meth:`save`; it predicts exactly as the saved one.
+
+        Args:
+            folder: the model folder.
+            panel: read the training panel too. With False the model holds no panel (less
+                memory) and can only forecast through :meth:`for_items`.
+        """
         from safetensors.numpy import load_file
         from safetensors.torch import load_file as load_torch
 
@@ -659,9 +733,11 @@ class LMForecaster(Forecaster):
                 model.encoder_model_ = encoder_model
             model.encoder_model_.eval()
         model.item_ids_ = np.asarray(state["item_ids"], dtype=str)
+        model.calibration_ = QuantileCalibration.from_json(state.get("calibration"), model.levels)
         model.item_vectors_ = load_file(str(path / VECTORS_FILE))["vectors"]
         model.fit_report_ = config.get("fit_report", {})
-        model.panel_ = Panel.load(path / PANEL_DIR)
+        if panel:
+            model.panel_ = Panel.load(path / PANEL_DIR)
         return model
 
 
@@ -818,9 +894,11 @@ class _Trainer:
         rng: np.random.Generator,
         label: str,
         log: TrainingLog | None = None,
+        context: TrainingContext | None = None,
     ) -> None:
         self.model = model
         self.log = log
+        self.context = context or TrainingContext()
         self.metrics: dict[str, float] = {}
         self.plan = plan
         self.head = head
@@ -886,44 +964,72 @@ class _Trainer:
     def run_frozen(self, vectors: Any) -> dict[str, Any]:
         """Stage 1: the head on frozen embeddings, with early stopping."""
         torch = self.torch
+        context = self.context
         optimizer = torch.optim.AdamW(
             self.head.parameters(), lr=self.model.head_lr, weight_decay=self.model.weight_decay
         )
-        history: list[dict[str, float]] = []
-        best_state = _copy_state(self.head)
-        stale = 0
+        context.sync(self.head)
         epochs = self.model.head_epochs
-        for epoch in range(epochs):
+        state = StageState(
+            "head", 0, False, [], math.inf, modules={"head": self.head}, optimizer=optimizer
+        )
+        state.best_states["head"] = _copy_state(self.head)
+        state.rng = self.rng
+        state = context.resume(state) or state
+        history = state.history
+        best_state = state.best_states["head"]
+        stale = state.stale
+        self.best_loss = state.best
+        for epoch in range(epochs if state.finished else state.epoch, epochs):
             batches = self.plan.batches(self.model, self.rng)
             self.head.train()
             running = 0.0
             with self._progress(len(batches), f"LM head epoch {epoch + 1}/{epochs}") as bar:
                 for batch in batches:
                     optimizer.zero_grad()
-                    loss = self._loss(batch, vectors[torch.from_numpy(batch.item)])
+                    part, scale = context.shard(batch)
+                    loss = self._loss(part, vectors[torch.from_numpy(part.item)])
+                    if context.world > 1:
+                        loss = loss * scale
                     loss.backward()
+                    batch_loss = context.reduce_gradients(list(self.head.parameters()), loss)
                     torch.nn.utils.clip_grad_norm_(self.head.parameters(), self.model.grad_clip)
                     optimizer.step()
-                    running += float(loss.detach())
+                    running += batch_loss
                     bar.update(1)
-                    bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+                    bar.set_postfix(loss=f"{batch_loss:.4f}")
             train_loss = running / max(len(batches), 1)
-            valid = self._validate(lambda items: vectors[torch.from_numpy(items)])
+            valid = context.agree(self._validate(lambda items: vectors[torch.from_numpy(items)]))
             self._record(
                 history,
                 {"epoch": epoch + 1, "train": round(train_loss, 5), "valid": round(valid, 5)},
             )
+            stop = False
             if math.isnan(valid):
                 best_state = _copy_state(self.head)
-                continue
-            if valid < self.best_loss - 1e-5:
+            elif valid < self.best_loss - 1e-5:
                 self.best_loss = valid
                 best_state = _copy_state(self.head)
                 stale = 0
             else:
                 stale += 1
-                if stale >= self.model.patience:
-                    break
+                stop = stale >= self.model.patience
+            context.epoch_end(
+                StageState(
+                    "head",
+                    epoch + 1,
+                    stop or epoch + 1 == epochs,
+                    history,
+                    self.best_loss,
+                    stale=stale,
+                    modules={"head": self.head},
+                    best_states={"head": best_state},
+                    optimizer=optimizer,
+                    rng=self.rng,
+                )
+            )
+            if stop:
+                break
         self.head.load_state_dict(best_state)
         return {
             "epochs": len(history),
@@ -943,12 +1049,30 @@ class _Trainer:
             ],
             weight_decay=model.weight_decay,
         )
-        head_state = _copy_state(self.head)
-        encoder_state = _copy_state(encoder, trainable_only=True)
-        best = baseline
-        improved = False
-        history: list[dict[str, float]] = []
-        for epoch in range(model.finetune_epochs):
+        context = self.context
+        context.sync(self.head, encoder)
+        state = StageState(
+            self.label,
+            0,
+            False,
+            [],
+            baseline,
+            modules={"head": self.head, "encoder": encoder},
+            best_states={
+                "head": _copy_state(self.head),
+                "encoder": _copy_state(encoder, trainable_only=True),
+            },
+            optimizer=optimizer,
+            rng=self.rng,
+        )
+        state = context.resume(state) or state
+        head_state = state.best_states["head"]
+        encoder_state = state.best_states["encoder"]
+        best = state.best
+        improved = state.improved
+        history = state.history
+        epochs = model.finetune_epochs
+        for epoch in range(epochs if state.finished else state.epoch, epochs):
             batches = self.plan.batches(model, self.rng)
             total_steps = len(batches)
             self.head.train()
@@ -959,19 +1083,24 @@ class _Trainer:
                 for step, batch in enumerate(batches):
                     _set_lr(optimizer, step, total_steps, model, epoch)
                     optimizer.zero_grad()
-                    unique, inverse = np.unique(batch.item, return_inverse=True)
+                    part, scale = context.shard(batch)
+                    unique, inverse = np.unique(part.item, return_inverse=True)
                     pooled = _pooled(encoder, tokens, unique)
-                    loss = self._loss(batch, pooled[torch.from_numpy(inverse)])
+                    loss = self._loss(part, pooled[torch.from_numpy(inverse)])
+                    if context.world > 1:
+                        loss = loss * scale
                     loss.backward()
-                    torch.nn.utils.clip_grad_norm_(
-                        [*self.head.parameters(), *encoder_params], model.grad_clip
-                    )
+                    trained = [*self.head.parameters(), *encoder_params]
+                    batch_loss = context.reduce_gradients(trained, loss)
+                    torch.nn.utils.clip_grad_norm_(trained, model.grad_clip)
                     optimizer.step()
-                    running += float(loss.detach())
+                    running += batch_loss
                     bar.update(1)
-                    bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+                    bar.set_postfix(loss=f"{batch_loss:.4f}")
             vectors = torch.from_numpy(_encode_tokens(encoder, tokens, batch=256))
-            valid = self._validate(lambda items, v=vectors: v[torch.from_numpy(items)])
+            valid = context.agree(
+                self._validate(lambda items, v=vectors: v[torch.from_numpy(items)])
+            )
             self._record(
                 history,
                 {
@@ -985,6 +1114,20 @@ class _Trainer:
                 improved = True
                 head_state = _copy_state(self.head)
                 encoder_state = _copy_state(encoder, trainable_only=True)
+            context.epoch_end(
+                StageState(
+                    self.label,
+                    epoch + 1,
+                    epoch + 1 == epochs,
+                    history,
+                    best,
+                    improved=improved,
+                    modules={"head": self.head, "encoder": encoder},
+                    best_states={"head": head_state, "encoder": encoder_state},
+                    optimizer=optimizer,
+                    rng=self.rng,
+                )
+            )
         self.head.load_state_dict(head_state)
         encoder.load_state_dict(encoder_state, strict=False)
         return {

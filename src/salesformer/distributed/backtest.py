@@ -1,0 +1,417 @@
+"""Rolling-origin backtests on Ray, equal to :func:`salesformer.evaluation.backtest.backtest`.
+
+The panel is streamed in parts of whole items (:func:`~salesformer.distributed.parts.iter_parts`)
+and each part is put once in Ray's object store. Then, on a pool of worker actors:
+
+1. **survey** (one job per part): how many items each cutoff evaluates, and, for the
+   statistical models with conformal quantiles, each item's calibration errors at each
+   cutoff. Those errors are pooled over all parts on the driver, as one fit on all items
+   would pool them.
+2. **global fits** (one job per global model and cutoff): LightGBM, LightGBM-text, LM and
+   auto learn across items, so each is fitted on every item up to the cutoff, once; the
+   fitted model stays in the object store (its :meth:`shareable` copy).
+3. **forecasts** (one job per part): at each cutoff, the statistical models are fitted on the
+   part's items (each item's model depends on its history only) with the pooled errors, and
+   the global models forecast the part through :meth:`for_items`; actuals and series facts
+   are joined as the local backtest joins them.
+
+The driver holds the parts' object references, the pooled calibration errors and the scored
+forecasts it returns (what :class:`BacktestResult` holds), never the panel itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from salesformer._io import atomic_file
+from salesformer.data.contract import ACTUAL, CUTOFF, DATE, ITEM_ID, SALES, Panel, validate_panel
+from salesformer.distributed.engine import check_workers, cluster_workers, ray_session
+from salesformer.distributed.parts import Part, iter_parts, read_items, scan_panel
+from salesformer.distributed.pool import (
+    PartProgress,
+    RunReport,
+    Stopwatch,
+    new_tracker,
+    peak_rss_mb,
+    run_parts,
+    start_workers,
+)
+from salesformer.distributed.predict import check_splittable
+from salesformer.errors import ConfigError
+from salesformer.evaluation.backtest import BacktestResult, resolve_cutoffs, series_facts
+from salesformer.models.base import DEFAULT_QUANTILES, Forecaster, check_quantiles
+from salesformer.models.statistical import _StatsForecastModel
+
+Key = tuple[int, int]  # (model index, cutoff index)
+
+
+def _is_local(model: Forecaster) -> bool:
+    """Whether each item's forecast depends on its own history only (statistical models)."""
+    return isinstance(model, _StatsForecastModel)
+
+
+def _pools(model: Forecaster) -> bool:
+    return _is_local(model) and getattr(model, "intervals", None) == "conformal"
+
+
+def survey_part(
+    panel: Panel,
+    shared: list[Any],
+    *,
+    stamps: list[pd.Timestamp],
+    dates: pd.DatetimeIndex,
+    horizon: int,
+    min_history: int,
+    active_within: int | None,
+) -> dict[str, Any]:
+    """Phase 1 of a part: evaluated items per cutoff and calibration errors per (model, cutoff)."""
+    models: list[Forecaster] = shared[0]
+    counts = []
+    errors: dict[Key, np.ndarray] = {}
+    for c, cutoff in enumerate(stamps):
+        train = panel.until(cutoff)
+        if train.sales.empty:
+            counts.append(0)
+            continue
+        counts.append(len(series_facts(panel, cutoff, min_history, active_within)))
+        for m, model in enumerate(models):
+            if _pools(model):
+                fitted = model.clone().fit(train)
+                known = dates[dates <= cutoff]
+                errors[(m, c)] = fitted.calibration_errors(horizon, known)  # type: ignore[attr-defined]
+    return {"counts": counts, "errors": errors}
+
+
+def fit_global(
+    shared: list[Any],
+    *,
+    model_index: int,
+    cutoff: pd.Timestamp,
+    horizon: int,
+    parts: list[Any],
+    freq: str,
+    known_future: tuple[str, ...],
+    past_only: tuple[str, ...],
+) -> tuple[Forecaster, float]:
+    """Phase 2: fit one global model on every item up to ``cutoff``; its shareable copy."""
+    import ray
+
+    models: list[Forecaster] = shared[0]
+    items: pa.Table | None = shared[1]
+    loaded: list[Part] = ray.get(parts)
+    sales = pa.concat_tables([p.sales for p in loaded]).to_pandas()
+    del loaded
+    full = validate_panel(
+        sales,
+        None if items is None else items.to_pandas(),
+        freq=freq,
+        known_future=known_future,
+        past_only=past_only,
+    )
+    train = full.until(cutoff)
+    del full, sales
+    start = time.perf_counter()
+    fitted = models[model_index].clone().fit(train)
+    seconds = time.perf_counter() - start
+    return fitted.shareable(horizon), seconds
+
+
+def forecast_part(
+    panel: Panel,
+    shared: list[Any],
+    *,
+    stamps: list[pd.Timestamp],
+    active: list[int],
+    fitted_keys: list[Key],
+    horizon: int,
+    min_history: int,
+    active_within: int | None,
+    quantiles: tuple[float, ...],
+) -> dict[str, Any]:
+    """Phase 3 of a part: its scored forecasts and series facts at every active cutoff."""
+    models: list[Forecaster] = shared[0]
+    pooled: dict[Key, np.ndarray] = shared[1]
+    fitted = dict(zip(fitted_keys, shared[2:], strict=True))
+    frames, facts, timings = [], [], []
+    for c in active:
+        cutoff = stamps[c]
+        train = panel.until(cutoff)
+        if train.sales.empty:
+            continue
+        series = series_facts(panel, cutoff, min_history, active_within)
+        if series.empty:
+            continue
+        future = panel.future_covariates(cutoff, horizon)
+        actual = panel.window(cutoff, horizon)
+        actual = actual.loc[actual[ITEM_ID].isin(series[ITEM_ID]), [ITEM_ID, DATE, SALES]]
+        merged = actual.rename(columns={SALES: ACTUAL})
+        for m, model in enumerate(models):
+            start = time.perf_counter()
+            if (m, c) in fitted:
+                view = fitted[(m, c)].for_items(train)
+            else:
+                view = model.clone().fit(train)
+                if (m, c) in pooled:
+                    view.use_calibration_errors(horizon, pooled[(m, c)])  # type: ignore[attr-defined]
+            fit_seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            forecast = view.predict(horizon, future=future, quantiles=quantiles)
+            predict_seconds = time.perf_counter() - start
+            merged = merged.merge(forecast, on=[ITEM_ID, DATE], how="left")
+            timings.append((m, c, fit_seconds, predict_seconds))
+        merged.insert(1, CUTOFF, cutoff)
+        frames.append((c, merged))
+        facts.append((c, series))
+    return {"frames": frames, "facts": facts, "timings": timings}
+
+
+def _check_models(models: Sequence[Forecaster]) -> list[Forecaster]:
+    names = [m.name for m in models]
+    if not names:
+        raise ConfigError("give at least one model to backtest")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"model names must be distinct; got {names}")
+    for model in models:
+        model._check_params()
+        if not _is_local(model):
+            check_splittable(model)
+    return list(models)
+
+
+def backtest_on_ray(
+    models: Sequence[Forecaster],
+    panel_folder: str | Path,
+    horizon: int,
+    cutoffs: Sequence[str | pd.Timestamp] | None = None,
+    *,
+    n_windows: int | None = None,
+    step: int | None = None,
+    min_history: int = 13,
+    active_within: int | None = 13,
+    quantiles: Sequence[float] = DEFAULT_QUANTILES,
+    address: str | None = None,
+    workers: int | None = None,
+    items_per_part: int = 2000,
+    out_forecasts: str | Path | None = None,
+    progress: PartProgress | None = None,
+) -> tuple[BacktestResult, RunReport]:
+    """Rolling-origin backtest on Ray; the result equals the local :func:`backtest`'s.
+
+    Args:
+        models: unfitted forecasters (cloned at every cutoff), as for :func:`backtest`.
+        panel_folder: a panel folder written by ``salesformer prepare`` / :meth:`Panel.save`.
+        horizon, cutoffs, n_windows, step, min_history, active_within, quantiles: as for
+            :func:`salesformer.evaluation.backtest.backtest`.
+        address: an existing Ray cluster (see :func:`ray_session`); None starts a local one.
+        workers: worker actors (default: the cluster's CPUs).
+        items_per_part: items per part (>= 1).
+        out_forecasts: optional Parquet file that receives each part's scored forecasts as
+            they arrive (in part order; written atomically).
+        progress: called with ``(jobs done, jobs in all)``: two per part.
+
+    Returns:
+        ``(BacktestResult, RunReport)``; the result's forecasts, series and metrics equal the
+        local backtest's (its timings add up the work of all workers).
+    """
+    watch = Stopwatch()
+    chosen = _check_models(models)
+    check_workers(workers)
+    levels = check_quantiles(quantiles)
+    if out_forecasts is not None and Path(out_forecasts).suffix.lower() != ".parquet":
+        raise ConfigError(f"out_forecasts must end in .parquet; got {str(out_forecasts)!r}")
+    layout = scan_panel(panel_folder)
+    stamps = resolve_cutoffs(layout.dates_panel(), horizon, cutoffs, n_windows, step)
+    n_parts = layout.n_parts(items_per_part)
+    total = 2 * n_parts
+    names = ",".join(m.name for m in chosen)
+    report = RunReport(model=names, horizon=horizon, items=layout.n_items)
+    with ray_session(address, workers) as ray:
+        n_workers = cluster_workers(ray, workers)
+        actors = start_workers(ray, n_workers)
+        tracker = new_tracker(ray, actors)
+        models_ref = ray.put(chosen)
+        part_refs: list[Any] = []
+
+        def stored_parts() -> Any:
+            for part in iter_parts(layout.folder, items_per_part, layout):
+                ref = ray.put(part)
+                part_refs.append(ref)
+                yield part.index, ref
+
+        counts = np.zeros(len(stamps), dtype=int)
+        errors: dict[Key, list[np.ndarray]] = {}
+
+        def take_survey(_index: int, result: dict[str, Any]) -> None:
+            counts[:] += np.asarray(result["counts"], dtype=int)
+            for key, rows in result["errors"].items():
+                errors.setdefault(key, []).append(rows)
+
+        run_parts(
+            ray,
+            actors,
+            stored_parts(),
+            survey_part,
+            [models_ref],
+            {
+                "stamps": stamps,
+                "dates": layout.dates,
+                "horizon": horizon,
+                "min_history": min_history,
+                "active_within": active_within,
+            },
+            take_survey,
+            total=total,
+            progress=progress,
+            tracker=tracker,
+        )
+        active = [c for c in range(len(stamps)) if counts[c] > 0]
+        pooled = {key: np.vstack(rows) for key, rows in errors.items()}
+        errors.clear()
+        items_ref = ray.put(read_items(layout.folder))
+        fitted_keys: list[Key] = []
+        fitted_refs: list[Any] = []
+        fit_seconds: dict[Key, Any] = {}
+        for m, model in enumerate(chosen):
+            if _is_local(model):
+                continue
+            for c in active:
+                actor = actors[len(fitted_keys) % len(actors)]
+                model_ref, seconds_ref = actor.call.options(num_returns=2).remote(
+                    fit_global,
+                    [models_ref, items_ref],
+                    {
+                        "model_index": m,
+                        "cutoff": stamps[c],
+                        "horizon": horizon,
+                        "parts": list(part_refs),
+                        "freq": layout.freq,
+                        "known_future": layout.known_future,
+                        "past_only": layout.past_only,
+                    },
+                )
+                fitted_keys.append((m, c))
+                fitted_refs.append(model_ref)
+                fit_seconds[(m, c)] = seconds_ref
+        pooled_ref = ray.put(pooled)
+        del pooled
+        with ExitStack() as stack:
+            staging = (
+                None if out_forecasts is None else stack.enter_context(atomic_file(out_forecasts))
+            )
+            collected = _Collector(len(stamps), staging)
+            try:
+                run_parts(
+                    ray,
+                    actors,
+                    ((index, ref) for index, ref in enumerate(part_refs)),
+                    forecast_part,
+                    [models_ref, pooled_ref, *fitted_refs],
+                    {
+                        "stamps": stamps,
+                        "active": active,
+                        "fitted_keys": fitted_keys,
+                        "horizon": horizon,
+                        "min_history": min_history,
+                        "active_within": active_within,
+                        "quantiles": levels,
+                    },
+                    collected.add,
+                    total=total,
+                    progress=(lambda done, _t: progress(n_parts + done, total))
+                    if progress
+                    else None,
+                    tracker=tracker,
+                )
+            finally:
+                collected.close()
+            global_seconds = {key: float(ray.get(ref)) for key, ref in fit_seconds.items()}
+        for actor in actors:
+            ray.kill(actor)
+    result = collected.result(chosen, stamps, horizon, global_seconds, min_history, active_within)
+    report.parts = n_parts
+    report.rows = len(result.forecasts)
+    report.workers = n_workers
+    tracker.fill(report)
+    report.driver_peak_rss_mb = round(peak_rss_mb(), 1)
+    report.seconds = watch.seconds()
+    return result, report
+
+
+class _Collector:
+    """Scored forecasts, facts and timings of the parts, and the optional streamed file."""
+
+    def __init__(self, n_cutoffs: int, path: Path | None) -> None:
+        self.frames: list[list[pd.DataFrame]] = [[] for _ in range(n_cutoffs)]
+        self.facts: list[list[pd.DataFrame]] = [[] for _ in range(n_cutoffs)]
+        self.seconds: dict[Key, list[float]] = {}
+        self._path = path
+        self._writer: pq.ParquetWriter | None = None
+
+    def add(self, _index: int, result: dict[str, Any]) -> None:
+        for c, frame in result["frames"]:
+            self.frames[c].append(frame)
+        for c, facts in result["facts"]:
+            self.facts[c].append(facts)
+        for m, c, fit, predict in result["timings"]:
+            totals = self.seconds.setdefault((m, c), [0.0, 0.0])
+            totals[0] += fit
+            totals[1] += predict
+        if self._path is not None and result["frames"]:
+            table = pa.Table.from_pandas(
+                pd.concat([f for _, f in result["frames"]], ignore_index=True),
+                preserve_index=False,
+            )
+            if self._writer is None:
+                self._writer = pq.ParquetWriter(self._path, table.schema)
+            self._writer.write_table(table)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    def result(
+        self,
+        models: list[Forecaster],
+        stamps: list[pd.Timestamp],
+        horizon: int,
+        global_seconds: dict[Key, float],
+        min_history: int,
+        active_within: int | None,
+    ) -> BacktestResult:
+        frames = [pd.concat(f, ignore_index=True) for f in self.frames if f]
+        if not frames:
+            raise ConfigError(
+                f"no item qualifies for evaluation at cutoffs {[str(c.date()) for c in stamps]} "
+                f"(min_history={min_history}, active_within={active_within}); lower them or "
+                "choose later cutoffs"
+            )
+        forecasts = pd.concat(frames, ignore_index=True)
+        forecasts = forecasts.sort_values([CUTOFF, ITEM_ID, DATE]).reset_index(drop=True)
+        series = pd.concat([pd.concat(f, ignore_index=True) for f in self.facts if f])
+        timings = [
+            {
+                "model": model.name,
+                "cutoff": stamps[c],
+                "fit_seconds": global_seconds.get((m, c), 0.0) + self.seconds[(m, c)][0],
+                "predict_seconds": self.seconds[(m, c)][1],
+            }
+            for c in range(len(stamps))
+            for m, model in enumerate(models)
+            if (m, c) in self.seconds
+        ]
+        return BacktestResult(
+            forecasts=forecasts,
+            series=series.reset_index(drop=True),
+            timings=pd.DataFrame(timings),
+            horizon=horizon,
+            cutoffs=list(stamps),
+        )

@@ -1,0 +1,161 @@
+"""The ``--engine``, ``--ray-address``, ``--workers`` and ``--items-per-part`` options.
+
+``predict`` and ``backtest`` share these checks and the Ray runs behind them; command modules
+import this module inside their bodies, so ``salesformer --help`` imports neither Ray nor
+pandas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from salesformer.distributed.engine import check_engine, check_workers, import_ray
+from salesformer.errors import ConfigError
+
+if TYPE_CHECKING:
+    from salesformer.cli.forecast import Overrides
+    from salesformer.distributed.pool import PartProgress, RunReport
+    from salesformer.evaluation.backtest import BacktestResult
+    from salesformer.models.base import Forecaster
+
+DEFAULT_ITEMS_PER_PART = 2000
+
+
+def check_engine_options(
+    engine: str,
+    address: str | None,
+    workers: int | None,
+    items_per_part: int | None,
+) -> bool:
+    """Whether the Ray engine was chosen; a :class:`ConfigError` for options that clash.
+
+    The Ray options only apply to ``--engine ray``; choosing it checks that Ray is installed.
+    """
+    check_engine(engine)
+    if engine == "local":
+        given = [
+            option
+            for option, value in (
+                ("--ray-address", address),
+                ("--workers", workers),
+                ("--items-per-part", items_per_part),
+            )
+            if value is not None
+        ]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} only apply to the Ray engine; add --engine ray or drop them"
+            )
+        return False
+    check_workers(workers)
+    if items_per_part is not None and items_per_part < 1:
+        raise ConfigError(f"--items-per-part must be a whole number >= 1; got {items_per_part}")
+    import_ray()
+    return True
+
+
+@contextmanager
+def part_progress(description: str) -> Iterator[PartProgress]:
+    """A rich progress bar counting parts; yields the ``progress(done, total)`` callback."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} parts"),
+        TimeElapsedColumn(),
+        transient=False,
+    ) as bar:
+        task = bar.add_task(description, total=None)
+
+        def advance(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield advance
+
+
+def predict_with_ray(
+    model_dir: Path,
+    out: Path,
+    horizon: int | None,
+    address: str | None,
+    workers: int | None,
+    items_per_part: int | None,
+) -> RunReport:
+    """``salesformer predict --engine ray``: the run, with a progress bar and a summary line."""
+    import typer
+
+    from salesformer.distributed.predict import predict_on_ray
+
+    with part_progress("predict on Ray") as progress:
+        report = predict_on_ray(
+            model_dir,
+            out,
+            horizon=horizon,
+            address=address,
+            workers=workers,
+            items_per_part=items_per_part or DEFAULT_ITEMS_PER_PART,
+            progress=progress,
+        )
+    typer.echo(
+        f"forecast {report.items} items x {report.horizon} periods with {report.model} on Ray "
+        f"({report.workers} workers, {report.parts} parts, {report.seconds:.1f}s); wrote {out}"
+    )
+    return report
+
+
+def backtest_models(
+    names: list[str],
+    horizon: int,
+    finetune: str | None,
+    encoder: str | None,
+    overrides: Overrides | None,
+) -> list[Forecaster]:
+    """The models of ``salesformer backtest``, built as :func:`run_backtest` builds them."""
+    from salesformer.cli.forecast import LM, build_model
+
+    settings = dict(overrides or {})
+    settings[LM] = {"progress": False, **settings.get(LM, {})}
+    models = [build_model(name, horizon, finetune, encoder, settings) for name in names]
+    for model in models:
+        model._check_params()
+    return models
+
+
+def backtest_with_ray(
+    panel: Path,
+    models: list[Forecaster],
+    horizon: int,
+    windows: dict[str, Any],
+    address: str | None,
+    workers: int | None,
+    items_per_part: int | None,
+) -> BacktestResult:
+    """``salesformer backtest --engine ray``: the run with a progress bar and a summary line.
+
+    ``windows`` holds the keyword arguments ``cutoffs``, ``n_windows``, ``step``,
+    ``min_history`` and ``active_within`` of :func:`backtest_on_ray`.
+    """
+    import typer
+
+    from salesformer.distributed.backtest import backtest_on_ray
+
+    with part_progress("backtest on Ray") as progress:
+        result, report = backtest_on_ray(
+            models,
+            panel,
+            horizon,
+            address=address,
+            workers=workers,
+            items_per_part=items_per_part or DEFAULT_ITEMS_PER_PART,
+            progress=progress,
+            **windows,
+        )
+    typer.echo(
+        f"backtest of {report.model} on Ray: {report.items} items, {report.parts} parts, "
+        f"{report.workers} workers, {report.seconds:.1f}s"
+    )
+    return result

@@ -1,0 +1,259 @@
+"""Batch forecasting of a saved model's whole catalogue on Ray.
+
+The driver loads the model once (as ``salesformer predict`` does; an LM without its training
+panel), makes its :meth:`~salesformer.models.base.Forecaster.shareable` copy for the horizon
+and puts it in Ray's object store: workers on any node get it from there, so no shared
+filesystem is needed. A statistical model is not fitted on the driver at all: each item's
+model depends on its own history only, so workers fit it on their parts; its conformal
+quantiles pool calibration errors over every item, which a first pass over the parts
+collects (:meth:`calibration_errors`) before the forecasting pass.
+
+The panel is streamed from the model folder's ``panel/panel.parquet`` in parts of whole
+items; each worker forecasts a part with
+:meth:`~salesformer.models.base.Forecaster.for_items`, and the driver appends the parts'
+forecasts to the output file in item order as they arrive. The file is written under a
+temporary name and renamed at the end, so a failed job leaves no partial output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from salesformer._io import atomic_file
+from salesformer.data.contract import Panel
+from salesformer.distributed.engine import check_workers, cluster_workers, ray_session
+from salesformer.distributed.parts import Part, iter_parts, scan_panel
+from salesformer.distributed.pool import (
+    PartProgress,
+    RunReport,
+    Stopwatch,
+    new_tracker,
+    peak_rss_mb,
+    run_parts,
+    start_workers,
+)
+from salesformer.errors import ConfigError
+from salesformer.models.base import DEFAULT_QUANTILES, Forecaster, check_quantiles
+from salesformer.models.statistical import _StatsForecastModel
+
+OUTPUT_SUFFIXES = (".csv", ".parquet")
+PANEL_DIR = "panel"
+
+
+def load_for_workers(model_dir: str | Path) -> Forecaster:
+    """The saved model as the driver needs it for a Ray job.
+
+    A statistical model comes back *unfitted* (its settings): each item's model depends on
+    its own history only, so workers fit it part by part. An LM is read without its training
+    panel. Every other model is loaded as :func:`load_model` loads it.
+    """
+    from salesformer.models.persist import LM, coerce_params, load_model, read_config
+    from salesformer.models.registry import STATISTICAL_MODELS, make_model
+
+    path = Path(model_dir)
+    config = read_config(path)
+    name = str(config["model"])
+    if name == LM:
+        from salesformer.models.lm import LMForecaster
+
+        return LMForecaster.load(path, panel=False)
+    if name in STATISTICAL_MODELS:
+        model = make_model(name, **coerce_params(name, config.get("params") or {}))
+        model._check_params()
+        return model
+    return load_model(path)
+
+
+def default_horizon(model: Forecaster) -> int:
+    """The horizon a model was fitted for (``horizon`` or ``max_horizon``), else 8."""
+    for setting in ("horizon", "max_horizon"):
+        value = getattr(model, setting, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+    return 8
+
+
+def check_splittable(model: Forecaster) -> None:
+    """A :class:`ConfigError` for a model that cannot forecast a part of its items."""
+    if type(model).for_items is Forecaster.for_items:
+        raise ConfigError(
+            f"{type(model).__name__} ({model.name}) cannot forecast parts of its catalogue; "
+            "use --engine local for it"
+        )
+
+
+def forecast_part(
+    panel: Panel, shared: list[Any], *, horizon: int, quantiles: tuple[float, ...]
+) -> pa.Table:
+    """The job of one part: the shared model's forecast of the part's items, as Arrow."""
+    model: Forecaster = shared[0]
+    frame = model.for_items(panel).predict(horizon, quantiles=quantiles)
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def calibrate_part(
+    panel: Panel, shared: list[Any], *, horizon: int, dates: pd.DatetimeIndex
+) -> np.ndarray:
+    """The job of a part in the calibration pass: its items' scaled calibration errors."""
+    model: _StatsForecastModel = shared[0].clone().fit(panel)
+    return model.calibration_errors(horizon, dates)
+
+
+def forecast_items_part(
+    panel: Panel, shared: list[Any], *, horizon: int, quantiles: tuple[float, ...]
+) -> pa.Table:
+    """The job of a part for a statistical model: fit on the part, pooled errors, forecast."""
+    model: _StatsForecastModel = shared[0].clone().fit(panel)
+    if len(shared) > 1:
+        model.use_calibration_errors(horizon, shared[1])
+    frame = model.predict(horizon, quantiles=quantiles)
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+class _OrderedWriter:
+    """Appends tables to a Parquet or CSV file, in the order they are given."""
+
+    def __init__(self, path: Path, suffix: str) -> None:
+        self.path = path
+        self.suffix = suffix
+        self.writer: pq.ParquetWriter | None = None
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if self.suffix == ".parquet":
+            if self.writer is None:
+                self.writer = pq.ParquetWriter(self.path, table.schema)
+            self.writer.write_table(table)
+        else:
+            frame = table.to_pandas()
+            frame.to_csv(
+                self.path,
+                index=False,
+                date_format="%Y-%m-%d",
+                mode="w" if self.rows == 0 else "a",
+                header=self.rows == 0,
+            )
+        self.rows += table.num_rows
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def predict_on_ray(
+    model_dir: str | Path,
+    out: str | Path,
+    *,
+    horizon: int | None = None,
+    quantiles: Sequence[float] = DEFAULT_QUANTILES,
+    address: str | None = None,
+    workers: int | None = None,
+    items_per_part: int = 2000,
+    progress: PartProgress | None = None,
+) -> RunReport:
+    """Forecast every item of a saved model on Ray; the output equals ``model.predict``.
+
+    Args:
+        model_dir: a folder written by ``salesformer fit`` / :func:`save_model`.
+        out: the forecast file, ``.parquet`` or ``.csv``; rows sorted by item and date,
+            exactly as ``load_model(model_dir).predict(horizon)`` would write them.
+        horizon: periods to forecast (default: the model's horizon).
+        quantiles: quantile levels.
+        address: an existing Ray cluster (see :func:`ray_session`); None starts a local one.
+        workers: worker actors (default: the cluster's CPUs).
+        items_per_part: items per part (>= 1); a part's rows and forecasts are what a worker
+            holds at once.
+        progress: called with ``(parts done, parts in all)`` after each part is written.
+
+    Returns:
+        A :class:`RunReport`.
+
+    Raises:
+        ConfigError: for a bad setting, a model that cannot forecast parts, or no Ray.
+    """
+    watch = Stopwatch()
+    target = Path(out)
+    suffix = target.suffix.lower()
+    if suffix not in OUTPUT_SUFFIXES:
+        raise ConfigError(
+            f"out must end in .csv or .parquet; got {str(target)!r}; e.g. forecasts.parquet"
+        )
+    check_workers(workers)
+    levels = check_quantiles(quantiles)
+    layout = scan_panel(Path(model_dir) / PANEL_DIR)
+    model = load_for_workers(model_dir)
+    steps = default_horizon(model) if horizon is None else horizon
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ConfigError(f"horizon must be a whole number >= 1; got {steps!r}")
+    per_item = isinstance(model, _StatsForecastModel)
+    calibrate = per_item and getattr(model, "intervals", None) == "conformal"
+    if per_item:
+        shared: list[Any] = [model]
+        job = forecast_items_part
+    else:
+        lean = model.shareable(steps)
+        check_splittable(lean)
+        shared, job = [lean], forecast_part
+    del model
+    n_parts = layout.n_parts(items_per_part)
+    total = 2 * n_parts if calibrate else n_parts
+    report = RunReport(model=shared[0].name, horizon=steps, items=layout.n_items)
+
+    def parts() -> Iterator[tuple[int, Part]]:
+        return ((p.index, p) for p in iter_parts(layout.folder, items_per_part, layout))
+
+    with ray_session(address, workers) as ray:
+        n_workers = cluster_workers(ray, workers)
+        actors = start_workers(ray, n_workers)
+        tracker = new_tracker(ray, actors)
+        if calibrate:
+            pooled: list[np.ndarray] = []
+            run_parts(
+                ray,
+                actors,
+                parts(),
+                calibrate_part,
+                shared,
+                {"horizon": steps, "dates": layout.dates},
+                lambda _index, rows: pooled.append(rows),
+                total=total,
+                progress=progress,
+                tracker=tracker,
+            )
+            shared.append(np.vstack(pooled))
+            pooled.clear()
+        offset = n_parts if calibrate else 0
+        with atomic_file(target) as staging:
+            writer = _OrderedWriter(staging, suffix)
+            try:
+                report.parts = run_parts(
+                    ray,
+                    actors,
+                    parts(),
+                    job,
+                    shared,
+                    {"horizon": steps, "quantiles": levels},
+                    lambda _index, table: writer.write(table),
+                    total=total,
+                    progress=(
+                        (lambda done, _t: progress(offset + done, total)) if progress else None
+                    ),
+                    tracker=tracker,
+                )
+            finally:
+                writer.close()
+        for actor in actors:
+            ray.kill(actor)
+    report.rows = writer.rows
+    report.workers = n_workers
+    tracker.fill(report)
+    report.driver_peak_rss_mb = round(peak_rss_mb(), 1)
+    report.seconds = watch.seconds()
+    return report

@@ -1,0 +1,361 @@
+"""Training the LM forecaster with Ray Train: data-parallel workers, checkpoints, resume.
+
+:func:`fit_lm_on_ray` runs :meth:`LMForecaster._fit <salesformer.models.lm.LMForecaster>` on
+``workers`` Ray Train workers (``TorchTrainer``, gloo on CPU). Every worker builds the same
+training plan (same seed, same batches); each computes the loss on its shard of every batch
+(rows ``rank::workers``), the gradients are averaged over the workers, and every worker takes
+the same optimizer step, so the run has the steps of a local fit (see
+:mod:`salesformer.models.lm.context`). Validation runs on every worker and rank 0's loss
+decides early stopping everywhere.
+
+After each epoch rank 0 reports a checkpoint: a model folder that ``LMForecaster.load`` and
+``salesformer predict --model`` read (the best weights so far) plus ``training_state/``
+(see :mod:`salesformer.models.lm.train_state`). When a worker dies, Ray Train restarts the
+group (up to ``max_failures`` times) and the workers carry on after the last finished epoch.
+The frozen embeddings are computed once, in parallel, by :func:`.embeddings.encode_on_ray`
+and handed to the workers.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from salesformer.errors import ConfigError
+from salesformer.models.lm.context import DataParallelContext, StageState
+
+if TYPE_CHECKING:
+    from salesformer.data.contract import Panel
+    from salesformer.models.lm import LMForecaster
+
+#: A checkpoint holding this file is the finished model (no epoch left to run).
+DONE_FILE = "FIT_DONE"
+#: Settings that do not change what is learned, left out of the run's fingerprint.
+_NOT_LEARNED = ("threads", "progress", "log_dir", "cache_dir")
+
+
+def default_storage() -> Path:
+    """Where Ray Train keeps runs and checkpoints by default: ``<cache root>/ray_train``."""
+    from salesformer.data.sources import cache_root
+
+    return cache_root() / "ray_train"
+
+
+def run_name(model: LMForecaster, panel: Panel) -> str:
+    """``lm-<hash>`` of the learned settings and the panel: a rerun finds its checkpoints."""
+    import pandas as pd
+
+    params = {k: v for k, v in model.get_params().items() if k not in _NOT_LEARNED}
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
+    digest.update(pd.util.hash_pandas_object(panel.sales, index=False).to_numpy().tobytes())
+    if panel.items is not None:
+        digest.update(pd.util.hash_pandas_object(panel.items, index=False).to_numpy().tobytes())
+    return f"lm-{digest.hexdigest()[:16]}"
+
+
+def _check_settings(workers: int, max_failures: int) -> None:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be a whole number >= 1; got {workers!r}")
+    if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 0:
+        raise ConfigError(f"max_failures must be a whole number >= 0; got {max_failures!r}")
+
+
+def fit_lm_on_ray(
+    model: LMForecaster,
+    panel: Panel,
+    *,
+    address: str | None = None,
+    workers: int = 2,
+    storage: str | Path | None = None,
+    resume: bool = True,
+    max_failures: int = 2,
+    progress: Callable[[str], None] | None = None,
+) -> LMForecaster:
+    """Fit ``model`` on ``panel`` with Ray Train; returns ``model``, fitted as by ``fit``.
+
+    Args:
+        model: an unfitted LM forecaster; its settings are used on every worker (``threads``
+            is torch's threads per worker, default 1).
+        panel: the training panel (with an items table).
+        address: an existing Ray cluster (``host:6379``, ``ray://host:10001``, ``auto``);
+            None starts a local Ray, or uses the one this process already initialised.
+        workers: training workers (data-parallel ranks).
+        storage: folder (or URI Ray Train accepts) for runs and checkpoints; every worker
+            must reach it. Default: ``<cache root>/ray_train``.
+        resume: carry on from the last checkpoint of the same run (same settings and
+            panel) in ``storage``; False starts a new run.
+        max_failures: worker-group restarts allowed before the fit fails.
+        progress: called with a line at each step of the run.
+
+    Returns:
+        ``model``, with the attributes of a local fit and ``fit_report_["engine"]`` saying
+        how it ran (workers, restarts, the epoch it resumed from, the checkpoint).
+    """
+    from salesformer.data.contract import Panel
+    from salesformer.distributed.embeddings import encode_on_ray
+    from salesformer.distributed.engine import ray_session
+    from salesformer.errors import DataValidationError
+    from salesformer.models.lm import LMForecaster
+    from salesformer.models.lm.forecaster import _texts_for
+    from salesformer.models.lm.samples import Wide
+
+    _check_settings(workers, max_failures)
+    model._check_params()
+    if not isinstance(panel, Panel):
+        raise DataValidationError(
+            f"fit_lm_on_ray needs a Panel; got {type(panel).__name__}; build one with "
+            "validate_panel or Panel.load"
+        )
+    if panel.items is None:
+        raise DataValidationError(
+            "the LM forecaster reads item texts, but the panel has no items table; "
+            "give an items table with item_id and text (or title/description columns)"
+        )
+    periods = len(panel.dates)
+    if periods < model.horizon + 2:  # checked here: a worker's error would be retried
+        raise DataValidationError(
+            f"the panel has {periods} periods; the LM forecaster needs at least "
+            f"{model.horizon + 2} to learn a horizon of {model.horizon}; give a longer panel "
+            "or a shorter --horizon"
+        )
+    say = progress or (lambda line: None)
+    threads = model.threads or 1
+    root = str(storage if storage is not None else default_storage())
+    name = run_name(model, panel)
+    if not resume:
+        name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    local_cpus = max(workers * threads, os.cpu_count() or 1)
+    started = time.perf_counter()
+    with ray_session(address, None if address else local_cpus) as ray:
+        texts = _texts_for(panel.items, Wide.from_panel(panel).item_ids)
+        embeddings = encode_on_ray(
+            model.encoder,
+            texts,
+            max_length=model.max_length,
+            cache_dir=model.cache_dir,
+            workers=workers,
+            progress=say,
+        )
+        say(f"training on {workers} Ray workers; checkpoints in {root}/{name}")
+        result = _run_trainer(
+            ray,
+            config={
+                "params": model.get_params(),
+                "panel": panel,
+                "embeddings": embeddings,
+                "threads": threads,
+            },
+            workers=workers,
+            threads=threads,
+            storage=root,
+            name=name,
+            max_failures=max_failures,
+        )
+        checkpoint = result.checkpoint
+        if checkpoint is None:  # pragma: no cover - a finished run always reports one
+            raise RuntimeError(f"the Ray fit {name} finished without a checkpoint")
+        with checkpoint.as_directory() as folder:
+            fitted = LMForecaster.load(folder)
+            checkpoint_path = str(checkpoint.path)
+    for key, value in vars(fitted).items():
+        if key.endswith("_") and key != "panel_":
+            setattr(model, key, value)
+    model.panel_ = panel
+    engine = dict(model.fit_report_.get("engine", {}))
+    engine.update(
+        {
+            "checkpoint": checkpoint_path,
+            "run": name,
+            "wall_seconds": round(time.perf_counter() - started, 2),
+        }
+    )
+    model.fit_report_["engine"] = engine
+    say(f"fitted on Ray; final checkpoint {checkpoint_path}")
+    return model
+
+
+def _run_trainer(
+    ray: Any,
+    *,
+    config: dict[str, Any],
+    workers: int,
+    threads: int,
+    storage: str,
+    name: str,
+    max_failures: int,
+) -> Any:
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    storage_path = storage if "://" in storage else str(Path(storage).resolve())
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config=config,
+        torch_config=TorchConfig(backend="gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=workers, use_gpu=False, resources_per_worker={"CPU": threads}
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage_path,
+            failure_config=FailureConfig(max_failures=max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    try:
+        return trainer.fit()
+    except Exception as exc:
+        raise _one_line(exc, f"{storage_path}/{name}") from exc
+
+
+def _one_line(exc: Exception, run: str) -> Exception:
+    """A user error raised on a worker as itself; anything else as one RuntimeError line."""
+    from salesformer.errors import SalesformerError
+
+    failures = getattr(exc, "worker_failures", None) or {}
+    for failure in failures.values():
+        cause = getattr(failure, "cause", failure)
+        if isinstance(cause, SalesformerError):
+            return cause
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return RuntimeError(
+        f"the Ray training run failed ({type(exc).__name__}: {reason[:200]}); its "
+        f"checkpoints are in {run}; rerun the same fit to resume from the last one"
+    )
+
+
+def _train_worker(config: dict[str, Any]) -> None:
+    """One Ray Train worker: the LM's own training loop with a :class:`_RayContext`."""
+    import ray.train
+
+    from salesformer.models.lm import LMForecaster
+
+    rank = ray.train.get_context().get_world_rank()
+    world = ray.train.get_context().get_world_size()
+    checkpoint = ray.train.get_checkpoint()
+    restored: str | None = None
+    if checkpoint is not None:
+        restored = checkpoint.to_directory()
+        if (Path(restored) / DONE_FILE).is_file():
+            return  # the fit finished before the restart; its last checkpoint is the model
+    params = dict(config["params"])
+    params.update(threads=int(config["threads"]), progress=False)
+    if rank != 0:
+        params["log_dir"] = None
+    model = LMForecaster(**params)
+    model._check_params()
+    panel = config["panel"]
+    model.panel_ = panel
+    embeddings = np.array(config["embeddings"], dtype=np.float32)  # writable copy
+    context = _RayContext(rank, world, embeddings, model, restored)
+    model._fit(panel, context)
+    model.fit_report_["engine"] = {
+        "engine": "ray",
+        "workers": world,
+        "threads_per_worker": int(config["threads"]),
+        "resumed_from": context.resumed_from,
+    }
+    if rank == 0:
+        with tempfile.TemporaryDirectory(prefix="salesformer-ckpt-") as tmp:
+            model.save(tmp)
+            (Path(tmp) / DONE_FILE).write_text("done\n")
+            ray.train.report({"stage": "done"}, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+    else:
+        ray.train.report({"stage": "done"})
+
+
+def _model_snapshot(
+    model: LMForecaster, state: StageState, item_ids: np.ndarray, frozen: np.ndarray
+) -> Any:
+    """The best model so far, as a fitted LMForecaster that ``save`` can write."""
+    from salesformer.models.lm.forecaster import _encode_tokens
+
+    snapshot = copy.copy(model)
+    head = copy.deepcopy(state.modules["head"])
+    head.load_state_dict(state.best_states["head"])
+    head.eval()
+    snapshot.head_ = head
+    snapshot.encoder_model_ = None
+    snapshot.item_vectors_ = frozen
+    if "encoder" in state.modules and state.improved:
+        encoder = copy.deepcopy(state.modules["encoder"])
+        encoder.load_state_dict(state.best_states["encoder"], strict=False)
+        snapshot.encoder_model_ = encoder
+        snapshot.item_vectors_ = _encode_tokens(encoder, model.tokens_, batch=256)
+    snapshot.item_ids_ = item_ids
+    stage = "head" if state.label == "head" else "finetune_stage"
+    snapshot.fit_report_ = {
+        "finetune": model.finetune,
+        "checkpoint": {"stage": state.label, "epoch": state.epoch},
+        stage: {"epochs": state.epoch, "history": list(state.history)},
+    }
+    if not hasattr(snapshot, "calibration_") and hasattr(snapshot, "_calibrate"):
+        snapshot.calibration_, _ = snapshot._calibrate(None)  # identity until the fit ends
+    return snapshot
+
+
+class _RayContext(DataParallelContext):
+    """:class:`DataParallelContext` plus a Ray Train checkpoint after each epoch."""
+
+    def __init__(
+        self,
+        rank: int,
+        world: int,
+        embeddings: np.ndarray,
+        model: LMForecaster,
+        restored: str | None,
+    ) -> None:
+        from salesformer.models.lm.samples import Wide
+
+        super().__init__(rank, world, embeddings)
+        self.model = model
+        self.frozen = embeddings
+        self.restored = restored
+        self.item_ids = Wide.from_panel(model.panel_).item_ids
+        self.finished_head: StageState | None = None
+        self.resumed_from: dict[str, Any] | None = None
+
+    def resume(self, fresh: StageState) -> StageState | None:
+        from salesformer.models.lm.train_state import read_stage, read_summary
+
+        if self.restored is None:
+            return None
+        state = read_stage(self.restored, fresh)
+        if state is None:
+            return None
+        if state.label == "head" and state.finished:
+            self.finished_head = state
+        summary = read_summary(self.restored) or {}
+        self.resumed_from = {"stage": summary.get("label"), "epoch": summary.get("epoch")}
+        return state
+
+    def epoch_end(self, state: StageState) -> None:
+        import ray.train
+
+        from salesformer.models.lm.train_state import write_stage
+
+        if state.label == "head" and state.finished:
+            self.finished_head = state
+        last = state.history[-1] if state.history else {}
+        metrics = {"stage": state.label, "epoch": state.epoch, **last}
+        if self.rank != 0:
+            ray.train.report(metrics)
+            return
+        earlier = self.finished_head if state.label != "head" else None
+        with tempfile.TemporaryDirectory(prefix="salesformer-ckpt-") as tmp:
+            snapshot = _model_snapshot(self.model, state, self.item_ids, self.frozen)
+            snapshot.save(tmp)
+            write_stage(tmp, state, earlier)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+__all__ = ["DONE_FILE", "default_storage", "fit_lm_on_ray", "run_name"]

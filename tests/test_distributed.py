@@ -1,0 +1,185 @@
+"""The Ray engine equals the local one: batch forecasts and backtests, library and CLI.
+
+One local Ray (2 CPUs) serves the whole module; every job reuses it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from pandas.testing import assert_frame_equal
+
+from salesformer.cli.main import run
+from salesformer.data.contract import ITEM_ID, Panel
+from salesformer.data.synthetic import generate_catalogue
+from salesformer.distributed.backtest import backtest_on_ray
+from salesformer.distributed.predict import predict_on_ray
+from salesformer.evaluation.backtest import backtest
+from salesformer.models.persist import load_model, save_model
+from salesformer.models.registry import make_model
+
+pytestmark = pytest.mark.ray
+
+H = 6
+FAST_LGBM: dict[str, Any] = {"n_estimators": 20, "quantile_n_estimators": 10, "n_jobs": 1}
+TINY_LM: dict[str, Any] = {
+    "finetune": "frozen",
+    "horizon": H,
+    "head_epochs": 2,
+    "epoch_samples": 300,
+    "batch_items": 16,
+    "hidden_size": 32,
+    "text_size": 8,
+    "threads": 1,
+    "progress": False,
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_cluster() -> Iterator[Any]:
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def panel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    panel = generate_catalogue(n_items=36, n_weeks=70, seed=5).panel()
+    return panel.save(tmp_path_factory.mktemp("panel") / "panel")
+
+
+def saved_model(name: str, settings: dict[str, Any], panel_dir: Path, folder: Path) -> Path:
+    model = make_model(name, **settings).fit(Panel.load(panel_dir))
+    return save_model(model, folder / name)
+
+
+@pytest.mark.parametrize(
+    ("name", "settings"),
+    [
+        ("SeasonalNaive", {}),
+        ("LightGBM", FAST_LGBM),
+        (
+            "auto",
+            {
+                "candidates": ("LightGBM", "ADIDA"),
+                "candidate_settings": {"LightGBM": FAST_LGBM},
+                "horizon": H,
+                "min_segment_series": 5,
+            },
+        ),
+    ],
+)
+def test_predict_equals_local(
+    name: str, settings: dict[str, Any], panel_dir: Path, tmp_path: Path
+) -> None:
+    folder = saved_model(name, settings, panel_dir, tmp_path)
+    seen: list[tuple[int, int | None]] = []
+    report = predict_on_ray(
+        folder,
+        tmp_path / "out.parquet",
+        horizon=H,
+        items_per_part=5,
+        progress=lambda done, total: seen.append((done, total)),
+    )
+    expected = load_model(folder).predict(H)
+    assert_frame_equal(pd.read_parquet(tmp_path / "out.parquet"), expected)
+    assert (report.parts, report.items, report.rows) == (8, 36, 36 * H)
+    passes = 2 if name == "SeasonalNaive" else 1  # statistical: calibration, then forecasts
+    assert seen[-1] == (8 * passes, 8 * passes)
+    assert report.workers == 2 and len(report.worker_peak_rss_mb) >= 1
+    assert report.to_dict()["model"] == name
+
+
+def test_lm_predict_equals_local_in_csv(panel_dir: Path, tiny_encoder: str, tmp_path: Path) -> None:
+    folder = saved_model("LM", {"encoder": tiny_encoder, **TINY_LM}, panel_dir, tmp_path)
+    predict_on_ray(folder, tmp_path / "lm.csv", items_per_part=10)
+    expected = load_model(folder).predict(H)
+    got = pd.read_csv(tmp_path / "lm.csv", dtype={ITEM_ID: str}, parse_dates=["date"])
+    # CSV keeps floats to the last bit (shortest round-trip repr): the same numbers
+    assert_frame_equal(got, expected)
+    assert got[ITEM_ID].is_unique is False and got[ITEM_ID].nunique() == 36
+
+
+def test_backtest_equals_local(panel_dir: Path, tmp_path: Path) -> None:
+    models = [
+        make_model("SeasonalNaive"),
+        make_model("AutoETS"),
+        make_model("CrostonSBA", intervals="conformal", n_windows=3),
+        make_model("LightGBM", **FAST_LGBM),
+    ]
+    local = backtest(models, Panel.load(panel_dir), H, n_windows=2, step=3)
+    result, report = backtest_on_ray(
+        models,
+        panel_dir,
+        H,
+        n_windows=2,
+        step=3,
+        items_per_part=7,
+        out_forecasts=tmp_path / "scored.parquet",
+    )
+    assert_frame_equal(result.forecasts, local.forecasts)
+    assert_frame_equal(result.series, local.series)
+    assert_frame_equal(result.metrics(), local.metrics())
+    assert result.cutoffs == local.cutoffs
+    streamed = pd.read_parquet(tmp_path / "scored.parquet")
+    streamed = streamed.sort_values(["cutoff", ITEM_ID, "date"]).reset_index(drop=True)
+    assert_frame_equal(streamed, local.forecasts)
+    timing_keys = result.timings[["model", "cutoff"]].reset_index(drop=True)
+    assert_frame_equal(timing_keys, local.timings[["model", "cutoff"]])
+    assert report.parts == 6 and report.rows == len(local.forecasts)
+
+
+def invoke(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        run(args)
+    captured = capsys.readouterr()
+    code = info.value.code if isinstance(info.value.code, int) else 1
+    return code, captured.out, captured.err
+
+
+def test_cli_predict_and_backtest_on_ray(
+    panel_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = saved_model("SeasonalNaive", {}, panel_dir, tmp_path)
+    predict = ["predict", "--model", str(model), "--horizon", str(H)]
+    assert invoke([*predict, "--out", str(tmp_path / "local.csv")], capsys)[0] == 0
+    code, out, _ = invoke(
+        [*predict, "--out", str(tmp_path / "ray.csv"), "--engine", "ray", "--items-per-part", "8"],
+        capsys,
+    )
+    assert code == 0 and "on Ray" in out and "36 items" in out
+    assert (tmp_path / "ray.csv").read_text() == (tmp_path / "local.csv").read_text()
+
+    common = ["backtest", "--panel", str(panel_dir), "--models", "Naive,LightGBM", "-h", "4"]
+    common += ["--set", "LightGBM.n_estimators=20", "--set", "LightGBM.n_jobs=1"]
+    assert invoke([*common, "--out", str(tmp_path / "bt-local")], capsys)[0] == 0
+    code, out, _ = invoke(
+        [*common, "--out", str(tmp_path / "bt-ray"), "--engine", "ray", "--workers", "2"],
+        capsys,
+    )
+    assert code == 0 and "on Ray" in out
+    for name in ("forecasts.parquet", "series.parquet"):
+        assert_frame_equal(
+            pd.read_parquet(tmp_path / "bt-ray" / name),
+            pd.read_parquet(tmp_path / "bt-local" / name),
+        )
+
+
+def test_cli_errors_are_one_line(
+    panel_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = saved_model("Naive", {}, panel_dir, tmp_path)
+    base = ["predict", "--model", str(model), "--out", str(tmp_path / "f.parquet")]
+    for extra, message in (
+        (["--workers", "2"], "--workers only apply to the Ray engine"),
+        (["--engine", "spark"], "unknown engine"),
+        (["--engine", "ray", "--workers", "0"], "workers must be"),
+    ):
+        code, _, err = invoke([*base, *extra], capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "f.parquet").exists()

@@ -32,8 +32,8 @@ pytest.importorskip("ray")
 pytest.importorskip("psutil")
 
 import psutil
-
 import ray
+
 from salesformer.cli.main import run
 from salesformer.data.contract import Panel
 from salesformer.data.synthetic import generate_catalogue
@@ -274,7 +274,7 @@ def test_a_fit_resumed_from_a_saved_state_ends_as_the_uninterrupted_fit(
     ("extra", "message"),
     [
         (["--model", "seasonalnaive", "--engine", "ray"], "trains the lm model only"),
-        (["--model", "lm", "--workers", "2"], "apply to --engine ray only"),
+        (["--model", "lm", "--workers", "2"], "only apply to the Ray engine"),
         (["--model", "lm", "--engine", "spark"], "unknown engine"),
         (["--model", "lm", "--engine", "ray", "--workers", "0"], "--workers must be >= 1"),
     ],

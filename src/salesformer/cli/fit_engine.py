@@ -49,24 +49,10 @@ class RayFitOptions:
         checkpoint_dir: Path | None,
     ) -> RayFitOptions:
         """Validate the options for ``model``; ConfigError with the fix otherwise."""
-        from salesformer.distributed.engine import check_engine
+        from salesformer.distributed.cli import ray_chosen
 
-        check_engine(engine)
-        if engine == "local":
-            given = [
-                flag
-                for flag, value in (
-                    ("--ray-address", address),
-                    ("--workers", workers),
-                    ("--checkpoint-dir", checkpoint_dir),
-                )
-                if value is not None
-            ]
-            if given:
-                raise ConfigError(
-                    f"{', '.join(given)} apply to --engine ray only; got --engine local; "
-                    "add --engine ray or drop them"
-                )
+        flags = {"--ray-address": address, "--workers": workers, "--checkpoint-dir": checkpoint_dir}
+        if not ray_chosen(engine, flags):
             return cls()
         if model != "LM":
             raise ConfigError(

@@ -187,11 +187,9 @@ def panel_until(panel: Panel, until: str) -> Panel:
 
 def model_horizon(model: Forecaster) -> int:
     """The horizon a model was fitted for (``horizon`` or ``max_horizon``), else 8."""
-    for setting in ("horizon", "max_horizon"):
-        value = getattr(model, setting, None)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-            return value
-    return DEFAULT_HORIZON
+    from salesformer.models.base import fitted_horizon
+
+    return fitted_horizon(model, DEFAULT_HORIZON)
 
 
 def new_item_forecaster(model: Forecaster) -> Any:

@@ -49,6 +49,7 @@ from salesformer.distributed.predict import check_splittable
 from salesformer.errors import ConfigError
 from salesformer.evaluation.backtest import BacktestResult, resolve_cutoffs, series_facts
 from salesformer.models.base import DEFAULT_QUANTILES, Forecaster, check_quantiles
+from salesformer.models.conformal import error_quantiles
 from salesformer.models.statistical import _StatsForecastModel
 
 Key = tuple[int, int]  # (model index, cutoff index)
@@ -161,7 +162,7 @@ def forecast_part(
             else:
                 view = model.clone().fit(train)
                 if (m, c) in pooled:
-                    view.use_calibration_errors(horizon, pooled[(m, c)])  # type: ignore[attr-defined]
+                    view.use_error_table(horizon, quantiles, pooled[(m, c)])  # type: ignore[attr-defined]
             fit_seconds = time.perf_counter() - start
             start = time.perf_counter()
             forecast = view.predict(horizon, future=future, quantiles=quantiles)
@@ -274,7 +275,8 @@ def backtest_on_ray(
             tracker=tracker,
         )
         active = [c for c in range(len(stamps)) if counts[c] > 0]
-        pooled = {key: np.vstack(rows) for key, rows in errors.items()}
+        # workers get each pool's quantile table, not the pool: bounded whatever the items
+        pooled = {key: error_quantiles(np.vstack(rows), levels) for key, rows in errors.items()}
         errors.clear()
         items_ref = ray.put(read_items(layout.folder))
         fitted_keys: list[Key] = []

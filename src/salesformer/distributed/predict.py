@@ -40,7 +40,8 @@ from salesformer.distributed.pool import (
     start_workers,
 )
 from salesformer.errors import ConfigError
-from salesformer.models.base import DEFAULT_QUANTILES, Forecaster, check_quantiles
+from salesformer.models.base import DEFAULT_QUANTILES, Forecaster, check_quantiles, fitted_horizon
+from salesformer.models.conformal import error_quantiles
 from salesformer.models.statistical import _StatsForecastModel
 
 OUTPUT_SUFFIXES = (".csv", ".parquet")
@@ -69,15 +70,6 @@ def load_for_workers(model_dir: str | Path) -> Forecaster:
         model._check_params()
         return model
     return load_model(path)
-
-
-def default_horizon(model: Forecaster) -> int:
-    """The horizon a model was fitted for (``horizon`` or ``max_horizon``), else 8."""
-    for setting in ("horizon", "max_horizon"):
-        value = getattr(model, setting, None)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-            return value
-    return 8
 
 
 def check_splittable(model: Forecaster) -> None:
@@ -112,7 +104,7 @@ def forecast_items_part(
     """The job of a part for a statistical model: fit on the part, pooled errors, forecast."""
     model: _StatsForecastModel = shared[0].clone().fit(panel)
     if len(shared) > 1:
-        model.use_calibration_errors(horizon, shared[1])
+        model.use_error_table(horizon, quantiles, shared[1])
     frame = model.predict(horizon, quantiles=quantiles)
     return pa.Table.from_pandas(frame, preserve_index=False)
 
@@ -189,7 +181,7 @@ def predict_on_ray(
     levels = check_quantiles(quantiles)
     layout = scan_panel(Path(model_dir) / PANEL_DIR)
     model = load_for_workers(model_dir)
-    steps = default_horizon(model) if horizon is None else horizon
+    steps = fitted_horizon(model) if horizon is None else horizon
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ConfigError(f"horizon must be a whole number >= 1; got {steps!r}")
     per_item = isinstance(model, _StatsForecastModel)
@@ -227,7 +219,8 @@ def predict_on_ray(
                 progress=progress,
                 tracker=tracker,
             )
-            shared.append(np.vstack(pooled))
+            # workers get the pool's quantile table, not the pool: bounded whatever the items
+            shared.append(error_quantiles(np.vstack(pooled), levels))
             pooled.clear()
         offset = n_parts if calibrate else 0
         with atomic_file(target) as staging:

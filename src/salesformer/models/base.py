@@ -98,6 +98,15 @@ def resolve_future(panel: Panel, horizon: int, future: pd.DataFrame | None) -> p
     return merged
 
 
+def fitted_horizon(model: Forecaster, default: int = 8) -> int:
+    """The horizon ``model`` was fitted for (``horizon`` or ``max_horizon``), else ``default``."""
+    for setting in ("horizon", "max_horizon"):
+        value = getattr(model, setting, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+    return default
+
+
 def tidy_forecast_values(values: np.ndarray, n_quantiles: int) -> np.ndarray:
     """Point and quantile columns made finite, non-negative and non-crossing.
 

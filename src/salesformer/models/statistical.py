@@ -174,6 +174,7 @@ class _StatsForecastModel(Forecaster):
         self.scale_ = item_scale(panel)
         self.points_ = {}
         self.errors_ = {}
+        self.tables_: dict[tuple[int, tuple[float, ...]], np.ndarray] = {}
 
     def _predict(
         self, horizon: int, future: pd.DataFrame, quantiles: tuple[float, ...]
@@ -183,7 +184,9 @@ class _StatsForecastModel(Forecaster):
         point = self._point(horizon)
         if not quantiles:
             return point
-        table = error_quantiles(self._calibration_errors(horizon), quantiles)
+        table = getattr(self, "tables_", {}).get((horizon, quantiles))
+        if table is None:
+            table = error_quantiles(self._calibration_errors(horizon), quantiles)
         return apply_quantiles(point, self.name, self.scale_, table, quantiles)
 
     def _fit_statsforecast(self, panel: Panel) -> list[StatsForecast]:
@@ -256,7 +259,7 @@ class _StatsForecastModel(Forecaster):
         """Scaled calibration errors of this model's items, one row per item and window.
 
         Conformal quantiles come from the pool of these rows over every item; the pool of a
-        panel is the union of the rows of its parts (see :meth:`use_calibration_errors`).
+        panel is the union of the rows of its parts (see :meth:`use_error_table`).
 
         Args:
             horizon: the forecast horizon.
@@ -275,9 +278,16 @@ class _StatsForecastModel(Forecaster):
             return self._calibration_errors(horizon)
         return _errors_at(self._fit_predict, self.panel_, horizon, sorted(origins))
 
-    def use_calibration_errors(self, horizon: int, errors: np.ndarray) -> None:
-        """Take ``errors`` (pooled over more items than this model's) for ``horizon``."""
-        self.errors_[horizon] = np.asarray(errors, dtype=float).reshape(-1, horizon)
+    def use_error_table(
+        self, horizon: int, quantiles: tuple[float, ...], table: np.ndarray
+    ) -> None:
+        """Take the conformal quantile table of ``horizon`` and the sorted levels ``quantiles``.
+
+        ``table`` is :func:`error_quantiles` of the errors pooled over more items than this
+        model's (``(horizon, levels)`` floats): what a Ray worker needs of the pool, whatever
+        the number of items.
+        """
+        self.tables_[(horizon, tuple(quantiles))] = np.asarray(table, dtype=float)
 
     def for_items(self, part: Panel) -> _StatsForecastModel:
         """A view forecasting the items of ``part`` (see :meth:`Forecaster.for_items`).
@@ -295,6 +305,7 @@ class _StatsForecastModel(Forecaster):
         view.scale_ = item_scale(part)
         view.points_ = {}
         view.errors_ = dict(self.errors_)
+        view.tables_ = dict(getattr(self, "tables_", {}))
         view.source_ = None if self.shared_ else self
         return view
 
@@ -313,6 +324,7 @@ class _StatsForecastModel(Forecaster):
         lean.scale_ = pd.Series(dtype=float)
         lean.points_ = {}
         lean.errors_ = {h: e for h, e in self.errors_.items() if h == horizon}
+        lean.tables_ = {k: t for k, t in getattr(self, "tables_", {}).items() if k[0] == horizon}
         lean.source_ = None
         lean.shared_ = True
         return lean

@@ -283,6 +283,13 @@ def main() -> None:
     parser.add_argument("--backtest-models", default="SeasonalNaive,CrostonSBA,ADIDA")
     parser.add_argument("--work", type=Path, default=None, help="folder for catalogues and models")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--rerun-ray",
+        choices=("predict", "backtest"),
+        default=None,
+        help="rerun only the Ray runs of this job; keep the other rows of results/ray.json and "
+        "compare with the local output a full run left in --work",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
@@ -294,6 +301,10 @@ def main() -> None:
     sizes = sorted({args.items, *(int(s) for s in args.scaling.split(",") if s)})
     models = [m for m in args.backtest_models.split(",") if m]
     runs: list[dict[str, Any]] = []
+    kept: list[dict[str, Any]] = []
+    if args.rerun_ray is not None:
+        previous = json.loads((RESULTS / "ray.json").read_text())["runs"]
+        kept = [r for r in previous if r["kind"] != args.rerun_ray or r["engine"] == "local"]
     fits = {}
     for items in sizes:
         panel_dir = build_catalogue(work / f"catalogue-{items}-{args.weeks}", items, args.weeks)
@@ -305,6 +316,9 @@ def main() -> None:
             reference = None
             for engine, count in engines:
                 out = work / f"{kind}-{items}-{engine}-{count or 0}.parquet"
+                if args.rerun_ray is not None and (kind != args.rerun_ray or engine == "local"):
+                    reference = out if engine == "local" and out.is_file() else reference
+                    continue
                 spec = {
                     "kind": kind,
                     "engine": engine,
@@ -335,9 +349,9 @@ def main() -> None:
         "backtest_models": models,
         "items_per_part": args.items_per_part,
         "lm_fit": {str(k): v for k, v in fits.items()},
-        "runs": runs,
-        "projection": projection(runs),
-        "memory_by_items": memory_by_items(runs),
+        "runs": kept + runs,
+        "projection": projection(kept + runs),
+        "memory_by_items": memory_by_items(kept + runs),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "ray.json").write_text(json.dumps(result, indent=2) + "\n")

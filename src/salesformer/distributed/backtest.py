@@ -241,11 +241,16 @@ def backtest_on_ray(
         tracker = new_tracker(ray, actors)
         models_ref = ray.put(chosen)
         part_refs: list[Any] = []
+        # the global fits read every part: only then do the parts stay in the object store
+        # between the passes; otherwise the second pass streams them from the file again, so
+        # the object store (and the workers mapping it) holds only the parts in flight
+        keep_parts = any(not _is_local(model) for model in chosen)
 
         def stored_parts() -> Any:
             for part in iter_parts(layout.folder, items_per_part, layout):
                 ref = ray.put(part)
-                part_refs.append(ref)
+                if keep_parts:
+                    part_refs.append(ref)
                 yield part.index, ref
 
         counts = np.zeros(len(stamps), dtype=int)
@@ -314,7 +319,7 @@ def backtest_on_ray(
                 run_parts(
                     ray,
                     actors,
-                    ((index, ref) for index, ref in enumerate(part_refs)),
+                    enumerate(part_refs) if keep_parts else stored_parts(),
                     forecast_part,
                     [models_ref, pooled_ref, *fitted_refs],
                     {

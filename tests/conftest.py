@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,3 +72,12 @@ def online_retail_path() -> Path:
     if not ONLINE_RETAIL.is_file():
         pytest.skip(f"real dataset absent: {ONLINE_RETAIL} (shared/datasets is not here)")
     return ONLINE_RETAIL
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[Any]:
+    """A local Ray of 2 CPUs for the tests of one module (marked ``ray``), shut down after it."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -5,7 +5,6 @@ One local Ray (2 CPUs) serves the whole module; every job reuses it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from salesformer.evaluation.backtest import backtest
 from salesformer.models.persist import load_model, save_model
 from salesformer.models.registry import make_model
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_cluster")]
 
 H = 6
 FAST_LGBM: dict[str, Any] = {"n_estimators": 20, "quantile_n_estimators": 10, "n_jobs": 1}
@@ -37,14 +36,6 @@ TINY_LM: dict[str, Any] = {
     "threads": 1,
     "progress": False,
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_cluster() -> Iterator[Any]:
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +23,10 @@ from salesformer.evaluation.backtest import backtest
 from salesformer.models.persist import load_model, save_model
 from salesformer.models.registry import make_model
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_cluster")]
 
 H = 4
 FAST_LGBM: dict[str, Any] = {"n_estimators": 15, "quantile_n_estimators": 8, "n_jobs": 1}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_cluster() -> Iterator[Any]:
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

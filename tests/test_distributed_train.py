@@ -19,7 +19,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,6 @@ pytest.importorskip("ray")
 pytest.importorskip("psutil")
 
 import psutil
-import ray
 
 from salesformer.cli.main import run
 from salesformer.data.contract import Panel
@@ -64,13 +62,6 @@ def invoke(args: list[str]) -> int:
 
 #: Relative tolerance of a 2-worker fit's validation loss and WAPE without dropout.
 EXACT_STEPS_RTOL = 1e-3
-
-
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from salesformer.distributed.cli import (
+    ITEMS_PER_PART_OPTION,
+    RAY_ADDRESS_OPTION,
+    WORKERS_OPTION,
+)
 from salesformer.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -138,18 +143,9 @@ def backtest_command(
     engine: str = typer.Option(
         "local", "--engine", help="local, or ray: backtest parts of the catalogue on Ray."
     ),
-    ray_address: str | None = typer.Option(
-        None,
-        "--ray-address",
-        help="Existing Ray cluster (host:6379, ray://host:10001, auto); default $RAY_ADDRESS, "
-        "else a local Ray.",
-    ),
-    workers: int | None = typer.Option(
-        None, "--workers", help="Ray workers (default: the cluster's CPUs)."
-    ),
-    items_per_part: int | None = typer.Option(
-        None, "--items-per-part", help="Items per part sent to a Ray worker (default 2000)."
-    ),
+    ray_address: str | None = RAY_ADDRESS_OPTION,
+    workers: int | None = WORKERS_OPTION,
+    items_per_part: int | None = ITEMS_PER_PART_OPTION,
 ) -> None:
     """Rolling-origin backtest of forecasters on a prepared panel (lm and auto included)."""
     from salesformer._io import atomic_dir

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import typer
+
 from salesformer.distributed.engine import check_engine, check_workers, import_ray
 from salesformer.errors import ConfigError
 
@@ -22,6 +24,18 @@ if TYPE_CHECKING:
     from salesformer.models.base import Forecaster
 
 DEFAULT_ITEMS_PER_PART = 2000
+
+#: The Ray options ``predict`` and ``backtest`` share (``fit`` has its own ``--workers``).
+RAY_ADDRESS_OPTION = typer.Option(
+    None,
+    "--ray-address",
+    help="Existing Ray cluster (host:6379, ray://host:10001, auto); default $RAY_ADDRESS, "
+    "else a local Ray.",
+)
+WORKERS_OPTION = typer.Option(None, "--workers", help="Ray workers (default: the cluster's CPUs).")
+ITEMS_PER_PART_OPTION = typer.Option(
+    None, "--items-per-part", help="Items per part sent to a Ray worker (default 2000)."
+)
 
 
 def check_engine_options(

@@ -39,7 +39,14 @@ from salesformer.explain.result import (
     unknown_item,
 )
 from salesformer.models.base import resolve_future
-from salesformer.models.lm.samples import N_CALENDAR, STATIC_FEATURES, Samples, Wide, build_samples
+from salesformer.models.lm.samples import (
+    N_CALENDAR,
+    STATIC_FEATURES,
+    Samples,
+    Wide,
+    build_samples,
+    is_cold,
+)
 from salesformer.text.encoder import import_torch, item_texts, mean_pool, shared_encoder
 
 BASELINE_TOKENS = ("pad", "mask")
@@ -242,11 +249,22 @@ class _Forward:
         self.inputs = inputs
         self.horizon = horizon
         self.median = list(model.levels).index(0.5)
+        calibration = model.calibration_
+        self.damping: Any = None
+        if not calibration.keeps_median and not is_cold(inputs.sample)[0]:
+            self.growth_edges = self.torch.tensor(
+                calibration.growth_edges, dtype=self.torch.float32
+            )
+            self.damping = self.torch.tensor(calibration.damping, dtype=self.torch.float32)
 
     def sales(self, hist: Any, mask: Any, static: Any, future: Any, level: Any, text: Any) -> Any:
-        """Point forecast, (batch, horizon), from the head's inputs."""
+        """Point forecast, (batch, horizon), from the head's inputs (growth damped as predict)."""
         quantiles = self.head(hist, mask, static, future, text)
-        median = quantiles[:, : self.horizon, self.median] + level
+        growth = quantiles[:, : self.horizon, self.median]
+        if self.damping is not None:  # the model's damping of the growth above the level
+            bucket = self.torch.bucketize(growth.contiguous(), self.growth_edges)
+            growth = growth * self.damping[bucket]
+        median = growth + level
         return self.torch.expm1(median.clamp(-20.0, 20.0))
 
     def pooled(self, embeddings: Any, tokens: dict[str, Any]) -> Any:

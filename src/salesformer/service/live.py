@@ -27,7 +27,7 @@ from salesformer.data.contract import DATE, ITEM_ID
 from salesformer.errors import ConfigError
 from salesformer.models.base import Forecaster, check_quantiles
 from salesformer.models.base import tidy_forecast_values as tidy
-from salesformer.models.lm.samples import Wide, build_samples, price_columns
+from salesformer.models.lm.samples import Wide, build_samples, growth_level, price_columns
 from salesformer.service.history import ItemEvents, LiveHistory, PeriodGrid
 
 
@@ -172,7 +172,9 @@ class LiveForecaster:
                     np.ascontiguousarray(model._encode_texts([text]), dtype=np.float32)
                 )
         raw = self._head(samples, vector)[:horizon] + samples.level[0]
-        logq = model.calibration_.apply(raw)  # as LMForecaster.predict does
+        logq = model.calibration_.apply(  # as LMForecaster.predict does
+            raw, level=np.full(len(raw), growth_level(samples)[0])
+        )
         dates = wide.dates[wide.n_history : wide.n_history + horizon]
         return LiveForecast(dates, *_sales_quantiles(logq, self.levels, levels))
 

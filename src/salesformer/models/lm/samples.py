@@ -207,6 +207,16 @@ def _typical_price(wide: Wide, item: np.ndarray, cols: np.ndarray, seen: np.ndar
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
+def is_cold(samples: Samples) -> np.ndarray:
+    """True for samples forecast without history (launches, new items)."""
+    return np.asarray(samples.static[:, STATIC_FEATURES.index("cold")] > 0.5)
+
+
+def growth_level(samples: Samples) -> np.ndarray:
+    """Each sample's level for the growth damping: NaN (never damped) without history."""
+    return np.where(is_cold(samples), np.nan, samples.level.astype(np.float64))
+
+
 def build_samples(
     wide: Wide,
     item: np.ndarray,

@@ -9,10 +9,12 @@ the embedded generator with distinct seeds) and measures, each run in its own pr
 * **backtest**: per-series baselines (``--backtest-models``) over ``--windows`` rolling cutoffs:
   ``evaluation.backtest.backtest`` (local) vs ``backtest_on_ray`` with 1 and 2 workers;
 
-with wall time, the peak memory of the driver process and, for Ray, of every worker. The Ray
+with wall time, the peak memory of the driver process and, for Ray, of every worker: its peak
+resident set (which counts the pages of Ray's object store it mapped) and its peak private
+memory (USS, what the worker alone holds; see ``benchmarks/ray_memory.py``). The Ray
 outputs are checked against the local ones (identical forecasts). With ``--scaling`` the Ray
-runs are repeated on smaller catalogues, to show how memory per worker grows (or does not) with
-the number of items. The cost at 1M and 10M items is projected from the measured per-item cost.
+runs are repeated on smaller catalogues, to show how memory per worker grows (or does not)
+with the number of items. The cost at 1M and 10M items is projected from the measured per-item cost.
 
 Results: ``benchmarks/results/ray.json`` and ``.md``. Usage::
 
@@ -147,6 +149,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         "seconds": round(seconds, 1),
         "driver_peak_rss_mb": round(peak_rss_mb()),
         "worker_peak_rss_mb": report.get("worker_peak_rss_mb"),
+        "worker_peak_private_mb": report.get("worker_peak_private_mb"),
         "parts": report.get("parts"),
     }
 
@@ -204,6 +207,7 @@ def projection(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             slope, fixed = big["seconds"] / big["items"], 0.0
         core_seconds = max(slope, 0.0) * most
         peaks = {r["items"]: max(r["worker_peak_rss_mb"] or [0]) for r in sized}
+        private = {r["items"]: _peak(r.get("worker_peak_private_mb")) for r in sized}
         for target in (1_000_000, 10_000_000):
             for cluster in (2, 32, 256):
                 out.append(
@@ -215,6 +219,7 @@ def projection(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                         "startup_seconds": round(fixed, 1),
                         "hours": round((core_seconds * target / cluster + fixed) / 3600, 2),
                         "worker_peak_rss_mb_measured": peaks,
+                        "worker_peak_private_mb_measured": private,
                     }
                 )
     return out
@@ -231,10 +236,20 @@ def memory_by_items(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "workers": r["workers"],
                     "items": r["items"],
                     "worker_peak_rss_mb": max(r["worker_peak_rss_mb"] or [0]),
+                    "worker_peak_private_mb": _peak(r.get("worker_peak_private_mb")),
                     "driver_peak_rss_mb": r["driver_peak_rss_mb"],
                 }
             )
     return sorted(out, key=lambda m: (m["kind"], m["workers"], m["items"]))
+
+
+def _peak(values: list[float] | None) -> float | None:
+    """The largest of the workers' figures; None when not measured (older rows, no Linux)."""
+    return max(values) if values else None
+
+
+def _mb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -246,18 +261,23 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['weeks']} weeks; batch forecasting with a frozen LM ({result['horizon']} weeks), "
         f"backtest of {', '.join(result['backtest_models'])} over {result['windows']} cutoffs.",
         "",
-        "| job | engine | workers | items | wall s | driver peak MB | worker peak MB "
-        "| same as local |",
-        "|---|---|---|---|---|---|---|---|",
+        "| job | engine | workers | items | wall s | driver peak MB | worker peak RSS MB "
+        "| worker peak private MB | same as local |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["runs"]:
-        peaks = r["worker_peak_rss_mb"]
-        worker = "-" if not peaks else f"{max(peaks):.0f}"
+        rss = _mb(_peak(r["worker_peak_rss_mb"]))
+        private = _mb(_peak(r.get("worker_peak_private_mb")))
         same = {True: "yes", False: "NO", None: "-"}[r.get("same_as_local")]
         lines.append(
             f"| {r['kind']} | {r['engine']} | {r['workers'] or '-'} | {r['items']:,} | "
-            f"{r['seconds']} | {r['driver_peak_rss_mb']} | {worker} | {same} |"
+            f"{r['seconds']} | {r['driver_peak_rss_mb']} | {rss} | {private} | {same} |"
         )
+    lines += [
+        "",
+        "Worker peak RSS counts the pages of Ray's object store the worker mapped (shared with "
+        "the store); worker peak private is its unique set size (USS), sampled while parts run.",
+    ]
     lines += ["", "Projection from the measured per-item cost (core-seconds per item, linear):", ""]
     lines += [
         "| job | items | workers | core-s per item | start-up s | hours |",
@@ -310,7 +330,7 @@ def main() -> None:
         panel_dir = build_catalogue(work / f"catalogue-{items}-{args.weeks}", items, args.weeks)
         model_dir = work / f"lm-{items}-{args.weeks}"
         fits[items] = fit_lm(panel_dir, model_dir, args.horizon, args.threads)
-        engines = [("local", None)] if items == args.items else []
+        engines: list[tuple[str, int | None]] = [("local", None)] if items == args.items else []
         engines += [("ray", w) for w in workers if items == args.items or w == max(workers)]
         for kind in ("predict", "backtest"):
             reference = None

@@ -16,6 +16,7 @@ from salesformer.cli.main import run
 from salesformer.data.contract import ITEM_ID, Panel
 from salesformer.data.synthetic import generate_catalogue
 from salesformer.distributed.backtest import backtest_on_ray
+from salesformer.distributed.pool import RunReport
 from salesformer.distributed.predict import predict_on_ray
 from salesformer.evaluation.backtest import backtest
 from salesformer.models.persist import load_model, save_model
@@ -42,6 +43,27 @@ TINY_LM: dict[str, Any] = {
 def panel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     panel = generate_catalogue(n_items=36, n_weeks=70, seed=5).panel()
     return panel.save(tmp_path_factory.mktemp("panel") / "panel")
+
+
+def check_memory(report: RunReport, jobs: dict[str, int]) -> None:
+    """Both peaks per worker, private <= resident, and one reading per part and pass."""
+    rss = report.worker_peak_rss_mb
+    assert 1 <= len(rss) <= report.workers
+    seen: dict[str, int] = {}
+    for reading in report.part_memory:
+        seen[reading["job"]] = seen.get(reading["job"], 0) + 1
+    assert seen == jobs
+    if not Path("/proc/self/smaps_rollup").is_file():
+        assert report.worker_peak_private_mb is None
+        return
+    private = report.worker_peak_private_mb
+    assert private is not None and len(private) == len(rss)
+    for peak_rss, peak_private in zip(rss, private, strict=True):
+        assert 50.0 < peak_private <= peak_rss  # a Python worker with pandas holds > 50 MiB
+    for r in report.part_memory:
+        assert 0.0 < r["private_mb"] <= r["rss_mb"] <= r["peak_rss_mb"]
+        assert r["private_mb"] + r["shared_mb"] == pytest.approx(r["rss_mb"], abs=0.2)
+        assert r["private_mb"] <= r["peak_private_mb"] and r["shmem_mb"] >= 0.0
 
 
 def saved_model(name: str, settings: dict[str, Any], panel_dir: Path, folder: Path) -> Path:
@@ -82,8 +104,11 @@ def test_predict_equals_local(
     assert (report.parts, report.items, report.rows) == (8, 36, 36 * H)
     passes = 2 if name == "SeasonalNaive" else 1  # statistical: calibration, then forecasts
     assert seen[-1] == (8 * passes, 8 * passes)
-    assert report.workers == 2 and len(report.worker_peak_rss_mb) >= 1
+    assert report.workers == 2
+    per_item = {"calibrate_part": 8, "forecast_items_part": 8}  # fitted on each part
+    check_memory(report, per_item if name == "SeasonalNaive" else {"forecast_part": 8})
     assert report.to_dict()["model"] == name
+    assert report.to_dict()["worker_peak_private_mb"] == report.worker_peak_private_mb
 
 
 def test_lm_predict_equals_local_in_csv(panel_dir: Path, tiny_encoder: str, tmp_path: Path) -> None:
@@ -123,6 +148,7 @@ def test_backtest_equals_local(panel_dir: Path, tmp_path: Path) -> None:
     timing_keys = result.timings[["model", "cutoff"]].reset_index(drop=True)
     assert_frame_equal(timing_keys, local.timings[["model", "cutoff"]])
     assert report.parts == 6 and report.rows == len(local.forecasts)
+    check_memory(report, {"survey_part": 6, "forecast_part": 6})
 
 
 def invoke(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

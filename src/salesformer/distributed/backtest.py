@@ -16,7 +16,10 @@ and each part is put once in Ray's object store. Then, on a pool of worker actor
    are joined as the local backtest joins them.
 
 The driver holds the parts' object references, the pooled calibration errors and the scored
-forecasts it returns (what :class:`BacktestResult` holds), never the panel itself.
+forecasts it returns (what :class:`BacktestResult` holds), never the panel itself. What it
+keeps of a part's result it copies out of the object store (:func:`_owned`): Ray hands
+numeric columns over as read-only views of the store, and a view that stays referenced keeps
+its object pinned there, so the store could never reuse that memory.
 """
 
 from __future__ import annotations
@@ -259,7 +262,7 @@ def backtest_on_ray(
         def take_survey(_index: int, result: dict[str, Any]) -> None:
             counts[:] += np.asarray(result["counts"], dtype=int)
             for key, rows in result["errors"].items():
-                errors.setdefault(key, []).append(rows)
+                errors.setdefault(key, []).append(np.array(rows))  # a copy: see _owned
 
         run_parts(
             ray,
@@ -353,6 +356,17 @@ def backtest_on_ray(
     return result, report
 
 
+def _owned(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``frame`` in the driver's own memory.
+
+    A frame from ``ray.get`` holds its numeric columns as read-only views of Ray's object
+    store; kept, they pin the part's result there for the whole job (the store cannot reuse
+    it, so every later part lands on fresh store pages, which each worker then maps: its
+    resident memory grew with the number of parts). The copy lets the store free it.
+    """
+    return frame.copy(deep=True)
+
+
 class _Collector:
     """Scored forecasts, facts and timings of the parts, and the optional streamed file."""
 
@@ -365,9 +379,9 @@ class _Collector:
 
     def add(self, _index: int, result: dict[str, Any]) -> None:
         for c, frame in result["frames"]:
-            self.frames[c].append(frame)
+            self.frames[c].append(_owned(frame))
         for c, facts in result["facts"]:
-            self.facts[c].append(facts)
+            self.facts[c].append(_owned(facts))
         for m, c, fit, predict in result["timings"]:
             totals = self.seconds.setdefault((m, c), [0.0, 0.0])
             totals[0] += fit

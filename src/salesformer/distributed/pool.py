@@ -6,6 +6,10 @@ errors) once and keeps them, so a model is deserialised once per worker, not onc
 The driver keeps a bounded number of parts in flight (``2 x workers``) and hands results to
 ``on_result`` in part order, each part exactly once, whatever order they finish in and however
 often Ray retried them.
+
+With each part a worker reports its memory (:mod:`salesformer.distributed.memory`): its peak
+resident set, which counts the object-store pages it mapped, and its peak private memory
+(USS), which does not; :class:`RunReport` keeps both per worker and a reading per part.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from salesformer.distributed.memory import PeakSampler, process_memory
 from salesformer.distributed.parts import Part
 
 #: ``job(panel, shared_objects, **options) -> result``; a module-level function.
@@ -44,10 +49,18 @@ class RunReport:
         rows: rows written (or collected).
         seconds: wall time of the job, connection included.
         workers: actors used.
-        worker_peak_rss_mb: peak resident memory of each worker process, MiB (a restarted
-            worker counts as a new process).
+        worker_peak_rss_mb: peak resident memory (``ru_maxrss``) of each worker, MiB: the
+            largest over its processes (a restarted worker is a new process). It includes
+            the pages of Ray's object store the worker mapped (parts read, results written).
+        worker_peak_private_mb: peak private memory (USS, sampled while parts run) of each
+            worker, MiB: what the worker alone holds. None where the platform cannot tell
+            (no ``/proc/self/smaps_rollup``).
         driver_peak_rss_mb: peak resident memory of the driver process, MiB.
         worker_restarts: worker processes that replaced a dead one during the job.
+        part_memory: one reading per part, in the order parts finished: ``job``, ``part``,
+            ``worker``, ``pid``, ``peak_rss_mb``, ``peak_private_mb`` (during the part) and
+            the worker's memory after it (``rss_mb``, ``private_mb``, ``shared_mb``,
+            ``pss_mb``, ``anon_mb``, ``shmem_mb``, ``file_mb``; None where unknown).
     """
 
     model: str = ""
@@ -58,8 +71,10 @@ class RunReport:
     seconds: float = 0.0
     workers: int = 0
     worker_peak_rss_mb: list[float] = field(default_factory=list)
+    worker_peak_private_mb: list[float] | None = None
     driver_peak_rss_mb: float = 0.0
     worker_restarts: int = 0
+    part_memory: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON types."""
@@ -91,11 +106,27 @@ class PartWorker:
 
     def run(
         self, index: int, job: Job, part: Part, shared: list[Any], options: dict[str, Any]
-    ) -> tuple[int, Any, int, float]:
-        """``(index, job(part panel, shared objects, **options), pid, peak RSS MiB)``."""
-        objects = self._resolve(shared)
-        result = job(part.to_panel(), objects, **options)
-        return index, result, os.getpid(), peak_rss_mb()
+    ) -> tuple[int, Any, dict[str, Any]]:
+        """``(index, job(part panel, shared objects, **options), memory facts)``.
+
+        The facts: ``pid``, ``peak_rss_mb``, ``peak_private_mb`` (during the part) and the
+        fields of :class:`ProcessMemory` after it (None where unknown).
+        """
+        with PeakSampler() as sampler:
+            objects = self._resolve(shared)
+            result = job(part.to_panel(), objects, **options)
+        now = process_memory()
+        peak_rss, peak_private = peak_rss_mb(), sampler.peak_mb
+        if now is not None:  # the kernel updates its peak RSS lazily: it may lag the reading
+            peak_rss = max(peak_rss, now.rss_mb)
+            peak_private = max(peak_private or 0.0, now.private_mb)
+        facts: dict[str, Any] = {
+            "pid": os.getpid(),
+            "peak_rss_mb": round(peak_rss, 1),
+            "peak_private_mb": None if peak_private is None else round(peak_private, 1),
+        }
+        facts.update(asdict(now) if now is not None else {})
+        return index, result, facts
 
     def call(self, job: Job, shared: list[Any], options: dict[str, Any]) -> Any:
         """``job(shared objects, **options)``: a job on no part (a fit on all items)."""
@@ -110,18 +141,30 @@ def start_workers(ray: Any, n_workers: int) -> list[Any]:
 
 @dataclass
 class _Tracker:
-    """Per-worker process ids and peak memory seen in results."""
+    """Per-worker process ids, peak memory and the memory reading of each part."""
 
     pids: list[set[int]]
     peaks: list[dict[int, float]]
+    private: list[dict[int, float]] = field(default_factory=list)
+    readings: list[dict[str, Any]] = field(default_factory=list)
 
-    def record(self, worker: int, pid: int, rss: float) -> None:
+    def record(self, worker: int, job: str, index: int, facts: dict[str, Any]) -> None:
+        pid = int(facts["pid"])
         self.pids[worker].add(pid)
-        self.peaks[worker][pid] = max(rss, self.peaks[worker].get(pid, 0.0))
+        self.peaks[worker][pid] = max(facts["peak_rss_mb"], self.peaks[worker].get(pid, 0.0))
+        if facts.get("peak_private_mb") is not None:
+            while len(self.private) <= worker:
+                self.private.append({})
+            seen = self.private[worker].get(pid, 0.0)
+            self.private[worker][pid] = max(facts["peak_private_mb"], seen)
+        self.readings.append({"job": job, "part": index, "worker": worker, **facts})
 
     def fill(self, report: RunReport) -> None:
         report.worker_peak_rss_mb = [round(max(peaks.values()), 1) for peaks in self.peaks if peaks]
+        private = [round(max(p.values()), 1) for p in self.private if p]
+        report.worker_peak_private_mb = private or None
         report.worker_restarts = sum(max(0, len(p) - 1) for p in self.pids)
+        report.part_memory = list(self.readings)
 
 
 def run_parts(
@@ -164,9 +207,9 @@ def run_parts(
         for ref in ready:
             slot = in_flight.pop(ref)
             load[slot] -= 1
-            index, result, pid, rss = ray.get(ref)
+            index, result, facts = ray.get(ref)
             if tracker is not None:
-                tracker.record(slot, pid, rss)
+                tracker.record(slot, getattr(job, "__name__", "job"), index, facts)
             if index in written or index in finished:
                 continue  # a part is written once, even if Ray ran it twice
             finished[index] = result

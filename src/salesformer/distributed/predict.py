@@ -214,7 +214,8 @@ def predict_on_ray(
                 calibrate_part,
                 shared,
                 {"horizon": steps, "dates": layout.dates},
-                lambda _index, rows: pooled.append(rows),
+                # a copy: a kept view of the object store would pin the result there
+                lambda _index, rows: pooled.append(np.array(rows)),
                 total=total,
                 progress=progress,
                 tracker=tracker,

@@ -33,12 +33,16 @@ import inventory as inv
 
 
 def replay_near(
-    frame: pd.DataFrame, model: str, rho: float, fill: float, values: pd.DataFrame
+    frame: pd.DataFrame, model: str, chosen: dict[str, float], fill: float, values: pd.DataFrame
 ) -> tuple[pd.DataFrame, float, float]:
-    """Per-item replay at the curve target whose unit fill rate is closest to ``fill``."""
+    """Per-item replay at the curve target whose unit fill rate is closest to ``fill``.
+
+    ``chosen``: the validation's ``week_correlation`` and ``spread_scale`` for the model.
+    """
     settings = ReplaySettings(
         service_type="fill-rate",
-        week_correlation=rho,
+        week_correlation=chosen["week_correlation"],
+        spread_scale=chosen["spread_scale"],
         lead_time=1,
         n_samples=500,
         seed=0,
@@ -62,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--store", type=Path, default=inv.RESULTS / "forecasts")
     parser.add_argument("--out", type=Path, default=inv.RESULTS)
     args = parser.parse_args(argv)
-    chosen_rho = json.loads((args.out / "inventory.json").read_text())["chosen_week_correlation"]
+    chosen_rho = json.loads((args.out / "inventory.json").read_text())["chosen_settings"]
     values = inv.unit_values(args.source)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     frames = {m: inv.load_forecasts(args.store, m) for m in [*models, inv.BASELINE]}

@@ -39,8 +39,10 @@ def normal_cube(n: int, weeks: int, levels: np.ndarray = FINE) -> np.ndarray:
     return np.broadcast_to(norm.ppf(levels, MU, SD), (n, weeks, len(levels))).copy()
 
 
-def normal_draws(lead: list[int], review: list[int], correlation: float = 0.0) -> DemandDraws:
-    settings = PlanSettings(n_samples=40_000, week_correlation=correlation)
+def normal_draws(
+    lead: list[int], review: list[int], correlation: float = 0.0, spread: float = 1.0
+) -> DemandDraws:
+    settings = PlanSettings(n_samples=40_000, week_correlation=correlation, spread_scale=spread)
     cube = normal_cube(len(lead), max(a + b for a, b in zip(lead, review, strict=True)))
     return draw_demand(
         FINE, cube, np.array(lead), np.array(review), settings, np.random.default_rng(1)
@@ -93,6 +95,19 @@ def test_full_week_correlation_gives_sum_of_weekly_quantiles() -> None:
     draws = normal_draws([3], [1], correlation=1.0)
     level = cycle_level(draws, np.array([0.95]))
     assert abs(level[0] - math.ceil(4 * norm.ppf(0.95, MU, SD))) <= 1.0
+
+
+def test_spread_scale_widens_each_week_around_its_median() -> None:
+    # N(50, 10) widened by 1.5 is N(50, 15): the 0.95 level of one week moves accordingly
+    draws = normal_draws([0], [1], spread=1.5)
+    level = cycle_level(draws, np.array([0.95]))[0]
+    assert abs(level - math.ceil(norm.ppf(0.95, MU, 1.5 * SD))) <= 1.0
+    assert abs(float(np.median(draws.protection)) - MU) < 0.5
+    narrow = cycle_level(normal_draws([0], [1], spread=0.5), np.array([0.95]))[0]
+    assert abs(narrow - math.ceil(norm.ppf(0.95, MU, 0.5 * SD))) <= 1.0
+    for wrong in (0.1, 5, True):
+        with pytest.raises(ConfigError, match="spread scale must be a number in"):
+            PlanSettings(spread_scale=wrong)
 
 
 def test_week_correlation_widens_lead_time_demand() -> None:
@@ -289,6 +304,7 @@ def test_cli_plan_inventory_writes_a_plan(
         ([], {"item_id": ["A", "ZZ"]}, "have no forecast, e.g. ['ZZ']"),
         (["--model", "somewhere"], None, "give exactly one of --model MODEL_DIR or --forecasts"),
         (["--seed", "-1"], None, "seed must be a whole number >= 0; got -1"),
+        (["--spread-scale", "9"], None, "spread scale must be a number in [0.25, 4]; got 9.0"),
     ],
 )
 def test_cli_plan_inventory_bad_input(

@@ -141,3 +141,9 @@ def test_replay_errors() -> None:
         replay_policy(holes, "m", [0.9])
     with pytest.raises(ConfigError, match="lead_time must be a whole number >= 0"):
         ReplaySettings(lead_time=-1)
+
+
+def test_replay_passes_the_spread_scale_to_the_planner() -> None:
+    assert ReplaySettings(spread_scale=1.5).plan_settings(0.9).spread_scale == 1.5
+    with pytest.raises(ConfigError, match="spread scale"):
+        ReplaySettings(spread_scale=0.0)

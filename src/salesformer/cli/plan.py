@@ -44,6 +44,12 @@ def inventory_command(
         help="Correlation of forecast errors between weeks, 0 (independent) .. 1 "
         "(fully dependent).",
     ),
+    spread_scale: float = typer.Option(
+        1.0,
+        "--spread-scale",
+        help="Widen (>1) or narrow (<1) each week's forecast distribution around its median "
+        "before planning, 0.25 .. 4.",
+    ),
     forecast_model: str | None = typer.Option(
         None, "--forecast-model", help="Model column to use when --forecasts holds several."
     ),
@@ -76,6 +82,7 @@ def inventory_command(
         week_correlation=week_correlation,
         n_samples=samples,
         seed=seed,
+        spread_scale=spread_scale,
     )
     policies = read_policies(read_table(stock, "--stock"))
     if forecasts is not None:

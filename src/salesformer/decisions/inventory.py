@@ -14,6 +14,9 @@ Monte Carlo and summed. The weeks are joined by a Gaussian copula with one corre
 ``week_correlation`` between every pair of weeks: 0 treats the weeks' forecast errors as
 independent, 1 as fully dependent (then the lead-time quantile *is* the sum of the weekly
 quantiles). Positive values suit forecasts whose errors persist (a level that is off stays off).
+``spread_scale`` widens (above 1) or narrows (below 1) every week's distribution around its
+median before the draws, for forecasts whose quantiles are known to be too narrow or too wide
+for planning (choose it, like the correlation, on a validation replay: ``benchmarks/inventory.py``).
 
 **Service targets.** ``cycle`` (type 1): S is the smallest whole number with
 P(D_{L+R} <= S) >= target, the chance of no stock-out in a review cycle. ``fill-rate``
@@ -68,6 +71,8 @@ class PlanSettings:
             best value for the LM and auto forecasts.
         n_samples: Monte Carlo draws of the lead-time demand per item, >= 100.
         seed: seed of the draws (whole number >= 0); the same seed gives the same plan.
+        spread_scale: factor on every week's distance from its median forecast, in
+            [0.25, 4] (1: the forecast as it is; 1.5: half as wide again).
     """
 
     service_level: float = 0.95
@@ -75,6 +80,7 @@ class PlanSettings:
     week_correlation: float = 0.5
     n_samples: int = 4000
     seed: int = 0
+    spread_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 < float(self.service_level) < 1.0:
@@ -90,6 +96,12 @@ class PlanSettings:
             raise ConfigError(
                 f"week correlation must lie in [0, 1]; got {self.week_correlation!r}; "
                 "0 means independent weeks"
+            )
+        scale = self.spread_scale
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0.25 <= scale <= 4:
+            raise ConfigError(
+                f"spread scale must be a number in [0.25, 4]; got {scale!r}; 1 keeps the "
+                "forecast's spread"
             )
         if isinstance(self.n_samples, bool) or int(self.n_samples) < 100:
             raise ConfigError(f"n_samples must be a whole number >= 100; got {self.n_samples!r}")
@@ -296,7 +308,7 @@ def draw_demand(
         values: weekly quantile values ``(n, w, K)``; week 0 is the first week after now.
         lead_time: L per item ``(n,)``; ``L + R <= w`` is required.
         review_period: R per item ``(n,)``.
-        settings: the correlation between weeks and the number of draws.
+        settings: the correlation between weeks, the spread scale and the number of draws.
         rng: the random generator.
     """
     from scipy.special import ndtr
@@ -309,6 +321,10 @@ def draw_demand(
         common = rng.standard_normal((n, s, 1))
         shocks = math.sqrt(rho) * common + math.sqrt(1.0 - rho) * shocks
     demand = weekly_quantile_function(levels, values, ndtr(shocks))
+    scale = float(settings.spread_scale)
+    if scale != 1.0:
+        center = weekly_quantile_function(levels, values, np.full((n, 1, weeks), 0.5))
+        demand = np.maximum(center + scale * (demand - center), 0.0)
     week = np.arange(weeks)
     in_lead = week[None, :] < lead_time[:, None]  # (n, w)
     in_protection = week[None, :] < (lead_time + review_period)[:, None]

@@ -57,6 +57,8 @@ class ReplaySettings:
         n_samples: Monte Carlo draws per planned level.
         seed: seed of the draws.
         lost_sales: demand that finds no stock is lost (True) or backordered (False).
+        spread_scale: factor on every week's distance from its median (see
+            :class:`PlanSettings`).
     """
 
     lead_time: int = 1
@@ -66,6 +68,7 @@ class ReplaySettings:
     n_samples: int = 1000
     seed: int = 0
     lost_sales: bool = True
+    spread_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if (
@@ -92,6 +95,7 @@ class ReplaySettings:
             week_correlation=self.week_correlation,
             n_samples=self.n_samples,
             seed=self.seed,
+            spread_scale=self.spread_scale,
         )
 
 

@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from online_retail import RESULTS
-from scale_ray import build_catalogue
+from scale_ray import build_catalogue, catalogue_options, run_child
 
 MODELS = ("SeasonalNaive", "CrostonSBA", "ADIDA")
 VARIANTS = ("pinned", "copied")
@@ -74,18 +73,6 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         "driver_peak_rss_mb": report.driver_peak_rss_mb,
         "part_memory": parts,
     }
-
-
-def run_child(spec: dict[str, Any]) -> dict[str, Any]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(spec)],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 def summary(run: dict[str, Any]) -> dict[str, Any]:
@@ -145,10 +132,7 @@ def markdown(result: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", default="25000,50000")
-    parser.add_argument("--weeks", type=int, default=104)
-    parser.add_argument("--horizon", type=int, default=8)
-    parser.add_argument("--windows", type=int, default=2)
-    parser.add_argument("--items-per-part", type=int, default=5000)
+    catalogue_options(parser)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--work", type=Path, default=None, help="folder for the catalogues")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -176,7 +160,7 @@ def main() -> None:
                 "models": list(MODELS),
                 "items_per_part": args.items_per_part,
             }
-            run = run_child(spec)
+            run = run_child(spec, 1, __file__)
             runs.append(run)
             print(json.dumps(summary(run)), flush=True)
     result = {

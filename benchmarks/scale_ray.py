@@ -154,11 +154,12 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_child(spec: dict[str, Any], threads: int) -> dict[str, Any]:
-    """:func:`child` in a fresh process (its own peak memory, its own Ray cluster)."""
+def run_child(spec: dict[str, Any], threads: int, script: str = __file__) -> dict[str, Any]:
+    """``script --child SPEC`` in a fresh process (its own peak memory, its own Ray cluster);
+    its last line of output, as JSON."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "SALESFORMER_BENCH_THREADS": str(threads)}
     done = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(spec)],
+        [sys.executable, script, "--child", json.dumps(spec)],
         env=env,
         check=True,
         capture_output=True,
@@ -291,15 +292,20 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=100_000)
+def catalogue_options(parser: argparse.ArgumentParser) -> None:
+    """The catalogue and backtest options shared with ``ray_memory.py``."""
     parser.add_argument("--weeks", type=int, default=104)
     parser.add_argument("--horizon", type=int, default=8)
     parser.add_argument("--windows", type=int, default=2)
+    parser.add_argument("--items-per-part", type=int, default=5000)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=100_000)
+    catalogue_options(parser)
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--scaling", default="25000", help="smaller catalogues for the Ray runs")
-    parser.add_argument("--items-per-part", type=int, default=5000)
     parser.add_argument("--backtest-models", default="SeasonalNaive,CrostonSBA,ADIDA")
     parser.add_argument("--work", type=Path, default=None, help="folder for catalogues and models")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)

@@ -200,3 +200,28 @@ def test_cli_errors_are_one_line(
         code, _, err = invoke([*base, *extra], capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "f.parquet").exists()
+
+
+def test_lm_and_auto_backtests_equal_local(
+    panel_dir: Path, tiny_encoder: str, tmp_path: Path
+) -> None:
+    """The LM and auto (LM candidate) are fitted once per cutoff as a task, then every part is
+    forecast on the workers through ``for_items``: the same forecasts as a local backtest."""
+    pytest.importorskip("torch")
+    lm_settings = {"encoder": tiny_encoder, **TINY_LM}
+    models = [
+        make_model("LM", **lm_settings),
+        make_model(
+            "auto",
+            candidates=("LM", "ADIDA"),
+            candidate_settings={"LM": lm_settings},
+            horizon=H,
+            min_segment_series=5,
+        ),
+    ]
+    local = backtest(models, Panel.load(panel_dir), H, n_windows=1)
+    result, report = backtest_on_ray(models, panel_dir, H, n_windows=1, items_per_part=10)
+    assert_frame_equal(result.forecasts, local.forecasts)
+    assert_frame_equal(result.metrics(), local.metrics())
+    assert report.parts == 4 and report.rows == len(local.forecasts)
+    assert {"LM", "auto"} <= set(result.metrics()["model"])

@@ -206,7 +206,11 @@ def test_lm_and_auto_backtests_equal_local(
     panel_dir: Path, tiny_encoder: str, tmp_path: Path
 ) -> None:
     """The LM and auto (LM candidate) are fitted once per cutoff as a task, then every part is
-    forecast on the workers through ``for_items``: the same forecasts as a local backtest."""
+    forecast on the workers through ``for_items``: the local backtest's forecasts, to float32
+    rounding. A fit that runs in another process may encode some item texts in other batches
+    than the local one did (the embedding cache of the process and on disk decides which), and
+    the encoder rounds a text's vector differently in a batch of another size or padding
+    (about 1e-7); predicting with a fitted model is exact (test_lm_predict_equals_local_in_csv)."""
     pytest.importorskip("torch")
     lm_settings = {"encoder": tiny_encoder, **TINY_LM}
     models = [
@@ -221,7 +225,7 @@ def test_lm_and_auto_backtests_equal_local(
     ]
     local = backtest(models, Panel.load(panel_dir), H, n_windows=1)
     result, report = backtest_on_ray(models, panel_dir, H, n_windows=1, items_per_part=10)
-    assert_frame_equal(result.forecasts, local.forecasts)
-    assert_frame_equal(result.metrics(), local.metrics())
+    assert_frame_equal(result.forecasts, local.forecasts, check_exact=False, rtol=1e-5, atol=1e-6)
+    assert_frame_equal(result.metrics(), local.metrics(), check_exact=False, rtol=1e-5)
     assert report.parts == 4 and report.rows == len(local.forecasts)
     assert {"LM", "auto"} <= set(result.metrics()["model"])

@@ -17,14 +17,13 @@ without history); ``reads-text`` narrows the text projection to 16 and hides the
 half the samples (the settings of ``tests/test_explain_faithfulness.py``). Nothing is tuned
 here: the numbers measure explanations of fixed models.
 
-    python benchmarks/explain_faithfulness.py [--seeds 1 2 3] [--items 20] [--steps 32]
+Results: ``benchmarks/results/explain_faithfulness.json`` and ``.md``. Usage::
 
-Writes ``benchmarks/results/explain_faithfulness.json`` and ``.md``.
+    python -m benchmarks.explain_faithfulness [--seeds 1 2 3] [--items 20] [--steps 32]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -32,11 +31,11 @@ from typing import Any
 
 import pandas as pd
 
+from benchmarks.harness import RESULTS, argument_parser, write_results
 from salesformer.data.synthetic import generate_catalogue
 from salesformer.explain.faithfulness import evaluate_faithfulness
 from salesformer.models.lm import LMForecaster
 
-RESULTS = Path(__file__).resolve().parent / "results"
 COMMON: dict[str, Any] = {
     "finetune": "frozen",
     "head_epochs": 15,
@@ -84,13 +83,14 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argument_parser(__doc__, __file__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--items", type=int, default=20)
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
     results = []
     for setting in args.settings:
         for seed in args.seeds:
@@ -102,9 +102,8 @@ def main() -> None:
     summary = table.groupby("setting", sort=False)[numeric].mean().round(3).reset_index()
     print(table.to_string(index=False))
     print(summary.to_string(index=False))
-    RESULTS.mkdir(exist_ok=True)
     payload = {
-        "command": "python benchmarks/explain_faithfulness.py "
+        "command": "python -m benchmarks.explain_faithfulness "
         f"--seeds {' '.join(map(str, args.seeds))} --items {args.items} --steps {args.steps}",
         "encoder": "all-MiniLM-L6-v2 (frozen)",
         "catalogue": "generate_catalogue(n_items=160, n_weeks=104, seed=<seed>)",
@@ -112,7 +111,6 @@ def main() -> None:
         "runs": results,
         "summary": summary.to_dict(orient="records"),
     }
-    (RESULTS / "explain_faithfulness.json").write_text(json.dumps(payload, indent=2) + "\n")
     lines = [
         "# Faithfulness of the LM's word attributions (synthetic catalogue)",
         "",
@@ -126,7 +124,7 @@ def main() -> None:
         markdown(table),
         "",
     ]
-    (RESULTS / "explain_faithfulness.md").write_text("\n".join(lines))
+    write_results("explain_faithfulness", payload, "\n".join(lines), args.out, argv)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Why a Ray backtest worker's resident memory grew with the catalogue: memory part by part.
 
 Runs ``backtest_on_ray`` (SeasonalNaive, CrostonSBA, ADIDA; 2 cutoffs, horizon 8) on the
-synthetic catalogues of ``benchmarks/scale_ray.py`` (built in ``--work`` if absent) with one
+synthetic catalogues of ``python -m benchmarks.scale_ray`` (built in ``--work`` if absent) with one
 worker, each run in its own process and Ray, and records the worker's memory after every part
 (:attr:`RunReport.part_memory`): resident set (RSS), private memory (USS), pages shared with
 other processes, and ``RssShmem``, the pages of Ray's object store the worker has mapped.
@@ -16,7 +16,7 @@ Two variants of the driver:
 
 Results: ``benchmarks/results/ray_memory.json`` and ``.md``. Usage::
 
-    python benchmarks/ray_memory.py [--items 25000,50000] [--items-per-part 5000]
+    python -m benchmarks.ray_memory [--items 25000,50000] [--items-per-part 5000]
         [--variants pinned,copied] [--work DIR]
 """
 
@@ -24,18 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from online_retail import RESULTS
-from scale_ray import build_catalogue, catalogue_options, run_child
+from benchmarks.harness import RESULTS, argument_parser, machine_line, write_results
+from benchmarks.scale_ray import build_catalogue, catalogue_options, run_child
 
 MODELS = ("SeasonalNaive", "CrostonSBA", "ADIDA")
 VARIANTS = ("pinned", "copied")
@@ -97,7 +92,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Memory of a Ray backtest worker, part by part",
         "",
-        f"`python benchmarks/ray_memory.py` on {result['machine']}: backtest of "
+        f"`python -m benchmarks.ray_memory` on {result['machine']}: backtest of "
         f"{', '.join(result['models'])} over {result['windows']} cutoffs (horizon "
         f"{result['horizon']}), 1 worker, parts of {result['items_per_part']:,} items; each "
         "part is run twice (survey, forecasts). MB = MiB, read by the worker after each part.",
@@ -129,14 +124,15 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argument_parser(__doc__, __file__)
     parser.add_argument("--items", default="25000,50000")
     catalogue_options(parser)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--work", type=Path, default=None, help="folder for the catalogues")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.child is not None:
         print(json.dumps(child(json.loads(args.child))))
         return
@@ -160,11 +156,11 @@ def main() -> None:
                 "models": list(MODELS),
                 "items_per_part": args.items_per_part,
             }
-            run = run_child(spec, 1, __file__)
+            run = run_child(spec, 1, "ray_memory")
             runs.append(run)
             print(json.dumps(summary(run)), flush=True)
     result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine_line(),
         "models": list(MODELS),
         "weeks": args.weeks,
         "horizon": args.horizon,
@@ -173,10 +169,9 @@ def main() -> None:
         "summary": [summary(r) for r in runs],
         "runs": runs,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ray_memory.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "ray_memory.md").write_text(markdown(result))
-    print(markdown(result))
+    page = markdown(result)
+    write_results("ray_memory", result, page, args.out, argv)
+    print(page)
 
 
 if __name__ == "__main__":

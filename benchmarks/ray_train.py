@@ -18,16 +18,11 @@ fits (the cold-cache encoding time is reported apart).
 
 Results: ``benchmarks/results/ray_train.json`` and ``.md``. Usage::
 
-    python benchmarks/ray_train.py [--items 200] [--weeks 104] [--threads 1] [--modes frozen,lora]
+    python -m benchmarks.ray_train [--items 200] [--weeks 104] [--threads 1] [--modes frozen,lora]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,10 +30,8 @@ from typing import Any
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-# A ray.py beside this script would shadow the ray package: keep this folder off the path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-RESULTS = HERE / "results"
+from benchmarks.harness import RESULTS, argument_parser, machine, write_results
+
 #: The model's defaults, but for a shorter stage 1 and one fine-tuning epoch.
 SETTINGS: dict[str, Any] = {
     "head_epochs": 8,
@@ -161,7 +154,7 @@ def run_benchmark(
             "local": round(local_encode, 1),
         },
         "rows": rows,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine(),
     }
 
 
@@ -171,7 +164,7 @@ def _markdown(result: dict[str, Any]) -> str:
         "",
         f"Synthetic catalogue: {result['panel']['items']} items x {result['panel']['weeks']} "
         f"weeks; all-MiniLM-L6-v2; {result['threads_per_process']} torch thread per process; "
-        f"{result['machine']['cpus']} CPUs (shared). Seconds include Ray Train start-up. "
+        f"{result['machine']['cores']} CPUs (shared). Seconds include Ray Train start-up. "
         "Forecast gap: sum |forecast - local forecast| / sum local forecast.",
         "",
         "| mode | dropout | engine | workers | seed | threads | seconds | valid loss epoch 1 "
@@ -195,20 +188,20 @@ def _markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__doc__, __file__)
     parser.add_argument("--items", type=int, default=200)
     parser.add_argument("--weeks", type=int, default=104)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--modes", default="frozen")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     result = run_benchmark(
         args.items, args.weeks, args.threads, tuple(m for m in args.modes.split(",") if m)
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ray_train.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "ray_train.md").write_text(_markdown(result))
-    print(_markdown(result))
+    page = _markdown(result)
+    write_results("ray_train", result, page, args.out, argv)
+    print(page)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -21,22 +21,26 @@ Results: ``<out>/recommend.json``, ``<out>/recommend.md`` and ``<out>/recommend_
 
 Usage::
 
-    python benchmarks/recommend.py [--data PATH] [--out benchmarks/results] [--ablation]
+    python -m benchmarks.recommend [--data PATH] [--out benchmarks/results] [--ablation]
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from benchmarks.harness import (
+    ONLINE_RETAIL,
+    RESULTS,
+    argument_parser,
+    machine,
+    require_file,
+    write_results,
+)
 from salesformer.decisions.recommend import (
     BuyAgainRecommender,
     PopularityRecommender,
@@ -49,9 +53,6 @@ from salesformer.decisions.recommend_metrics import (
     purchases_between,
     ranking_metrics,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from online_retail import DEFAULT_SOURCE, RESULTS
 
 VALIDATION_CUTOFF = pd.Timestamp("2011-06-06")
 TEST_CUTOFF = pd.Timestamp("2011-09-05")
@@ -116,16 +117,16 @@ def plot(curves: dict[str, dict[str, list[float]]], path: Path) -> None:
     plt.close(figure)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(DEFAULT_SOURCE))
-    parser.add_argument("--out", default=str(RESULTS))
+def main(argv: list[str] | None = None) -> None:
+    parser = argument_parser(__doc__, __file__)
+    parser.add_argument("--data", type=Path, default=ONLINE_RETAIL)
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--encoder", default="all-MiniLM-L6-v2")
     parser.add_argument("--ablation", action="store_true")
-    args = parser.parse_args()
-    out = Path(args.out)
+    args = parser.parse_args(argv)
+    out = args.out
     started = time.perf_counter()
-    data = read_customer_purchases(args.data)
+    data = read_customer_purchases(require_file(args.data, "--data"))
     purchases, items = data.purchases, data.items
     print(
         f"{len(purchases):,} purchase lines of {purchases[CUSTOMER_ID].nunique():,} customers; "
@@ -207,19 +208,19 @@ def main() -> None:
         "validation": validation,
         "ranker_beats_both_baselines": beats,
         "seconds": round(time.perf_counter() - started, 1),
-        "platform": platform.platform(),
+        "platform": machine()["platform"],
     }
-    (out / "recommend.json").write_text(json.dumps(result, indent=1) + "\n")
     n = test["Ranker"]["all"]["customers"]
-    (out / "recommend.md").write_text(
+    page = (
         "# Customer recommendations, Online Retail II\n\n"
         f"Recommend at {TEST_CUTOFF.date()} the items each customer buys in the next "
         f"{PERIOD_WEEKS} weeks ({n:,} customers with a purchase then). Settings chosen on the "
         f"validation period from {VALIDATION_CUTOFF.date()}: {chosen}.\n\n"
         f"## Test period\n\n{table}\n\n## Validation period\n\n{val_table}\n\n"
         "Precision-recall curve (k = 1..50): `recommend_pr.png`; points in `recommend.json`.\n"
-        f"Produced by `python benchmarks/recommend.py{' --ablation' if args.ablation else ''}`.\n"
+        f"Produced by `python -m benchmarks.recommend{' --ablation' if args.ablation else ''}`.\n"
     )
+    write_results("recommend", result, page, out, argv)
     print(f"wrote {out / 'recommend.json'}, {out / 'recommend.md'}, {out / 'recommend_pr.png'}")
 
 

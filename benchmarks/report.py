@@ -1,7 +1,7 @@
 """The HTML report on the Online Retail II backtest: how long it takes, how big it is, and
 whether every chart draws data in a real browser.
 
-Reads the per-model backtest forecasts that ``benchmarks/online_retail.py`` keeps in its
+Reads the per-model backtest forecasts that ``python -m benchmarks.online_retail`` keeps in its
 store (``benchmarks/results/forecasts``: every model of the protocol, LM-frozen / LM-lora /
 LM-full included, so the report's before-vs-after fine-tuning section has real numbers);
 models missing from the store are backtested here (fast baselines only, by default
@@ -12,14 +12,12 @@ report and a screenshot go to ``--html`` and its ``.png`` (not versioned).
 
 Usage::
 
-    python benchmarks/report.py [--source PATH] [--store DIR] [--models a,b] [--html FILE]
+    python -m benchmarks.report [--source PATH] [--store DIR] [--models a,b] [--html FILE]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import platform
 import re
 import sys
 import tempfile
@@ -28,18 +26,23 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.harness import (
+    ONLINE_RETAIL,
+    RESULTS,
+    ROOT,
+    argument_parser,
+    machine_line,
+    online_retail_panel,
+    panel_cache_dir,
+    write_results,
+)
+from benchmarks.online_retail import CUTOFFS, HORIZON
 from salesformer.data.contract import ACTUAL, CUTOFF, DATE, ITEM_ID, Panel
 from salesformer.evaluation.backtest import BacktestResult, backtest
 from salesformer.models.registry import make_model
 from salesformer.report import ReportSettings, write_report
 from salesformer.report.browser import chart_points, chromium_path, rendered_dom, screenshot
 
-HORIZON = 8
-CUTOFFS = ("2011-07-04", "2011-08-01", "2011-08-29", "2011-09-26")
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
-DEFAULT_SOURCE = HERE.parents[1] / "shared" / "datasets" / "online_retail_ii"
-DEFAULT_SOURCE = DEFAULT_SOURCE / "online_retail_ii.parquet"
 FALLBACK_MODELS = ("SeasonalNaive", "ADIDA", "CrostonSBA")
 
 
@@ -76,7 +79,7 @@ def assemble(store: Path, models: list[str], panel: Panel, folder: Path) -> dict
     for frame in frames[1:]:
         forecasts = forecasts.merge(frame, on=keys, how="inner", validate="one_to_one")
     if series is None:
-        sys.exit(f"no series.parquet in {store}; run benchmarks/online_retail.py first")
+        sys.exit(f"no series.parquet in {store}; run python -m benchmarks.online_retail first")
     result = BacktestResult(
         forecasts, series, pd.DataFrame(costs), HORIZON, [pd.Timestamp(c) for c in CUTOFFS]
     )
@@ -85,21 +88,17 @@ def assemble(store: Path, models: list[str], panel: Panel, folder: Path) -> dict
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
+    parser = argument_parser(__doc__, __file__)
+    parser.add_argument("--source", type=Path, default=ONLINE_RETAIL)
     parser.add_argument("--store", type=Path, default=RESULTS / "forecasts")
     parser.add_argument("--models", default="", help="default: every stored model")
     parser.add_argument("--html", type=Path, default=RESULTS / "forecasts" / "report.html")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    if not args.source.is_file():
-        sys.exit(f"dataset not found: {args.source}; pass --source PATH")
-    from salesformer.data.online_retail import prepare_online_retail
-
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     models = models or stored_models(args.store) or list(FALLBACK_MODELS)
     with tempfile.TemporaryDirectory() as tmp:
-        panel, _ = prepare_online_retail(args.source)
+        panel, _, _ = online_retail_panel(args.source, panel_cache_dir())
         panel.save(Path(tmp) / "panel")
         spent = assemble(args.store, models, panel, Path(tmp) / "backtest")
         settings = ReportSettings(
@@ -135,13 +134,11 @@ def main(argv: list[str] | None = None) -> None:
         "backtested_here_seconds": spent,
         "sections": sections,
         "report": row,
-        "html": str(args.html.resolve().relative_to(HERE.parent))
-        if args.html.resolve().is_relative_to(HERE.parent)
+        "html": str(args.html.resolve().relative_to(ROOT))
+        if args.html.resolve().is_relative_to(ROOT)
         else str(args.html),
-        "machine": f"{platform.machine()}, Python {platform.python_version()}",
+        "machine": machine_line(),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         "# HTML report on the Online Retail II backtest",
         "",
@@ -155,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         "file (1 process); render_seconds: headless Chromium loading it and drawing every chart.",
         "",
     ]
-    (args.out / "report.md").write_text("\n".join(lines))
+    write_results("report", result, "\n".join(lines), args.out, argv)
     print("\n".join(lines))
 
 

@@ -11,14 +11,14 @@ the embedded generator with distinct seeds) and measures, each run in its own pr
 
 with wall time, the peak memory of the driver process and, for Ray, of every worker: its peak
 resident set (which counts the pages of Ray's object store it mapped) and its peak private
-memory (USS, what the worker alone holds; see ``benchmarks/ray_memory.py``). The Ray
+memory (USS, what the worker alone holds; see ``python -m benchmarks.ray_memory``). The Ray
 outputs are checked against the local ones (identical forecasts). With ``--scaling`` the Ray
 runs are repeated on smaller catalogues, to show how memory per worker grows (or does not)
 with the number of items. The cost at 1M and 10M items is projected from the measured per-item cost.
 
 Results: ``benchmarks/results/ray.json`` and ``.md``. Usage::
 
-    python benchmarks/scale_ray.py [--items 100000] [--weeks 104] [--workers 1,2] [--scaling 25000]
+    python -m benchmarks.scale_ray [--items 100000] [--weeks 104] [--workers 1,2] [--scaling 25000]
 """
 
 from __future__ import annotations
@@ -26,19 +26,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import pandas as pd
 
-from online_retail import RESULTS, peak_rss_mb
+from benchmarks.harness import (
+    RESULTS,
+    ROOT,
+    argument_parser,
+    machine_line,
+    module_command,
+    peak_rss_mb,
+    write_results,
+)
 from salesformer.data.contract import ITEM_ID, Panel, validate_panel
 from salesformer.data.synthetic import generate_catalogue
 
@@ -154,16 +158,17 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_child(spec: dict[str, Any], threads: int, script: str = __file__) -> dict[str, Any]:
-    """``script --child SPEC`` in a fresh process (its own peak memory, its own Ray cluster);
-    its last line of output, as JSON."""
+def run_child(spec: dict[str, Any], threads: int, module: str = "scale_ray") -> dict[str, Any]:
+    """``python -m benchmarks.<module> --child SPEC`` in a fresh process (its own peak memory,
+    its own Ray cluster); its last line of output, as JSON."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "SALESFORMER_BENCH_THREADS": str(threads)}
     done = subprocess.run(
-        [sys.executable, script, "--child", json.dumps(spec)],
+        module_command(module, "--child", json.dumps(spec)),
         env=env,
         check=True,
         capture_output=True,
         text=True,
+        cwd=ROOT,
     )
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
@@ -257,7 +262,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Scale-out on Ray: synthetic catalogue",
         "",
-        f"`python benchmarks/scale_ray.py` on {result['machine']}; "
+        f"`python -m benchmarks.scale_ray` on {result['machine']}; "
         f"catalogue {result['items']:,} items x "
         f"{result['weeks']} weeks; batch forecasting with a frozen LM ({result['horizon']} weeks), "
         f"backtest of {', '.join(result['backtest_models'])} over {result['windows']} cutoffs.",
@@ -293,15 +298,15 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def catalogue_options(parser: argparse.ArgumentParser) -> None:
-    """The catalogue and backtest options shared with ``ray_memory.py``."""
+    """The catalogue and backtest options shared with ``benchmarks.ray_memory``."""
     parser.add_argument("--weeks", type=int, default=104)
     parser.add_argument("--horizon", type=int, default=8)
     parser.add_argument("--windows", type=int, default=2)
     parser.add_argument("--items-per-part", type=int, default=5000)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argument_parser(__doc__, __file__)
     parser.add_argument("--items", type=int, default=100_000)
     catalogue_options(parser)
     parser.add_argument("--workers", default="1,2")
@@ -313,11 +318,12 @@ def main() -> None:
         "--rerun-ray",
         choices=("predict", "backtest"),
         default=None,
-        help="rerun only the Ray runs of this job; keep the other rows of results/ray.json and "
+        help="rerun only the Ray runs of this job; keep the other rows of <out>/ray.json and "
         "compare with the local output a full run left in --work",
     )
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.child is not None:
         print(json.dumps(child(json.loads(args.child))))
         return
@@ -329,7 +335,7 @@ def main() -> None:
     runs: list[dict[str, Any]] = []
     kept: list[dict[str, Any]] = []
     if args.rerun_ray is not None:
-        previous = json.loads((RESULTS / "ray.json").read_text())["runs"]
+        previous = json.loads((args.out / "ray.json").read_text())["runs"]
         kept = [r for r in previous if r["kind"] != args.rerun_ray or r["engine"] == "local"]
     fits = {}
     for items in sizes:
@@ -367,7 +373,7 @@ def main() -> None:
                 runs.append(row)
                 print(json.dumps(row), flush=True)
     result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine_line(),
         "items": args.items,
         "weeks": args.weeks,
         "horizon": args.horizon,
@@ -379,10 +385,9 @@ def main() -> None:
         "projection": projection(kept + runs),
         "memory_by_items": memory_by_items(kept + runs),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ray.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "ray.md").write_text(markdown(result))
-    print(markdown(result))
+    page = markdown(result)
+    write_results("ray", result, page, args.out, argv)
+    print(page)
 
 
 if __name__ == "__main__":

@@ -23,16 +23,14 @@ numbers are for client and server together.
 
 Results: ``benchmarks/results/service.json`` and ``.md``. Usage::
 
-    python benchmarks/service.py [--model DIR] [--requests 1200] [--batches 60]
+    python -m benchmarks.service [--model DIR] [--requests 1200] [--batches 60]
 """
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import os
-import platform
 import random
 import socket
 import subprocess
@@ -47,7 +45,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks.harness import RESULTS, argument_parser, machine, write_results
+
 API_KEY = "benchmark-key-0123456789"
 CONCURRENCY = (1, 8, 32)
 INGEST_CLIENTS = (1, 4)
@@ -243,12 +242,13 @@ def measure(
         server.wait(30)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argument_parser(__doc__, __file__)
     parser.add_argument("--model", type=Path, default=None, help="a fitted LM folder")
     parser.add_argument("--requests", type=int, default=1200, help="forecasts per level")
     parser.add_argument("--batches", type=int, default=60, help="event batches per level")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="salesformer-bench-"))
     model = args.model
     if model is None:
@@ -282,29 +282,27 @@ def main() -> None:
             and cached["events_stored"] == cached["events_sent"],
         },
         "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
+            **machine(),
             "load_average_before": [round(x, 2) for x in load_before],
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
             "note": "2-core machine shared with other jobs during the run; clients and "
             "server on the same cores",
         },
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "service.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "service.md").write_text(markdown(result))
-    print(markdown(result))
+    page = markdown(result)
+    write_results("service", result, page, args.out, argv)
+    print(page)
 
 
 def markdown(result: dict[str, Any]) -> str:
-    machine = result["machine"]
+    host = result["machine"]
     lines = [
-        "# Service load benchmark (`python benchmarks/service.py`)",
+        "# Service load benchmark (`python -m benchmarks.service`)",
         "",
         f"{result['benchmark']}; model: {result['model']} ({result['items']} items).",
-        f"Machine: {machine['cpus']} CPUs, load average before "
-        f"{machine['load_average_before']} / after {machine['load_average_after']} "
-        f"({machine['note']}).",
+        f"Machine: {host['cores']} CPUs, load average before "
+        f"{host['load_average_before']} / after {host['load_average_after']} "
+        f"({host['note']}).",
         "",
         "Known-item forecasts (`GET /items/{id}/forecast`, random items, quantiles 0.1,0.5,0.9):",
         "",

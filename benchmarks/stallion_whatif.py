@@ -28,16 +28,11 @@ Protocol (horizon 3 months, rolling origin, :func:`salesformer.evaluation.backte
 
 Usage::
 
-    python benchmarks/stallion_whatif.py [--source PATH] [--out benchmarks/results]
+    python -m benchmarks.stallion_whatif [--source PATH] [--out benchmarks/results]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import sys
 import time
 from itertools import product
 from pathlib import Path
@@ -46,6 +41,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmarks.harness import (
+    RESULTS,
+    STALLION,
+    argument_parser,
+    machine,
+    require_file,
+    write_results,
+)
 from salesformer.data.contract import CUTOFF, DATE, ITEM_ID, SALES, Panel
 from salesformer.decisions.whatif import price_response, summarize_response
 from salesformer.evaluation.backtest import BacktestResult, backtest
@@ -53,14 +56,6 @@ from salesformer.models.base import DEFAULT_QUANTILES, Forecaster
 from salesformer.models.lightgbm import LightGBMForecaster
 from salesformer.models.statistical import SeasonalNaive
 
-DEFAULT_SOURCE = (
-    Path(__file__).resolve().parents[1].parent
-    / "shared"
-    / "datasets"
-    / "stallion"
-    / "stallion.parquet"
-)
-RESULTS = Path(__file__).resolve().parent / "results"
 HORIZON = 3
 TEST_CUTOFFS = ("2016-12-01", "2017-03-01", "2017-06-01", "2017-09-01")
 VALIDATION_CUTOFFS = ("2016-03-01", "2016-06-01", "2016-09-01")
@@ -200,7 +195,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Stallion: known-future prices and the price response",
         "",
-        "`python benchmarks/stallion_whatif.py`; "
+        "`python -m benchmarks.stallion_whatif`; "
         f"horizon {HORIZON} months; test cutoffs {', '.join(TEST_CUTOFFS)}; settings chosen "
         f"on validation cutoffs {', '.join(VALIDATION_CUTOFFS)}.",
         "",
@@ -239,19 +234,18 @@ def markdown(report: dict[str, Any]) -> str:
         f"- LightGBM-without: `{report['chosen']['without']}`",
         f"- LightGBM-sales-only: `{report['chosen']['sales_only']}`",
         "",
-        f"Run time {report['seconds']:.0f} s on {report['machine']['cpus']} CPUs.",
+        f"Run time {report['seconds']:.0f} s on {report['machine']['cores']} CPUs.",
         "",
     ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
+    parser = argument_parser(__doc__, __file__)
+    parser.add_argument("--source", type=Path, default=STALLION)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    if not args.source.is_file():
-        sys.exit(f"dataset not found: {args.source}; pass --source PATH")
+    require_file(args.source)
     from salesformer.data.stallion import prepare_stallion
 
     start = time.perf_counter()
@@ -316,12 +310,11 @@ def main(argv: list[str] | None = None) -> None:
         },
         "price_response": response,
         "seconds": time.perf_counter() - start,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine(),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "stallion_whatif.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "stallion_whatif.md").write_text(markdown(report))
-    print(markdown(report))
+    page = markdown(report)
+    write_results("stallion_whatif", report, page, args.out, argv)
+    print(page)
 
 
 if __name__ == "__main__":

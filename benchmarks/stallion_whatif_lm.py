@@ -1,6 +1,6 @@
 """The frozen LM on the Stallion what-if protocol: with and without the plan, price response.
 
-The same test windows, evaluated series and metrics as ``benchmarks/stallion_whatif.py``
+The same test windows, evaluated series and metrics as ``python -m benchmarks.stallion_whatif``
 (horizon 3 months, cutoffs 2016-12, 2017-03, 2017-06, 2017-09). The LM is the library's
 ``LMForecaster`` with ``finetune="frozen"`` and its defaults for monthly data (threads 1;
 nothing is tuned, so no validation windows are used). *LM* reads the known-future covariates
@@ -11,39 +11,40 @@ summarised as in the LightGBM benchmark. SeasonalNaive is the reference of ``rel
 
 Usage::
 
-    python benchmarks/stallion_whatif_lm.py [--source PATH] [--out benchmarks/results]
+    python -m benchmarks.stallion_whatif_lm [--source PATH] [--out benchmarks/results]
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from benchmarks.harness import (
+    RESULTS,
+    STALLION,
+    argument_parser,
+    machine,
+    require_file,
+    write_results,
+)
+from benchmarks.stallion_whatif import (
+    ACTIVE_WITHIN,
+    HORIZON,
+    METRICS,
+    MIN_HISTORY,
+    PRICE_CHANGE,
+    TEST_CUTOFFS,
+)
 from salesformer.data.contract import ACTUAL, CUTOFF, DATE, ITEM_ID, SALES, Panel
 from salesformer.decisions.whatif import price_response, summarize_response
 from salesformer.evaluation.backtest import series_facts
 from salesformer.evaluation.metrics import evaluate
 from salesformer.models.base import DEFAULT_QUANTILES, Forecaster
 from salesformer.models.statistical import SeasonalNaive
-from stallion_whatif import (  # benchmarks/stallion_whatif.py
-    ACTIVE_WITHIN,
-    DEFAULT_SOURCE,
-    HORIZON,
-    METRICS,
-    MIN_HISTORY,
-    PRICE_CHANGE,
-    RESULTS,
-    TEST_CUTOFFS,
-)
 
 LM_SETTINGS: dict[str, Any] = {
     "finetune": "frozen",
@@ -105,7 +106,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Stallion: the frozen LM with and without the plan",
         "",
-        f"`python benchmarks/stallion_whatif_lm.py`; horizon {HORIZON} months; test cutoffs "
+        f"`python -m benchmarks.stallion_whatif_lm`; horizon {HORIZON} months; test cutoffs "
         f"{', '.join(TEST_CUTOFFS)}; LM defaults, nothing tuned.",
         "",
         "| model | " + " | ".join(METRICS) + " |",
@@ -122,19 +123,18 @@ def markdown(report: dict[str, Any]) -> str:
         f"elasticity q25 {_fmt(s['elasticity_q25'], 2)}, median "
         f"{_fmt(s['elasticity_median'], 2)}, q75 {_fmt(s['elasticity_q75'], 2)}.",
         "",
-        f"Run time {report['seconds']:.0f} s on {report['machine']['cpus']} CPUs.",
+        f"Run time {report['seconds']:.0f} s on {report['machine']['cores']} CPUs.",
         "",
     ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
+    parser = argument_parser(__doc__, __file__)
+    parser.add_argument("--source", type=Path, default=STALLION)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    if not args.source.is_file():
-        sys.exit(f"dataset not found: {args.source}; pass --source PATH")
+    require_file(args.source)
     from salesformer.data.stallion import prepare_stallion
 
     start = time.perf_counter()
@@ -175,12 +175,11 @@ def main(argv: list[str] | None = None) -> None:
             },
         },
         "seconds": time.perf_counter() - start,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine(),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "stallion_whatif_lm.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "stallion_whatif_lm.md").write_text(markdown(report))
-    print(markdown(report))
+    page = markdown(report)
+    write_results("stallion_whatif_lm", report, page, args.out, argv)
+    print(page)
 
 
 if __name__ == "__main__":

@@ -20,15 +20,12 @@ Results: ``benchmarks/results/trends.json`` and ``trends.md``.
 
 Usage::
 
-    python benchmarks/trends.py [--source PATH] [--out benchmarks/results] [--compare-k 20,40]
+    python -m benchmarks.trends [--source PATH] [--out benchmarks/results] [--compare-k 20,40]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +33,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmarks.harness import (
+    ONLINE_RETAIL,
+    RESULTS,
+    argument_parser,
+    machine,
+    online_retail_panel,
+    panel_cache_dir,
+    write_results,
+)
 from salesformer.data.contract import DATE, ITEM_ID, SALES, Panel
 from salesformer.decisions.themes import (
     THEME,
@@ -54,9 +60,6 @@ from salesformer.decisions.trends import (
     growth,
 )
 from salesformer.decisions.trends_plot import plot_history, plot_seasonality
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from online_retail import DEFAULT_SOURCE, RESULTS
 
 HORIZON = 13
 #: Methods of forecast growth compared: LightGBM smeared to the mean (the default), LightGBM's
@@ -184,7 +187,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Themes and trends on Online Retail II",
         "",
-        f"`python benchmarks/trends.py`; {result['n_items']} items, {result['n_themes']} themes "
+        f"`python -m benchmarks.trends`; {result['n_items']} items, {result['n_themes']} themes "
         f"(text only, all-MiniLM-L6-v2), panel {result['panel']}. Growth: last 13 weeks (to "
         f"{result['last_week']}) vs the same weeks a year earlier; forecast: LightGBM, next 13 "
         "weeks vs the same weeks a year earlier. Peak: STL seasonal peak of the theme's sales; "
@@ -246,18 +249,13 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
+    parser = argument_parser(__doc__, __file__)
+    parser.add_argument("--source", type=Path, default=ONLINE_RETAIL)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--compare-k", default="20,40")
     args = parser.parse_args(argv)
-    if not args.source.is_file():
-        print(f"dataset not found: {args.source}", file=sys.stderr)
-        return 2
-    from salesformer.data.online_retail import prepare_online_retail
-
     started = time.perf_counter()
-    panel, _ = prepare_online_retail(args.source)
+    panel, _, _ = online_retail_panel(args.source, panel_cache_dir())
     print(f"panel: {len(panel.item_ids)} items, {len(panel.dates)} weeks", flush=True)
     settings = ThemeSettings()
     clock = time.perf_counter()
@@ -294,12 +292,11 @@ def main(argv: list[str] | None = None) -> int:
         "forecast_validation": forecast_check(panel, groups, VALIDATION_CUTOFF),
         "forecast_check": forecast_check(panel, groups, CHECK_CUTOFF),
         "compare_k": compare_k(panel, ks, settings),
-        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "machine": machine(),
     }
     result["seconds"]["total"] = round(time.perf_counter() - started, 1)
-    (args.out / "trends.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     page = markdown(result)
-    (args.out / "trends.md").write_text(page)
+    write_results("trends", result, page, args.out, argv)
     print(page)
     return 0
 

@@ -21,17 +21,11 @@ process during its backtest (the peak is reset before each run).
 
 Usage::
 
-    python benchmarks/tune_lightgbm.py [--source PATH] [--out benchmarks/results]
+    python -m benchmarks.tune_lightgbm [--source PATH] [--out benchmarks/results]
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +33,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from online_retail import DEFAULT_SOURCE, RESULTS, peak_rss_mb  # benchmarks/online_retail.py
+from benchmarks.harness import (
+    ONLINE_RETAIL,
+    RESULTS,
+    argument_parser,
+    machine_line,
+    online_retail_panel,
+    panel_cache_dir,
+    peak_rss_mb,
+    reset_peak_rss,
+    write_results,
+)
 from salesformer.data.contract import CUTOFF, ITEM_ID, SALES, Panel
 from salesformer.evaluation.backtest import backtest, series_facts
 from salesformer.models.base import DEFAULT_QUANTILES
@@ -106,13 +110,6 @@ def score(panel: Panel, settings: dict[str, Any], with_quantiles: bool) -> dict[
     }
 
 
-def reset_peak_rss() -> float:
-    """Reset this process's peak resident memory (Linux ``clear_refs``); current RSS in MB."""
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
-    return peak_rss_mb()
-
-
 def simple_references(panel: Panel) -> dict[str, float]:
     """Mean WAPE over the cutoffs of the last value and of the 13-week mean, for scale."""
     scores: dict[str, list[float]] = {"Naive": [], "Mean13": []}
@@ -156,17 +153,12 @@ def best(rows: list[dict], metric: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
+    parser = argument_parser(__doc__, __file__)
+    parser.add_argument("--source", type=Path, default=ONLINE_RETAIL)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    if not args.source.is_file():
-        sys.exit(f"dataset not found: {args.source}; pass --source PATH")
-
-    from salesformer.data.online_retail import prepare_online_retail
-
     start = time.perf_counter()
-    panel, _ = prepare_online_retail(args.source)
+    panel, _, _ = online_retail_panel(args.source, panel_cache_dir())
     print("stage 1: point settings (WAPE)", flush=True)
     point = run_stage(panel, POINT_GRID, {**BASE, **POINT_ONLY}, with_quantiles=False)
     chosen_point = {**BASE, **POINT_GRID[best(point, "wape")["name"]]}
@@ -209,13 +201,10 @@ def main(argv: list[str] | None = None) -> None:
             getattr(LightGBMForecaster(), key) == value for key, value in chosen.items()
         ),
         "cost_at_one_cutoff": cost,
-        "machine": f"{platform.machine()}, Python {platform.python_version()}, "
-        f"{os.cpu_count()} cores",
+        "machine": machine_line(),
         "wall_seconds": time.perf_counter() - start,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "lightgbm_tuning.json"
-    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    path = write_results("lightgbm_tuning", report, None, args.out, argv)
     print(f"chosen: {chosen}\ncost at {last}: {cost}\nwrote {path}")
 
 

@@ -1,0 +1,84 @@
+"""The benchmark scripts: each runs as a module with a working ``--help``; the shared harness.
+
+The scripts themselves take minutes to hours on the real datasets; these tests need neither.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import harness
+
+SCRIPTS = sorted(
+    path.stem
+    for path in (harness.ROOT / "benchmarks").glob("*.py")
+    if path.name not in ("__init__.py", "harness.py")
+)
+
+
+def test_every_script_is_found() -> None:
+    assert "online_retail" in SCRIPTS
+    assert len(SCRIPTS) >= 18
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_help(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    module = importlib.import_module(f"benchmarks.{name}")
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--help"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "usage:" in printed
+    assert "--help" in printed
+
+
+def test_write_results(tmp_path: Path) -> None:
+    report = {"wape": np.float64(0.5), "rows": [{"model": "LM", "items": np.int64(3)}]}
+    path = harness.write_results("demo", report, "# Demo", out=tmp_path, argv=["--fast"])
+
+    assert path == tmp_path / "demo.json"
+    body = json.loads(path.read_text())
+    assert body["wape"] == 0.5
+    assert body["rows"] == [{"model": "LM", "items": 3}]
+    provenance = body["provenance"]
+    assert provenance["command"].startswith("python -m benchmarks.")
+    assert provenance["command"].endswith("--fast")
+    assert "commit" in provenance
+    assert "dirty" in provenance
+    assert provenance["machine"]["cores"] is not None
+    assert (tmp_path / "demo.md").read_text() == "# Demo\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.json", "demo.md"]
+
+
+def test_write_results_replaces_an_earlier_result(tmp_path: Path) -> None:
+    harness.write_results("demo", {"run": 1}, out=tmp_path, argv=[])
+    harness.write_results("demo", {"run": 2}, out=tmp_path, argv=[])
+
+    assert json.loads((tmp_path / "demo.json").read_text())["run"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.json"]
+
+
+def test_require_file_names_the_missing_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "data.parquet"
+    with pytest.raises(SystemExit) as exit_info:
+        harness.require_file(missing, "--data")
+    message = str(exit_info.value.code)
+    assert str(missing) in message
+    assert "--data" in message
+
+
+def test_require_file_returns_an_existing_path(tmp_path: Path) -> None:
+    present = tmp_path / "data.parquet"
+    present.write_bytes(b"")
+    assert harness.require_file(present) == present
+
+
+def test_module_command_runs_this_interpreter() -> None:
+    command = harness.module_command("encoders", "--child", "x")
+    assert command == [sys.executable, "-m", "benchmarks.encoders", "--child", "x"]

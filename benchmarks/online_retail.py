@@ -1,37 +1,40 @@
-"""The Online Retail II benchmark protocol, for every baseline.
+"""The Online Retail II benchmark: every model, per cutoff and overall, over seeds.
 
 Protocol (shared by every issue, so numbers stay comparable): the panel prepared by
-``salesformer prepare online-retail``; horizon 8 weeks; cutoffs (last training week)
-2011-07-04, 2011-08-01, 2011-08-29, 2011-09-26; evaluated at a cutoff: items first sold at
-least 13 weeks before it that sold at least once in the 13 weeks up to it.
+``salesformer prepare online-retail``; horizon 8 weeks; evaluated at a cutoff: items first sold
+at least 13 weeks before it that sold at least once in the 13 weeks up to it.
+
+Two sets of cutoffs (last training week):
+
+- ``validation``: 2011-03-07, 2011-04-04, 2011-05-02. Their 8-week windows end on 2011-06-27,
+  before the first test cutoff. Every default, post-processing and design choice is made here.
+- ``test``: 2011-07-04, 2011-08-01, 2011-08-29, 2011-09-26: the headline. Nothing is chosen
+  from these numbers.
 
 Each model runs in its own process, so its fit+predict seconds and peak memory (peak resident
-set size of that process: the loaded panel plus the model's work) are its own. Results:
-``benchmarks/results/online_retail_ii.json`` and ``.md``.
+set size of that process: the loaded panel plus the model's work) are its own. Models with
+random training (the LM in each fine-tuning mode, ``auto``, which contains the LM) run once per
+seed of ``--seeds``; the tables give the mean and the min-max over seeds, and a model is said to
+beat another only where its worst seed beats the other's best.
 
 Besides the registered names, ``--models`` takes ``LM-frozen``, ``LM-lora`` and ``LM-full``
 (the LM forecaster per fine-tuning mode: "before vs after fine-tuning") and ``auto`` (whose LM
-candidate fine-tunes with LoRA). Each model's forecasts are kept in ``--store`` (default
-``benchmarks/results/forecasts``, not versioned): ``--reuse`` skips models already there, so
-models can be run in separate invocations and the table is built from every model asked for.
-The LM modes also keep each backtest fit's quantile-calibration report (factors, validation
-wQL before/after) in ``<store>/<model>.calibration.json``; the JSON results collect them under
-``lm_quantile_calibration``.
+candidate uses the LM's default fine-tuning). ``--lm-set KEY=VALUE`` overrides LM settings (for
+studies on the validation cutoffs; the headline uses the defaults). Forecasts are kept in
+``--store`` (default ``benchmarks/results/forecasts/<cutoffs>``, not versioned): ``--reuse``
+skips runs already there. Results: ``<out>/online_retail_ii.{json,md}`` for the test cutoffs,
+``online_retail_ii_validation.{json,md}`` for the validation cutoffs.
 
 Usage::
 
-    python benchmarks/online_retail.py [--source PATH] [--models a,b] [--out benchmarks/results]
-        [--reuse] [--threads N]
+    python -m benchmarks.online_retail [--cutoffs test|validation] [--models a,b]
+        [--seeds 0,1,2] [--threads 1] [--reuse] [--lm-set KEY=VALUE ...] [--source PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,232 +42,337 @@ from typing import Any
 
 import pandas as pd
 
+from benchmarks.harness import (
+    ONLINE_RETAIL,
+    RESULTS,
+    git_commit,
+    machine_line,
+    online_retail_panel,
+    peak_rss_mb,
+    require_file,
+    run_module,
+    write_results,
+)
 from salesformer.data.contract import CUTOFF, DATE, ITEM_ID, Panel
-from salesformer.evaluation.backtest import BacktestResult, backtest
+from salesformer.evaluation.backtest import HISTORY_SEGMENT, BacktestResult, backtest
 from salesformer.evaluation.metrics import METRICS, evaluate
 from salesformer.models.base import Forecaster
-from salesformer.models.lm import LMForecaster
-from salesformer.models.registry import BASELINES, make_model, resolve_name
 
 HORIZON = 8
 CUTOFFS = ("2011-07-04", "2011-08-01", "2011-08-29", "2011-09-26")
-DEFAULT_SOURCE = (
-    Path(__file__).resolve().parents[1].parent
-    / "shared"
-    / "datasets"
-    / "online_retail_ii"
-    / "online_retail_ii.parquet"
-)
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MB.
-
-    ``VmHWM`` is reset by ``exec``, unlike ``ru_maxrss``, which on Linux keeps the parent's
-    peak across ``fork`` + ``exec`` and would charge the parent's memory to the child.
-    """
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
+VALIDATION_CUTOFFS = ("2011-03-07", "2011-04-04", "2011-05-02")
+CUTOFF_SETS = {"test": CUTOFFS, "validation": VALIDATION_CUTOFFS}
 LM_MODES = {"LM-frozen": "frozen", "LM-lora": "lora", "LM-full": "full"}
-#: Each LM fit's quantile-calibration report (factors, validation wQL before/after).
-CALIBRATION_REPORTS: list[dict[str, Any]] = []
-
-
-class RecordedLM(LMForecaster):
-    """The LM forecaster, recording each fit's calibration report (backtests clone models)."""
-
-    def _fit(self, panel: Panel) -> None:
-        super()._fit(panel)
-        report = self.fit_report_.get("calibration", {})
-        CALIBRATION_REPORTS.append({"last_date": str(panel.last_date.date()), **report})
-
-
+#: Models whose training is random: run once per seed.
+SEEDED = (*LM_MODES, "auto")
+SEEDS = (0, 1, 2)
+BASELINES = (
+    "Naive",
+    "SeasonalNaive",
+    "HistoricAverage",
+    "WindowAverage",
+    "AutoETS",
+    "CrostonSBA",
+    "CrostonOptimized",
+    "TSB",
+    "ADIDA",
+    "LightGBM",
+)
 DEFAULT_MODELS = (*BASELINES, "LightGBM-text", *LM_MODES, "auto")
+HEADLINE_METRICS = ("wape", "wql", "mase", "coverage80")
 
 
-def build_model(spec: str, threads: int | None) -> Forecaster:
+def parse_settings(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings to a dict, values read as JSON where they parse (1, 0.3, true)."""
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--lm-set takes KEY=VALUE; got {pair!r}")
+        try:
+            settings[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key.strip()] = value
+    return settings
+
+
+def build_model(spec: str, seed: int, threads: int | None, lm_set: dict[str, Any]) -> Forecaster:
     """The forecaster behind a benchmark name (see the module docstring)."""
-    lm: dict[str, Any] = {"horizon": HORIZON, "progress": False, "threads": threads}
+    from salesformer.models.registry import make_model, resolve_name
+
+    lm: dict[str, Any] = {"horizon": HORIZON, "progress": False, "threads": threads, "seed": seed}
+    lm.update(lm_set)
     if spec in LM_MODES:
-        return RecordedLM(finetune=LM_MODES[spec], **lm)
+        return make_model("LM", **{**lm, "finetune": LM_MODES[spec]})
     name = resolve_name(spec)
     lightgbm = {"n_jobs": threads}
     if name == "auto":
         return make_model(
             "auto",
             horizon=HORIZON,
-            candidate_settings={
-                "LM": {**lm, "finetune": "lora"},
-                "LightGBM": lightgbm,
-                "LightGBM-text": lightgbm,
-            },
+            candidate_settings={"LM": lm, "LightGBM": lightgbm, "LightGBM-text": lightgbm},
         )
     if name in ("LightGBM", "LightGBM-text"):
         return make_model(name, **lightgbm)
     return make_model(name)
 
 
-def spec_name(spec: str) -> str:
-    return spec if spec in LM_MODES else resolve_name(spec)
+def run_name(spec: str, seed: int | None) -> str:
+    """Column name of one run: the model, and its seed for seeded models (``LM-lora_s1``)."""
+    return spec if seed is None else f"{spec}_s{seed}"
 
 
-def run_one(panel_dir: Path, spec: str, out_dir: Path, threads: int | None) -> None:
-    """Child process: backtest one model, write its forecasts and its own cost."""
+def run_one(panel_dir: Path, spec: str, seed: int | None, args: argparse.Namespace) -> None:
+    """Child process: backtest one model (one seed), write its forecasts and its own cost."""
     panel = Panel.load(panel_dir)
-    model = build_model(spec, threads)
+    model = build_model(spec, 0 if seed is None else seed, args.threads, args.lm_set)
     start = time.perf_counter()
-    result = backtest([model], panel, HORIZON, list(CUTOFFS))
+    result = backtest([model], panel, HORIZON, list(CUTOFF_SETS[args.cutoffs]))
     wall = time.perf_counter() - start
-    if model.name != spec:  # one column name per benchmark entry (LM-lora, not LM)
-        result.forecasts.columns = [
-            spec + c[len(model.name) :] if c == model.name or c.startswith(model.name + "-q") else c
-            for c in result.forecasts.columns
-        ]
-    model_name = spec
-    result.forecasts.to_parquet(out_dir / f"{model_name}.parquet", index=False)
-    result.series.to_parquet(out_dir / "series.parquet", index=False)
-    peak_mb = peak_rss_mb()
+    name = run_name(spec, seed)
+    result.forecasts.columns = [
+        name + c[len(model.name) :] if c == model.name or c.startswith(model.name + "-q") else c
+        for c in result.forecasts.columns
+    ]
+    result.forecasts.to_parquet(args.store / f"{name}.parquet", index=False)
+    result.series.to_parquet(args.store / "series.parquet", index=False)
     cost = {
-        "model": model_name,
+        "run": name,
+        "model": spec,
+        "seed": seed,
         "fit_seconds": float(result.timings["fit_seconds"].sum()),
         "predict_seconds": float(result.timings["predict_seconds"].sum()),
         "wall_seconds": wall,
-        "peak_rss_mb": peak_mb,
+        "peak_rss_mb": peak_rss_mb(),
+        "fit_report": _fit_reports(model),
+        **git_commit(),
     }
-    (out_dir / f"{model_name}.cost.json").write_text(json.dumps(cost))
-    if CALIBRATION_REPORTS:
-        text = json.dumps(CALIBRATION_REPORTS, indent=2, default=str)
-        (out_dir / f"{model_name}.calibration.json").write_text(text + "\n")
+    (args.store / f"{name}.cost.json").write_text(json.dumps(cost, default=str))
 
 
-def _markdown(overall: pd.DataFrame, costs: pd.DataFrame, meta: dict[str, object]) -> str:
-    table = overall.merge(costs, on="model").sort_values("wape")
-    columns = ["model", *METRICS, "fit_seconds", "predict_seconds", "peak_rss_mb"]
+def _fit_reports(model: Forecaster) -> Any:
+    """What the last fit decided by itself (kept stage, calibration), for the record."""
+    report = getattr(model, "fit_report_", None)
+    if not isinstance(report, dict):
+        return None
+    keep = ("stages", "kept", "calibration", "choice", "choices")
+    return {k: report[k] for k in keep if k in report} or None
+
+
+def summarise(per_run: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """Mean, min and max over seeds of each model's metrics (one row per model)."""
+    grouped = per_run.groupby("model", sort=False)
+    out = grouped[list(columns)].mean()
+    for column in columns:
+        out[f"{column}_min"] = grouped[column].min()
+        out[f"{column}_max"] = grouped[column].max()
+    out["seeds"] = grouped["run"].count()
+    return out.reset_index()
+
+
+def clear_wins(summary: pd.DataFrame, metric: str) -> list[str]:
+    """ "A beats B" for every pair where A's worst run is better than B's best (lower wins)."""
+    rows = summary.set_index("model")
+    wins = []
+    for a in rows.index:
+        for b in rows.index:
+            if a != b and rows.at[a, f"{metric}_max"] < rows.at[b, f"{metric}_min"]:
+                wins.append(f"{a} < {b}")
+    return wins
+
+
+def _cell(row: pd.Series, metric: str) -> str:
+    if pd.isna(row[metric]):
+        return "-"
+    if row["seeds"] > 1:
+        return f"{row[metric]:.3f} [{row[f'{metric}_min']:.3f}, {row[f'{metric}_max']:.3f}]"
+    return f"{row[metric]:.3f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The results as Markdown: headline, per cutoff, short histories, cost."""
+    overall = pd.DataFrame(report["summary"]).sort_values("wape")
+    cutoffs = report["protocol"]["cutoffs"]
     lines = [
-        "# Online Retail II benchmark: every model",
+        f"# Online Retail II benchmark: {report['protocol']['set']} cutoffs",
         "",
-        f"Horizon {HORIZON} weeks; cutoffs {', '.join(CUTOFFS)}; "
-        f"{meta['series']} evaluated series, {meta['cells']} cells. "
-        "Generated by `python benchmarks/online_retail.py`.",
+        f"Horizon {HORIZON} weeks; cutoffs {', '.join(cutoffs)}; {report['series']} evaluated "
+        f"series, {report['cells']} cells; seeds {report['seeds']} for "
+        f"{', '.join(SEEDED)} (mean [min, max] over seeds). Generated by "
+        f"`{report['provenance']['command']}` at commit {report['provenance']['commit']}.",
         "",
-        "| " + " | ".join(columns) + " |",
-        "|" + "---|" * len(columns),
+        "| model | " + " | ".join(HEADLINE_METRICS) + " | fit+predict s | peak MB |",
+        "|---|" + "---|" * (len(HEADLINE_METRICS) + 2),
     ]
-    for _, row in table.iterrows():
-        cells = [str(row["model"])]
-        for column in columns[1:]:
-            value = row[column]
-            cells.append(
-                "-" if pd.isna(value) else f"{value:.3f}" if column in METRICS else f"{value:.1f}"
-            )
-        lines.append("| " + " | ".join(cells) + " |")
+    for _, row in overall.iterrows():
+        cells = [_cell(row, m) for m in HEADLINE_METRICS]
+        seconds = row["fit_seconds"] + row["predict_seconds"]
+        lines.append(
+            f"| {row['model']} | " + " | ".join(cells) + f" | {seconds:.0f} | "
+            f"{row['peak_rss_mb']:.0f} |"
+        )
+    per_cutoff = pd.DataFrame(report["per_cutoff"])
+    table = per_cutoff.pivot_table(index="model", columns=CUTOFF, values="wape", aggfunc="mean")
+    table = table.reindex(overall["model"])
+    lines += ["", "## WAPE per cutoff (mean over seeds)", ""]
+    lines += ["| model | " + " | ".join(str(c)[:10] for c in table.columns) + " |"]
+    lines += ["|---|" + "---|" * len(table.columns)]
+    for model, row in table.iterrows():
+        lines.append(f"| {model} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
+    segments = pd.DataFrame(report["by_history"])
+    short = segments[segments[HISTORY_SEGMENT].str.startswith("short")]
+    if len(short):
+        lines += ["", "## Items with 26 weeks of history or less (mean over seeds)", ""]
+        lines += ["| model | cells | wape | wql |", "|---|---|---|---|"]
+        short = short.groupby("model", sort=False)[["cells", "wape", "wql"]].mean()
+        for model, row in short.sort_values("wape").iterrows():
+            lines.append(f"| {model} | {row['cells']:.0f} | {row['wape']:.3f} | {row['wql']:.3f} |")
+    lines += ["", "## Clear wins (worst seed better than the other's best)", ""]
+    for metric in ("wape", "wql"):
+        wins = [w for w in report["clear_wins"][metric] if not _is_trivial(w, overall)]
+        lines.append(f"- {metric}: " + ("; ".join(wins) if wins else "none"))
     lines += [
         "",
-        "Seconds are summed over the four cutoffs (conformal calibration refits included); "
-        "peak RSS is the whole process (panel + model).",
-        f"Machine: {meta['machine']}.",
-        "",
+        "Seconds are summed over the cutoffs (mean over seeds; conformal calibration refits "
+        "included); peak RSS is the whole process (panel + model), max over seeds.",
+        f"Machine: {machine_line()}; {report['threads']} thread(s) per model.",
     ]
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS))
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--store", type=Path, default=RESULTS / "forecasts")
-    parser.add_argument("--reuse", action="store_true", help="skip models already in --store")
-    parser.add_argument("--threads", type=int, default=None, help="threads per model")
-    parser.add_argument(
-        "--child", nargs=3, metavar=("PANEL", "MODEL", "OUT"), help=argparse.SUPPRESS
-    )
-    args = parser.parse_args(argv)
-    if args.child:
-        run_one(Path(args.child[0]), args.child[1], Path(args.child[2]), args.threads)
-        return
+def _is_trivial(win: str, overall: pd.DataFrame) -> bool:
+    """Hide wins over models that are not among the six best by WAPE (keeps the list short)."""
+    best = set(overall.nsmallest(6, "wape")["model"])
+    return win.split(" < ")[1] not in best
 
-    from salesformer.data.online_retail import prepare_online_retail
 
-    if not args.source.is_file():
-        sys.exit(f"dataset not found: {args.source}; pass --source PATH")
-    names = [spec_name(n.strip()) for n in args.models.split(",") if n.strip()]
-    work = args.store
-    work.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        panel, quality = prepare_online_retail(args.source)
-        prepare_seconds = time.perf_counter() - start
-        panel.save(Path(tmp) / "panel")
-        costs, frames = [], []
-        for name in names:
-            done = (work / f"{name}.cost.json").is_file() and (work / f"{name}.parquet").is_file()
-            if not (args.reuse and done):
-                print(f"[{name}] backtesting ...", flush=True)
-                command = [sys.executable, __file__, "--child", str(Path(tmp) / "panel"), name]
-                command += [str(work)]
-                if args.threads:
-                    command += ["--threads", str(args.threads)]
-                subprocess.run(command, check=True)
-            cost = json.loads((work / f"{name}.cost.json").read_text())
-            print(f"[{name}] {cost['wall_seconds']:.1f} s, peak {cost['peak_rss_mb']:.0f} MB")
-            costs.append(cost)
-            frames.append(pd.read_parquet(work / f"{name}.parquet"))
-        series = pd.read_parquet(work / "series.parquet")
+def score_runs(store: Path, runs: list[tuple[str, int | None]], cutoffs: tuple[str, ...]) -> dict:
+    """Metrics of every run: overall, per cutoff and per history segment, plus summaries."""
+    names = [run_name(spec, seed) for spec, seed in runs]
     keys = [ITEM_ID, CUTOFF, DATE, "y"]
-    forecasts = frames[0]
-    for frame in frames[1:]:
+    forecasts = pd.read_parquet(store / f"{names[0]}.parquet")
+    for name in names[1:]:
+        frame = pd.read_parquet(store / f"{name}.parquet")
         forecasts = forecasts.merge(frame, on=keys, how="inner", validate="one_to_one")
+    series = pd.read_parquet(store / "series.parquet")
     result = BacktestResult(
         forecasts,
         series,
         pd.DataFrame({"model": names}),
         HORIZON,
-        [pd.Timestamp(c) for c in CUTOFFS],
+        [pd.Timestamp(c) for c in cutoffs],
     )
     scored = result.scored()
-    overall = evaluate(scored, models=names)
-    segments = {
-        column: evaluate(scored, models=names, by=column).to_dict(orient="records")
-        for column in ("history_segment", "intermittency")
-    }
-    cost_frame = pd.DataFrame(costs)
-    meta = {
+    spec_of = {run_name(spec, seed): spec for spec, seed in runs}
+
+    def labelled(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.rename(columns={"model": "run"})
+        frame.insert(0, "model", frame["run"].map(spec_of))
+        return frame
+
+    per_run = labelled(evaluate(scored, models=names))
+    records = [json.loads((store / f"{name}.cost.json").read_text()) for name in names]
+    fit_reports = {r["run"]: r.get("fit_report") for r in records}
+    costs = pd.DataFrame(records).drop(columns=["model", "seed", "fit_report"], errors="ignore")
+    per_run = per_run.merge(costs, on="run")
+    summary = summarise(per_run, tuple(METRICS))
+    cost_summary = per_run.groupby("model", sort=False).agg(
+        fit_seconds=("fit_seconds", "mean"),
+        predict_seconds=("predict_seconds", "mean"),
+        peak_rss_mb=("peak_rss_mb", "max"),
+    )
+    summary = summary.merge(cost_summary.reset_index(), on="model")
+    return {
         "series": len(series),
         "cells": len(forecasts),
-        "machine": f"{platform.machine()}, {platform.python_version()}, "
-        f"{__import__('os').cpu_count()} cores",
+        "summary": summary.to_dict(orient="records"),
+        "runs": per_run.to_dict(orient="records"),
+        "fit_reports": fit_reports,
+        "per_cutoff": labelled(evaluate(scored, models=names, by=CUTOFF)).to_dict(orient="records"),
+        "by_history": labelled(evaluate(scored, models=names, by=HISTORY_SEGMENT)).to_dict(
+            orient="records"
+        ),
+        "by_intermittency": labelled(evaluate(scored, models=names, by="intermittency")).to_dict(
+            orient="records"
+        ),
+        "clear_wins": {m: clear_wins(summary, m) for m in ("wape", "wql")},
     }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.online_retail", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--source", type=Path, default=ONLINE_RETAIL)
+    parser.add_argument("--cutoffs", choices=sorted(CUTOFF_SETS), default="test")
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS))
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="for seeded models")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--store", type=Path, default=None, help="forecast store folder")
+    parser.add_argument("--reuse", action="store_true", help="skip runs already in --store")
+    parser.add_argument("--threads", type=int, default=1, help="threads per model (default 1)")
+    parser.add_argument("--lm-set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--child", nargs=3, metavar=("PANEL", "MODEL", "SEED"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args(argv)
+    args.lm_set = parse_settings(args.lm_set)
+    tag = args.cutoffs + "".join(f"-{k}={v}" for k, v in sorted(args.lm_set.items()))
+    args.store = args.store or RESULTS / "forecasts" / tag
+    if args.child:
+        seed = None if args.child[2] == "-" else int(args.child[2])
+        run_one(Path(args.child[0]), args.child[1], seed, args)
+        return
+
+    require_file(args.source)
+    specs = [n.strip() for n in args.models.split(",") if n.strip()]
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    runs = [(spec, seed) for spec in specs for seed in (seeds if spec in SEEDED else [None])]
+    args.store.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        panel, quality, prepare_seconds = online_retail_panel(args.source)
+        panel.save(Path(tmp) / "panel")
+        for spec, seed in runs:
+            name = run_name(spec, seed)
+            done = all((args.store / f"{name}{s}").is_file() for s in (".cost.json", ".parquet"))
+            if not (args.reuse and done):
+                print(f"[{name}] backtesting ...", flush=True)
+                child = [
+                    "--child",
+                    str(Path(tmp) / "panel"),
+                    spec,
+                    "-" if seed is None else str(seed),
+                ]
+                passthrough = ["--cutoffs", args.cutoffs, "--store", str(args.store)]
+                passthrough += ["--threads", str(args.threads)]
+                for key, value in args.lm_set.items():
+                    passthrough += ["--lm-set", f"{key}={json.dumps(value)}"]
+                run_module("online_retail", *child, *passthrough)
+            cost = json.loads((args.store / f"{name}.cost.json").read_text())
+            print(f"[{name}] {cost['wall_seconds']:.1f} s, peak {cost['peak_rss_mb']:.0f} MB")
+    cutoffs = CUTOFF_SETS[args.cutoffs]
     report = {
         "protocol": {
+            "set": args.cutoffs,
             "horizon": HORIZON,
-            "cutoffs": list(CUTOFFS),
+            "cutoffs": list(cutoffs),
+            "validation_cutoffs": list(VALIDATION_CUTOFFS),
+            "test_cutoffs": list(CUTOFFS),
             "min_history": 13,
             "active_within": 13,
         },
-        "data": {**quality.to_dict(), "prepare_seconds": prepare_seconds},
-        **meta,
-        "overall": overall.merge(cost_frame, on="model").to_dict(orient="records"),
-        "by_segment": segments,
-        "lm_quantile_calibration": {
-            name: json.loads((work / f"{name}.calibration.json").read_text())
-            for name in names
-            if (work / f"{name}.calibration.json").is_file()
-        },
+        "seeds": seeds,
+        "seeded_models": list(SEEDED),
+        "threads": args.threads,
+        "lm_settings": args.lm_set,
+        "data": {**quality, "prepare_seconds": prepare_seconds},
+        **score_runs(args.store, runs, cutoffs),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "online_retail_ii.json").write_text(
-        json.dumps(report, indent=2, default=str) + "\n"
-    )
-    (args.out / "online_retail_ii.md").write_text(_markdown(overall, cost_frame, meta))
-    print(_markdown(overall, cost_frame, meta))
+    name = "online_retail_ii" if args.cutoffs == "test" else f"online_retail_ii_{args.cutoffs}"
+    if args.lm_set:
+        name += "_" + "_".join(f"{k}-{v}" for k, v in sorted(args.lm_set.items()))
+    path = write_results(name, report, markdown, args.out, argv)
+    print(path.with_suffix(".md").read_text())
 
 
 if __name__ == "__main__":

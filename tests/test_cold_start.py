@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from salesformer.data.contract import DATE, ITEM_ID, SALES, Panel
+from salesformer.data.contract import DATE, ITEM_ID, LIST_PRICE, SALES, Panel
 from salesformer.data.synthetic import SyntheticCatalogue, generate_catalogue
 from salesformer.errors import ConfigError, DataValidationError, NotFittedError
 from salesformer.evaluation.cold_start import (
@@ -186,3 +187,17 @@ def test_score_on_a_hand_example() -> None:
     assert result["mae"] == pytest.approx(1.0)
     with pytest.raises(DataValidationError, match="shape"):
         score(actual, forecast[:1])
+
+
+def test_launch_price_is_the_items_list_price_where_given(
+    panel: Panel, dates: pd.DatetimeIndex, train: LaunchSet
+) -> None:
+    assert panel.items is not None
+    items = panel.items.copy()
+    listed = {item: 10.0 + row for row, item in enumerate(train.item_ids)}
+    unlisted = train.item_ids[0]
+    listed[unlisted] = float("nan")  # no list price: the launch week's price is read
+    items[LIST_PRICE] = items[ITEM_ID].map(listed)
+    with_list = launch_table(replace(panel, items=items), dates[5], dates[45], WEEKS)
+    expected = [train.prices[0], *(listed[i] for i in train.item_ids[1:])]
+    np.testing.assert_array_equal(with_list.prices, expected)

@@ -19,6 +19,7 @@ from salesformer.data.online_retail import (
     discount_depth,
     drop_sheet_overlap,
     last_full_week,
+    launch_list_price,
     prepare_online_retail,
 )
 from salesformer.data.sources import default_cache_dir, resolve_source
@@ -508,3 +509,25 @@ def test_cache_folder_follows_the_environment(
     assert resolve_source(f"{base}/a.csv").parent == tmp_path / "env" / "downloads"
     monkeypatch.delenv("SALESFORMER_CACHE")
     assert default_cache_dir() == Path.home() / ".cache" / "salesformer" / "downloads"
+
+
+def test_list_price_is_the_most_common_price_of_the_first_sale_week() -> None:
+    week = pd.Timestamp("2011-01-03")
+    lines = pd.DataFrame(
+        {
+            "item_id": ["A", "A", "A", "A", "B", "B"],
+            "date": [week, week, week, week + pd.Timedelta(weeks=1), week, week],
+            "Price": [2.0, 2.0, 1.5, 1.0, 3.0, 2.5],
+        }
+    )
+    # A: two lines at 2.0 beat one bulk line at 1.5; the next week's 1.0 is not its launch.
+    # B: one line each, the tie goes to the higher price.
+    prices = launch_list_price(lines)
+    assert prices.to_dict() == {"A": 2.0, "B": 3.0}
+
+
+def test_items_table_has_a_list_price(prepared: tuple) -> None:
+    panel, _ = prepared
+    items = panel.items.set_index("item_id")
+    assert items["list_price"].notna().all()
+    assert items.loc["85123A", "list_price"] == 2.55

@@ -35,6 +35,9 @@ SALES = "sales"
 TEXT = "text"
 CUTOFF = "cutoff"
 ACTUAL = "y"
+#: Optional items-table column: the item's list price at launch (a catalogue price, not one that
+#: depends on how much sold). Cold-start models read it in place of the launch week's price.
+LIST_PRICE = "list_price"
 
 #: Covariates with these names are known-future unless declared otherwise.
 DEFAULT_KNOWN_FUTURE = ("price", "discount", "promo", "promotion", "event", "holiday")

@@ -20,7 +20,11 @@ The protocol, stated once (``docs/data.md`` explains each step with the numbers 
 5. **Discount depth**: ``1 - price / typical``, where ``typical`` is the median of the item's
    weekly paid price over its previous 13 sale weeks (the current week excluded, so only the
    past is used), clipped to ``[0, 1)``; 0 in an item's first sale week.
-6. **Bulk orders** are kept but flagged: an invoice line with ``Quantity >= 100`` and more than
+6. **List price** (items table, ``list_price``): the most common unit price (``Price``) among
+   the item's invoice lines of its first sale week, ties to the higher price. Unlike the paid
+   average, it does not fall when a bulk order lands in the launch week, so a launch forecast
+   can read it without reading the volume it forecasts.
+7. **Bulk orders** are kept but flagged: an invoice line with ``Quantity >= 100`` and more than
    10 times the item's median line quantity (over the kept lines).
 """
 
@@ -33,7 +37,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from salesformer.data.contract import DATE, ITEM_ID, SALES, TEXT, Panel, validate_panel
+from salesformer.data.contract import (
+    DATE,
+    ITEM_ID,
+    LIST_PRICE,
+    SALES,
+    TEXT,
+    Panel,
+    validate_panel,
+)
 from salesformer.data.sources import quality_table, read_table, resolve_source
 from salesformer.data.text import item_text
 from salesformer.errors import DataValidationError
@@ -444,10 +456,24 @@ def items_table(lines: pd.DataFrame) -> pd.DataFrame:
             "n_descriptions": counts.groupby(ITEM_ID, observed=True).size(),
         }
     )
+    items[LIST_PRICE] = launch_list_price(lines)
     items.index = items.index.astype(str)
     items[TEXT] = [item_text(title) for title in items["title"]]
     items = items.rename_axis(ITEM_ID).reset_index()
-    return items[[ITEM_ID, "title", TEXT, "first_sale", "last_sale", "n_descriptions"]]
+    columns = [ITEM_ID, "title", TEXT, "first_sale", "last_sale", "n_descriptions", LIST_PRICE]
+    return items[columns]
+
+
+def launch_list_price(lines: pd.DataFrame) -> pd.Series:
+    """Each item's most common unit price on its first sale week's lines (ties: the higher).
+
+    Counted by invoice line, not by unit, so one bulk order at a discount does not set it.
+    """
+    first = lines.groupby(ITEM_ID, observed=True)[DATE].transform("min")
+    launch = lines.loc[lines[DATE] == first, [ITEM_ID, PRICE]]
+    counts = launch.groupby([ITEM_ID, PRICE], observed=True).size().rename("n").reset_index()
+    modal = counts.sort_values([ITEM_ID, "n", PRICE], ascending=[True, False, False])
+    return modal.drop_duplicates(ITEM_ID).set_index(ITEM_ID)[PRICE].astype(float)
 
 
 def prepare_online_retail(

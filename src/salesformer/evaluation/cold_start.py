@@ -2,8 +2,8 @@
 
 A **launch** is an item whose first sale week (its first date in ``panel.sales``: each item's
 grid starts at its first sale) falls in a window. Its inputs are what is known before it
-sells: the item text, the launch price (the ``price`` covariate in its first sale week) and
-the launch week. Its target is the curve of weekly sales in weeks ``0 .. weeks-1`` counted
+sells: the item text, the launch price (the items table's ``list_price`` when it has one, else
+the ``price`` covariate of its first sale week: see :func:`launch_prices`) and the launch week. Its target is the curve of weekly sales in weeks ``0 .. weeks-1`` counted
 from the first sale week.
 
 :func:`launch_table` builds a :class:`LaunchSet` for a window; the baselines learn from the
@@ -31,7 +31,7 @@ from typing import Any, Protocol, Self
 import numpy as np
 import pandas as pd
 
-from salesformer.data.contract import ACTUAL, DATE, ITEM_ID, SALES, Panel
+from salesformer.data.contract import ACTUAL, DATE, ITEM_ID, LIST_PRICE, SALES, Panel
 from salesformer.errors import ConfigError, DataValidationError, NotFittedError
 from salesformer.evaluation.metrics import mae, wape
 from salesformer.text import DEFAULT_ENCODER, item_texts, load_encoder
@@ -100,6 +100,26 @@ class LaunchSet:
         )
 
 
+def launch_prices(panel: Panel, launches: pd.DataFrame) -> np.ndarray:
+    """The price a launch forecast may read, per row of ``launches`` (first sale weeks).
+
+    The items table's ``list_price`` where it has one (a price that does not depend on the
+    volume sold); otherwise the ``price`` covariate of the launch week; NaN when neither.
+    """
+    ids = launches[ITEM_ID].astype(str)
+    prices = (
+        launches[PRICE].to_numpy(dtype=float)
+        if PRICE in launches.columns
+        else np.full(len(launches), np.nan)
+    )
+    if panel.items is not None and LIST_PRICE in panel.items.columns:
+        listed = panel.items.assign(**{ITEM_ID: panel.items[ITEM_ID].astype(str)})
+        listed = listed.set_index(ITEM_ID)[LIST_PRICE].astype(float)
+        from_items = listed.reindex(ids).to_numpy(dtype=float)
+        prices = np.where(np.isfinite(from_items), from_items, prices)
+    return prices
+
+
 def launch_table(
     panel: Panel,
     first_from: str | pd.Timestamp,
@@ -144,11 +164,7 @@ def launch_table(
     ids = np.asarray(complete, dtype=object).astype(str)
     targets = head[SALES].to_numpy(dtype=float).reshape(len(ids), weeks)
     launches = head.loc[(position.loc[head.index] == 0).to_numpy()]
-    prices = (
-        launches[PRICE].to_numpy(dtype=float)
-        if PRICE in launches.columns
-        else np.full(len(ids), np.nan)
-    )
+    prices = launch_prices(panel, launches)
     if np.isnan(prices).any() and not np.isnan(prices).all():
         prices = np.where(np.isnan(prices), np.nanmedian(prices), prices)
     texts = item_texts(panel.items).reindex(ids)

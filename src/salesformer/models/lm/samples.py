@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from salesformer.data.contract import DATE, ITEM_ID, SALES, Panel
+from salesformer.data.contract import DATE, ITEM_ID, LIST_PRICE, SALES, Panel
 
 #: Names of the static features, in order.
 STATIC_FEATURES = (
@@ -72,6 +72,9 @@ class Wide:
     first: np.ndarray
     known: dict[str, np.ndarray]
     price: np.ndarray | None
+    #: Each item's launch price: the items table's ``list_price`` where given, else the price
+    #: covariate in its first observed period (NaN when neither).
+    launch_price: np.ndarray | None = None
 
     @classmethod
     def from_panel(cls, panel: Panel, future: pd.DataFrame | None = None, horizon: int = 0) -> Wide:
@@ -111,7 +114,25 @@ class Wide:
         if prices:
             name = prices[0]
             price = known[name] if name in known else spread(name, None)
-        return cls(ids, dates, len(history_dates), sales, observed, first, known, price)
+        launch = _launch_prices(panel, ids, price, first)
+        return cls(ids, dates, len(history_dates), sales, observed, first, known, price, launch)
+
+
+def _launch_prices(
+    panel: Panel, ids: np.ndarray, price: np.ndarray | None, first: np.ndarray
+) -> np.ndarray | None:
+    """See :attr:`Wide.launch_price`."""
+    launch = None
+    if price is not None:
+        launch = price[np.arange(len(ids)), np.clip(first, 0, price.shape[1] - 1)]
+    items = panel.items
+    if items is None or LIST_PRICE not in items.columns:
+        return launch
+    listed = pd.Series(items[LIST_PRICE].to_numpy(dtype=float), index=items[ITEM_ID].astype(str))
+    listed = listed[~listed.index.duplicated()].reindex(ids).to_numpy(dtype=float)
+    if launch is None:
+        return listed
+    return np.where(np.isfinite(listed), listed, launch)
 
 
 def _ffill(values: np.ndarray) -> np.ndarray:

@@ -18,7 +18,8 @@ scale; the median, so WAPE, moves only with the damping). Forms:
   factor ``d`` (``LMForecaster.growth_damping``), then the default spread form. The ``d`` of
   the least out-of-fold WAPE is the default (wQL as a tie-break); ``d = 1`` is no damping.
 
-Results: ``benchmarks/results/lm_calibration.json`` and ``.md``, per cutoff and pooled.
+Results: ``benchmarks/results/lm_calibration.json`` and ``.md``, per cutoff and pooled; the raw
+forecasts are kept in ``benchmarks/results/forecasts/validation-raw/`` (not versioned).
 
 Usage::
 
@@ -202,6 +203,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     result = backtest([model], panel, HORIZON, list(VALIDATION_CUTOFFS))
     frame = result.forecasts.reset_index(drop=True)
+    store = RESULTS / "forecasts" / "validation-raw"
+    store.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(store / f"LM-{args.finetune}_s{args.seed}.parquet", index=False)
     levels = model.levels
     level = cutoff_levels(panel, frame)
     rows = score_forms(frame, levels, level)

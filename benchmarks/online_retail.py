@@ -18,7 +18,9 @@ seed of ``--seeds``; the tables give the mean and the min-max over seeds, and a 
 beat another only where its worst seed beats the other's best.
 
 Besides the registered names, ``--models`` takes ``LM-frozen``, ``LM-lora`` and ``LM-full``
-(the LM forecaster per fine-tuning mode: "before vs after fine-tuning") and ``auto`` (whose LM
+(the LM forecaster per fine-tuning mode: "before vs after fine-tuning"), ``LM-notext`` (the
+LM with its default fine-tuning, every item given the same text: what the text adds) and
+``auto`` (whose LM
 candidate uses the LM's default fine-tuning). ``--lm-set KEY=VALUE`` overrides LM settings (for
 studies on the validation cutoffs; the headline uses the defaults). Forecasts are kept in
 ``--store`` (default ``benchmarks/results/forecasts/<cutoffs>``, not versioned): ``--reuse``
@@ -37,6 +39,7 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +56,7 @@ from benchmarks.harness import (
     run_module,
     write_results,
 )
-from salesformer.data.contract import CUTOFF, DATE, ITEM_ID, Panel
+from salesformer.data.contract import CUTOFF, DATE, ITEM_ID, TEXT, Panel
 from salesformer.evaluation.backtest import HISTORY_SEGMENT, BacktestResult, backtest
 from salesformer.evaluation.metrics import METRICS, evaluate
 from salesformer.models.base import Forecaster
@@ -63,8 +66,11 @@ CUTOFFS = ("2011-07-04", "2011-08-01", "2011-08-29", "2011-09-26")
 VALIDATION_CUTOFFS = ("2011-03-07", "2011-04-04", "2011-05-02")
 CUTOFF_SETS = {"test": CUTOFFS, "validation": VALIDATION_CUTOFFS}
 LM_MODES = {"LM-frozen": "frozen", "LM-lora": "lora", "LM-full": "full"}
+#: The LM (default fine-tuning) reading one constant text for every item: what the LM does
+#: without the text, so that a win can be shown to come from reading it.
+NO_TEXT = "LM-notext"
 #: Models whose training is random: run once per seed.
-SEEDED = (*LM_MODES, "auto")
+SEEDED = (*LM_MODES, NO_TEXT, "auto")
 SEEDS = (0, 1, 2)
 BASELINES = (
     "Naive",
@@ -104,6 +110,8 @@ def build_model(spec: str, seed: int, threads: int | None, lm_set: dict[str, Any
     lm.update(lm_set)
     if spec in LM_MODES:
         return make_model("LM", **{**lm, "finetune": LM_MODES[spec]})
+    if spec == NO_TEXT:
+        return make_model("LM", **lm)
     name = resolve_name(spec)
     lightgbm = {"n_jobs": threads}
     if name == "auto":
@@ -117,6 +125,13 @@ def build_model(spec: str, seed: int, threads: int | None, lm_set: dict[str, Any
     return make_model(name)
 
 
+def without_text(panel: Panel) -> Panel:
+    """The panel with one constant text for every item (and no title to build one from)."""
+    assert panel.items is not None
+    items = panel.items[[ITEM_ID]].assign(**{TEXT: "product"})
+    return replace(panel, items=items)
+
+
 def run_name(spec: str, seed: int | None) -> str:
     """Column name of one run: the model, and its seed for seeded models (``LM-lora_s1``)."""
     return spec if seed is None else f"{spec}_s{seed}"
@@ -125,6 +140,8 @@ def run_name(spec: str, seed: int | None) -> str:
 def run_one(panel_dir: Path, spec: str, seed: int | None, args: argparse.Namespace) -> None:
     """Child process: backtest one model (one seed), write its forecasts and its own cost."""
     panel = Panel.load(panel_dir)
+    if spec == NO_TEXT:
+        panel = without_text(panel)
     model = build_model(spec, 0 if seed is None else seed, args.threads, args.lm_set)
     start = time.perf_counter()
     result = backtest([model], panel, HORIZON, list(CUTOFF_SETS[args.cutoffs]))

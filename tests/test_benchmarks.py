@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from benchmarks import harness
@@ -82,3 +83,33 @@ def test_require_file_returns_an_existing_path(tmp_path: Path) -> None:
 def test_module_command_runs_this_interpreter() -> None:
     command = harness.module_command("encoders", "--child", "x")
     assert command == [sys.executable, "-m", "benchmarks.encoders", "--child", "x"]
+
+
+def test_summary_over_seeds_and_clear_wins() -> None:
+    from benchmarks.online_retail import clear_wins, summarise
+
+    runs = pd.DataFrame(
+        {
+            "model": ["A", "A", "A", "B", "C", "C"],
+            "run": ["A_s0", "A_s1", "A_s2", "B", "C_s0", "C_s1"],
+            "wape": [0.60, 0.62, 0.61, 0.63, 0.615, 0.64],
+        }
+    )
+    summary = summarise(runs, ("wape",))
+    a = summary.set_index("model").loc["A"]
+    assert a["wape"] == pytest.approx(0.61) and a["seeds"] == 3
+    assert (a["wape_min"], a["wape_max"]) == (0.60, 0.62)
+    # A's worst seed (0.62) beats B (0.63); C's spread overlaps both, so no claim involves C.
+    assert clear_wins(summary, "wape") == ["A < B"]
+
+
+def test_without_text_gives_every_item_the_same_text() -> None:
+    from benchmarks.online_retail import without_text
+    from salesformer.data.synthetic import generate_catalogue
+    from salesformer.text import item_texts
+
+    panel = generate_catalogue(n_items=6, n_weeks=30, seed=1).panel()
+    blank = without_text(panel)
+    assert blank.items is not None
+    assert item_texts(blank.items).nunique() == 1
+    pd.testing.assert_frame_equal(blank.sales, panel.sales)

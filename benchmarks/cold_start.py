@@ -23,7 +23,7 @@ Results: ``<out>/cold_start.{json,md}`` (test) or ``cold_start_validation.{json,
 Usage::
 
     python -m benchmarks.cold_start [--split test|validation] [--data PATH] [--out DIR]
-        [--lm-modes frozen,lora,full | --skip-lm] [--seeds 0,1,2] [--threads 1]
+        [--lm-modes frozen,lora,full,notext | --skip-lm] [--seeds 0,1,2] [--threads 1]
 """
 
 from __future__ import annotations
@@ -158,11 +158,19 @@ def run_lm(
         ImportError: when ``salesformer.models.lm`` cannot be imported.
         ValueError: when its forecast frame does not hold one row per new item and week.
     """
+    from benchmarks.online_retail import without_text
     from salesformer.models.lm import LMForecaster
 
-    model = LMForecaster(finetune=mode, horizon=WEEKS, threads=threads, progress=False, seed=seed)
+    settings: dict[str, Any] = {"horizon": WEEKS, "threads": threads, "progress": False}
+    inputs = new.inputs()
+    if mode == "notext":
+        history = without_text(history)
+        inputs = inputs.assign(text="product")
+    else:
+        settings["finetune"] = mode
+    model = LMForecaster(seed=seed, **settings)
     _, fit_seconds = _timed(lambda: model.fit(history))
-    frame, predict_seconds = _timed(lambda: model.predict_new(new.inputs(), horizon=WEEKS))
+    frame, predict_seconds = _timed(lambda: model.predict_new(inputs, horizon=WEEKS))
     actuals = new.actuals()
     keys = [ITEM_ID, DATE]
     frame = frame.assign(**{ITEM_ID: frame[ITEM_ID].astype(str)})
@@ -327,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=sorted(SPLITS), default="test")
     parser.add_argument("--data", type=Path, default=ONLINE_RETAIL)
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--lm-modes", default="frozen,lora,full")
+    parser.add_argument("--lm-modes", default="frozen,lora,full,notext")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="LM seeds")
     parser.add_argument("--skip-lm", action="store_true", help="run the baselines only")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the LM")

@@ -163,11 +163,10 @@ def run_lm(
 
     settings: dict[str, Any] = {"horizon": WEEKS, "threads": threads, "progress": False}
     inputs = new.inputs()
+    settings["finetune"] = "frozen" if mode == "notext" else mode
     if mode == "notext":
         history = without_text(history)
         inputs = inputs.assign(text="product")
-    else:
-        settings["finetune"] = mode
     model = LMForecaster(seed=seed, **settings)
     _, fit_seconds = _timed(lambda: model.fit(history))
     frame, predict_seconds = _timed(lambda: model.predict_new(inputs, horizon=WEEKS))

@@ -19,7 +19,7 @@ beat another only where its worst seed beats the other's best.
 
 Besides the registered names, ``--models`` takes ``LM-frozen``, ``LM-lora`` and ``LM-full``
 (the LM forecaster per fine-tuning mode: "before vs after fine-tuning"), ``LM-notext`` (the
-LM with its default fine-tuning, every item given the same text: what the text adds) and
+frozen LM with every item given the same text: what the text adds) and
 ``auto`` (whose LM
 candidate uses the LM's default fine-tuning). ``--lm-set KEY=VALUE`` overrides LM settings (for
 studies on the validation cutoffs; the headline uses the defaults). Forecasts are kept in
@@ -66,8 +66,9 @@ CUTOFFS = ("2011-07-04", "2011-08-01", "2011-08-29", "2011-09-26")
 VALIDATION_CUTOFFS = ("2011-03-07", "2011-04-04", "2011-05-02")
 CUTOFF_SETS = {"test": CUTOFFS, "validation": VALIDATION_CUTOFFS}
 LM_MODES = {"LM-frozen": "frozen", "LM-lora": "lora", "LM-full": "full"}
-#: The LM (default fine-tuning) reading one constant text for every item: what the LM does
-#: without the text, so that a win can be shown to come from reading it.
+#: The LM reading one constant text for every item: what the LM does without the text, so that
+#: a win can be shown to come from reading it. Frozen: with one text for every item, tuning the
+#: encoder could only learn one constant vector, which the head's biases already are.
 NO_TEXT = "LM-notext"
 #: Models whose training is random: run once per seed.
 SEEDED = (*LM_MODES, NO_TEXT, "auto")
@@ -111,7 +112,7 @@ def build_model(spec: str, seed: int, threads: int | None, lm_set: dict[str, Any
     if spec in LM_MODES:
         return make_model("LM", **{**lm, "finetune": LM_MODES[spec]})
     if spec == NO_TEXT:
-        return make_model("LM", **lm)
+        return make_model("LM", **{**lm, "finetune": "frozen"})
     name = resolve_name(spec)
     lightgbm = {"n_jobs": threads}
     if name == "auto":

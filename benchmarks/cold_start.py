@@ -97,8 +97,10 @@ REFERENCE: dict[str, dict[str, Any]] = {
 #: The fine-tuned LM should beat the ridge on embeddings + list price by at least 5%.
 TARGET_MARGIN = 0.05
 FINE_TUNED_MODES = ("lora", "full")
-LMMode = Literal["frozen", "lora", "full"]
-LM_MODES: tuple[LMMode, ...] = ("frozen", "lora", "full")
+LMMode = Literal["frozen", "lora", "full", "notext"]
+#: ``notext``: the frozen LM with every item (training and new) given the same text, to show
+#: what reading the text adds (with one text, tuning the encoder has nothing to learn).
+LM_MODES: tuple[LMMode, ...] = ("frozen", "lora", "full", "notext")
 SEEDS = (0, 1, 2)
 
 

@@ -43,6 +43,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from benchmarks.harness import (
@@ -245,6 +246,14 @@ def markdown(report: dict[str, Any]) -> str:
         short = short.groupby("model", sort=False)[["cells", "wape", "wql"]].mean()
         for model, row in short.sort_values("wape").iterrows():
             lines.append(f"| {model} | {row['cells']:.0f} | {row['wape']:.3f} | {row['wql']:.3f} |")
+    if report.get("seed_averages"):
+        lines += ["", "## Mean of the seeds' forecasts (analysis, not a shipped model)", ""]
+        lines += ["| forecast | wape | wql | coverage80 |", "|---|---|---|---|"]
+        for row in report["seed_averages"]:
+            lines.append(
+                f"| {row['model']} | {row['wape']:.3f} | {row['wql']:.3f} | "
+                f"{row['coverage80']:.3f} |"
+            )
     lines += ["", "## Clear wins (worst seed better than the other's best)", ""]
     for metric in ("wape", "wql"):
         wins = [w for w in report["clear_wins"][metric] if not _is_trivial(w, overall)]
@@ -264,6 +273,27 @@ def _is_trivial(win: str, overall: pd.DataFrame) -> bool:
     return win.split(" < ")[1] not in best
 
 
+SEED_AVERAGE = "-seed-average"
+
+
+def seed_averages(forecasts: pd.DataFrame, runs: list[tuple[str, int | None]]) -> pd.DataFrame:
+    """For each model run over several seeds, the mean of its seeds' forecasts, column by
+    column (point and every quantile): ``<model>-seed-average``. An analysis of what
+    averaging seeds would give, not a model the product ships."""
+    keys = [ITEM_ID, CUTOFF, DATE, "y"]
+    out = forecasts[keys].copy()
+    for spec in dict.fromkeys(spec for spec, seed in runs if seed is not None):
+        names = [run_name(spec, seed) for s, seed in runs if s == spec]
+        if len(names) < 2:
+            continue
+        for column in forecasts.columns:
+            if column == names[0] or column.startswith(names[0] + "-q"):
+                suffix = column[len(names[0]) :]
+                stack = np.stack([forecasts[n + suffix].to_numpy(dtype=float) for n in names])
+                out[spec + SEED_AVERAGE + suffix] = stack.mean(axis=0)
+    return out
+
+
 def score_runs(store: Path, runs: list[tuple[str, int | None]], cutoffs: tuple[str, ...]) -> dict:
     """Metrics of every run: overall, per cutoff and per history segment, plus summaries."""
     names = [run_name(spec, seed) for spec, seed in runs]
@@ -273,6 +303,7 @@ def score_runs(store: Path, runs: list[tuple[str, int | None]], cutoffs: tuple[s
         frame = pd.read_parquet(store / f"{name}.parquet")
         forecasts = forecasts.merge(frame, on=keys, how="inner", validate="one_to_one")
     series = pd.read_parquet(store / "series.parquet")
+    averages = seed_averages(forecasts, runs)
     result = BacktestResult(
         forecasts,
         series,
@@ -314,6 +345,12 @@ def score_runs(store: Path, runs: list[tuple[str, int | None]], cutoffs: tuple[s
             orient="records"
         ),
         "clear_wins": {m: clear_wins(summary, m) for m in ("wape", "wql")},
+        "seed_averages": evaluate(
+            averages.merge(series, on=[ITEM_ID, CUTOFF], how="left"),
+            models=[c for c in averages.columns if c.endswith(SEED_AVERAGE)],
+        ).to_dict(orient="records")
+        if len(averages.columns) > len(keys)
+        else [],
     }
 
 

@@ -113,3 +113,19 @@ def test_without_text_gives_every_item_the_same_text() -> None:
     assert blank.items is not None
     assert item_texts(blank.items).nunique() == 1
     pd.testing.assert_frame_equal(blank.sales, panel.sales)
+
+
+def test_seed_average_is_the_columnwise_mean_of_the_seeds() -> None:
+    from benchmarks.online_retail import seed_averages
+
+    base = pd.DataFrame(
+        {"item_id": ["a", "b"], "cutoff": ["c", "c"], "date": ["d1", "d1"], "y": [1.0, 2.0]}
+    )
+    frame = base.assign(
+        **{"M_s0": [1.0, 3.0], "M_s0-q90": [2.0, 5.0], "M_s1": [3.0, 5.0], "M_s1-q90": [4.0, 9.0]},
+        N=[7.0, 7.0],
+    )
+    out = seed_averages(frame, [("M", 0), ("M", 1), ("N", None)])
+    assert list(out["M-seed-average"]) == [2.0, 4.0]
+    assert list(out["M-seed-average-q90"]) == [3.0, 7.0]
+    assert not any(c.startswith("N") for c in out.columns)

@@ -36,17 +36,15 @@ import numpy as np
 import pandas as pd
 
 from salesformer.data.contract import DATE, ITEM_ID, Panel
-from salesformer.evaluation.cold_start import (
+from salesformer.evaluation.cold_start import LaunchSet, launch_table, score
+from salesformer.evaluation.metrics import coverage80, wql
+from salesformer.models.cold_start import (
     KNNEmbedding,
     KNNText,
-    LaunchSet,
     LightGBMEmbedding,
     MeanLaunchCurve,
     RidgeEmbedding,
-    launch_table,
-    score,
 )
-from salesformer.evaluation.metrics import coverage80, wql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from online_retail import DEFAULT_SOURCE, RESULTS

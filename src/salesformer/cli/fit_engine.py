@@ -16,7 +16,7 @@ from salesformer.errors import ConfigError
 
 if TYPE_CHECKING:
     from salesformer.data.contract import Panel
-    from salesformer.models.base import Forecaster
+    from salesformer.forecasting.protocol import Forecaster
 
 DEFAULT_WORKERS = 2
 #: Suffix of the default checkpoint folder, beside the ``--out`` model folder.

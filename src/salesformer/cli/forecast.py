@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from salesformer.data.contract import Panel
-    from salesformer.models.base import Forecaster
+    from salesformer.forecasting.protocol import Forecaster
 
 LM = "LM"
 AUTO = "auto"
@@ -192,7 +192,7 @@ def panel_until(panel: Panel, until: str) -> Panel:
 
 def model_horizon(model: Forecaster) -> int:
     """The horizon a model was fitted for (``horizon`` or ``max_horizon``), else 8."""
-    from salesformer.models.base import fitted_horizon
+    from salesformer.forecasting.protocol import fitted_horizon
 
     return fitted_horizon(model, DEFAULT_HORIZON)
 

@@ -44,7 +44,7 @@ import pandas as pd
 
 from salesformer.data.contract import CUTOFF, DATE, ITEM_ID, parse_dates
 from salesformer.errors import ConfigError, DataValidationError
-from salesformer.models.base import check_quantiles, quantile_column
+from salesformer.forecasting.protocol import check_quantiles, quantile_column
 
 CYCLE = "cycle"
 FILL_RATE = "fill-rate"

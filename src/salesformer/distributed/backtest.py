@@ -51,7 +51,7 @@ from salesformer.distributed.pool import (
 from salesformer.distributed.predict import check_splittable
 from salesformer.errors import ConfigError
 from salesformer.evaluation.backtest import BacktestResult, resolve_cutoffs, series_facts
-from salesformer.models.base import DEFAULT_QUANTILES, Forecaster, check_quantiles
+from salesformer.forecasting.protocol import DEFAULT_QUANTILES, Forecaster, check_quantiles
 from salesformer.models.conformal import error_quantiles
 from salesformer.models.statistical import _StatsForecastModel
 

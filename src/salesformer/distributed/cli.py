@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from salesformer.cli.forecast import Overrides
     from salesformer.distributed.pool import PartProgress, RunReport
     from salesformer.evaluation.backtest import BacktestResult
-    from salesformer.models.base import Forecaster
+    from salesformer.forecasting.protocol import Forecaster
 
 DEFAULT_ITEMS_PER_PART = 2000
 

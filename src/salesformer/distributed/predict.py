@@ -1,7 +1,7 @@
 """Batch forecasting of a saved model's whole catalogue on Ray.
 
 The driver loads the model once (as ``salesformer predict`` does; an LM without its training
-panel), makes its :meth:`~salesformer.models.base.Forecaster.shareable` copy for the horizon
+panel), makes its :meth:`~salesformer.forecasting.Forecaster.shareable` copy for the horizon
 and puts it in Ray's object store: workers on any node get it from there, so no shared
 filesystem is needed. A statistical model is not fitted on the driver at all: each item's
 model depends on its own history only, so workers fit it on their parts; its conformal
@@ -10,7 +10,7 @@ collects (:meth:`calibration_errors`) before the forecasting pass.
 
 The panel is streamed from the model folder's ``panel/panel.parquet`` in parts of whole
 items; each worker forecasts a part with
-:meth:`~salesformer.models.base.Forecaster.for_items`, and the driver appends the parts'
+:meth:`~salesformer.forecasting.protocol.Forecaster.for_items`, and the driver appends the parts'
 forecasts to the output file in item order as they arrive. The file is written under a
 temporary name and renamed at the end, so a failed job leaves no partial output.
 """
@@ -40,7 +40,12 @@ from salesformer.distributed.pool import (
     start_workers,
 )
 from salesformer.errors import ConfigError
-from salesformer.models.base import DEFAULT_QUANTILES, Forecaster, check_quantiles, fitted_horizon
+from salesformer.forecasting.protocol import (
+    DEFAULT_QUANTILES,
+    Forecaster,
+    check_quantiles,
+    fitted_horizon,
+)
 from salesformer.models.conformal import error_quantiles
 from salesformer.models.statistical import _StatsForecastModel
 

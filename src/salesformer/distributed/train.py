@@ -105,7 +105,7 @@ def fit_lm_on_ray(
     from salesformer.distributed.engine import ray_session
     from salesformer.errors import DataValidationError
     from salesformer.models.lm import LMForecaster
-    from salesformer.models.lm.forecaster import _texts_for
+    from salesformer.models.lm.encoding import texts_for as _texts_for
     from salesformer.models.lm.samples import Wide
 
     _check_settings(workers, max_failures)
@@ -277,7 +277,8 @@ def _model_snapshot(
     model: LMForecaster, state: StageState, item_ids: np.ndarray, frozen: np.ndarray
 ) -> Any:
     """The best model so far, as a fitted LMForecaster that ``save`` can write."""
-    from salesformer.models.lm.forecaster import _encode_tokens
+    from salesformer.models.lm.encoding import encode_tokens as _encode_tokens
+    from salesformer.models.lm.training import calibrate
 
     snapshot = copy.copy(model)
     head = copy.deepcopy(state.modules["head"])
@@ -298,8 +299,8 @@ def _model_snapshot(
         "checkpoint": {"stage": state.label, "epoch": state.epoch},
         stage: {"epochs": state.epoch, "history": list(state.history)},
     }
-    if not hasattr(snapshot, "calibration_") and hasattr(snapshot, "_calibrate"):
-        snapshot.calibration_, _ = snapshot._calibrate(None)  # identity until the fit ends
+    if not hasattr(snapshot, "calibration_"):
+        snapshot.calibration_, _ = calibrate(snapshot, None)  # identity until the fit ends
     return snapshot
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 from salesformer.data.contract import ACTUAL, CUTOFF, DATE, ITEM_ID, SALES, Panel
 from salesformer.errors import ConfigError
 from salesformer.evaluation.metrics import SCALE_MAE, SCALE_MSE, evaluate
-from salesformer.models.base import DEFAULT_QUANTILES, Forecaster
+from salesformer.forecasting.protocol import DEFAULT_QUANTILES, Forecaster
 
 #: ``progress(description, advance)`` callback; the CLI passes a rich progress bar.
 ProgressHook = Callable[[str], None]

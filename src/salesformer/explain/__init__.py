@@ -21,7 +21,7 @@ from salesformer.explain.result import Explanation, unknown_item
 if TYPE_CHECKING:
     import pandas as pd
 
-    from salesformer.models.base import Forecaster
+    from salesformer.forecasting.protocol import Forecaster
 
 
 def explain(

@@ -38,7 +38,7 @@ from salesformer.explain.result import (
     empty,
     unknown_item,
 )
-from salesformer.models.base import resolve_future
+from salesformer.forecasting.protocol import resolve_future
 from salesformer.models.lm.samples import (
     N_CALENDAR,
     STATIC_FEATURES,
@@ -514,7 +514,7 @@ def explain_lm(
     """
     _check_settings(model, n_steps, baseline_token)
     horizon = model.horizon if horizon is None else horizon
-    model._check_horizon(horizon)
+    model.check_horizon(horizon)
     torch = import_torch()
     if model.threads:
         torch.set_num_threads(model.threads)
@@ -566,7 +566,7 @@ def forecast_with_texts(
     """
     _check_settings(model, 32, "pad")
     horizon = model.horizon if horizon is None else horizon
-    model._check_horizon(horizon)
+    model.check_horizon(horizon)
     torch = import_torch()
     inputs = _item_inputs(model, str(item_id), horizon, None)
     forward = _Forward(model, inputs, horizon)

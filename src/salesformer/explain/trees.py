@@ -28,7 +28,7 @@ from salesformer.explain.result import (
     completeness,
     unknown_item,
 )
-from salesformer.models.base import resolve_future
+from salesformer.forecasting.protocol import resolve_future
 
 _HISTORY_PREFIXES = ("lag_", "mean_", "std_", "zero_share_")
 _HISTORY_NAMES = ("since_sale", "age", "history")

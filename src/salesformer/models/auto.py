@@ -43,7 +43,7 @@ from salesformer.evaluation.backtest import (
     series_facts,
 )
 from salesformer.evaluation.metrics import evaluate
-from salesformer.models.base import DEFAULT_QUANTILES, Forecaster, quantile_column
+from salesformer.forecasting.protocol import DEFAULT_QUANTILES, Forecaster, quantile_column
 from salesformer.models.registry import make_model, resolve_name
 
 Selection = Literal["segment", "global", "weighted"]

@@ -41,7 +41,7 @@ import pandas as pd
 from salesformer.data.contract import DATE, ITEM_ID, Panel
 from salesformer.data.features import FeatureMatrix, build_features
 from salesformer.errors import ConfigError, NotFittedError
-from salesformer.models.base import Forecaster, quantile_column
+from salesformer.forecasting.protocol import Forecaster, quantile_column
 from salesformer.models.conformal import error_quantiles
 
 Target = Literal["log1p_offset", "log1p", "log1p_scaled"]

@@ -25,29 +25,28 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import platform
-import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from salesformer._io import atomic_dir
 from salesformer._version import __version__
 from salesformer.data.contract import Panel
 from salesformer.errors import ConfigError, NotFittedError
-from salesformer.models.base import Forecaster
+from salesformer.forecasting.protocol import Forecaster
+from salesformer.forecasting.saved import (
+    CONFIG_FILE,
+    FORMAT,
+    PANEL_DIR,
+    jsonable,
+    library_versions,
+)
 from salesformer.models.registry import available_models, make_model, resolve_name
 
-FORMAT = 1
-CONFIG_FILE = "config.json"
-PANEL_DIR = "panel"
 CANDIDATES_DIR = "candidates"
 LM = "LM"
 AUTO = "auto"
-_VERSIONED = ("numpy", "pandas", "statsforecast", "lightgbm", "torch", "transformers", "peft")
 
 
 def save_model(model: Forecaster, folder: str | Path) -> Path:
@@ -186,38 +185,6 @@ def coerce_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
             for key, value in settings.items()
         }
     return out
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of salesformer, Python and the libraries loaded in this process."""
-    versions = {"salesformer": __version__, "python": platform.python_version()}
-    for package in _VERSIONED:
-        module = sys.modules.get(package)
-        if module is not None:
-            versions[package] = str(getattr(module, "__version__", "unknown"))
-    return versions
-
-
-def jsonable(value: Any, model: str, key: str = "") -> Any:
-    """``value`` as JSON types; a :class:`ConfigError` names a setting that has none."""
-    if isinstance(value, dict):
-        return {
-            str(k): jsonable(v, model, f"{key}.{k}" if key else str(k)) for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [jsonable(v, model, key) for v in value]
-    if isinstance(value, bool | str) or value is None:
-        return value
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, Path):
-        return str(value)
-    raise ConfigError(
-        f"cannot save {model}: setting {key!r} is a {type(value).__name__} ({value!r}), which "
-        "JSON cannot hold; give numbers, strings, booleans, lists or dicts"
-    )
 
 
 def _auto_state(model: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import importlib
 from typing import Any
 
 from salesformer.errors import ConfigError
-from salesformer.models.base import Forecaster
+from salesformer.forecasting.protocol import Forecaster
 
 _REGISTRY: dict[str, tuple[str, str]] = {
     "Naive": ("salesformer.models.statistical", "Naive"),

@@ -1,7 +1,7 @@
 """Statistical baselines: thin wrappers over statsforecast's local models.
 
 Every baseline here is one statsforecast model fitted to each item's own history; this module
-only adapts statsforecast to the :class:`~salesformer.models.base.Forecaster` protocol:
+only adapts statsforecast to the :class:`~salesformer.forecasting.protocol.Forecaster` protocol:
 
 - **frequency and season**: ``freq`` and the season length come from the panel
   (52 weekly, 7 daily, 12 monthly);
@@ -32,7 +32,7 @@ from statsforecast import models as sf_models
 
 from salesformer.data.contract import DATE, ITEM_ID, SALES, Panel
 from salesformer.errors import ConfigError, NotFittedError
-from salesformer.models.base import Forecaster, quantile_column
+from salesformer.forecasting.protocol import Forecaster, quantile_column
 from salesformer.models.conformal import (
     FitPredict,
     apply_quantiles,

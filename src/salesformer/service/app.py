@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException
 from salesformer._version import __version__
 from salesformer.data.contract import ITEM_ID
 from salesformer.errors import ConfigError, SalesformerError
-from salesformer.models.base import check_quantiles, quantile_column
+from salesformer.forecasting.protocol import check_quantiles, quantile_column
 from salesformer.service import dashboard
 from salesformer.service.core import SalesService, ServiceConfig
 from salesformer.service.guards import BodyLimit, RequestMetrics

@@ -49,7 +49,7 @@ class RayFitOptions:
         checkpoint_dir: Path | None,
     ) -> RayFitOptions:
         """Validate the options for ``model``; ConfigError with the fix otherwise."""
-        from salesformer.distributed.cli import ray_chosen
+        from salesformer.distributed.engine import ray_chosen
 
         flags = {"--ray-address": address, "--workers": workers, "--checkpoint-dir": checkpoint_dir}
         if not ray_chosen(engine, flags):

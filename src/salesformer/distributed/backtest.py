@@ -185,7 +185,7 @@ def _check_models(models: Sequence[Forecaster]) -> list[Forecaster]:
     if len(set(names)) != len(names):
         raise ConfigError(f"model names must be distinct; got {names}")
     for model in models:
-        model._check_params()
+        model.check_params()
         if not _is_local(model):
             check_splittable(model)
     return list(models)

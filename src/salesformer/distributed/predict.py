@@ -56,25 +56,17 @@ PANEL_DIR = "panel"
 def load_for_workers(model_dir: str | Path) -> Forecaster:
     """The saved model as the driver needs it for a Ray job.
 
-    A statistical model comes back *unfitted* (its settings): each item's model depends on
-    its own history only, so workers fit it part by part. An LM is read without its training
-    panel. Every other model is loaded as :func:`load_model` loads it.
+    Each model says what that is (:meth:`Forecaster.load_for_parts`): a statistical model
+    comes back *unfitted* (its settings), as each item's model depends on its own history only
+    and workers fit it part by part; an LM is read without its training panel; every other
+    model is loaded as :func:`~salesformer.models.persist.load_model` loads it.
     """
-    from salesformer.models.persist import LM, coerce_params, load_model, read_config
-    from salesformer.models.registry import STATISTICAL_MODELS, make_model
+    from salesformer.models.persist import read_config
+    from salesformer.models.registry import model_class
 
     path = Path(model_dir)
     config = read_config(path)
-    name = str(config["model"])
-    if name == LM:
-        from salesformer.models.lm import LMForecaster
-
-        return LMForecaster.load(path, panel=False)
-    if name in STATISTICAL_MODELS:
-        model = make_model(name, **coerce_params(name, config.get("params") or {}))
-        model._check_params()
-        return model
-    return load_model(path)
+    return model_class(str(config["model"])).load_for_parts(path)
 
 
 def check_splittable(model: Forecaster) -> None:

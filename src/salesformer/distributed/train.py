@@ -109,7 +109,7 @@ def fit_lm_on_ray(
     from salesformer.models.lm.samples import Wide
 
     _check_settings(workers, max_failures)
-    model._check_params()
+    model.check_params()
     if not isinstance(panel, Panel):
         raise DataValidationError(
             f"fit_lm_on_ray needs a Panel; got {type(panel).__name__}; build one with "
@@ -252,7 +252,7 @@ def _train_worker(config: dict[str, Any]) -> None:
     if rank != 0:
         params["log_dir"] = None
     model = LMForecaster(**params)
-    model._check_params()
+    model.check_params()
     panel = config["panel"]
     model.panel_ = panel
     embeddings = np.array(config["embeddings"], dtype=np.float32)  # writable copy

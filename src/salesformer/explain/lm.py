@@ -39,12 +39,12 @@ from salesformer.explain.result import (
     unknown_item,
 )
 from salesformer.forecasting.protocol import resolve_future
+from salesformer.models.lm.prediction import origin_samples
 from salesformer.models.lm.samples import (
     N_CALENDAR,
     STATIC_FEATURES,
     Samples,
     Wide,
-    build_samples,
     is_cold,
 )
 from salesformer.text.encoder import import_torch, item_texts, mean_pool, shared_encoder
@@ -100,15 +100,7 @@ def _item_inputs(
         raise unknown_item(item_id, ids)
     covariates = resolve_future(panel, horizon, future)
     wide = Wide.from_panel(panel, covariates, horizon=model.horizon)
-    sample = build_samples(
-        wide,
-        np.array([row]),
-        np.array([wide.n_history - 1]),
-        context=model.context_,
-        horizon=model.horizon,
-        freq=panel.freq,
-        standardizer=model.standardizer_,
-    )
+    sample = origin_samples(model, wide).take(np.array([row]))  # predict's inputs
 
     def tensor(values: np.ndarray) -> Any:
         return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))

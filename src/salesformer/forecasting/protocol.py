@@ -10,15 +10,26 @@ cross: :meth:`Forecaster.predict` enforces both for every model.
 from __future__ import annotations
 
 import dataclasses
+import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import Any, Self
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
 
+from salesformer._io import atomic_dir
 from salesformer.data.contract import DATE, ITEM_ID, Panel, validate_panel
 from salesformer.errors import ConfigError, DataValidationError, NotFittedError
+from salesformer.forecasting.params import Constraint, check_constraints
+from salesformer.forecasting.saved import (
+    CONFIG_FILE,
+    FORMAT,
+    PANEL_DIR,
+    jsonable,
+    library_versions,
+)
 
 DEFAULT_QUANTILES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -128,10 +139,18 @@ class Forecaster(ABC):
     """
 
     name: str = "model"
+    #: The settings' allowed values, checked by :meth:`check_params` (see :mod:`.params`).
+    constraints: ClassVar[Mapping[str, Constraint]] = {}
+    #: How :func:`salesformer.explain.explain` explains this model: ``"module:function"`` of
+    #: an explanation in :mod:`salesformer.explain`, named rather than imported (explanations
+    #: sit above the models); None: the model cannot be explained.
+    explainer: ClassVar[str | None] = None
+    #: The keyword options of its explanation (``explain(model, item, n_steps=...)``).
+    explanation_options: ClassVar[tuple[str, ...]] = ()
 
     def fit(self, panel: Panel | pd.DataFrame, items: pd.DataFrame | None = None) -> Self:
         """Learn from ``panel``; returns ``self``."""
-        self._check_params()
+        self.check_params()
         data = as_panel(panel, items)
         self.panel_ = data
         self._fit(data)
@@ -191,6 +210,80 @@ class Forecaster(ABC):
         """
         return self
 
+    # -- persistence: each model saves and loads itself ---------------------------------
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the fitted model to ``folder``, atomically (see :mod:`.saved` for the layout).
+
+        The default keeps the settings, the training panel and what :meth:`save_state` adds;
+        :meth:`load` refits the rest. Models whose learned state is costly or random (the LM)
+        override this with a folder of their own.
+        """
+        if not hasattr(self, "panel_"):
+            raise NotFittedError(
+                f"{type(self).__name__} is not fitted yet; call .fit(panel) before saving it"
+            )
+        config: dict[str, Any] = {
+            "model": self.name,
+            "params": jsonable(self.get_params(), self.name),
+            "versions": library_versions(),
+            "format": FORMAT,
+        }
+        target = Path(folder)
+        with atomic_dir(target) as staging:
+            self.panel_.save(staging / PANEL_DIR)
+            state = self.save_state(staging)
+            if state is not None:
+                config["state"] = state
+            (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        return target
+
+    def save_state(self, folder: Path) -> dict[str, Any] | None:
+        """Learned state to keep besides settings and panel: files in ``folder``, JSON returned.
+
+        The default keeps nothing: the model is deterministic (the contract suite checks that
+        two fits give identical forecasts) and :meth:`restore_state` refits it.
+        """
+        return None
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Self:
+        """Read a model written by :meth:`save`; it forecasts as the saved one did."""
+        path = Path(folder)
+        config = json.loads((path / CONFIG_FILE).read_text())
+        model = cls(**cls.coerce_settings(config.get("params") or {}))
+        model.restore_state(Panel.load(path / PANEL_DIR), path, config)
+        return model
+
+    def restore_state(self, panel: Panel, folder: Path, config: dict[str, Any]) -> None:
+        """Set the learned state from a saved folder; the default refits on the saved panel."""
+        self.fit(panel)
+
+    @classmethod
+    def load_for_parts(cls, folder: str | Path) -> Self:
+        """The saved model as a driver needs it to forecast its items in parts (the Ray engine).
+
+        The default is :meth:`load`; models override it to leave out what parts do not need.
+        """
+        return cls.load(folder)
+
+    @classmethod
+    def coerce_settings(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Settings read from JSON, lists turned back into tuples where a setting is a tuple.
+
+        A setting is a tuple when its dataclass default is one or its annotation says ``tuple``.
+        """
+        tuples: set[str] = set()
+        if dataclasses.is_dataclass(cls):
+            for field in dataclasses.fields(cls):
+                annotation = field.type if isinstance(field.type, str) else repr(field.type)
+                if isinstance(field.default, tuple) or annotation.startswith("tuple"):
+                    tuples.add(field.name)
+        return {
+            key: tuple(value) if key in tuples and isinstance(value, list) else value
+            for key, value in params.items()
+        }
+
     def clone(self) -> Self:
         """An unfitted copy with the same settings."""
         if dataclasses.is_dataclass(self):
@@ -204,8 +297,16 @@ class Forecaster(ABC):
             return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
         return {}
 
-    def _check_params(self) -> None:  # noqa: B027 - optional hook
-        """Raise :class:`ConfigError` for settings out of range (called by ``fit``)."""
+    def check_params(self) -> None:
+        """Raise :class:`ConfigError` for settings out of range (``fit`` calls it).
+
+        Checks the :attr:`constraints` table; models with rules that relate settings extend it.
+        """
+        check_constraints(type(self).__name__, self.get_params(), self.constraints)
+
+    def _check_params(self) -> None:
+        """The old name of :meth:`check_params`."""
+        self.check_params()
 
     @abstractmethod
     def _fit(self, panel: Panel) -> None:

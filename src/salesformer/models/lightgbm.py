@@ -31,9 +31,10 @@ import copy
 import dataclasses
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -41,33 +42,39 @@ import pandas as pd
 from salesformer.data.contract import DATE, ITEM_ID, Panel
 from salesformer.data.features import FeatureMatrix, build_features
 from salesformer.errors import ConfigError, NotFittedError
+from salesformer.forecasting.params import Boolean, Constraint, Interval, OneOf, Rule
 from salesformer.forecasting.protocol import Forecaster, quantile_column
 from salesformer.models.conformal import error_quantiles
 
 Target = Literal["log1p_offset", "log1p", "log1p_scaled"]
 QuantileMethod = Literal["lightgbm", "conformal"]
 
-#: Declared ranges of the numeric settings: (kind, lowest, highest), bounds included.
-_RANGES: dict[str, tuple[type, float, float]] = {
-    "max_horizon": (int, 1, 1000),
-    "n_origins": (int, 1, 10_000),
-    "origin_step": (int, 1, 1000),
-    "num_leaves": (int, 2, 4096),
-    "learning_rate": (float, 1e-4, 1.0),
-    "n_estimators": (int, 1, 100_000),
-    "min_data_in_leaf": (int, 1, 1_000_000),
-    "feature_fraction": (float, 0.01, 1.0),
-    "lambda_l2": (float, 0.0, 1e6),
-    "quantile_learning_rate": (float, 1e-4, 1.0),
-    "quantile_n_estimators": (int, 1, 100_000),
-    "quantile_thinning": (int, 1, 1000),
-    "seed": (int, 0, 2**31 - 1),
+#: The settings' allowed values (see :mod:`salesformer.forecasting.params`).
+LIGHTGBM_CONSTRAINTS: dict[str, Constraint] = {
+    "max_horizon": Interval(int, 1, 1000),
+    "n_origins": Interval(int, 1, 10_000),
+    "origin_step": Interval(int, 1, 1000),
+    "num_leaves": Interval(int, 2, 4096),
+    "learning_rate": Interval(float, 1e-4, 1.0),
+    "n_estimators": Interval(int, 1, 100_000),
+    "min_data_in_leaf": Interval(int, 1, 1_000_000),
+    "feature_fraction": Interval(float, 0.01, 1.0),
+    "lambda_l2": Interval(float, 0.0, 1e6),
+    "quantile_learning_rate": Interval(float, 1e-4, 1.0),
+    "quantile_n_estimators": Interval(int, 1, 100_000),
+    "quantile_thinning": Interval(int, 1, 1000),
+    "seed": Interval(int, 0, 2**31 - 1),
+    "target": OneOf("log1p_offset", "log1p", "log1p_scaled"),
+    "quantile_method": OneOf("lightgbm", "conformal"),
+    "use_known_future": Boolean(),
+    "bias_correction": Boolean(),
+    "price_monotone": Boolean(),
+    "quantile_levels": Rule(
+        "be levels strictly between 0 and 1",
+        lambda levels: bool(levels) and all(0.0 < float(q) < 1.0 for q in levels),
+    ),
+    "n_jobs": Interval(int, 1, None, none=True),
 }
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "target": ("log1p_offset", "log1p", "log1p_scaled"),
-    "quantile_method": ("lightgbm", "conformal"),
-}
-_SWITCHES = ("use_known_future", "bias_correction", "price_monotone")
 #: Known-future covariates whose effect ``price_monotone`` fixes: -1 falls, +1 rises with them.
 MONOTONE_COVARIATES = {"price": -1, "discount": 1}
 
@@ -115,6 +122,8 @@ class LightGBMForecaster(Forecaster):
     """
 
     name = "LightGBM"
+    explainer = "salesformer.explain.trees:explain_lightgbm"
+    constraints: ClassVar[Mapping[str, Constraint]] = LIGHTGBM_CONSTRAINTS
 
     max_horizon: int = 8
     n_origins: int = 26
@@ -136,40 +145,6 @@ class LightGBMForecaster(Forecaster):
     lambda_l2: float = 0.0
     seed: int = 0
     n_jobs: int | None = None
-
-    def _check_params(self) -> None:
-        label = type(self).__name__
-        for setting, (kind, low, high) in _RANGES.items():
-            value = getattr(self, setting)
-            wrong_kind = kind is int and not isinstance(value, int)
-            if isinstance(value, bool) or not isinstance(value, int | float) or wrong_kind:
-                raise ConfigError(f"{label}.{setting} must be a {kind.__name__}; got {value!r}")
-            if not low <= value <= high:
-                raise ConfigError(
-                    f"{label}.{setting} must lie in [{low:g}, {high:g}]; got {value!r}"
-                )
-        for setting, choices in _CHOICES.items():
-            if getattr(self, setting) not in choices:
-                raise ConfigError(
-                    f"{label}.{setting} must be one of {list(choices)}; "
-                    f"got {getattr(self, setting)!r}"
-                )
-        for setting in _SWITCHES:
-            if not isinstance(getattr(self, setting), bool):
-                raise ConfigError(
-                    f"{label}.{setting} must be True or False; got {getattr(self, setting)!r}"
-                )
-        levels = self.quantile_levels
-        if not levels or any(not 0.0 < float(q) < 1.0 for q in levels):
-            raise ConfigError(
-                f"{label}.quantile_levels must be levels strictly between 0 and 1; got {levels!r}"
-            )
-        if self.n_jobs is not None and (
-            isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, int) or self.n_jobs < 1
-        ):
-            raise ConfigError(
-                f"{label}.n_jobs must be None (every core) or >= 1; got {self.n_jobs!r}"
-            )
 
     def static_features(self, panel: Panel) -> pd.DataFrame | None:
         """Static numeric item features indexed by ``item_id``; a hook for subclasses."""

@@ -89,9 +89,8 @@ class LMForecaster(LMSettings, FittedLM, Forecaster):
     """
 
     name = "LM"
-
-    def _check_params(self) -> None:
-        self.check_params()
+    explainer = "salesformer.explain.lm:explain_lm"
+    explanation_options = ("n_steps", "word_steps", "baseline_token")
 
     def _fit(self, panel: Panel, context: TrainingContext | None = None) -> None:
         """Train on ``panel``; ``context`` runs the loop as one rank of a group (default: local)."""
@@ -267,6 +266,11 @@ class LMForecaster(LMSettings, FittedLM, Forecaster):
                 memory) and can only forecast through :meth:`for_items`.
         """
         return load_lm(cls, folder, panel)
+
+    @classmethod
+    def load_for_parts(cls, folder: str | Path) -> LMForecaster:
+        """The model without its training panel: parts bring their own (see ``for_items``)."""
+        return cls.load(folder, panel=False)
 
     def for_items(self, part: Panel) -> LMForecaster:
         """A view forecasting the items of ``part`` (see :meth:`Forecaster.for_items`).

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Literal
 
 from salesformer.errors import ConfigError
+from salesformer.forecasting.params import (
+    Boolean,
+    Constraint,
+    Folder,
+    Interval,
+    OneOf,
+    Rule,
+    check_constraints,
+)
 from salesformer.forecasting.protocol import DEFAULT_QUANTILES, check_quantiles
 from salesformer.models.lm.calibration import GROWTH_DAMPING
 
@@ -26,30 +35,49 @@ def default_context(freq: str) -> int:
     return 24
 
 
-_NUMERIC: dict[str, tuple[type, float, float]] = {
-    "horizon": (int, 1, 10_000),
-    "hidden_size": (int, 4, 8192),
-    "text_size": (int, 2, 4096),
-    "n_blocks": (int, 1, 16),
-    "dropout": (float, 0.0, 0.9),
-    "max_length": (int, 8, 512),
-    "lora_rank": (int, 1, 512),
-    "lora_alpha": (float, 1e-6, 1e6),
-    "head_lr": (float, 1e-7, 1.0),
-    "weight_decay": (float, 0.0, 10.0),
-    "head_epochs": (int, 1, 10_000),
-    "finetune_epochs": (int, 0, 1000),
-    "patience": (int, 1, 1000),
-    "batch_items": (int, 1, 100_000),
-    "origins_per_item": (int, 1, 10_000),
-    "epoch_samples": (int, 1, 10**9),
-    "max_origins": (int, 1, 100_000),
-    "history_dropout": (float, 0.0, 1.0),
-    "launch_after": (int, 0, 100_000),
-    "launch_weight": (float, 0.0, 1000.0),
-    "volume_weight": (float, 0.0, 2.0),
-    "grad_clip": (float, 1e-6, 1e6),
-    "seed": (int, 0, 2**31 - 1),
+def _lm_levels(levels: object) -> bool:
+    try:
+        checked = check_quantiles(levels)  # type: ignore[arg-type]
+    except ConfigError:
+        return False
+    return 0.5 in checked and len(checked) >= 2
+
+
+#: The settings' allowed values (see :mod:`salesformer.forecasting.params`).
+LM_CONSTRAINTS: dict[str, Constraint] = {
+    "horizon": Interval(int, 1, 10_000),
+    "hidden_size": Interval(int, 4, 8192),
+    "text_size": Interval(int, 2, 4096),
+    "n_blocks": Interval(int, 1, 16),
+    "dropout": Interval(float, 0.0, 0.9),
+    "max_length": Interval(int, 8, 512),
+    "lora_rank": Interval(int, 1, 512),
+    "lora_alpha": Interval(float, 1e-6, 1e6),
+    "head_lr": Interval(float, 1e-7, 1.0),
+    "weight_decay": Interval(float, 0.0, 10.0),
+    "head_epochs": Interval(int, 1, 10_000),
+    "finetune_epochs": Interval(int, 0, 1000),
+    "patience": Interval(int, 1, 1000),
+    "batch_items": Interval(int, 1, 100_000),
+    "origins_per_item": Interval(int, 1, 10_000),
+    "epoch_samples": Interval(int, 1, 10**9),
+    "max_origins": Interval(int, 1, 100_000),
+    "history_dropout": Interval(float, 0.0, 1.0),
+    "launch_after": Interval(int, 0, 100_000),
+    "launch_weight": Interval(float, 0.0, 1000.0),
+    "volume_weight": Interval(float, 0.0, 2.0),
+    "grad_clip": Interval(float, 1e-6, 1e6),
+    "seed": Interval(int, 0, 2**31 - 1),
+    "finetune": OneOf(*FINETUNE_MODES),
+    "context_length": Interval(int, 2, None, none=True),
+    "quantile_levels": Rule("include 0.5 and one more level, all in (0, 1)", _lm_levels),
+    "encoder_lr": Interval(float, 0, 1, closed="neither", none=True),
+    "threads": Interval(int, 1, None, none=True),
+    "lora_target_modules": Rule("name at least one module", bool),
+    "freeze_word_embeddings": Boolean(none=True),
+    "log_dir": Folder(),
+    "calibrate_quantiles": Boolean(),
+    "growth_damping": Interval(float, 0, 1, closed="right"),
 }
 
 
@@ -142,68 +170,11 @@ class LMSettings:
     calibrate_quantiles: bool = True
     growth_damping: float = GROWTH_DAMPING
 
+    constraints: ClassVar[Mapping[str, Constraint]] = LM_CONSTRAINTS
+
     def check_params(self) -> None:
         """Raise :class:`ConfigError` for settings out of range (``fit`` calls it)."""
-        label = "LM"
-        for setting, (kind, low, high) in _NUMERIC.items():
-            value = getattr(self, setting)
-            ok_type = isinstance(value, int | float) and not isinstance(value, bool)
-            if kind is int:
-                ok_type = ok_type and float(value).is_integer()
-            if not ok_type or not low <= value <= high:
-                raise ConfigError(
-                    f"{label}.{setting} must be a {kind.__name__} in [{low:g}, {high:g}]; "
-                    f"got {value!r}"
-                )
-        if self.finetune not in FINETUNE_MODES:
-            raise ConfigError(
-                f"{label}.finetune must be one of {', '.join(FINETUNE_MODES)}; "
-                f"got {self.finetune!r}"
-            )
-        if self.context_length is not None and (
-            not isinstance(self.context_length, int) or self.context_length < 2
-        ):
-            raise ConfigError(
-                f"{label}.context_length must be None or a whole number >= 2; "
-                f"got {self.context_length!r}"
-            )
-        levels = check_quantiles(self.quantile_levels)
-        if 0.5 not in levels or len(levels) < 2:
-            raise ConfigError(
-                f"{label}.quantile_levels must include 0.5 and one more level; got {levels!r}"
-            )
-        if self.encoder_lr is not None and not 0 < self.encoder_lr < 1:
-            raise ConfigError(
-                f"{label}.encoder_lr must be None or in (0, 1); got {self.encoder_lr!r}"
-            )
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise ConfigError(f"{label}.threads must be None or >= 1; got {self.threads!r}")
-        if not self.lora_target_modules:
-            raise ConfigError(f"{label}.lora_target_modules must name at least one module")
-        if not (
-            self.freeze_word_embeddings is None or isinstance(self.freeze_word_embeddings, bool)
-        ):
-            raise ConfigError(
-                f"{label}.freeze_word_embeddings must be None, True or False; "
-                f"got {self.freeze_word_embeddings!r}"
-            )
-        if self.log_dir is not None and not isinstance(self.log_dir, str | os.PathLike):
-            raise ConfigError(f"{label}.log_dir must be None or a folder; got {self.log_dir!r}")
-        if not isinstance(self.calibrate_quantiles, bool):
-            raise ConfigError(
-                f"{label}.calibrate_quantiles must be True or False; "
-                f"got {self.calibrate_quantiles!r}"
-            )
-        damping = self.growth_damping
-        if (
-            isinstance(damping, bool)
-            or not isinstance(damping, int | float)
-            or not 0.0 < float(damping) <= 1.0
-        ):
-            raise ConfigError(
-                f"{label}.growth_damping must be a number in (0, 1] (1: no damping); "
-                f"got {damping!r}"
-            )
+        check_constraints(type(self).__name__, asdict_settings(self), self.constraints)
 
     @property
     def levels(self) -> tuple[float, ...]:
@@ -215,3 +186,8 @@ class LMSettings:
         if self.encoder_lr is not None:
             return float(self.encoder_lr)
         return 5e-4 if self.finetune == "lora" else 3e-5
+
+
+def asdict_settings(settings: LMSettings) -> dict[str, Any]:
+    """The settings by name (a shallow :func:`dataclasses.asdict`)."""
+    return {f.name: getattr(settings, f.name) for f in fields(settings) if f.init}

@@ -238,6 +238,7 @@ def _train_worker(config: dict[str, Any]) -> None:
     import ray.train
 
     from salesformer.models.lm import LMForecaster
+    from salesformer.models.lm.training import train
 
     rank = ray.train.get_context().get_world_rank()
     world = ray.train.get_context().get_world_size()
@@ -257,7 +258,7 @@ def _train_worker(config: dict[str, Any]) -> None:
     model.panel_ = panel
     embeddings = np.array(config["embeddings"], dtype=np.float32)  # writable copy
     context = _RayContext(rank, world, embeddings, model, restored)
-    model._fit(panel, context)
+    train(model, panel, context)
     model.fit_report_["engine"] = {
         "engine": "ray",
         "workers": world,

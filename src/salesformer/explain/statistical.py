@@ -56,7 +56,7 @@ def explain_statistical(
         raise unknown_item(item_id, panel.item_ids)
     y = sales[SALES].to_numpy(dtype=float)
     dates = pd.DatetimeIndex(sales[DATE])
-    raw = model._point(horizon)
+    raw = model.point_forecast(horizon)
     raw = raw[raw[ITEM_ID].astype(str) == item_id].sort_values(DATE)
     point = raw[model.name].to_numpy(dtype=float)
     shown = model.predict(horizon, quantiles=())
@@ -72,7 +72,7 @@ def explain_statistical(
     notes: list[str] = []
     name = model.name
     if len(y) < model.min_history(season):
-        fallback = type(model._make_fallback()).__name__
+        fallback = type(model.make_fallback()).__name__
         notes.append(
             f"the item has {len(y)} periods of history, fewer than the "
             f"{model.min_history(season)} {name} needs; its forecast comes from {fallback}"

@@ -90,7 +90,7 @@ def explain_lightgbm(
     ids = np.asarray(model.panel_.item_ids).astype(str)
     if item_id not in set(ids):
         raise unknown_item(item_id, ids)
-    fitted = model._model_for(horizon)
+    fitted = model.model_for(horizon)
     point = fitted.boosters_.get(None)
     forecast = model.predict(horizon, future=future, quantiles=())
     forecast = forecast[forecast[ITEM_ID] == item_id].reset_index(drop=True)
@@ -118,11 +118,11 @@ def explain_lightgbm(
     contributions = np.asarray(point.predict(features, pred_contrib=True), dtype=float)
     expected = contributions[:, -1]
     parts = contributions[:, :-1]
-    offset_all = fitted._offset(rows)
+    offset_all = fitted.log_offset(rows)
     offset = np.zeros(len(features)) if offset_all is None else offset_all[mask]
     steps = rows.step[mask]
     attributions = _attribution_frame(model, fitted.feature_names_, features, parts, offset, steps)
-    log_point = fitted._predict_log(point, rows, mask)
+    log_point = fitted.predict_log(point, rows, mask)
     record = completeness(float(parts.sum() + offset.sum()), float((log_point - expected).sum()))
     notes = [
         "TreeSHAP of the point model, in log1p units (+0.1 is about +10% on the forecast); "

@@ -210,7 +210,7 @@ class LightGBMForecaster(Forecaster):
         if not before.any():
             return
         booster = self._train(rows, before)
-        error = self._label(rows)[held_out] - self._predict_log(booster, rows, held_out)
+        error = self._label(rows)[held_out] - self.predict_log(booster, rows, held_out)
         if self.bias_correction:
             self.smearing_ = float(np.mean(np.exp(np.clip(error, -20.0, 20.0))))
         frame = pd.DataFrame({ITEM_ID: rows.item_id[held_out], "step": rows.step[held_out]})
@@ -245,7 +245,7 @@ class LightGBMForecaster(Forecaster):
 
     def _dataset(self, rows: FeatureMatrix, mask: np.ndarray) -> Any:
         """A LightGBM dataset of ``rows[mask]``: features, target and boosting offsets."""
-        offset = self._offset(rows)
+        offset = self.log_offset(rows)
         return import_lightgbm().Dataset(
             rows.features.loc[mask],
             label=self._label(rows)[mask],
@@ -286,11 +286,11 @@ class LightGBMForecaster(Forecaster):
             return np.log1p(rows.target / rows.scale)
         return np.log1p(rows.target)
 
-    def _offset(self, rows: FeatureMatrix) -> np.ndarray | None:
+    def log_offset(self, rows: FeatureMatrix) -> np.ndarray | None:
         """Each row's starting point for boosting (``init_score``), or None."""
         return np.log1p(rows.scale) if self.target == "log1p_offset" else None
 
-    def _predict_log(
+    def predict_log(
         self, booster: Any, rows: FeatureMatrix, mask: np.ndarray | None = None
     ) -> np.ndarray:
         """Prediction on the target scale, offset included."""
@@ -298,7 +298,7 @@ class LightGBMForecaster(Forecaster):
         if mask is not None:
             selected = selected.loc[mask]
         value = booster.predict(selected)
-        offset = self._offset(rows)
+        offset = self.log_offset(rows)
         return value if offset is None else value + (offset if mask is None else offset[mask])
 
     def _to_sales(
@@ -313,7 +313,7 @@ class LightGBMForecaster(Forecaster):
     def _predict(
         self, horizon: int, future: pd.DataFrame, quantiles: tuple[float, ...]
     ) -> pd.DataFrame:
-        model = self._model_for(horizon)
+        model = self.model_for(horizon)
         view = model.view_
         rows = build_features(view, [view.last_date], horizon, future=future, static=model.static_)
         out = pd.DataFrame({ITEM_ID: rows.item_id, DATE: rows.date})
@@ -323,7 +323,7 @@ class LightGBMForecaster(Forecaster):
             for level in quantiles:
                 out[quantile_column(self.name, level)] = rows.scale
             return out
-        log_point = model._predict_log(point, rows)
+        log_point = model.predict_log(point, rows)
         out[self.name] = model._to_sales(log_point, rows, model.smearing_)
         if quantiles:
             log_levels = model._log_quantiles(rows, log_point, quantiles)
@@ -331,7 +331,7 @@ class LightGBMForecaster(Forecaster):
                 out[quantile_column(self.name, level)] = model._to_sales(log_levels[:, j], rows)
         return out
 
-    def _model_for(self, horizon: int) -> LightGBMForecaster:
+    def model_for(self, horizon: int) -> LightGBMForecaster:
         """This model, or one retrained on the same panel for a horizon beyond ``max_horizon``.
 
         A :meth:`for_items` view takes the longer model from the model it was made from
@@ -341,7 +341,7 @@ class LightGBMForecaster(Forecaster):
             return self
         if horizon not in self.longer_:
             if self.source_ is not None:
-                self.longer_[horizon] = self.source_._model_for(horizon).for_items(self.panel_)
+                self.longer_[horizon] = self.source_.model_for(horizon).for_items(self.panel_)
             elif self.shared_:
                 raise ConfigError(
                     f"{self.name}: this copy was made for horizon <= "
@@ -377,7 +377,7 @@ class LightGBMForecaster(Forecaster):
             raise NotFittedError(
                 f"{self.name} is not fitted yet; call .fit(panel) before .shareable(horizon)"
             )
-        longer = self._model_for(horizon)
+        longer = self.model_for(horizon)
         lean = copy.copy(self)
         for attribute in ("panel_", "view_"):
             if hasattr(lean, attribute):
@@ -401,7 +401,7 @@ class LightGBMForecaster(Forecaster):
                 f"quantile levels {outside} lie outside the trained levels {trained}; "
                 f"refit with quantile_levels covering them, or use quantile_method='conformal'"
             )
-        known = np.column_stack([self._predict_log(self.boosters_[q], rows) for q in trained])
+        known = np.column_stack([self.predict_log(self.boosters_[q], rows) for q in trained])
         return interpolate_levels(np.sort(known, axis=1), trained, quantiles)
 
 

@@ -127,7 +127,7 @@ class _StatsForecastModel(Forecaster):
     """Shared implementation of the statsforecast baselines.
 
     A subclass is a dataclass of its own settings, sets ``name`` and implements :meth:`_make`;
-    it may override :meth:`min_history` and :meth:`_make_fallback`.
+    it may override :meth:`min_history` and :meth:`make_fallback`.
 
     Args:
         intervals: ``"conformal"`` (default, every model) or ``"native"`` (statsforecast's
@@ -161,7 +161,7 @@ class _StatsForecastModel(Forecaster):
         """Fewest periods of history an item needs for this model (else it gets the fallback)."""
         return MIN_HISTORY
 
-    def _make_fallback(self) -> Any:
+    def make_fallback(self) -> Any:
         """A new statsforecast model for items shorter than :meth:`min_history`."""
         return sf_models.Naive()
 
@@ -203,7 +203,7 @@ class _StatsForecastModel(Forecaster):
     ) -> pd.DataFrame:
         if self.intervals == "native":
             return self._native_quantiles(horizon, quantiles)
-        point = self._point(horizon)
+        point = self.point_forecast(horizon)
         if not quantiles:
             return point
         table = getattr(self, "tables_", {}).get((horizon, quantiles))
@@ -220,7 +220,7 @@ class _StatsForecastModel(Forecaster):
         is_long = frame[_SF_ID].isin(long_enough).to_numpy()
         groups = (
             (self._make(season), frame[is_long], self.n_jobs),
-            (self._make_fallback(), frame[~is_long], 1),
+            (self.make_fallback(), frame[~is_long], 1),
         )
         fitted = []
         for model, data, n_jobs in groups:
@@ -252,10 +252,13 @@ class _StatsForecastModel(Forecaster):
         """Point forecasts from a fresh fit on ``panel`` (the conformal calibration hook)."""
         return self._forecast(self._fit_statsforecast(panel), horizon)
 
-    def _point(self, horizon: int) -> pd.DataFrame:
+    def point_forecast(self, horizon: int) -> pd.DataFrame:
+        """Point forecasts of every item for ``horizon`` steps (computed once per horizon)."""
         if horizon not in self.points_:
             self.points_[horizon] = self._forecast(self.fitted_, horizon)
         return self.points_[horizon]
+
+    _point = point_forecast  # the name before it was public
 
     def _calibration_errors(self, horizon: int) -> np.ndarray:
         """Scaled errors pooled over every item of the fitted panel (cached per horizon).
@@ -435,7 +438,7 @@ class WindowAverage(_StatsForecastModel):
     def min_history(self, season_length: int) -> int:
         return self.window_size
 
-    def _make_fallback(self) -> Any:
+    def make_fallback(self) -> Any:
         return sf_models.HistoricAverage()
 
     constraints: ClassVar[Mapping[str, Constraint]] = {

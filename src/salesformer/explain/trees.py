@@ -94,13 +94,9 @@ def explain_lightgbm(
     point = fitted.boosters_.get(None)
     forecast = model.predict(horizon, future=future, quantiles=())
     forecast = forecast[forecast[ITEM_ID] == item_id].reset_index(drop=True)
-    frame = pd.DataFrame(
-        {
-            "step": np.arange(1, horizon + 1),
-            "date": forecast["date"],
-            "forecast": forecast[model.name],
-        }
-    )
+    steps_of = np.arange(1, horizon + 1)
+    frame = pd.DataFrame({"step": steps_of, "date": forecast["date"]})
+    frame["forecast"] = forecast[model.name]
     if point is None:
         return Explanation(
             model=model.name,

@@ -51,17 +51,15 @@ from benchmarks.harness import (
     write_results,
 )
 from salesformer.data.contract import DATE, ITEM_ID, Panel
-from salesformer.evaluation.cold_start import (
+from salesformer.evaluation.cold_start import LaunchSet, launch_table, score
+from salesformer.evaluation.metrics import coverage80, wql
+from salesformer.models.cold_start import (
     KNNEmbedding,
     KNNText,
-    LaunchSet,
     LightGBMEmbedding,
     MeanLaunchCurve,
     RidgeEmbedding,
-    launch_table,
-    score,
 )
-from salesformer.evaluation.metrics import coverage80, wql
 
 WEEKS = 12
 

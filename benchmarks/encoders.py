@@ -140,14 +140,13 @@ def task_throughput(encoder_name: str, data: Path, panel_cache: Path) -> dict[st
 def task_cold_start(encoder_name: str, data: Path, panel_cache: Path) -> dict[str, Any]:
     """The cold-start protocol with this encoder: embedding baselines and the frozen LM."""
     from salesformer.data.contract import DATE, ITEM_ID
-    from salesformer.evaluation.cold_start import (
+    from salesformer.evaluation.cold_start import launch_table, score
+    from salesformer.evaluation.metrics import coverage80, wql
+    from salesformer.models.cold_start import (
         KNNEmbedding,
         LightGBMEmbedding,
         RidgeEmbedding,
-        launch_table,
-        score,
     )
-    from salesformer.evaluation.metrics import coverage80, wql
     from salesformer.text import load_encoder
 
     _one_thread()
@@ -247,12 +246,11 @@ def task_synthetic_cold(encoder_name: str, lang: str) -> dict[str, Any]:
     the text the encoder understands.
     """
     from salesformer.data.synthetic import generate_catalogue
-    from salesformer.evaluation.cold_start import (
+    from salesformer.evaluation.cold_start import launch_table, score
+    from salesformer.models.cold_start import (
         KNNEmbedding,
         MeanLaunchCurve,
         RidgeEmbedding,
-        launch_table,
-        score,
     )
     from salesformer.text import load_encoder
 

@@ -13,15 +13,13 @@ import pytest
 from salesformer.data.contract import DATE, ITEM_ID, LIST_PRICE, SALES, Panel
 from salesformer.data.synthetic import SyntheticCatalogue, generate_catalogue
 from salesformer.errors import ConfigError, DataValidationError, NotFittedError
-from salesformer.evaluation.cold_start import (
+from salesformer.evaluation.cold_start import LaunchSet, launch_table, score
+from salesformer.models.cold_start import (
     KNNEmbedding,
     KNNText,
-    LaunchSet,
     LightGBMEmbedding,
     MeanLaunchCurve,
     RidgeEmbedding,
-    launch_table,
-    score,
 )
 
 WEEKS = 12

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from salesformer.distributed.cli import (
+from salesformer.cli.ray_engine import (
     ITEMS_PER_PART_OPTION,
     RAY_ADDRESS_OPTION,
     WORKERS_OPTION,
@@ -20,9 +20,9 @@ from salesformer.errors import ConfigError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from salesformer.cli.forecast import Overrides
     from salesformer.data.contract import Panel
     from salesformer.evaluation.backtest import BacktestResult
+    from salesformer.models.registry import Overrides
 
 TABLE_METRICS = ("wape", "mae", "rmse", "mase", "rmsse", "wql", "coverage80", "bias")
 
@@ -71,21 +71,21 @@ def run_backtest(
 ) -> BacktestResult:
     """Backtest registered models by name, with a rich progress bar.
 
-    Models are built by :func:`salesformer.cli.forecast.build_model`: ``LM`` and ``auto`` get
+    Models are built by :func:`salesformer.models.registry.build_model`: ``LM`` and ``auto`` get
     ``horizon``, and ``finetune`` / ``encoder`` go to the LM (and to auto's LM candidate). The
     LM's own progress bar is off here; the backtest bar counts its fits.
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from salesformer.cli.forecast import LM, build_model
     from salesformer.evaluation.backtest import backtest, resolve_cutoffs
+    from salesformer.models.registry import LM, build_model
 
     stamps = resolve_cutoffs(panel, horizon, cutoffs, n_windows, step)
     settings = dict(overrides or {})
     settings[LM] = {"progress": False, **settings.get(LM, {})}
     models = [build_model(name, horizon, finetune, encoder, settings) for name in model_names]
     for model in models:
-        model._check_params()
+        model.check_params()
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -149,10 +149,10 @@ def backtest_command(
 ) -> None:
     """Rolling-origin backtest of forecasters on a prepared panel (lm and auto included)."""
     from salesformer._io import atomic_dir
-    from salesformer.cli.forecast import check_lm_options, parse_settings
+    from salesformer.cli.forecast import check_lm_options
     from salesformer.data.contract import Panel
-    from salesformer.distributed.cli import check_engine_options
-    from salesformer.models.registry import BASELINES, resolve_name
+    from salesformer.distributed.engine import check_engine_options
+    from salesformer.models.registry import BASELINES, parse_settings, resolve_name
 
     names = [resolve_name(n) for n in _split(models)] or list(BASELINES)
     if min_history < 0 or active_within < 0:
@@ -167,7 +167,7 @@ def backtest_command(
             "e.g. --set LM.head_epochs=10"
         )
     if check_engine_options(engine, ray_address, workers, items_per_part):
-        from salesformer.distributed.cli import backtest_models, backtest_with_ray
+        from salesformer.cli.ray_engine import backtest_models, backtest_with_ray
 
         windows = {
             "cutoffs": _split(cutoffs) or None,
@@ -247,10 +247,10 @@ def demo_command(
     from rich.console import Console
 
     from salesformer._io import atomic_dir
-    from salesformer.cli.forecast import LM, build_model, check_lm_options, lm_report_line
+    from salesformer.cli.forecast import check_lm_options, lm_report_line
     from salesformer.data.synthetic import generate_catalogue
     from salesformer.models.persist import save_model
-    from salesformer.models.registry import BASELINES
+    from salesformer.models.registry import BASELINES, LM, build_model
 
     if n_items < 10:
         raise ConfigError(f"--items must be at least 10; got {n_items}")

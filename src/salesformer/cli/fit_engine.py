@@ -16,7 +16,7 @@ from salesformer.errors import ConfigError
 
 if TYPE_CHECKING:
     from salesformer.data.contract import Panel
-    from salesformer.models.base import Forecaster
+    from salesformer.forecasting.protocol import Forecaster
 
 DEFAULT_WORKERS = 2
 #: Suffix of the default checkpoint folder, beside the ``--out`` model folder.
@@ -49,7 +49,7 @@ class RayFitOptions:
         checkpoint_dir: Path | None,
     ) -> RayFitOptions:
         """Validate the options for ``model``; ConfigError with the fix otherwise."""
-        from salesformer.distributed.cli import ray_chosen
+        from salesformer.distributed.engine import ray_chosen
 
         flags = {"--ray-address": address, "--workers": workers, "--checkpoint-dir": checkpoint_dir}
         if not ray_chosen(engine, flags):

@@ -1,20 +1,20 @@
 """``salesformer fit`` and ``salesformer predict``: a saved model folder between the two.
 
-:func:`build_model` turns the command-line options (``--model``, ``--horizon``, ``--finetune``,
-``--encoder``, ``--set``) into a forecaster; ``backtest`` and ``demo`` use it too. Command
-bodies import the library lazily so that ``salesformer --help`` stays light.
+:func:`salesformer.models.registry.build_model` turns the command-line options (``--model``,
+``--horizon``, ``--finetune``, ``--encoder``, ``--set``) into a forecaster; ``backtest`` and
+``demo`` use it too. Command bodies import the library lazily so that ``salesformer --help``
+stays light.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from salesformer.distributed.cli import (
+from salesformer.cli.ray_engine import (
     ITEMS_PER_PART_OPTION,
     RAY_ADDRESS_OPTION,
     WORKERS_OPTION,
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from salesformer.data.contract import Panel
-    from salesformer.models.base import Forecaster
+    from salesformer.forecasting.protocol import Forecaster
 
 LM = "LM"
 AUTO = "auto"
@@ -33,89 +33,6 @@ AUTO = "auto"
 LM_MODELS = (LM, AUTO)
 TABLE_SUFFIXES = (".csv", ".parquet")
 DEFAULT_HORIZON = 8
-
-Overrides = dict[str | None, dict[str, Any]]
-
-
-def parse_settings(values: list[str] | None) -> Overrides:
-    """``--set`` values: ``KEY=VALUE`` or ``MODEL.KEY=VALUE``, by model (None: unprefixed).
-
-    Values are read as JSON when they parse (``3``, ``0.5``, ``true``, ``[0.1, 0.5, 0.9]``)
-    and as strings otherwise.
-    """
-    from salesformer.models.registry import resolve_name
-
-    out: Overrides = {}
-    for raw in values or []:
-        key, sep, text = raw.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(
-                f"--set takes KEY=VALUE or MODEL.KEY=VALUE; got {raw!r}; "
-                "e.g. --set LM.head_epochs=10"
-            )
-        model, dot, setting = key.strip().rpartition(".")
-        target = resolve_name(model) if dot else None
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
-        out.setdefault(target, {})[setting.strip()] = value
-    return out
-
-
-def build_model(
-    name: str,
-    horizon: int = DEFAULT_HORIZON,
-    finetune: str | None = None,
-    encoder: str | None = None,
-    overrides: Overrides | None = None,
-) -> Forecaster:
-    """A new forecaster from command-line options.
-
-    Args:
-        name: a registered model name, any case (``lm`` is ``LM``).
-        horizon: the ``horizon`` of ``LM`` and ``auto`` (and of auto's LM candidate).
-        finetune: ``LM.finetune`` (LM and auto's LM candidate), None for the default.
-        encoder: ``LM.encoder`` (LM and auto's LM candidate), None for the default.
-        overrides: extra settings by model name (see :func:`parse_settings`); the ``None``
-            entry applies to the model built here.
-    """
-    from salesformer.models.persist import coerce_params
-    from salesformer.models.registry import make_model, resolve_name
-
-    name = resolve_name(name)
-    extra = overrides or {}
-    lm_settings: dict[str, Any] = {"horizon": horizon}
-    if finetune is not None:
-        lm_settings["finetune"] = finetune
-    if encoder is not None:
-        lm_settings["encoder"] = encoder
-    lm_settings.update(extra.get(LM, {}))
-    if name == LM:
-        settings = {**lm_settings, **extra.get(None, {})}
-    elif name == AUTO:
-        settings = {"horizon": horizon, **extra.get(AUTO, {}), **extra.get(None, {})}
-        candidates = settings.get("candidates") or make_model(AUTO).candidates  # type: ignore[attr-defined]
-        given = {resolve_name(str(c)) for c in candidates}
-        per_candidate = {
-            n: dict(s) for n, s in extra.items() if n is not None and n != AUTO and n in given
-        }
-        if LM in given:
-            per_candidate[LM] = lm_settings
-        settings["candidate_settings"] = {
-            **per_candidate,
-            **(settings.get("candidate_settings") or {}),
-        }
-    else:
-        settings = {**extra.get(name, {}), **extra.get(None, {})}
-    settings = coerce_params(name, settings)
-    try:
-        return make_model(name, **settings)
-    except TypeError as exc:
-        raise ConfigError(
-            f"model {name} does not take the settings {sorted(settings)} ({exc}); "
-            "check the names given to --set"
-        ) from exc
 
 
 def check_lm_options(names: list[str], finetune: str | None, encoder: str | None) -> None:
@@ -192,7 +109,7 @@ def panel_until(panel: Panel, until: str) -> Panel:
 
 def model_horizon(model: Forecaster) -> int:
     """The horizon a model was fitted for (``horizon`` or ``max_horizon``), else 8."""
-    from salesformer.models.base import fitted_horizon
+    from salesformer.forecasting.protocol import fitted_horizon
 
     return fitted_horizon(model, DEFAULT_HORIZON)
 
@@ -292,7 +209,7 @@ def fit_command(
     """Fit a forecaster on a prepared panel and save it to a model folder."""
     from salesformer.data.contract import Panel
     from salesformer.models.persist import save_model
-    from salesformer.models.registry import resolve_name
+    from salesformer.models.registry import build_model, parse_settings, resolve_name
 
     name = resolve_name(model)
     check_lm_options([name], finetune, encoder)
@@ -310,7 +227,7 @@ def fit_command(
     given = {**overrides.get(name, {}), **overrides.get(None, {})}
     if hasattr(forecaster, "max_horizon") and "max_horizon" not in given:
         forecaster.max_horizon = horizon  # LightGBM: trained for the steps it will forecast
-    forecaster._check_params()
+    forecaster.check_params()
     data = Panel.load(panel)
     if until is not None:
         data = panel_until(data, until)
@@ -356,7 +273,8 @@ def predict_command(
     items_per_part: int | None = ITEMS_PER_PART_OPTION,
 ) -> None:
     """Forecast every item of the model's panel, or new products from their text."""
-    from salesformer.distributed.cli import check_engine_options, predict_with_ray
+    from salesformer.cli.ray_engine import predict_with_ray
+    from salesformer.distributed.engine import check_engine_options
     from salesformer.models.persist import load_model
 
     table_suffix(out, "--out")

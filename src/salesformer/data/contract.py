@@ -381,6 +381,33 @@ def validate_panel(
     Raises:
         DataValidationError: with what was wrong, what was received and how to fix it.
     """
+    frame, covariates, report = _checked_sales(sales, negative_sales)
+    freq = freq or infer_freq(frame[DATE])
+    season_length(freq)  # rejects an unknown frequency with a clear message
+    _check_on_grid(pd.DatetimeIndex(frame[DATE]), freq)
+    declared_known, past = _covariate_kinds(covariates, known_future, past_only)
+
+    frame = frame.sort_values([ITEM_ID, DATE]).reset_index(drop=True)
+    completed = _complete_grid(frame, freq, covariates)
+    report["rows_filled"] = len(completed) - len(frame)
+    report["items"] = int(completed[ITEM_ID].nunique())
+    report["rows"] = len(completed)
+    clean_items = None if items is None else _checked_items(items, completed)
+    ordered = [ITEM_ID, DATE, SALES, *declared_known, *past]
+    return Panel(
+        completed[ordered].reset_index(drop=True),
+        clean_items,
+        freq,
+        tuple(declared_known),
+        tuple(past),
+        report,
+    )
+
+
+def _checked_sales(
+    sales: pd.DataFrame, negative_sales: NegativeSalesPolicy
+) -> tuple[pd.DataFrame, list[str], dict[str, int]]:
+    """The sales frame with typed columns, its covariates and the first report counts."""
     if not isinstance(sales, pd.DataFrame):
         raise DataValidationError(f"sales must be a pandas DataFrame; got {type(sales).__name__}")
     missing = [c for c in (ITEM_ID, DATE, SALES) if c not in sales.columns]
@@ -427,11 +454,15 @@ def validate_panel(
             f"{len(pairs)} (item_id, date) pairs appear more than once, e.g. {shown}; "
             "a panel has one row per item and period: sum the sales per item and date first"
         )
+    return frame, covariates, report
 
-    freq = freq or infer_freq(frame[DATE])
-    season_length(freq)  # rejects an unknown frequency with a clear message
-    _check_on_grid(pd.DatetimeIndex(frame[DATE]), freq)
 
+def _covariate_kinds(
+    covariates: list[str],
+    known_future: Sequence[str] | None,
+    past_only: Sequence[str] | None,
+) -> tuple[list[str], list[str]]:
+    """The known-future and the past-only covariates (see :func:`validate_panel`)."""
     declared_known = list(known_future) if known_future is not None else None
     declared_past = list(past_only) if past_only is not None else []
     for name in [*(declared_known or []), *declared_past]:
@@ -444,28 +475,16 @@ def validate_panel(
             c for c in covariates if c in DEFAULT_KNOWN_FUTURE and c not in declared_past
         ]
     past = [c for c in covariates if c not in declared_known]
+    return declared_known, past
 
-    frame = frame.sort_values([ITEM_ID, DATE]).reset_index(drop=True)
-    completed = _complete_grid(frame, freq, covariates)
-    report["rows_filled"] = len(completed) - len(frame)
-    report["items"] = int(completed[ITEM_ID].nunique())
-    report["rows"] = len(completed)
 
-    clean_items = None
-    if items is not None:
-        clean_items = validate_items(items)
-        unknown = np.setdiff1d(completed[ITEM_ID].unique(), clean_items[ITEM_ID].to_numpy())
-        if len(unknown):
-            raise DataValidationError(
-                f"{len(unknown)} items of the panel are not in the items table, e.g. "
-                f"{_examples(unknown)}; add them to the items table or drop their sales rows"
-            )
-    ordered = [ITEM_ID, DATE, SALES, *declared_known, *past]
-    return Panel(
-        completed[ordered].reset_index(drop=True),
-        clean_items,
-        freq,
-        tuple(declared_known),
-        tuple(past),
-        report,
-    )
+def _checked_items(items: pd.DataFrame, completed: pd.DataFrame) -> pd.DataFrame:
+    """The validated items table; every item of the panel must be in it."""
+    clean_items = validate_items(items)
+    unknown = np.setdiff1d(completed[ITEM_ID].unique(), clean_items[ITEM_ID].to_numpy())
+    if len(unknown):
+        raise DataValidationError(
+            f"{len(unknown)} items of the panel are not in the items table, e.g. "
+            f"{_examples(unknown)}; add them to the items table or drop their sales rows"
+        )
+    return clean_items

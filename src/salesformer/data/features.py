@@ -364,7 +364,7 @@ def build_features(
         horizon: the largest step, >= 1.
         future: known-future covariates for dates after the panel (``item_id``, ``date`` and
             every ``panel.known_future`` column), e.g. from
-            :func:`salesformer.models.base.resolve_future`.
+            :func:`salesformer.forecasting.protocol.resolve_future`.
         static: optional numeric item features indexed by ``item_id``.
         spec: lags and windows; :meth:`FeatureSpec.for_freq` when None.
 

@@ -24,6 +24,7 @@ theme, tier, material and product, and ``truth.informative_words`` lists those C
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -171,18 +172,7 @@ def generate_catalogue(
         lang: language of the product texts, ``"en"`` or ``"zh"`` (Chinese); the numbers
             do not depend on it.
     """
-    if lang not in LANGUAGES:
-        raise ConfigError(f"lang must be one of {', '.join(LANGUAGES)}; got {lang!r}")
-    if n_items < 1 or n_weeks < 8:
-        raise ConfigError(f"need n_items >= 1 and n_weeks >= 8; got {n_items} and {n_weeks}")
-    if not 0.0 <= new_item_share <= 1.0 or not 0.0 <= promo_rate <= 0.5:
-        raise ConfigError(
-            f"new_item_share must be in [0, 1] and promo_rate in [0, 0.5]; "
-            f"got {new_item_share} and {promo_rate}"
-        )
-    first = pd.Timestamp(start)
-    if first.weekday() != 0:
-        raise ConfigError(f"start must be a Monday; got {start} ({first.day_name()})")
+    first = _checked_start(n_items, n_weeks, start, new_item_share, promo_rate, lang)
     rng = np.random.default_rng(seed)
     dates = pd.date_range(first, periods=n_weeks, freq="W-MON")
     week_of_year = np.asarray(dates.isocalendar().week, dtype=float)
@@ -199,86 +189,130 @@ def generate_catalogue(
     item_rows, truth_rows, frames = [], [], []
     for i in range(n_items):
         theme, tier, material, product = themes[i], tiers[i], materials[i], products[i]
-        category, price0 = PRODUCTS[product]
+        _, price0 = PRODUCTS[product]
         level_mult, price_mult, elasticity = TIERS[tier]
         base_price = round(price0 * MATERIALS[material] * price_mult * rng.uniform(0.9, 1.1), 2)
-        theme_title, theme_desc = THEME_WORDS[theme]
-        promo = PRODUCTS[product][0] != "Gifts" and rng.random() < 0.5
-        copy_index = int(rng.integers(len(PROMO_COPY))) if promo else -1
-        words = [w for w in (tier, material, *theme_title.split(), product) if w]
-        if lang == "zh":
-            words = [ZH_WORDS[w] for w in words]
-            title = " ".join(words)
-            description = (
-                f"{ZH_TIER_PHRASES[tier]}这款{ZH_WORDS[material]}{ZH_WORDS[product]}"
-                f"{ZH_THEME_PHRASES[theme]}。"
-            )
-            promo_copy = ZH_PROMO_COPY[copy_index].format(pct=20) if promo else ""
-            text = _zh_item_text(title, description, ZH_WORDS[category], promo_copy)
-            category = ZH_WORDS[category]
-        else:
-            title = " ".join(words)
-            description = (
-                f"{TIER_PHRASES[tier]} A {material.lower()} {product.lower()} {theme_desc}."
-            )
-            promo_copy = PROMO_COPY[copy_index].format(pct=20) if promo else ""
-            text = item_text(title, description, category, promo_copy)
+        texts = _item_texts(rng, lang, theme, tier, material, product)
         item_id = f"SKU{i:05d}"
-
         weeks = np.arange(launch[i], n_weeks)
-        t = weeks - launch[i]
-        on_promo = rng.random(len(weeks)) < promo_rate
-        discount = np.where(on_promo, rng.choice([0.1, 0.2, 0.3, 0.4], size=len(weeks)), 0.0)
-        price = base_price * (1.0 - discount)
-        ramp = 1.0 - 0.7 * np.exp(-t / 3.0) if is_new[i] else np.ones(len(weeks))
-        mu = (
-            base_level[i]
-            * level_mult
-            * _season_curve(week_of_year[weeks], theme)
-            * np.exp(trend[i] * t)
-            * (price / base_price) ** elasticity
-            * ramp
-        )
-        dispersion = 2.0
-        sales = rng.negative_binomial(dispersion, dispersion / (dispersion + mu))
         frames.append(
-            pd.DataFrame(
-                {
-                    ITEM_ID: item_id,
-                    DATE: dates[weeks],
-                    SALES: sales.astype(float),
-                    "price": np.round(price, 2),
-                    "discount": discount,
-                    "promo": on_promo.astype(float),
-                }
+            _item_sales(
+                rng,
+                item_id,
+                dates[weeks],
+                t=weeks - launch[i],
+                ramp_up=bool(is_new[i]),
+                base_price=base_price,
+                scale=base_level[i] * level_mult,
+                season=_season_curve(week_of_year[weeks], theme),
+                trend=trend[i],
+                elasticity=elasticity,
+                promo_rate=promo_rate,
             )
         )
+        words = texts.pop("words")
+        launch_date = dates[launch[i]]
         item_rows.append(
-            {
-                ITEM_ID: item_id,
-                "title": title,
-                "description": description,
-                "category": category,
-                "promotion": promo_copy,
-                TEXT: text,
-                "base_price": base_price,
-                "launch_date": dates[launch[i]],
-            }
+            {ITEM_ID: item_id, **texts, "base_price": base_price, "launch_date": launch_date}
         )
-        truth_rows.append(
-            {
-                ITEM_ID: item_id,
-                "theme": theme,
-                "tier": tier,
-                "material": material,
-                "level": base_level[i] * level_mult,
-                "elasticity": elasticity,
-                "trend": trend[i],
-                "informative_words": " ".join(words[:-1]),
-            }
-        )
+        truth = {"theme": theme, "tier": tier, "material": material}
+        truth.update(level=base_level[i] * level_mult, elasticity=elasticity, trend=trend[i])
+        truth_rows.append({ITEM_ID: item_id, **truth, "informative_words": " ".join(words[:-1])})
     sales_frame = pd.concat(frames, ignore_index=True)
     return SyntheticCatalogue(sales_frame, pd.DataFrame(item_rows), pd.DataFrame(truth_rows))
+
+
+def _item_sales(
+    rng: np.random.Generator,
+    item_id: str,
+    dates: pd.DatetimeIndex,
+    *,
+    t: np.ndarray,
+    ramp_up: bool,
+    base_price: float,
+    scale: float,
+    season: np.ndarray,
+    trend: float,
+    elasticity: float,
+    promo_rate: float,
+) -> pd.DataFrame:
+    """One product's weekly rows: negative-binomial sales around its level, season, trend,
+    price response to random promotions and (for a launch) a ramp-up over ``t`` weeks."""
+    on_promo = rng.random(len(t)) < promo_rate
+    discount = np.where(on_promo, rng.choice([0.1, 0.2, 0.3, 0.4], size=len(t)), 0.0)
+    price = base_price * (1.0 - discount)
+    ramp = 1.0 - 0.7 * np.exp(-t / 3.0) if ramp_up else np.ones(len(t))
+    mu = scale * season * np.exp(trend * t) * (price / base_price) ** elasticity * ramp
+    dispersion = 2.0
+    sales = rng.negative_binomial(dispersion, dispersion / (dispersion + mu))
+    return pd.DataFrame(
+        {
+            ITEM_ID: item_id,
+            DATE: dates,
+            SALES: sales.astype(float),
+            "price": np.round(price, 2),
+            "discount": discount,
+            "promo": on_promo.astype(float),
+        }
+    )
+
+
+def _checked_start(
+    n_items: int,
+    n_weeks: int,
+    start: str,
+    new_item_share: float,
+    promo_rate: float,
+    lang: str,
+) -> pd.Timestamp:
+    """The first Monday, after checking the settings of :func:`generate_catalogue`."""
+    if lang not in LANGUAGES:
+        raise ConfigError(f"lang must be one of {', '.join(LANGUAGES)}; got {lang!r}")
+    if n_items < 1 or n_weeks < 8:
+        raise ConfigError(f"need n_items >= 1 and n_weeks >= 8; got {n_items} and {n_weeks}")
+    if not 0.0 <= new_item_share <= 1.0 or not 0.0 <= promo_rate <= 0.5:
+        raise ConfigError(
+            f"new_item_share must be in [0, 1] and promo_rate in [0, 0.5]; "
+            f"got {new_item_share} and {promo_rate}"
+        )
+    first = pd.Timestamp(start)
+    if first.weekday() != 0:
+        raise ConfigError(f"start must be a Monday; got {start} ({first.day_name()})")
+    return first
+
+
+def _item_texts(
+    rng: np.random.Generator, lang: str, theme: str, tier: str, material: str, product: str
+) -> dict[str, Any]:
+    """Title, description, category, promotion copy and text of one product, and its words."""
+    category = PRODUCTS[product][0]
+    theme_title, theme_desc = THEME_WORDS[theme]
+    promo = PRODUCTS[product][0] != "Gifts" and rng.random() < 0.5
+    copy_index = int(rng.integers(len(PROMO_COPY))) if promo else -1
+    words = [w for w in (tier, material, *theme_title.split(), product) if w]
+    if lang == "zh":
+        words = [ZH_WORDS[w] for w in words]
+        title = " ".join(words)
+        description = (
+            f"{ZH_TIER_PHRASES[tier]}这款{ZH_WORDS[material]}{ZH_WORDS[product]}"
+            f"{ZH_THEME_PHRASES[theme]}。"
+        )
+        promo_copy = ZH_PROMO_COPY[copy_index].format(pct=20) if promo else ""
+        text = _zh_item_text(title, description, ZH_WORDS[category], promo_copy)
+        category = ZH_WORDS[category]
+    else:
+        title = " ".join(words)
+        description = f"{TIER_PHRASES[tier]} A {material.lower()} {product.lower()} {theme_desc}."
+        promo_copy = PROMO_COPY[copy_index].format(pct=20) if promo else ""
+        text = item_text(title, description, category, promo_copy)
+    return {
+        "title": title,
+        "description": description,
+        "category": category,
+        "promotion": promo_copy,
+        TEXT: text,
+        "words": words,
+    }
 
 
 def _zh_item_text(title: str, description: str, category: str, promotion: str) -> str:

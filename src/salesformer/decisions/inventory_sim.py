@@ -40,7 +40,7 @@ from salesformer.decisions.inventory import (
 )
 from salesformer.errors import ConfigError, DataValidationError
 from salesformer.evaluation.metrics import quantile_columns
-from salesformer.models.base import check_quantiles
+from salesformer.forecasting.protocol import check_quantiles
 
 _CHUNK_CELLS = 6_000_000
 

@@ -6,7 +6,7 @@ model forecasts twice, once with the baseline plan and once with the scenario, a
 :func:`what_if` returns both forecasts with the uplift in units and in revenue.
 
 **The baseline plan** is the known-future covariates the caller gives for the horizon, or else
-each item's last values carried forward (:func:`salesformer.models.base.resolve_future`).
+each item's last values carried forward (:func:`salesformer.forecasting.protocol.resolve_future`).
 
 **A scenario** (:class:`Scenario`) holds, applied in this order:
 
@@ -43,7 +43,7 @@ import pandas as pd
 from salesformer.data.contract import DATE, ITEM_ID, TEXT, parse_numbers
 from salesformer.data.text import item_text
 from salesformer.errors import ConfigError, DataValidationError, NotFittedError
-from salesformer.models.base import (
+from salesformer.forecasting.protocol import (
     DEFAULT_QUANTILES,
     Forecaster,
     check_quantiles,

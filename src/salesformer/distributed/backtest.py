@@ -25,8 +25,9 @@ its object pinned there, so the store could never reuse that memory.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ import pyarrow.parquet as pq
 from salesformer._io import atomic_file
 from salesformer.data.contract import ACTUAL, CUTOFF, DATE, ITEM_ID, SALES, Panel, validate_panel
 from salesformer.distributed.engine import check_workers, cluster_workers, ray_session
-from salesformer.distributed.parts import Part, iter_parts, read_items, scan_panel
+from salesformer.distributed.parts import PanelLayout, Part, iter_parts, read_items, scan_panel
 from salesformer.distributed.pool import (
     PartProgress,
     RunReport,
@@ -51,7 +52,7 @@ from salesformer.distributed.pool import (
 from salesformer.distributed.predict import check_splittable
 from salesformer.errors import ConfigError
 from salesformer.evaluation.backtest import BacktestResult, resolve_cutoffs, series_facts
-from salesformer.models.base import DEFAULT_QUANTILES, Forecaster, check_quantiles
+from salesformer.forecasting.protocol import DEFAULT_QUANTILES, Forecaster, check_quantiles
 from salesformer.models.conformal import error_quantiles
 from salesformer.models.statistical import _StatsForecastModel
 
@@ -185,10 +186,144 @@ def _check_models(models: Sequence[Forecaster]) -> list[Forecaster]:
     if len(set(names)) != len(names):
         raise ConfigError(f"model names must be distinct; got {names}")
     for model in models:
-        model._check_params()
+        model.check_params()
         if not _is_local(model):
             check_splittable(model)
     return list(models)
+
+
+@dataclass
+class _RayRun:
+    """The workers of a Ray backtest and the parts they read.
+
+    The global fits read every part: only then do the parts stay in the object store between
+    the passes (``keep_parts``); otherwise the second pass streams them from the file again,
+    so the object store (and the workers mapping it) holds only the parts in flight.
+    """
+
+    ray: Any
+    actors: list[Any]
+    tracker: Any
+    layout: PanelLayout
+    items_per_part: int
+    keep_parts: bool
+    part_refs: list[Any] = field(default_factory=list)
+
+    def stored_parts(self) -> Iterator[tuple[int, Any]]:
+        """``(index, ObjectRef)`` of every part, put in the object store as it is read."""
+        for part in iter_parts(self.layout.folder, self.items_per_part, self.layout):
+            ref = self.ray.put(part)
+            if self.keep_parts:
+                self.part_refs.append(ref)
+            yield part.index, ref
+
+
+def _survey(
+    run: _RayRun,
+    models_ref: Any,
+    options: dict[str, Any],
+    levels: tuple[float, ...],
+    total: int,
+    progress: PartProgress | None,
+) -> tuple[list[int], dict[Key, np.ndarray]]:
+    """The first pass: the cutoffs with items to score and the pooled error quantiles."""
+    counts = np.zeros(len(options["stamps"]), dtype=int)
+    errors: dict[Key, list[np.ndarray]] = {}
+
+    def take_survey(_index: int, result: dict[str, Any]) -> None:
+        counts[:] += np.asarray(result["counts"], dtype=int)
+        for key, rows in result["errors"].items():
+            errors.setdefault(key, []).append(np.array(rows))  # a copy: see _owned
+
+    run_parts(
+        run.ray,
+        run.actors,
+        run.stored_parts(),
+        survey_part,
+        [models_ref],
+        options,
+        take_survey,
+        total=total,
+        progress=progress,
+        tracker=run.tracker,
+    )
+    active = [c for c in range(len(counts)) if counts[c] > 0]
+    # workers get each pool's quantile table, not the pool: bounded whatever the items
+    pooled = {key: error_quantiles(np.vstack(rows), levels) for key, rows in errors.items()}
+    errors.clear()
+    return active, pooled
+
+
+def _start_global_fits(
+    run: _RayRun,
+    chosen: list[Forecaster],
+    models_ref: Any,
+    active: list[int],
+    stamps: list[pd.Timestamp],
+    horizon: int,
+) -> tuple[list[Key], list[Any], dict[Key, Any]]:
+    """Start the fit of each global model at each active cutoff, one per worker in turn.
+
+    Returns the ``(model, cutoff)`` keys, the references of the fitted models and of their
+    fit seconds.
+    """
+    layout = run.layout
+    items_ref = run.ray.put(read_items(layout.folder))
+    fitted_keys: list[Key] = []
+    fitted_refs: list[Any] = []
+    fit_seconds: dict[Key, Any] = {}
+    for m, model in enumerate(chosen):
+        if _is_local(model):
+            continue
+        for c in active:
+            actor = run.actors[len(fitted_keys) % len(run.actors)]
+            model_ref, seconds_ref = actor.call.options(num_returns=2).remote(
+                fit_global,
+                [models_ref, items_ref],
+                {
+                    "model_index": m,
+                    "cutoff": stamps[c],
+                    "horizon": horizon,
+                    "parts": list(run.part_refs),
+                    "freq": layout.freq,
+                    "known_future": layout.known_future,
+                    "past_only": layout.past_only,
+                },
+            )
+            fitted_keys.append((m, c))
+            fitted_refs.append(model_ref)
+            fit_seconds[(m, c)] = seconds_ref
+    return fitted_keys, fitted_refs, fit_seconds
+
+
+def _forecast_pass(
+    run: _RayRun,
+    shared: list[Any],
+    options: dict[str, Any],
+    out_forecasts: str | Path | None,
+    total: int,
+    progress: PartProgress | None,
+) -> _Collector:
+    """The second pass: every part's scored forecasts, collected (and written when asked)."""
+    with ExitStack() as stack:
+        staging = None if out_forecasts is None else stack.enter_context(atomic_file(out_forecasts))
+        collected = _Collector(len(options["stamps"]), staging)
+        try:
+            run_parts(
+                run.ray,
+                run.actors,
+                enumerate(run.part_refs) if run.keep_parts else run.stored_parts(),
+                forecast_part,
+                shared,
+                options,
+                collected.add,
+                total=total,
+                progress=progress,
+                tracker=run.tracker,
+            )
+        finally:
+            collected.close()
+    return collected
 
 
 def backtest_on_ray(
@@ -236,121 +371,36 @@ def backtest_on_ray(
     stamps = resolve_cutoffs(layout.dates_panel(), horizon, cutoffs, n_windows, step)
     n_parts = layout.n_parts(items_per_part)
     total = 2 * n_parts
-    names = ",".join(m.name for m in chosen)
-    report = RunReport(model=names, horizon=horizon, items=layout.n_items)
+    report = RunReport(
+        model=",".join(m.name for m in chosen), horizon=horizon, items=layout.n_items
+    )
+    windows = {"stamps": stamps, "horizon": horizon, "min_history": min_history}
+    windows["active_within"] = active_within
     with ray_session(address, workers) as ray:
         n_workers = cluster_workers(ray, workers)
         actors = start_workers(ray, n_workers)
-        tracker = new_tracker(ray, actors)
+        keep = any(not _is_local(model) for model in chosen)
+        run = _RayRun(ray, actors, new_tracker(ray, actors), layout, items_per_part, keep)
         models_ref = ray.put(chosen)
-        part_refs: list[Any] = []
-        # the global fits read every part: only then do the parts stay in the object store
-        # between the passes; otherwise the second pass streams them from the file again, so
-        # the object store (and the workers mapping it) holds only the parts in flight
-        keep_parts = any(not _is_local(model) for model in chosen)
-
-        def stored_parts() -> Any:
-            for part in iter_parts(layout.folder, items_per_part, layout):
-                ref = ray.put(part)
-                if keep_parts:
-                    part_refs.append(ref)
-                yield part.index, ref
-
-        counts = np.zeros(len(stamps), dtype=int)
-        errors: dict[Key, list[np.ndarray]] = {}
-
-        def take_survey(_index: int, result: dict[str, Any]) -> None:
-            counts[:] += np.asarray(result["counts"], dtype=int)
-            for key, rows in result["errors"].items():
-                errors.setdefault(key, []).append(np.array(rows))  # a copy: see _owned
-
-        run_parts(
-            ray,
-            actors,
-            stored_parts(),
-            survey_part,
-            [models_ref],
-            {
-                "stamps": stamps,
-                "dates": layout.dates,
-                "horizon": horizon,
-                "min_history": min_history,
-                "active_within": active_within,
-            },
-            take_survey,
-            total=total,
-            progress=progress,
-            tracker=tracker,
+        survey = {**windows, "dates": layout.dates}
+        active, pooled = _survey(run, models_ref, survey, levels, total, progress)
+        fitted_keys, fitted_refs, fit_seconds = _start_global_fits(
+            run, chosen, models_ref, active, stamps, horizon
         )
-        active = [c for c in range(len(stamps)) if counts[c] > 0]
-        # workers get each pool's quantile table, not the pool: bounded whatever the items
-        pooled = {key: error_quantiles(np.vstack(rows), levels) for key, rows in errors.items()}
-        errors.clear()
-        items_ref = ray.put(read_items(layout.folder))
-        fitted_keys: list[Key] = []
-        fitted_refs: list[Any] = []
-        fit_seconds: dict[Key, Any] = {}
-        for m, model in enumerate(chosen):
-            if _is_local(model):
-                continue
-            for c in active:
-                actor = actors[len(fitted_keys) % len(actors)]
-                model_ref, seconds_ref = actor.call.options(num_returns=2).remote(
-                    fit_global,
-                    [models_ref, items_ref],
-                    {
-                        "model_index": m,
-                        "cutoff": stamps[c],
-                        "horizon": horizon,
-                        "parts": list(part_refs),
-                        "freq": layout.freq,
-                        "known_future": layout.known_future,
-                        "past_only": layout.past_only,
-                    },
-                )
-                fitted_keys.append((m, c))
-                fitted_refs.append(model_ref)
-                fit_seconds[(m, c)] = seconds_ref
         pooled_ref = ray.put(pooled)
         del pooled
-        with ExitStack() as stack:
-            staging = (
-                None if out_forecasts is None else stack.enter_context(atomic_file(out_forecasts))
-            )
-            collected = _Collector(len(stamps), staging)
-            try:
-                run_parts(
-                    ray,
-                    actors,
-                    enumerate(part_refs) if keep_parts else stored_parts(),
-                    forecast_part,
-                    [models_ref, pooled_ref, *fitted_refs],
-                    {
-                        "stamps": stamps,
-                        "active": active,
-                        "fitted_keys": fitted_keys,
-                        "horizon": horizon,
-                        "min_history": min_history,
-                        "active_within": active_within,
-                        "quantiles": levels,
-                    },
-                    collected.add,
-                    total=total,
-                    progress=(lambda done, _t: progress(n_parts + done, total))
-                    if progress
-                    else None,
-                    tracker=tracker,
-                )
-            finally:
-                collected.close()
-            global_seconds = {key: float(ray.get(ref)) for key, ref in fit_seconds.items()}
+        options = {**windows, "active": active, "fitted_keys": fitted_keys, "quantiles": levels}
+        shared = [models_ref, pooled_ref, *fitted_refs]
+        second = (lambda done, _t: progress(n_parts + done, total)) if progress else None
+        collected = _forecast_pass(run, shared, options, out_forecasts, total, second)
+        global_seconds = {key: float(ray.get(ref)) for key, ref in fit_seconds.items()}
         for actor in actors:
             ray.kill(actor)
     result = collected.result(chosen, stamps, horizon, global_seconds, min_history, active_within)
     report.parts = n_parts
     report.rows = len(result.forecasts)
     report.workers = n_workers
-    tracker.fill(report)
+    run.tracker.fill(report)
     report.driver_peak_rss_mb = round(peak_rss_mb(), 1)
     report.seconds = watch.seconds()
     return result, report

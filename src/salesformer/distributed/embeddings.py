@@ -79,7 +79,7 @@ def encode_on_ray(
     check_workers(workers)
     base = shared_encoder(encoder_name, max_length)
     texts = [str(t) for t in texts]
-    keys = [base._text_key(t) for t in texts]
+    keys = [base.text_key(t) for t in texts]
     store = EmbeddingCache(cache_dir, base.key)
     known = base._cache
     if any(k not in known for k in keys):

@@ -121,3 +121,42 @@ def cluster_workers(ray: ModuleType, workers: int | None) -> int:
         return workers
     cpus = float(ray.cluster_resources().get("CPU", 1.0))
     return max(1, int(cpus))
+
+
+def check_engine_options(
+    engine: str,
+    address: str | None,
+    workers: int | None,
+    items_per_part: int | None,
+) -> bool:
+    """Whether the Ray engine was chosen; a :class:`ConfigError` for options that clash.
+
+    The Ray options only apply to ``--engine ray``; choosing it checks that Ray is installed.
+    """
+    if not ray_chosen(
+        engine,
+        {"--ray-address": address, "--workers": workers, "--items-per-part": items_per_part},
+    ):
+        return False
+    check_workers(workers)
+    if items_per_part is not None and items_per_part < 1:
+        raise ConfigError(f"--items-per-part must be a whole number >= 1; got {items_per_part}")
+    return True
+
+
+def ray_chosen(engine: str, ray_options: dict[str, Any]) -> bool:
+    """Whether ``engine`` is ``ray``; with ``local``, any Ray option given is an error.
+
+    ``ray_options`` maps each Ray-only option's flag to its value (None: not given).
+    """
+    check_engine(engine)
+    if engine == "ray":
+        import_ray()
+        return True
+    given = [flag for flag, value in ray_options.items() if value is not None]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)} only apply to the Ray engine; got --engine local; "
+            "add --engine ray or drop them"
+        )
+    return False

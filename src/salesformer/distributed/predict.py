@@ -1,7 +1,7 @@
 """Batch forecasting of a saved model's whole catalogue on Ray.
 
 The driver loads the model once (as ``salesformer predict`` does; an LM without its training
-panel), makes its :meth:`~salesformer.models.base.Forecaster.shareable` copy for the horizon
+panel), makes its :meth:`~salesformer.forecasting.Forecaster.shareable` copy for the horizon
 and puts it in Ray's object store: workers on any node get it from there, so no shared
 filesystem is needed. A statistical model is not fitted on the driver at all: each item's
 model depends on its own history only, so workers fit it on their parts; its conformal
@@ -10,7 +10,7 @@ collects (:meth:`calibration_errors`) before the forecasting pass.
 
 The panel is streamed from the model folder's ``panel/panel.parquet`` in parts of whole
 items; each worker forecasts a part with
-:meth:`~salesformer.models.base.Forecaster.for_items`, and the driver appends the parts'
+:meth:`~salesformer.forecasting.protocol.Forecaster.for_items`, and the driver appends the parts'
 forecasts to the output file in item order as they arrive. The file is written under a
 temporary name and renamed at the end, so a failed job leaves no partial output.
 """
@@ -18,6 +18,7 @@ temporary name and renamed at the end, so a failed job leaves no partial output.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,12 @@ from salesformer.distributed.pool import (
     start_workers,
 )
 from salesformer.errors import ConfigError
-from salesformer.models.base import DEFAULT_QUANTILES, Forecaster, check_quantiles, fitted_horizon
+from salesformer.forecasting.protocol import (
+    DEFAULT_QUANTILES,
+    Forecaster,
+    check_quantiles,
+    fitted_horizon,
+)
 from salesformer.models.conformal import error_quantiles
 from salesformer.models.statistical import _StatsForecastModel
 
@@ -51,25 +57,17 @@ PANEL_DIR = "panel"
 def load_for_workers(model_dir: str | Path) -> Forecaster:
     """The saved model as the driver needs it for a Ray job.
 
-    A statistical model comes back *unfitted* (its settings): each item's model depends on
-    its own history only, so workers fit it part by part. An LM is read without its training
-    panel. Every other model is loaded as :func:`load_model` loads it.
+    Each model says what that is (:meth:`Forecaster.load_for_parts`): a statistical model
+    comes back *unfitted* (its settings), as each item's model depends on its own history only
+    and workers fit it part by part; an LM is read without its training panel; every other
+    model is loaded as :func:`~salesformer.models.persist.load_model` loads it.
     """
-    from salesformer.models.persist import LM, coerce_params, load_model, read_config
-    from salesformer.models.registry import STATISTICAL_MODELS, make_model
+    from salesformer.models.persist import read_config
+    from salesformer.models.registry import model_class
 
     path = Path(model_dir)
     config = read_config(path)
-    name = str(config["model"])
-    if name == LM:
-        from salesformer.models.lm import LMForecaster
-
-        return LMForecaster.load(path, panel=False)
-    if name in STATISTICAL_MODELS:
-        model = make_model(name, **coerce_params(name, config.get("params") or {}))
-        model._check_params()
-        return model
-    return load_model(path)
+    return model_class(str(config["model"])).load_for_parts(path)
 
 
 def check_splittable(model: Forecaster) -> None:
@@ -139,6 +137,60 @@ class _OrderedWriter:
             self.writer.close()
 
 
+def _output_file(out: str | Path) -> tuple[Path, str]:
+    """The forecast file and its suffix, ``.csv`` or ``.parquet``."""
+    target = Path(out)
+    suffix = target.suffix.lower()
+    if suffix not in OUTPUT_SUFFIXES:
+        raise ConfigError(
+            f"out must end in .csv or .parquet; got {str(target)!r}; e.g. forecasts.parquet"
+        )
+    return target, suffix
+
+
+def _prepared_job(model_dir: str | Path, horizon: int | None) -> tuple[int, list[Any], Any, bool]:
+    """The horizon, what workers share, the part job and whether a calibration pass runs.
+
+    A statistical model is fitted part by part (with a pooled conformal calibration when its
+    intervals are conformal); any other model ships its :meth:`shareable` copy. The full
+    model is not kept on the driver.
+    """
+    model = load_for_workers(model_dir)
+    steps = fitted_horizon(model) if horizon is None else horizon
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ConfigError(f"horizon must be a whole number >= 1; got {steps!r}")
+    if isinstance(model, _StatsForecastModel):
+        calibrate = getattr(model, "intervals", None) == "conformal"
+        return steps, [model], forecast_items_part, calibrate
+    lean = model.shareable(steps)
+    check_splittable(lean)
+    return steps, [lean], forecast_part, False
+
+
+def _error_table(
+    run: Any,
+    parts: Iterator[tuple[int, Part]],
+    shared: list[Any],
+    steps: int,
+    dates: pd.DatetimeIndex,
+    levels: tuple[float, ...],
+) -> np.ndarray:
+    """The calibration pass: every part's scaled errors, pooled into a quantile table."""
+    pooled: list[np.ndarray] = []
+    run(
+        parts,
+        calibrate_part,
+        shared,
+        {"horizon": steps, "dates": dates},
+        # a copy: a kept view of the object store would pin the result there
+        lambda _index, rows: pooled.append(np.array(rows)),
+    )
+    # workers get the pool's quantile table, not the pool: bounded whatever the items
+    table: np.ndarray = error_quantiles(np.vstack(pooled), levels)
+    pooled.clear()
+    return table
+
+
 def predict_on_ray(
     model_dir: str | Path,
     out: str | Path,
@@ -171,29 +223,11 @@ def predict_on_ray(
         ConfigError: for a bad setting, a model that cannot forecast parts, or no Ray.
     """
     watch = Stopwatch()
-    target = Path(out)
-    suffix = target.suffix.lower()
-    if suffix not in OUTPUT_SUFFIXES:
-        raise ConfigError(
-            f"out must end in .csv or .parquet; got {str(target)!r}; e.g. forecasts.parquet"
-        )
+    target, suffix = _output_file(out)
     check_workers(workers)
     levels = check_quantiles(quantiles)
     layout = scan_panel(Path(model_dir) / PANEL_DIR)
-    model = load_for_workers(model_dir)
-    steps = fitted_horizon(model) if horizon is None else horizon
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ConfigError(f"horizon must be a whole number >= 1; got {steps!r}")
-    per_item = isinstance(model, _StatsForecastModel)
-    calibrate = per_item and getattr(model, "intervals", None) == "conformal"
-    if per_item:
-        shared: list[Any] = [model]
-        job = forecast_items_part
-    else:
-        lean = model.shareable(steps)
-        check_splittable(lean)
-        shared, job = [lean], forecast_part
-    del model
+    steps, shared, job, calibrate = _prepared_job(model_dir, horizon)
     n_parts = layout.n_parts(items_per_part)
     total = 2 * n_parts if calibrate else n_parts
     report = RunReport(model=shared[0].name, horizon=steps, items=layout.n_items)
@@ -205,41 +239,23 @@ def predict_on_ray(
         n_workers = cluster_workers(ray, workers)
         actors = start_workers(ray, n_workers)
         tracker = new_tracker(ray, actors)
+        run = partial(run_parts, ray, actors, total=total, tracker=tracker)
         if calibrate:
-            pooled: list[np.ndarray] = []
-            run_parts(
-                ray,
-                actors,
-                parts(),
-                calibrate_part,
-                shared,
-                {"horizon": steps, "dates": layout.dates},
-                # a copy: a kept view of the object store would pin the result there
-                lambda _index, rows: pooled.append(np.array(rows)),
-                total=total,
-                progress=progress,
-                tracker=tracker,
-            )
-            # workers get the pool's quantile table, not the pool: bounded whatever the items
-            shared.append(error_quantiles(np.vstack(pooled), levels))
-            pooled.clear()
+            calibration = partial(run, progress=progress)
+            shared.append(_error_table(calibration, parts(), shared, steps, layout.dates, levels))
         offset = n_parts if calibrate else 0
         with atomic_file(target) as staging:
             writer = _OrderedWriter(staging, suffix)
             try:
-                report.parts = run_parts(
-                    ray,
-                    actors,
+                report.parts = run(
                     parts(),
                     job,
                     shared,
                     {"horizon": steps, "quantiles": levels},
                     lambda _index, table: writer.write(table),
-                    total=total,
                     progress=(
                         (lambda done, _t: progress(offset + done, total)) if progress else None
                     ),
-                    tracker=tracker,
                 )
             finally:
                 writer.close()

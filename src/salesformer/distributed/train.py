@@ -100,41 +100,19 @@ def fit_lm_on_ray(
         ``model``, with the attributes of a local fit and ``fit_report_["engine"]`` saying
         how it ran (workers, restarts, the epoch it resumed from, the checkpoint).
     """
-    from salesformer.data.contract import Panel
     from salesformer.distributed.embeddings import encode_on_ray
     from salesformer.distributed.engine import ray_session
-    from salesformer.errors import DataValidationError
     from salesformer.models.lm import LMForecaster
-    from salesformer.models.lm.forecaster import _texts_for
+    from salesformer.models.lm.encoding import texts_for as _texts_for
     from salesformer.models.lm.samples import Wide
 
-    _check_settings(workers, max_failures)
-    model._check_params()
-    if not isinstance(panel, Panel):
-        raise DataValidationError(
-            f"fit_lm_on_ray needs a Panel; got {type(panel).__name__}; build one with "
-            "validate_panel or Panel.load"
-        )
-    if panel.items is None:
-        raise DataValidationError(
-            "the LM forecaster reads item texts, but the panel has no items table; "
-            "give an items table with item_id and text (or title/description columns)"
-        )
-    periods = len(panel.dates)
-    if periods < model.horizon + 2:  # checked here: a worker's error would be retried
-        raise DataValidationError(
-            f"the panel has {periods} periods; the LM forecaster needs at least "
-            f"{model.horizon + 2} to learn a horizon of {model.horizon}; give a longer panel "
-            "or a shorter --horizon"
-        )
+    _check_fit_inputs(model, panel, workers, max_failures)
     say = progress or (lambda line: None)
     threads = model.threads or 1
     root = str(storage if storage is not None else default_storage())
-    name = run_name(model, panel)
-    if not resume:
-        name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    local_cpus = max(workers * threads, os.cpu_count() or 1)
+    name = run_name(model, panel) + ("" if resume else f"-{time.strftime('%Y%m%d-%H%M%S')}")
     started = time.perf_counter()
+    local_cpus = max(workers * threads, os.cpu_count() or 1)  # a local Ray: enough for all
     with ray_session(address, None if address else local_cpus) as ray:
         texts = _texts_for(panel.items, Wide.from_panel(panel).item_ids)
         embeddings = encode_on_ray(
@@ -166,21 +144,47 @@ def fit_lm_on_ray(
         with checkpoint.as_directory() as folder:
             fitted = LMForecaster.load(folder)
             checkpoint_path = str(checkpoint.path)
+    wall = round(time.perf_counter() - started, 2)
+    _adopt(model, fitted, panel, {"checkpoint": checkpoint_path, "run": name, "wall_seconds": wall})
+    say(f"fitted on Ray; final checkpoint {checkpoint_path}")
+    return model
+
+
+def _adopt(model: LMForecaster, fitted: LMForecaster, panel: Panel, run: dict[str, Any]) -> None:
+    """Give ``model`` the learned state of the run's final model and the run's details."""
     for key, value in vars(fitted).items():
         if key.endswith("_") and key != "panel_":
             setattr(model, key, value)
     model.panel_ = panel
     engine = dict(model.fit_report_.get("engine", {}))
-    engine.update(
-        {
-            "checkpoint": checkpoint_path,
-            "run": name,
-            "wall_seconds": round(time.perf_counter() - started, 2),
-        }
-    )
+    engine.update(run)
     model.fit_report_["engine"] = engine
-    say(f"fitted on Ray; final checkpoint {checkpoint_path}")
-    return model
+
+
+def _check_fit_inputs(model: LMForecaster, panel: Panel, workers: int, max_failures: int) -> None:
+    """Settings and panel errors, raised on the driver (a worker's error would be retried)."""
+    from salesformer.data.contract import Panel
+    from salesformer.errors import DataValidationError
+
+    _check_settings(workers, max_failures)
+    model.check_params()
+    if not isinstance(panel, Panel):
+        raise DataValidationError(
+            f"fit_lm_on_ray needs a Panel; got {type(panel).__name__}; build one with "
+            "validate_panel or Panel.load"
+        )
+    if panel.items is None:
+        raise DataValidationError(
+            "the LM forecaster reads item texts, but the panel has no items table; "
+            "give an items table with item_id and text (or title/description columns)"
+        )
+    periods = len(panel.dates)
+    if periods < model.horizon + 2:  # checked here: a worker's error would be retried
+        raise DataValidationError(
+            f"the panel has {periods} periods; the LM forecaster needs at least "
+            f"{model.horizon + 2} to learn a horizon of {model.horizon}; give a longer panel "
+            "or a shorter --horizon"
+        )
 
 
 def _run_trainer(
@@ -238,6 +242,7 @@ def _train_worker(config: dict[str, Any]) -> None:
     import ray.train
 
     from salesformer.models.lm import LMForecaster
+    from salesformer.models.lm.training import train
 
     rank = ray.train.get_context().get_world_rank()
     world = ray.train.get_context().get_world_size()
@@ -252,12 +257,12 @@ def _train_worker(config: dict[str, Any]) -> None:
     if rank != 0:
         params["log_dir"] = None
     model = LMForecaster(**params)
-    model._check_params()
+    model.check_params()
     panel = config["panel"]
     model.panel_ = panel
     embeddings = np.array(config["embeddings"], dtype=np.float32)  # writable copy
     context = _RayContext(rank, world, embeddings, model, restored)
-    model._fit(panel, context)
+    train(model, panel, context)
     model.fit_report_["engine"] = {
         "engine": "ray",
         "workers": world,
@@ -277,7 +282,8 @@ def _model_snapshot(
     model: LMForecaster, state: StageState, item_ids: np.ndarray, frozen: np.ndarray
 ) -> Any:
     """The best model so far, as a fitted LMForecaster that ``save`` can write."""
-    from salesformer.models.lm.forecaster import _encode_tokens
+    from salesformer.models.lm.encoding import encode_tokens as _encode_tokens
+    from salesformer.models.lm.training import calibrate
 
     snapshot = copy.copy(model)
     head = copy.deepcopy(state.modules["head"])
@@ -298,8 +304,8 @@ def _model_snapshot(
         "checkpoint": {"stage": state.label, "epoch": state.epoch},
         stage: {"epochs": state.epoch, "history": list(state.history)},
     }
-    if not hasattr(snapshot, "calibration_") and hasattr(snapshot, "_calibrate"):
-        snapshot.calibration_, _ = snapshot._calibrate(None)  # identity until the fit ends
+    if not hasattr(snapshot, "calibration_"):
+        snapshot.calibration_, _ = calibrate(snapshot, None)  # identity until the fit ends
     return snapshot
 
 

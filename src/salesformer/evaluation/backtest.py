@@ -22,7 +22,7 @@ import pandas as pd
 from salesformer.data.contract import ACTUAL, CUTOFF, DATE, ITEM_ID, SALES, Panel
 from salesformer.errors import ConfigError
 from salesformer.evaluation.metrics import SCALE_MAE, SCALE_MSE, evaluate
-from salesformer.models.base import DEFAULT_QUANTILES, Forecaster
+from salesformer.forecasting.protocol import DEFAULT_QUANTILES, Forecaster
 
 #: ``progress(description, advance)`` callback; the CLI passes a rich progress bar.
 ProgressHook = Callable[[str], None]
@@ -185,6 +185,24 @@ def series_facts(
     return facts
 
 
+def _fit_predict(
+    model: Forecaster,
+    train: Panel,
+    horizon: int,
+    future: pd.DataFrame,
+    quantiles: Sequence[float],
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """A fresh clone of ``model`` fitted on ``train``, its forecast and the seconds each took."""
+    fitted = model.clone()
+    start = time.perf_counter()
+    fitted.fit(train)
+    fit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    forecast = fitted.predict(horizon, future=future, quantiles=quantiles)
+    predict_seconds = time.perf_counter() - start
+    return forecast, {"fit_seconds": fit_seconds, "predict_seconds": predict_seconds}
+
+
 def backtest(
     models: Sequence[Forecaster],
     panel: Panel,
@@ -232,22 +250,9 @@ def backtest(
         actual = actual.loc[actual[ITEM_ID].isin(series[ITEM_ID]), [ITEM_ID, DATE, SALES]]
         merged = actual.rename(columns={SALES: ACTUAL})
         for model in models:
-            fitted = model.clone()
-            start = time.perf_counter()
-            fitted.fit(train)
-            fit_seconds = time.perf_counter() - start
-            start = time.perf_counter()
-            forecast = fitted.predict(horizon, future=future, quantiles=quantiles)
-            predict_seconds = time.perf_counter() - start
+            forecast, seconds = _fit_predict(model, train, horizon, future, quantiles)
             merged = merged.merge(forecast, on=[ITEM_ID, DATE], how="left")
-            timings.append(
-                {
-                    "model": model.name,
-                    "cutoff": cutoff,
-                    "fit_seconds": fit_seconds,
-                    "predict_seconds": predict_seconds,
-                }
-            )
+            timings.append({"model": model.name, "cutoff": cutoff, **seconds})
             if progress is not None:
                 progress(f"{model.name} @ {cutoff.date()}")
         merged.insert(1, CUTOFF, cutoff)

@@ -5,7 +5,10 @@
   features and text vector (:mod:`.lm`);
 * LightGBM and LightGBM-text: TreeSHAP contributions of the features (:mod:`.trees`);
 * the statistical baselines: their fitted components (:mod:`.statistical`);
-* ``auto``: the explanation of the candidate with the largest weight for the item.
+* ``auto``: the explanation of the candidate with the largest weight for the item (:mod:`.auto`).
+
+Each model class names its explanation (``explainer``, ``"module:function"``) and the options
+it takes; :func:`explain` calls it, so adding a model touches nothing here.
 
 :func:`salesformer.explain.html.highlight_words` renders an LM explanation's words as HTML.
 Heavy packages (torch, captum, lightgbm) are imported only when an explanation is computed.
@@ -13,15 +16,16 @@ Heavy packages (torch, captum, lightgbm) are imported only when an explanation i
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from salesformer.errors import ConfigError, NotFittedError
-from salesformer.explain.result import Explanation, unknown_item
+from salesformer.explain.result import Explanation
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from salesformer.models.base import Forecaster
+    from salesformer.forecasting.protocol import Forecaster
 
 
 def explain(
@@ -56,72 +60,36 @@ def explain(
         raise NotFittedError(
             f"{type(model).__name__} is not fitted yet; call .fit(panel) before explaining"
         )
-    kind = _kind(model)
-    if options and kind not in ("LM", "auto"):
+    function, accepted = _explanation_of(model)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
         raise ConfigError(
-            f"options {sorted(options)} apply to the LM (or auto) only; got a {model.name} model"
+            f"options {unknown} apply to the LM (or auto) only; got a {model.name} model"
+            + (f" (its options: {', '.join(accepted)})" if accepted else "")
         )
-    if kind == "LM":
-        from salesformer.explain.lm import explain_lm
-
-        return explain_lm(model, item_id, horizon, future=future, **options)
-    if kind == "LightGBM":
-        from salesformer.explain.trees import explain_lightgbm
-
-        return explain_lightgbm(model, item_id, horizon, future=future)
-    if kind == "statistical":
-        from salesformer.explain.statistical import explain_statistical
-
-        return explain_statistical(model, item_id, 8 if horizon is None else horizon)
-    if kind == "auto":
-        return _explain_auto(model, item_id, horizon, future, options)
-    raise ConfigError(
-        f"cannot explain a {type(model).__name__}; explanations cover the LM, LightGBM, "
-        "LightGBM-text, the statistical baselines and auto"
-    )
+    explanation: Explanation = function(model, item_id, horizon, future=future, **options)
+    return explanation
 
 
-def _kind(model: Any) -> str:
-    from salesformer.models.registry import STATISTICAL_MODELS
+def _explanation_of(model: Any) -> tuple[Any, tuple[str, ...]]:
+    """The model's explanation function and its options, as the model's class names them.
 
-    name = getattr(model, "name", "")
-    if name == "LM" and hasattr(model, "head_"):
-        return "LM"
-    if hasattr(model, "boosters_"):
-        return "LightGBM"
-    if name in STATISTICAL_MODELS and hasattr(model, "fitted_"):
-        return "statistical"
-    if name == "auto" and hasattr(model, "models_"):
-        return "auto"
-    return "unknown"
+    An object that is no forecaster class of ours (a stand-in) is looked up by its name in the
+    model registry.
+    """
+    cls: Any = type(model)
+    if getattr(cls, "explainer", None) is None:
+        from salesformer.models.registry import available_models, model_class
 
-
-def _explain_auto(
-    model: Any,
-    item_id: str,
-    horizon: int | None,
-    future: pd.DataFrame | None,
-    options: dict[str, Any],
-) -> Explanation:
-    """The explanation of the candidate that weighs most in the item's forecast."""
-    weights = model.item_weights()
-    item_id = str(item_id)
-    if item_id not in weights.index:
-        raise unknown_item(item_id, weights.index)
-    row = weights.loc[item_id]
-    row = row[row > 0].sort_values(ascending=False)
-    chosen = str(row.index[0])
-    steps = horizon if horizon is not None else int(getattr(model, "horizon", 8))
-    candidate = model.models_[chosen]
-    passed = options if _kind(candidate) == "LM" else {}
-    inner = explain(candidate, item_id, steps, future=future, **passed)
-    shares = ", ".join(f"{name} {weight:.0%}" for name, weight in row.items())
-    inner.notes.insert(
-        0,
-        f"auto forecasts this item as {shares}; explained here: {chosen}"
-        + (" (the others' parts are not shown)" if len(row) > 1 else ""),
-    )
-    return inner
+        name = str(getattr(model, "name", ""))
+        cls = model_class(name) if name in available_models() else None
+    if cls is None or cls.explainer is None:
+        raise ConfigError(
+            f"cannot explain a {type(model).__name__}; explanations cover the LM, LightGBM, "
+            "LightGBM-text, the statistical baselines and auto"
+        )
+    module, _, function = str(cls.explainer).partition(":")
+    return getattr(importlib.import_module(module), function), tuple(cls.explanation_options)
 
 
 __all__ = ["Explanation", "explain"]

@@ -38,13 +38,13 @@ from salesformer.explain.result import (
     empty,
     unknown_item,
 )
-from salesformer.models.base import resolve_future
+from salesformer.forecasting.protocol import resolve_future
+from salesformer.models.lm.prediction import origin_samples
 from salesformer.models.lm.samples import (
     N_CALENDAR,
     STATIC_FEATURES,
     Samples,
     Wide,
-    build_samples,
     is_cold,
 )
 from salesformer.text.encoder import import_torch, item_texts, mean_pool, shared_encoder
@@ -100,15 +100,7 @@ def _item_inputs(
         raise unknown_item(item_id, ids)
     covariates = resolve_future(panel, horizon, future)
     wide = Wide.from_panel(panel, covariates, horizon=model.horizon)
-    sample = build_samples(
-        wide,
-        np.array([row]),
-        np.array([wide.n_history - 1]),
-        context=model.context_,
-        horizon=model.horizon,
-        freq=panel.freq,
-        standardizer=model.standardizer_,
-    )
+    sample = origin_samples(model, wide).take(np.array([row]))  # predict's inputs
 
     def tensor(values: np.ndarray) -> Any:
         return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
@@ -514,7 +506,7 @@ def explain_lm(
     """
     _check_settings(model, n_steps, baseline_token)
     horizon = model.horizon if horizon is None else horizon
-    model._check_horizon(horizon)
+    model.check_horizon(horizon)
     torch = import_torch()
     if model.threads:
         torch.set_num_threads(model.threads)
@@ -566,7 +558,7 @@ def forecast_with_texts(
     """
     _check_settings(model, 32, "pad")
     horizon = model.horizon if horizon is None else horizon
-    model._check_horizon(horizon)
+    model.check_horizon(horizon)
     torch = import_torch()
     inputs = _item_inputs(model, str(item_id), horizon, None)
     forward = _Forward(model, inputs, horizon)

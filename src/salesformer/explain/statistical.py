@@ -26,17 +26,25 @@ from salesformer.explain.result import COMPONENT_COLUMNS, Explanation, unknown_i
 Row = tuple[str, int, float, str]
 
 
-def explain_statistical(model: Any, item_id: str, horizon: int = 8) -> Explanation:
+def explain_statistical(
+    model: Any,
+    item_id: str,
+    horizon: int | None = 8,
+    *,
+    future: pd.DataFrame | None = None,
+) -> Explanation:
     """The fitted components of a statistical baseline's forecast for one item.
 
     Args:
         model: a fitted baseline of :mod:`salesformer.models.statistical`.
         item_id: an item of the model's panel.
-        horizon: steps to explain.
+        horizon: steps to explain (None: 8).
+        future: unused: the statistical baselines read no covariates.
 
     Returns:
         An :class:`Explanation` with ``components`` (``component, step, value, detail``).
     """
+    horizon = 8 if horizon is None else horizon
     if not hasattr(model, "fitted_"):
         raise NotFittedError(f"{model.name} is not fitted yet; call .fit(panel) before explaining")
     if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
@@ -48,7 +56,7 @@ def explain_statistical(model: Any, item_id: str, horizon: int = 8) -> Explanati
         raise unknown_item(item_id, panel.item_ids)
     y = sales[SALES].to_numpy(dtype=float)
     dates = pd.DatetimeIndex(sales[DATE])
-    raw = model._point(horizon)
+    raw = model.point_forecast(horizon)
     raw = raw[raw[ITEM_ID].astype(str) == item_id].sort_values(DATE)
     point = raw[model.name].to_numpy(dtype=float)
     shown = model.predict(horizon, quantiles=())
@@ -64,7 +72,7 @@ def explain_statistical(model: Any, item_id: str, horizon: int = 8) -> Explanati
     notes: list[str] = []
     name = model.name
     if len(y) < model.min_history(season):
-        fallback = type(model._make_fallback()).__name__
+        fallback = type(model.make_fallback()).__name__
         notes.append(
             f"the item has {len(y)} periods of history, fewer than the "
             f"{model.min_history(season)} {name} needs; its forecast comes from {fallback}"

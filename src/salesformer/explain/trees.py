@@ -28,7 +28,7 @@ from salesformer.explain.result import (
     completeness,
     unknown_item,
 )
-from salesformer.models.base import resolve_future
+from salesformer.forecasting.protocol import resolve_future
 
 _HISTORY_PREFIXES = ("lag_", "mean_", "std_", "zero_share_")
 _HISTORY_NAMES = ("since_sale", "age", "history")
@@ -90,17 +90,13 @@ def explain_lightgbm(
     ids = np.asarray(model.panel_.item_ids).astype(str)
     if item_id not in set(ids):
         raise unknown_item(item_id, ids)
-    fitted = model._model_for(horizon)
+    fitted = model.model_for(horizon)
     point = fitted.boosters_.get(None)
     forecast = model.predict(horizon, future=future, quantiles=())
     forecast = forecast[forecast[ITEM_ID] == item_id].reset_index(drop=True)
-    frame = pd.DataFrame(
-        {
-            "step": np.arange(1, horizon + 1),
-            "date": forecast["date"],
-            "forecast": forecast[model.name],
-        }
-    )
+    steps_of = np.arange(1, horizon + 1)
+    frame = pd.DataFrame({"step": steps_of, "date": forecast["date"]})
+    frame["forecast"] = forecast[model.name]
     if point is None:
         return Explanation(
             model=model.name,
@@ -118,11 +114,11 @@ def explain_lightgbm(
     contributions = np.asarray(point.predict(features, pred_contrib=True), dtype=float)
     expected = contributions[:, -1]
     parts = contributions[:, :-1]
-    offset_all = fitted._offset(rows)
+    offset_all = fitted.log_offset(rows)
     offset = np.zeros(len(features)) if offset_all is None else offset_all[mask]
     steps = rows.step[mask]
     attributions = _attribution_frame(model, fitted.feature_names_, features, parts, offset, steps)
-    log_point = fitted._predict_log(point, rows, mask)
+    log_point = fitted.predict_log(point, rows, mask)
     record = completeness(float(parts.sum() + offset.sum()), float((log_point - expected).sum()))
     notes = [
         "TreeSHAP of the point model, in log1p units (+0.1 is about +10% on the forecast); "

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -43,8 +44,11 @@ from salesformer.evaluation.backtest import (
     series_facts,
 )
 from salesformer.evaluation.metrics import evaluate
-from salesformer.models.base import DEFAULT_QUANTILES, Forecaster, quantile_column
-from salesformer.models.registry import make_model, resolve_name
+from salesformer.forecasting.params import Constraint, Interval, OneOf
+from salesformer.forecasting.protocol import DEFAULT_QUANTILES, Forecaster, quantile_column
+from salesformer.forecasting.saved import jsonable
+from salesformer.models.persist import CANDIDATES_DIR, load_model
+from salesformer.models.registry import coerce_params, make_model, resolve_name
 
 Selection = Literal["segment", "global", "weighted"]
 
@@ -105,6 +109,8 @@ class AutoForecaster(Forecaster):
     """
 
     name = "auto"
+    explainer = "salesformer.explain.auto:explain_auto"
+    explanation_options = ("n_steps", "word_steps", "baseline_token")
 
     candidates: tuple[str, ...] = (
         "LM",
@@ -124,7 +130,16 @@ class AutoForecaster(Forecaster):
 
     # -- settings ------------------------------------------------------------------------
 
-    def _check_params(self) -> None:
+    constraints: ClassVar[Mapping[str, Constraint]] = {
+        "horizon": Interval(int, 1),
+        "n_windows": Interval(int, 1),
+        "min_segment_series": Interval(int, 1),
+        "selection": OneOf(*_SELECTIONS),
+        "metric": OneOf(*SELECTION_METRICS),
+    }
+
+    def check_params(self) -> None:
+        """The candidates and their settings, then the table of the other settings."""
         label = type(self).__name__
         names = self._candidate_names()
         settings = self.candidate_settings
@@ -142,21 +157,7 @@ class AutoForecaster(Forecaster):
                     f"{label}.candidate_settings names {strangers}, which are not candidates; "
                     f"the candidates are {names}; add them to candidates or drop their settings"
                 )
-        for setting, low in (("horizon", 1), ("n_windows", 1), ("min_segment_series", 1)):
-            value = getattr(self, setting)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(
-                    f"{label}.{setting} must be a whole number >= {low}; got {value!r}"
-                )
-        if self.selection not in _SELECTIONS:
-            raise ConfigError(
-                f"{label}.selection must be one of {list(_SELECTIONS)}; got {self.selection!r}"
-            )
-        if self.metric not in SELECTION_METRICS:
-            raise ConfigError(
-                f"{label}.metric must be one of {list(SELECTION_METRICS)} (lower is better); "
-                f"got {self.metric!r}"
-            )
+        super().check_params()
 
     def _candidate_names(self) -> list[str]:
         """The candidates in their registered spelling; raises on unknown or repeated names."""
@@ -234,7 +235,7 @@ class AutoForecaster(Forecaster):
         for name in self._candidate_names():
             try:
                 model = make_model(name, **self._settings_for(name))
-                model._check_params()
+                model.check_params()
             except ImportError as exc:
                 self._skip(name, "not installed", exc)
                 continue
@@ -469,6 +470,48 @@ class AutoForecaster(Forecaster):
             aligned = out.merge(forecast[[ITEM_ID, DATE, *source]], on=[ITEM_ID, DATE], how="left")
             total += share[:, None] * aligned[source].to_numpy(dtype=float)
         out[columns] = total
+        return out
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def save_state(self, folder: Path) -> dict[str, Any]:
+        """Choices, weights, segments and report as JSON; each candidate in use saves itself."""
+        for name, fitted in self.models_.items():
+            fitted.save(folder / CANDIDATES_DIR / name)
+        return {
+            "choice": dict(self.choice_),
+            "weights": {s: {n: float(w) for n, w in ws.items()} for s, ws in self.weights_.items()},
+            "segments": {str(i): str(s) for i, s in self.segments_.items()},
+            "skipped": list(self.skipped_),
+            "report": jsonable(self.report_, self.name),
+            "candidates": list(self.models_),
+        }
+
+    def restore_state(self, panel: Panel, folder: Path, config: dict[str, Any]) -> None:
+        """The fitted attributes from the saved state and candidates (nothing is refitted)."""
+        state = config.get("state")
+        if not isinstance(state, dict):
+            raise ConfigError(f"{str(folder)!r} holds an auto model without its state; refit it")
+        self.panel_ = panel
+        self.models_ = {
+            name: load_model(folder / CANDIDATES_DIR / name) for name in state["candidates"]
+        }
+        self.weights_ = {s: dict(ws) for s, ws in state["weights"].items()}
+        self.choice_ = dict(state["choice"])
+        self.segments_ = pd.Series(state["segments"], name="segment", dtype=str)
+        self.skipped_ = list(state.get("skipped", []))
+        self.report_ = state.get("report", {})
+
+    @classmethod
+    def coerce_settings(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+        """As for every model, and ``candidate_settings`` for each candidate in turn."""
+        out = super().coerce_settings(params)
+        settings = out.get("candidate_settings")
+        if isinstance(settings, dict):
+            out["candidate_settings"] = {
+                key: coerce_params(resolve_name(key), value) if isinstance(value, dict) else value
+                for key, value in settings.items()
+            }
         return out
 
     # -- reporting -----------------------------------------------------------------------

@@ -1,237 +1,29 @@
-"""The one protocol every forecaster follows, baseline or not.
+"""The forecaster protocol, re-exported: it lives in :mod:`salesformer.forecasting.protocol`.
 
-``fit(panel, items=None) -> self`` learns from a sales panel (a :class:`Panel` or a frame that
-:func:`validate_panel` accepts); ``predict(horizon, future=None, quantiles=...)`` returns a
-forecast frame with columns ``item_id, date, <name>, <name>-q<level>...`` and one row per item
-of the fitted panel and step of the horizon. Forecasts are non-negative and quantiles never
-cross: :meth:`Forecaster.predict` enforces both for every model.
+The protocol sits below both ``models`` and ``evaluation`` (the backtest drives any model
+through it); this module keeps the old import path working.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import Any, Self
+from salesformer.forecasting.protocol import (
+    DEFAULT_QUANTILES,
+    Forecaster,
+    as_panel,
+    check_quantiles,
+    fitted_horizon,
+    quantile_column,
+    resolve_future,
+    tidy_forecast_values,
+)
 
-import numpy as np
-import pandas as pd
-
-from salesformer.data.contract import DATE, ITEM_ID, Panel, validate_panel
-from salesformer.errors import ConfigError, DataValidationError, NotFittedError
-
-DEFAULT_QUANTILES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-
-
-def quantile_column(model: str, quantile: float) -> str:
-    """Name of a quantile column: ``quantile_column("AutoETS", 0.1) == "AutoETS-q10"``."""
-    return f"{model}-q{round(quantile * 100, 6):g}"
-
-
-def check_quantiles(quantiles: Sequence[float]) -> tuple[float, ...]:
-    """Sorted, distinct quantile levels strictly between 0 and 1."""
-    try:
-        levels = tuple(sorted({float(q) for q in quantiles}))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"quantiles must be numbers in (0, 1); got {quantiles!r}") from exc
-    bad = [q for q in levels if not 0.0 < q < 1.0]
-    if bad:
-        raise ConfigError(f"quantiles must lie strictly between 0 and 1; got {bad}")
-    return levels
-
-
-def as_panel(panel: Panel | pd.DataFrame, items: pd.DataFrame | None = None) -> Panel:
-    """Accept a :class:`Panel` or a raw frame (validated here); ``items`` overrides the panel's."""
-    if isinstance(panel, Panel):
-        if items is None:
-            return panel
-        return validate_panel(
-            panel.sales,
-            items,
-            freq=panel.freq,
-            known_future=panel.known_future,
-            past_only=panel.past_only,
-        )
-    return validate_panel(panel, items)
-
-
-def resolve_future(panel: Panel, horizon: int, future: pd.DataFrame | None) -> pd.DataFrame:
-    """The known-future covariates for every item and step of the horizon.
-
-    When ``future`` is None, each item's last known values are carried forward (a price plan
-    of "no change"). When given, it must hold ``item_id``, ``date`` and every known-future
-    covariate for every item and date of the horizon.
-    """
-    ids = panel.item_ids
-    dates = panel.future_dates(panel.last_date, horizon)
-    grid = pd.DataFrame(
-        {ITEM_ID: np.repeat(ids, horizon), DATE: np.tile(dates.to_numpy(), len(ids))}
-    )
-    columns = list(panel.known_future)
-    if future is None:
-        if not columns:
-            return grid
-        last = panel.sales.groupby(ITEM_ID, sort=True)[columns].last()
-        return grid.merge(last, left_on=ITEM_ID, right_index=True, how="left")
-    missing = [c for c in (ITEM_ID, DATE, *columns) if c not in future.columns]
-    if missing:
-        raise DataValidationError(
-            f"future covariates: column(s) {missing} missing; got {list(future.columns)}; "
-            f"give item_id, date and the known-future covariates {columns}"
-        )
-    given = future[[ITEM_ID, DATE, *columns]].copy()
-    given[ITEM_ID] = given[ITEM_ID].astype(str)
-    given[DATE] = pd.to_datetime(given[DATE])
-    given = given.drop_duplicates([ITEM_ID, DATE], keep="last")
-    merged = grid.merge(given, on=[ITEM_ID, DATE], how="left")
-    if columns:
-        absent = merged[columns].isna().any(axis=1)
-        if absent.any():
-            example = merged.loc[absent, [ITEM_ID, DATE]].head(3)
-            shown = [f"{i} @ {pd.Timestamp(d).date()}" for i, d in example.itertuples(index=False)]
-            raise DataValidationError(
-                f"future covariates: {int(absent.sum())} of {len(merged)} (item, date) cells of "
-                f"the horizon are missing, e.g. {shown}; give every item and date from "
-                f"{dates[0].date()} to {dates[-1].date()}, "
-                "or pass no future to carry the last values forward"
-            )
-    return merged
-
-
-def fitted_horizon(model: Forecaster, default: int = 8) -> int:
-    """The horizon ``model`` was fitted for (``horizon`` or ``max_horizon``), else ``default``."""
-    for setting in ("horizon", "max_horizon"):
-        value = getattr(model, setting, None)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-            return value
-    return default
-
-
-def tidy_forecast_values(values: np.ndarray, n_quantiles: int) -> np.ndarray:
-    """Point and quantile columns made finite, non-negative and non-crossing.
-
-    ``values`` holds the point forecast in column 0 and the quantiles, in increasing level,
-    after it.
-    """
-    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
-    values = np.clip(values, 0.0, None)
-    if n_quantiles > 1:
-        values[:, 1:] = np.sort(values[:, 1:], axis=1)
-    return values
-
-
-class Forecaster(ABC):
-    """Base class: settings in ``__init__``, learning in :meth:`fit`, state in ``*_`` attributes.
-
-    Subclasses are dataclasses of their settings and implement :meth:`_fit` and
-    :meth:`_predict`. ``name`` is the column name of the forecasts.
-    """
-
-    name: str = "model"
-
-    def fit(self, panel: Panel | pd.DataFrame, items: pd.DataFrame | None = None) -> Self:
-        """Learn from ``panel``; returns ``self``."""
-        self._check_params()
-        data = as_panel(panel, items)
-        self.panel_ = data
-        self._fit(data)
-        return self
-
-    def predict(
-        self,
-        horizon: int,
-        future: pd.DataFrame | None = None,
-        quantiles: Sequence[float] = DEFAULT_QUANTILES,
-    ) -> pd.DataFrame:
-        """Forecast ``horizon`` periods after the last date of the fitted panel.
-
-        Args:
-            horizon: number of periods, >= 1.
-            future: known-future covariates for the horizon (see :func:`resolve_future`).
-            quantiles: levels of the quantile columns; ``()`` for point forecasts only.
-
-        Returns:
-            ``item_id, date, <name>, <name>-q<level>...``, sorted by item and date.
-        """
-        if not hasattr(self, "panel_"):
-            raise NotFittedError(
-                f"{type(self).__name__} is not fitted yet; call .fit(panel) before .predict()"
-            )
-        if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer) or horizon < 1:
-            raise ConfigError(f"horizon must be a whole number >= 1; got {horizon!r}")
-        levels = check_quantiles(quantiles)
-        covariates = resolve_future(self.panel_, int(horizon), future)
-        raw = self._predict(int(horizon), covariates, levels)
-        return self._finalize(raw, int(horizon), levels)
-
-    def for_items(self, part: Panel) -> Forecaster:
-        """A view of this fitted model that forecasts exactly the items of ``part``.
-
-        ``part`` holds those items' full history, as in the fitted panel (the rows of
-        ``panel.sales`` and ``panel.items`` for a subset of items, same frequency and
-        covariates). ``model.for_items(part).predict(h)`` equals ``model.predict(h)``
-        restricted to the part's items, row for row: this is how batch forecasting and
-        backtests are split across workers (:mod:`salesformer.distributed`).
-
-        Raises:
-            ConfigError: for a model that cannot forecast a subset of its items exactly.
-        """
-        raise ConfigError(
-            f"{type(self).__name__} ({self.name}) cannot forecast a subset of its items; "
-            "use the local engine for it"
-        )
-
-    def shareable(self, horizon: int) -> Forecaster:
-        """A copy holding only what :meth:`for_items` needs to forecast ``horizon`` periods.
-
-        What a model computes over all its items for a horizon (pooled conformal errors, a
-        model retrained for a horizon beyond the fitted one) is computed here, once; per-item
-        training data is dropped where the model allows it, so that the copy is small to ship
-        to workers. The copy only makes views with :meth:`for_items`; the default is ``self``.
-        """
-        return self
-
-    def clone(self) -> Self:
-        """An unfitted copy with the same settings."""
-        if dataclasses.is_dataclass(self):
-            settings = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
-            return type(self)(**settings)
-        return type(self)()
-
-    def get_params(self) -> dict[str, Any]:
-        """The settings, as given to ``__init__``."""
-        if dataclasses.is_dataclass(self):
-            return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
-        return {}
-
-    def _check_params(self) -> None:  # noqa: B027 - optional hook
-        """Raise :class:`ConfigError` for settings out of range (called by ``fit``)."""
-
-    @abstractmethod
-    def _fit(self, panel: Panel) -> None:
-        """Learn from a validated panel."""
-
-    @abstractmethod
-    def _predict(
-        self, horizon: int, future: pd.DataFrame, quantiles: tuple[float, ...]
-    ) -> pd.DataFrame:
-        """Return ``item_id, date, <name>`` and the quantile columns for every item and step."""
-
-    def _finalize(
-        self, frame: pd.DataFrame, horizon: int, quantiles: tuple[float, ...]
-    ) -> pd.DataFrame:
-        """Order columns and rows, clip at 0 and make quantiles non-crossing."""
-        columns = [self.name, *(quantile_column(self.name, q) for q in quantiles)]
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:  # a bug in the model, not a user error
-            raise RuntimeError(f"{type(self).__name__} did not return columns {missing}")
-        out = frame[[ITEM_ID, DATE, *columns]].copy()
-        out[ITEM_ID] = out[ITEM_ID].astype(str)
-        out = out.sort_values([ITEM_ID, DATE]).reset_index(drop=True)
-        out[columns] = tidy_forecast_values(out[columns].to_numpy(dtype=float), len(quantiles))
-        expected = len(self.panel_.item_ids) * horizon
-        if len(out) != expected:
-            raise RuntimeError(
-                f"{type(self).__name__} returned {len(out)} rows; expected {expected}"
-            )
-        return out
+__all__ = [
+    "DEFAULT_QUANTILES",
+    "Forecaster",
+    "as_panel",
+    "check_quantiles",
+    "fitted_horizon",
+    "quantile_column",
+    "resolve_future",
+    "tidy_forecast_values",
+]

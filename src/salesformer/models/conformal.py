@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from salesformer.data.contract import DATE, ITEM_ID, SALES, Panel
-from salesformer.models.base import quantile_column
+from salesformer.forecasting.protocol import quantile_column
 
 #: ``fit_predict(train_panel, horizon) -> frame(item_id, date, point)``
 FitPredict = Callable[[Panel, int], pd.DataFrame]

@@ -31,9 +31,10 @@ import copy
 import dataclasses
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -41,33 +42,39 @@ import pandas as pd
 from salesformer.data.contract import DATE, ITEM_ID, Panel
 from salesformer.data.features import FeatureMatrix, build_features
 from salesformer.errors import ConfigError, NotFittedError
-from salesformer.models.base import Forecaster, quantile_column
+from salesformer.forecasting.params import Boolean, Constraint, Interval, OneOf, Rule
+from salesformer.forecasting.protocol import Forecaster, quantile_column
 from salesformer.models.conformal import error_quantiles
 
 Target = Literal["log1p_offset", "log1p", "log1p_scaled"]
 QuantileMethod = Literal["lightgbm", "conformal"]
 
-#: Declared ranges of the numeric settings: (kind, lowest, highest), bounds included.
-_RANGES: dict[str, tuple[type, float, float]] = {
-    "max_horizon": (int, 1, 1000),
-    "n_origins": (int, 1, 10_000),
-    "origin_step": (int, 1, 1000),
-    "num_leaves": (int, 2, 4096),
-    "learning_rate": (float, 1e-4, 1.0),
-    "n_estimators": (int, 1, 100_000),
-    "min_data_in_leaf": (int, 1, 1_000_000),
-    "feature_fraction": (float, 0.01, 1.0),
-    "lambda_l2": (float, 0.0, 1e6),
-    "quantile_learning_rate": (float, 1e-4, 1.0),
-    "quantile_n_estimators": (int, 1, 100_000),
-    "quantile_thinning": (int, 1, 1000),
-    "seed": (int, 0, 2**31 - 1),
+#: The settings' allowed values (see :mod:`salesformer.forecasting.params`).
+LIGHTGBM_CONSTRAINTS: dict[str, Constraint] = {
+    "max_horizon": Interval(int, 1, 1000),
+    "n_origins": Interval(int, 1, 10_000),
+    "origin_step": Interval(int, 1, 1000),
+    "num_leaves": Interval(int, 2, 4096),
+    "learning_rate": Interval(float, 1e-4, 1.0),
+    "n_estimators": Interval(int, 1, 100_000),
+    "min_data_in_leaf": Interval(int, 1, 1_000_000),
+    "feature_fraction": Interval(float, 0.01, 1.0),
+    "lambda_l2": Interval(float, 0.0, 1e6),
+    "quantile_learning_rate": Interval(float, 1e-4, 1.0),
+    "quantile_n_estimators": Interval(int, 1, 100_000),
+    "quantile_thinning": Interval(int, 1, 1000),
+    "seed": Interval(int, 0, 2**31 - 1),
+    "target": OneOf("log1p_offset", "log1p", "log1p_scaled"),
+    "quantile_method": OneOf("lightgbm", "conformal"),
+    "use_known_future": Boolean(),
+    "bias_correction": Boolean(),
+    "price_monotone": Boolean(),
+    "quantile_levels": Rule(
+        "be levels strictly between 0 and 1",
+        lambda levels: bool(levels) and all(0.0 < float(q) < 1.0 for q in levels),
+    ),
+    "n_jobs": Interval(int, 1, None, none=True),
 }
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "target": ("log1p_offset", "log1p", "log1p_scaled"),
-    "quantile_method": ("lightgbm", "conformal"),
-}
-_SWITCHES = ("use_known_future", "bias_correction", "price_monotone")
 #: Known-future covariates whose effect ``price_monotone`` fixes: -1 falls, +1 rises with them.
 MONOTONE_COVARIATES = {"price": -1, "discount": 1}
 
@@ -115,6 +122,8 @@ class LightGBMForecaster(Forecaster):
     """
 
     name = "LightGBM"
+    explainer = "salesformer.explain.trees:explain_lightgbm"
+    constraints: ClassVar[Mapping[str, Constraint]] = LIGHTGBM_CONSTRAINTS
 
     max_horizon: int = 8
     n_origins: int = 26
@@ -136,40 +145,6 @@ class LightGBMForecaster(Forecaster):
     lambda_l2: float = 0.0
     seed: int = 0
     n_jobs: int | None = None
-
-    def _check_params(self) -> None:
-        label = type(self).__name__
-        for setting, (kind, low, high) in _RANGES.items():
-            value = getattr(self, setting)
-            wrong_kind = kind is int and not isinstance(value, int)
-            if isinstance(value, bool) or not isinstance(value, int | float) or wrong_kind:
-                raise ConfigError(f"{label}.{setting} must be a {kind.__name__}; got {value!r}")
-            if not low <= value <= high:
-                raise ConfigError(
-                    f"{label}.{setting} must lie in [{low:g}, {high:g}]; got {value!r}"
-                )
-        for setting, choices in _CHOICES.items():
-            if getattr(self, setting) not in choices:
-                raise ConfigError(
-                    f"{label}.{setting} must be one of {list(choices)}; "
-                    f"got {getattr(self, setting)!r}"
-                )
-        for setting in _SWITCHES:
-            if not isinstance(getattr(self, setting), bool):
-                raise ConfigError(
-                    f"{label}.{setting} must be True or False; got {getattr(self, setting)!r}"
-                )
-        levels = self.quantile_levels
-        if not levels or any(not 0.0 < float(q) < 1.0 for q in levels):
-            raise ConfigError(
-                f"{label}.quantile_levels must be levels strictly between 0 and 1; got {levels!r}"
-            )
-        if self.n_jobs is not None and (
-            isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, int) or self.n_jobs < 1
-        ):
-            raise ConfigError(
-                f"{label}.n_jobs must be None (every core) or >= 1; got {self.n_jobs!r}"
-            )
 
     def static_features(self, panel: Panel) -> pd.DataFrame | None:
         """Static numeric item features indexed by ``item_id``; a hook for subclasses."""
@@ -235,7 +210,7 @@ class LightGBMForecaster(Forecaster):
         if not before.any():
             return
         booster = self._train(rows, before)
-        error = self._label(rows)[held_out] - self._predict_log(booster, rows, held_out)
+        error = self._label(rows)[held_out] - self.predict_log(booster, rows, held_out)
         if self.bias_correction:
             self.smearing_ = float(np.mean(np.exp(np.clip(error, -20.0, 20.0))))
         frame = pd.DataFrame({ITEM_ID: rows.item_id[held_out], "step": rows.step[held_out]})
@@ -270,7 +245,7 @@ class LightGBMForecaster(Forecaster):
 
     def _dataset(self, rows: FeatureMatrix, mask: np.ndarray) -> Any:
         """A LightGBM dataset of ``rows[mask]``: features, target and boosting offsets."""
-        offset = self._offset(rows)
+        offset = self.log_offset(rows)
         return import_lightgbm().Dataset(
             rows.features.loc[mask],
             label=self._label(rows)[mask],
@@ -311,11 +286,11 @@ class LightGBMForecaster(Forecaster):
             return np.log1p(rows.target / rows.scale)
         return np.log1p(rows.target)
 
-    def _offset(self, rows: FeatureMatrix) -> np.ndarray | None:
+    def log_offset(self, rows: FeatureMatrix) -> np.ndarray | None:
         """Each row's starting point for boosting (``init_score``), or None."""
         return np.log1p(rows.scale) if self.target == "log1p_offset" else None
 
-    def _predict_log(
+    def predict_log(
         self, booster: Any, rows: FeatureMatrix, mask: np.ndarray | None = None
     ) -> np.ndarray:
         """Prediction on the target scale, offset included."""
@@ -323,7 +298,7 @@ class LightGBMForecaster(Forecaster):
         if mask is not None:
             selected = selected.loc[mask]
         value = booster.predict(selected)
-        offset = self._offset(rows)
+        offset = self.log_offset(rows)
         return value if offset is None else value + (offset if mask is None else offset[mask])
 
     def _to_sales(
@@ -338,7 +313,7 @@ class LightGBMForecaster(Forecaster):
     def _predict(
         self, horizon: int, future: pd.DataFrame, quantiles: tuple[float, ...]
     ) -> pd.DataFrame:
-        model = self._model_for(horizon)
+        model = self.model_for(horizon)
         view = model.view_
         rows = build_features(view, [view.last_date], horizon, future=future, static=model.static_)
         out = pd.DataFrame({ITEM_ID: rows.item_id, DATE: rows.date})
@@ -348,7 +323,7 @@ class LightGBMForecaster(Forecaster):
             for level in quantiles:
                 out[quantile_column(self.name, level)] = rows.scale
             return out
-        log_point = model._predict_log(point, rows)
+        log_point = model.predict_log(point, rows)
         out[self.name] = model._to_sales(log_point, rows, model.smearing_)
         if quantiles:
             log_levels = model._log_quantiles(rows, log_point, quantiles)
@@ -356,7 +331,7 @@ class LightGBMForecaster(Forecaster):
                 out[quantile_column(self.name, level)] = model._to_sales(log_levels[:, j], rows)
         return out
 
-    def _model_for(self, horizon: int) -> LightGBMForecaster:
+    def model_for(self, horizon: int) -> LightGBMForecaster:
         """This model, or one retrained on the same panel for a horizon beyond ``max_horizon``.
 
         A :meth:`for_items` view takes the longer model from the model it was made from
@@ -366,7 +341,7 @@ class LightGBMForecaster(Forecaster):
             return self
         if horizon not in self.longer_:
             if self.source_ is not None:
-                self.longer_[horizon] = self.source_._model_for(horizon).for_items(self.panel_)
+                self.longer_[horizon] = self.source_.model_for(horizon).for_items(self.panel_)
             elif self.shared_:
                 raise ConfigError(
                     f"{self.name}: this copy was made for horizon <= "
@@ -402,7 +377,7 @@ class LightGBMForecaster(Forecaster):
             raise NotFittedError(
                 f"{self.name} is not fitted yet; call .fit(panel) before .shareable(horizon)"
             )
-        longer = self._model_for(horizon)
+        longer = self.model_for(horizon)
         lean = copy.copy(self)
         for attribute in ("panel_", "view_"):
             if hasattr(lean, attribute):
@@ -426,7 +401,7 @@ class LightGBMForecaster(Forecaster):
                 f"quantile levels {outside} lie outside the trained levels {trained}; "
                 f"refit with quantile_levels covering them, or use quantile_method='conformal'"
             )
-        known = np.column_stack([self._predict_log(self.boosters_[q], rows) for q in trained])
+        known = np.column_stack([self.predict_log(self.boosters_[q], rows) for q in trained])
         return interpolate_levels(np.sort(known, axis=1), trained, quantiles)
 
 

@@ -14,14 +14,17 @@ the panel without text in the items table gets the mean embedding (all component
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
 from salesformer.data.contract import ITEM_ID, Panel
 from salesformer.errors import ConfigError
-from salesformer.models.lightgbm import LightGBMForecaster
+from salesformer.forecasting.params import Constraint, Folder, Interval, Rule
+from salesformer.models.lightgbm import LIGHTGBM_CONSTRAINTS, LightGBMForecaster
 from salesformer.text import DEFAULT_ENCODER, item_texts, shared_encoder
 
 TEXT_PC = "text_pc"
@@ -65,25 +68,15 @@ class LightGBMTextForecaster(LightGBMForecaster):
     text_components: int = 16
     cache_dir: str | None = None
 
-    def _check_params(self) -> None:
-        super()._check_params()
-        label = type(self).__name__
-        if not isinstance(self.encoder, str | os.PathLike) or not str(self.encoder).strip():
-            raise ConfigError(
-                f"{label}.encoder must be an encoder name or a local model folder; "
-                f"got {self.encoder!r}; e.g. {DEFAULT_ENCODER!r}"
-            )
-        k = self.text_components
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= _MAX_COMPONENTS:
-            raise ConfigError(
-                f"{label}.text_components must be a whole number in [1, {_MAX_COMPONENTS}]; "
-                f"got {k!r}; 8-32 components keep most of what the text says"
-            )
-        if self.cache_dir is not None and not isinstance(self.cache_dir, str | os.PathLike):
-            raise ConfigError(
-                f"{label}.cache_dir must be a folder path or None (the default cache); "
-                f"got {self.cache_dir!r}"
-            )
+    constraints: ClassVar[Mapping[str, Constraint]] = {
+        **LIGHTGBM_CONSTRAINTS,
+        "encoder": Rule(
+            f"be an encoder name or a local model folder, e.g. {DEFAULT_ENCODER!r}",
+            lambda name: isinstance(name, str | os.PathLike) and bool(str(name).strip()),
+        ),
+        "text_components": Interval(int, 1, _MAX_COMPONENTS),
+        "cache_dir": Folder(),
+    }
 
     def static_features(self, panel: Panel) -> pd.DataFrame | None:
         """``text_pc1 ..`` per item of the panel, indexed by ``item_id`` (see the module docs)."""

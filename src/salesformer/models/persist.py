@@ -4,14 +4,16 @@ A saved model is a folder with ``config.json``::
 
     {"model": "<registered name>", "params": {<settings>}, "versions": {...}, "format": 1}
 
-and ``panel/``, the training panel (:meth:`Panel.save`). What else it holds depends on the model:
+and ``panel/``, the training panel (:meth:`Panel.save`). Each model saves and loads itself
+(:meth:`Forecaster.save <salesformer.forecasting.protocol.Forecaster.save>`,
+:meth:`~salesformer.forecasting.protocol.Forecaster.load`); this module checks the model is
+registered and finds the class of a saved folder in the registry, branching on nothing else:
 
-- ``LM`` (:class:`~salesformer.models.lm.LMForecaster`) writes its own folder with
-  :meth:`LMForecaster.save` (safetensors head, LoRA adapter, item vectors, the encoder
-  revision) and is read with :meth:`LMForecaster.load`: its trained weights are kept.
+- ``LM`` (:class:`~salesformer.models.lm.LMForecaster`) writes its own folder (safetensors
+  head, LoRA adapter, item vectors, the encoder revision): its trained weights are kept.
 - ``auto`` (:class:`~salesformer.models.auto.AutoForecaster`) keeps its choices, weights,
   segments and report in ``config.json`` and each candidate in use in ``candidates/<name>/``,
-  saved by :func:`save_model` (so an LM candidate keeps its weights). Loading rebuilds the
+  saved by the candidate itself (so an LM candidate keeps its weights). Loading rebuilds the
   fitted ``auto`` from these parts without fitting anything but the candidates below.
 - Every other model (the statistical baselines, LightGBM, LightGBM-text) is saved as its
   settings and training panel only, and **refitted when loaded**. These models are
@@ -23,31 +25,28 @@ Nothing is pickled; folders are written atomically (:func:`salesformer._io.atomi
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
-import platform
-import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
-from salesformer._io import atomic_dir
 from salesformer._version import __version__
-from salesformer.data.contract import Panel
 from salesformer.errors import ConfigError, NotFittedError
-from salesformer.models.base import Forecaster
-from salesformer.models.registry import available_models, make_model, resolve_name
+from salesformer.forecasting.protocol import Forecaster
+from salesformer.forecasting.saved import (
+    CONFIG_FILE,
+    FORMAT,
+    PANEL_DIR,
+)
+from salesformer.models.registry import (
+    available_models,
+    make_model,
+    model_class,
+    resolve_name,
+)
 
-FORMAT = 1
-CONFIG_FILE = "config.json"
-PANEL_DIR = "panel"
 CANDIDATES_DIR = "candidates"
 LM = "LM"
 AUTO = "auto"
-_VERSIONED = ("numpy", "pandas", "statsforecast", "lightgbm", "torch", "transformers", "peft")
 
 
 def save_model(model: Forecaster, folder: str | Path) -> Path:
@@ -64,29 +63,12 @@ def save_model(model: Forecaster, folder: str | Path) -> Path:
         NotFittedError: when the model was not fitted.
         ConfigError: when the model is not registered or a setting cannot be written as JSON.
     """
-    name = registered_name(model)
+    registered_name(model)
     if not hasattr(model, "panel_"):
         raise NotFittedError(
             f"{type(model).__name__} is not fitted yet; call .fit(panel) before saving it"
         )
-    if name == LM:
-        saved: Path = model.save(folder)  # type: ignore[attr-defined]
-        return saved
-    config: dict[str, Any] = {
-        "model": name,
-        "params": jsonable(model.get_params(), name),
-        "versions": library_versions(),
-        "format": FORMAT,
-    }
-    target = Path(folder)
-    with atomic_dir(target) as staging:
-        model.panel_.save(staging / PANEL_DIR)
-        if name == AUTO:
-            config["state"] = _auto_state(model)
-            for candidate, fitted in model.models_.items():  # type: ignore[attr-defined]
-                save_model(fitted, staging / CANDIDATES_DIR / candidate)
-        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-    return target
+    return model.save(folder)
 
 
 def load_model(folder: str | Path) -> Forecaster:
@@ -97,18 +79,7 @@ def load_model(folder: str | Path) -> Forecaster:
     """
     path = Path(folder)
     config = read_config(path)
-    name = config["model"]
-    if name == LM:
-        from salesformer.models.lm import LMForecaster
-
-        return LMForecaster.load(path)
-    params = coerce_params(name, config.get("params") or {})
-    model = make_model(name, **params)
-    panel = Panel.load(path / PANEL_DIR)
-    if name == AUTO:
-        _restore_auto(model, panel, path, config)
-        return model
-    return model.fit(panel)
+    return model_class(str(config["model"])).load(path)
 
 
 def read_config(folder: Path) -> dict[str, Any]:
@@ -160,90 +131,3 @@ def registered_name(model: Forecaster) -> str:
             f"{registered.__name__}; only registered models can be saved"
         )
     return name
-
-
-def coerce_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Settings read from JSON, with lists turned back into tuples where a setting is a tuple.
-
-    A setting is a tuple when its dataclass default is one or its annotation says ``tuple``.
-    ``auto``'s ``candidate_settings`` are coerced for each candidate in turn.
-    """
-    cls = type(make_model(name))
-    tuples: set[str] = set()
-    if dataclasses.is_dataclass(cls):
-        for field in dataclasses.fields(cls):
-            annotation = field.type if isinstance(field.type, str) else repr(field.type)
-            if isinstance(field.default, tuple) or annotation.startswith("tuple"):
-                tuples.add(field.name)
-    out = {
-        key: tuple(value) if key in tuples and isinstance(value, list) else value
-        for key, value in params.items()
-    }
-    settings = out.get("candidate_settings")
-    if name == AUTO and isinstance(settings, dict):
-        out["candidate_settings"] = {
-            key: coerce_params(resolve_name(key), value) if isinstance(value, dict) else value
-            for key, value in settings.items()
-        }
-    return out
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of salesformer, Python and the libraries loaded in this process."""
-    versions = {"salesformer": __version__, "python": platform.python_version()}
-    for package in _VERSIONED:
-        module = sys.modules.get(package)
-        if module is not None:
-            versions[package] = str(getattr(module, "__version__", "unknown"))
-    return versions
-
-
-def jsonable(value: Any, model: str, key: str = "") -> Any:
-    """``value`` as JSON types; a :class:`ConfigError` names a setting that has none."""
-    if isinstance(value, dict):
-        return {
-            str(k): jsonable(v, model, f"{key}.{k}" if key else str(k)) for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [jsonable(v, model, key) for v in value]
-    if isinstance(value, bool | str) or value is None:
-        return value
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, Path):
-        return str(value)
-    raise ConfigError(
-        f"cannot save {model}: setting {key!r} is a {type(value).__name__} ({value!r}), which "
-        "JSON cannot hold; give numbers, strings, booleans, lists or dicts"
-    )
-
-
-def _auto_state(model: Any) -> dict[str, Any]:
-    """What a fitted ``auto`` learned besides its candidates, as JSON."""
-    segments = model.segments_
-    return {
-        "choice": dict(model.choice_),
-        "weights": {s: {n: float(w) for n, w in ws.items()} for s, ws in model.weights_.items()},
-        "segments": {str(i): str(s) for i, s in segments.items()},
-        "skipped": list(model.skipped_),
-        "report": jsonable(model.report_, AUTO),
-        "candidates": list(model.models_),
-    }
-
-
-def _restore_auto(model: Any, panel: Panel, folder: Path, config: dict[str, Any]) -> None:
-    """Set the fitted attributes of an ``auto`` from its saved state and candidates."""
-    state = config.get("state")
-    if not isinstance(state, dict):
-        raise ConfigError(f"{str(folder)!r} holds an auto model without its state; refit it")
-    model.panel_ = panel
-    model.models_ = {
-        name: load_model(folder / CANDIDATES_DIR / name) for name in state["candidates"]
-    }
-    model.weights_ = {s: dict(ws) for s, ws in state["weights"].items()}
-    model.choice_ = dict(state["choice"])
-    model.segments_ = pd.Series(state["segments"], name="segment", dtype=str)
-    model.skipped_ = list(state.get("skipped", []))
-    model.report_ = state.get("report", {})

@@ -1,7 +1,7 @@
 """Statistical baselines: thin wrappers over statsforecast's local models.
 
 Every baseline here is one statsforecast model fitted to each item's own history; this module
-only adapts statsforecast to the :class:`~salesformer.models.base.Forecaster` protocol:
+only adapts statsforecast to the :class:`~salesformer.forecasting.protocol.Forecaster` protocol:
 
 - **frequency and season**: ``freq`` and the season length come from the panel
   (52 weekly, 7 daily, 12 monthly);
@@ -21,9 +21,12 @@ only adapts statsforecast to the :class:`~salesformer.models.base.Forecaster` pr
 from __future__ import annotations
 
 import copy
+import json
 from abc import abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 import pandas as pd
@@ -32,7 +35,9 @@ from statsforecast import models as sf_models
 
 from salesformer.data.contract import DATE, ITEM_ID, SALES, Panel
 from salesformer.errors import ConfigError, NotFittedError
-from salesformer.models.base import Forecaster, quantile_column
+from salesformer.forecasting.params import Boolean, Constraint, Interval, OneOf, Rule
+from salesformer.forecasting.protocol import Forecaster, quantile_column
+from salesformer.forecasting.saved import CONFIG_FILE
 from salesformer.models.conformal import (
     FitPredict,
     apply_quantiles,
@@ -54,10 +59,6 @@ MIN_HISTORY = 3
 ETS_MIN_HISTORY = 12
 
 _SF_ID, _SF_TIME, _SF_TARGET = "unique_id", "ds", "y"
-
-
-def _is_whole(value: object) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 def _to_statsforecast(sales: pd.DataFrame) -> pd.DataFrame:
@@ -100,12 +101,33 @@ def _errors_at(
     return np.vstack(rows)
 
 
+def _is_ets_spec(spec: object) -> bool:
+    return (
+        isinstance(spec, str)
+        and len(spec) == 3
+        and spec[0] in "AMZ"
+        and spec[1] in "NAMZ"
+        and spec[2] in "NAMZ"
+    )
+
+
+#: The settings every statsforecast wrapper shares (see :mod:`salesformer.forecasting.params`).
+STATISTICAL_CONSTRAINTS: dict[str, Constraint] = {
+    "intervals": OneOf("conformal", "native"),
+    "n_windows": Interval(int, 1),
+    "n_jobs": Rule(
+        "be -1 (every core) or a whole number >= 1",
+        lambda n: isinstance(n, int) and not isinstance(n, bool) and (n == -1 or n >= 1),
+    ),
+}
+
+
 @dataclass
 class _StatsForecastModel(Forecaster):
     """Shared implementation of the statsforecast baselines.
 
     A subclass is a dataclass of its own settings, sets ``name`` and implements :meth:`_make`;
-    it may override :meth:`min_history` and :meth:`_make_fallback`.
+    it may override :meth:`min_history` and :meth:`make_fallback`.
 
     Args:
         intervals: ``"conformal"`` (default, every model) or ``"native"`` (statsforecast's
@@ -139,15 +161,16 @@ class _StatsForecastModel(Forecaster):
         """Fewest periods of history an item needs for this model (else it gets the fallback)."""
         return MIN_HISTORY
 
-    def _make_fallback(self) -> Any:
+    def make_fallback(self) -> Any:
         """A new statsforecast model for items shorter than :meth:`min_history`."""
         return sf_models.Naive()
 
-    def _check_params(self) -> None:
-        if self.intervals not in ("conformal", "native"):
-            raise ConfigError(
-                f"{self.name}: intervals must be 'conformal' or 'native'; got {self.intervals!r}"
-            )
+    explainer: ClassVar[str | None] = "salesformer.explain.statistical:explain_statistical"
+    constraints: ClassVar[Mapping[str, Constraint]] = STATISTICAL_CONSTRAINTS
+
+    def check_params(self) -> None:
+        """Raise :class:`ConfigError` for a setting out of range (``fit`` calls it)."""
+        super().check_params()
         if self.intervals == "native" and not self.native_intervals:
             with_native = ", ".join(
                 cls.name for cls in _StatsForecastModel.__subclasses__() if cls.native_intervals
@@ -156,16 +179,15 @@ class _StatsForecastModel(Forecaster):
                 f"{self.name} has no native prediction intervals in statsforecast; "
                 f"use intervals='conformal' (available for every model), or one of {with_native}"
             )
-        if not _is_whole(self.n_windows) or self.n_windows < 1:
-            raise ConfigError(
-                f"{self.name}: n_windows must be a whole number >= 1 (calibration windows); "
-                f"got {self.n_windows!r}"
-            )
-        if not _is_whole(self.n_jobs) or not (self.n_jobs == -1 or self.n_jobs >= 1):
-            raise ConfigError(
-                f"{self.name}: n_jobs must be -1 (every core) or a whole number >= 1; "
-                f"got {self.n_jobs!r}"
-            )
+
+    @classmethod
+    def load_for_parts(cls, folder: str | Path) -> Self:
+        """The saved settings, *unfitted*: each item's model depends on its own history only,
+        so the parts fit it (see :mod:`salesformer.distributed.predict`)."""
+        config = json.loads((Path(folder) / CONFIG_FILE).read_text())
+        model = cls(**cls.coerce_settings(config.get("params") or {}))
+        model.check_params()
+        return model
 
     def _fit(self, panel: Panel) -> None:
         self.source_ = None
@@ -181,7 +203,7 @@ class _StatsForecastModel(Forecaster):
     ) -> pd.DataFrame:
         if self.intervals == "native":
             return self._native_quantiles(horizon, quantiles)
-        point = self._point(horizon)
+        point = self.point_forecast(horizon)
         if not quantiles:
             return point
         table = getattr(self, "tables_", {}).get((horizon, quantiles))
@@ -198,7 +220,7 @@ class _StatsForecastModel(Forecaster):
         is_long = frame[_SF_ID].isin(long_enough).to_numpy()
         groups = (
             (self._make(season), frame[is_long], self.n_jobs),
-            (self._make_fallback(), frame[~is_long], 1),
+            (self.make_fallback(), frame[~is_long], 1),
         )
         fitted = []
         for model, data, n_jobs in groups:
@@ -230,10 +252,13 @@ class _StatsForecastModel(Forecaster):
         """Point forecasts from a fresh fit on ``panel`` (the conformal calibration hook)."""
         return self._forecast(self._fit_statsforecast(panel), horizon)
 
-    def _point(self, horizon: int) -> pd.DataFrame:
+    def point_forecast(self, horizon: int) -> pd.DataFrame:
+        """Point forecasts of every item for ``horizon`` steps (computed once per horizon)."""
         if horizon not in self.points_:
             self.points_[horizon] = self._forecast(self.fitted_, horizon)
         return self.points_[horizon]
+
+    _point = point_forecast  # the name before it was public
 
     def _calibration_errors(self, horizon: int) -> np.ndarray:
         """Scaled errors pooled over every item of the fitted panel (cached per horizon).
@@ -413,16 +438,13 @@ class WindowAverage(_StatsForecastModel):
     def min_history(self, season_length: int) -> int:
         return self.window_size
 
-    def _make_fallback(self) -> Any:
+    def make_fallback(self) -> Any:
         return sf_models.HistoricAverage()
 
-    def _check_params(self) -> None:
-        super()._check_params()
-        if not _is_whole(self.window_size) or self.window_size < 1:
-            raise ConfigError(
-                f"WindowAverage: window_size must be a whole number >= 1 (periods averaged); "
-                f"got {self.window_size!r}"
-            )
+    constraints: ClassVar[Mapping[str, Constraint]] = {
+        **STATISTICAL_CONSTRAINTS,
+        "window_size": Interval(int, 1),
+    }
 
 
 @dataclass
@@ -454,27 +476,23 @@ class AutoETS(_StatsForecastModel):
     def min_history(self, season_length: int) -> int:
         return ETS_MIN_HISTORY
 
-    def _check_params(self) -> None:
-        super()._check_params()
-        spec = self.model
-        valid = (
-            isinstance(spec, str)
-            and len(spec) == 3
-            and spec[0] in "AMZ"
-            and spec[1] in "NAMZ"
-            and spec[2] in "NAMZ"
-        )
-        if not valid:
+    constraints: ClassVar[Mapping[str, Constraint]] = {
+        **STATISTICAL_CONSTRAINTS,
+        "model": Rule(
+            "be three letters (error in A/M/Z, trend and season in N/A/M/Z), such as 'ZZN' "
+            "or 'ZZZ'",
+            _is_ets_spec,
+        ),
+        "damped": Boolean(none=True),
+    }
+
+    def check_params(self) -> None:
+        """The table, then: a forced damped trend needs a trend."""
+        super().check_params()
+        if self.damped and self.model[1] == "N":
             raise ConfigError(
-                f"AutoETS: model must be three letters (error in A/M/Z, trend and season in "
-                f"N/A/M/Z), such as 'ZZN' or 'ZZZ'; got {spec!r}"
-            )
-        if self.damped is not None and not isinstance(self.damped, bool):
-            raise ConfigError(f"AutoETS: damped must be None, True or False; got {self.damped!r}")
-        if self.damped and spec[1] == "N":
-            raise ConfigError(
-                f"AutoETS: damped=True needs a trend, but model={spec!r} has none (trend 'N'); "
-                "use a trend letter A/M/Z, or damped=None"
+                f"AutoETS: damped=True needs a trend, but model={self.model!r} has none "
+                "(trend 'N'); use a trend letter A/M/Z, or damped=None"
             )
 
 
@@ -516,15 +534,11 @@ class TSB(_StatsForecastModel):
     def _make(self, season_length: int) -> Any:
         return sf_models.TSB(alpha_d=self.alpha_d, alpha_p=self.alpha_p)
 
-    def _check_params(self) -> None:
-        super()._check_params()
-        for setting in ("alpha_d", "alpha_p"):
-            value = getattr(self, setting)
-            is_number = isinstance(value, int | float | np.number) and not isinstance(value, bool)
-            if not is_number or not 0.0 < float(value) <= 1.0:
-                raise ConfigError(
-                    f"TSB: {setting} must be a number in (0, 1] (a smoothing weight); got {value!r}"
-                )
+    constraints: ClassVar[Mapping[str, Constraint]] = {
+        **STATISTICAL_CONSTRAINTS,
+        "alpha_d": Interval(float, 0.0, 1.0, closed="right"),
+        "alpha_p": Interval(float, 0.0, 1.0, closed="right"),
+    }
 
 
 @dataclass

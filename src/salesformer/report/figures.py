@@ -106,76 +106,77 @@ def forecast_chart(
     """
     figure = go.Figure()
     if history is not None and not history.empty:
-        figure.add_trace(
-            go.Scatter(
-                x=history[DATE],
-                y=history["sales"],
-                name="actual sales",
-                mode="lines+markers",
-                line={"color": ACTUAL_COLOR, "width": 1.5},
-                marker={"size": 4},
-            )
-        )
+        dates, sales = history[DATE], history["sales"]
     else:
         actual = windows.drop_duplicates(DATE).sort_values(DATE)
-        figure.add_trace(
-            go.Scatter(
-                x=actual[DATE],
-                y=actual[ACTUAL],
-                name="actual sales",
-                mode="lines+markers",
-                line={"color": ACTUAL_COLOR, "width": 1.5},
-                marker={"size": 4},
-            )
+        dates, sales = actual[DATE], actual[ACTUAL]
+    figure.add_trace(
+        go.Scatter(
+            x=dates,
+            y=sales,
+            name="actual sales",
+            mode="lines+markers",
+            line={"color": ACTUAL_COLOR, "width": 1.5},
+            marker={"size": 4},
         )
+    )
     for number, (cutoff, part) in enumerate(windows.groupby(CUTOFF, sort=True)):
-        part = part.sort_values(DATE)
-        first = number == 0
-        for depth, (label, low, high) in enumerate(bands):
-            alpha = 0.15 + 0.15 * depth
-            figure.add_trace(
-                go.Scatter(
-                    x=part[DATE],
-                    y=part[high],
-                    mode="lines",
-                    line={"width": 0},
-                    hoverinfo="skip",
-                    showlegend=False,
-                    legendgroup=label,
-                )
-            )
-            figure.add_trace(
-                go.Scatter(
-                    x=part[DATE],
-                    y=part[low],
-                    mode="lines",
-                    line={"width": 0},
-                    fill="tonexty",
-                    fillcolor=f"rgba({BAND_COLOR}, {alpha})",
-                    name=f"{label} band",
-                    legendgroup=label,
-                    showlegend=first,
-                    hoverinfo="skip",
-                )
-            )
-        figure.add_trace(
-            go.Scatter(
-                x=part[DATE],
-                y=part[model],
-                mode="lines+markers",
-                line={"color": color(0), "width": 2, "dash": "dot"},
-                marker={"size": 5},
-                name=f"{model} forecast",
-                legendgroup="forecast",
-                showlegend=first,
-            )
-        )
+        _add_window(figure, part.sort_values(DATE), model, bands, first=number == 0)
         figure.add_vline(
             x=pd.Timestamp(cutoff).timestamp() * 1000,
             line={"color": "#9ca3af", "dash": "dash", "width": 1},
         )
     _layout(figure, title, "", "units")
     return figure
+
+
+def _add_window(
+    figure: Any,
+    part: pd.DataFrame,
+    model: str,
+    bands: Sequence[tuple[str, str, str]],
+    first: bool,
+) -> None:
+    """One cutoff's forecast and its quantile bands (legend entries from the first cutoff)."""
+    for depth, (label, low, high) in enumerate(bands):
+        alpha = 0.15 + 0.15 * depth
+        figure.add_trace(
+            go.Scatter(
+                x=part[DATE],
+                y=part[high],
+                mode="lines",
+                line={"width": 0},
+                hoverinfo="skip",
+                showlegend=False,
+                legendgroup=label,
+            )
+        )
+        figure.add_trace(
+            go.Scatter(
+                x=part[DATE],
+                y=part[low],
+                mode="lines",
+                line={"width": 0},
+                fill="tonexty",
+                fillcolor=f"rgba({BAND_COLOR}, {alpha})",
+                name=f"{label} band",
+                legendgroup=label,
+                showlegend=first,
+                hoverinfo="skip",
+            )
+        )
+    figure.add_trace(
+        go.Scatter(
+            x=part[DATE],
+            y=part[model],
+            mode="lines+markers",
+            line={"color": color(0), "width": 2, "dash": "dot"},
+            marker={"size": 5},
+            name=f"{model} forecast",
+            legendgroup="forecast",
+            showlegend=first,
+        )
+    )
 
 
 def calibration_chart(observed: pd.DataFrame, models: Sequence[str]) -> Any:

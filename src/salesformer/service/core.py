@@ -24,7 +24,7 @@ import pandas as pd
 
 from salesformer.data.contract import ITEM_ID, TEXT
 from salesformer.errors import ConfigError, DataValidationError
-from salesformer.models.base import DEFAULT_QUANTILES, check_quantiles, quantile_column
+from salesformer.forecasting.protocol import DEFAULT_QUANTILES, check_quantiles, quantile_column
 from salesformer.service.history import LiveHistory
 from salesformer.service.live import LiveForecast, LiveForecaster
 from salesformer.service.store import Event, Store, open_store

@@ -4,8 +4,10 @@ At start, :class:`LiveForecaster` turns the model's training panel into dense ar
 keeps the item vectors the model computed at fit time (the encoder's work). A forecast for a
 known item then builds that item's history window from the panel row plus the event totals of
 :class:`~salesformer.service.history.LiveHistory` and runs only the fitted forecasting head on
-it: no encoder pass, no refit. With no events the result equals ``model.predict``; with events
-it equals ``model.predict`` on the panel with the events added (the tests check both).
+it: no encoder pass, no refit. The forecast comes from
+:func:`~salesformer.models.lm.prediction.forecast_wide`, the function ``model.predict`` calls:
+with no events the result equals ``model.predict`` bit for bit; with events it equals
+``model.predict`` on the panel with the events added (the tests check both, without tolerance).
 
 Only the LM forecaster is served live: its head reads the history window at predict time.
 The statistical baselines and LightGBM learn from the panel when fitted (LightGBM's saved form
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from functools import cache
 from typing import Any, cast
 
 import numpy as np
@@ -25,9 +26,9 @@ import pandas as pd
 
 from salesformer.data.contract import DATE, ITEM_ID
 from salesformer.errors import ConfigError
-from salesformer.models.base import Forecaster, check_quantiles
-from salesformer.models.base import tidy_forecast_values as tidy
-from salesformer.models.lm.samples import Wide, build_samples, growth_level, price_columns
+from salesformer.forecasting.protocol import Forecaster, check_quantiles
+from salesformer.models.lm.prediction import forecast_wide
+from salesformer.models.lm.samples import Wide, price_columns
 from salesformer.service.history import ItemEvents, LiveHistory, PeriodGrid
 
 
@@ -77,10 +78,6 @@ class LiveForecaster:
         self.horizon = int(self.model.horizon)
         self.levels = tuple(float(q) for q in self.model.levels)
         self._dates: dict[int, pd.DatetimeIndex] = {}
-        from salesformer.text.encoder import import_torch
-
-        self._torch = import_torch()
-        self._vectors = self._torch.from_numpy(self.vectors)
         self.model.head_.eval()  # inference only, from here on
         self._encode_lock = threading.Lock()
 
@@ -155,42 +152,13 @@ class LiveForecaster:
             steps = slice(wide.n_history, wide.n_history + self.horizon)
             for name in self.panel.known_future:
                 wide.known[name][0, steps] = plan[name].to_numpy(dtype=float)
-        model = self.model
-        samples = build_samples(
-            wide,
-            np.zeros(1, dtype=np.int64),
-            np.array([wide.n_history - 1]),
-            context=model.context_,
-            horizon=self.horizon,
-            freq=self.panel.freq,
-            standardizer=model.standardizer_,
-        )
-        vector = self._vectors[self.row[item_id]][None, :]
+        vector = self.vectors[self.row[item_id]][None, :]
         if text is not None:
             with self._encode_lock:
-                vector = self._torch.from_numpy(
-                    np.ascontiguousarray(model._encode_texts([text]), dtype=np.float32)
-                )
-        raw = self._head(samples, vector)[:horizon] + samples.level[0]
-        logq = model.calibration_.apply(  # as LMForecaster.predict does
-            raw, level=np.full(len(raw), growth_level(samples)[0])
-        )
+                vector = self.model.encode_texts([text])
+        values = forecast_wide(self.model, wide, vector, horizon, levels)
         dates = wide.dates[wide.n_history : wide.n_history + horizon]
-        return LiveForecast(dates, *_sales_quantiles(logq, self.levels, levels))
-
-    def _head(self, samples: Any, vector: Any) -> np.ndarray:
-        """The fitted head on one sample and its text vector (1, dim): log-space quantiles."""
-        torch = self._torch
-        with torch.inference_mode():
-            out = self.model.head_(
-                torch.from_numpy(samples.hist),
-                torch.from_numpy(samples.hist_mask),
-                torch.from_numpy(samples.static),
-                torch.from_numpy(samples.future),
-                vector,
-            )
-        result: np.ndarray = out[0].float().numpy()
-        return result
+        return LiveForecast(dates, values[:, 0], values[:, 1:])
 
     def forecast_new(
         self,
@@ -263,32 +231,3 @@ def _ffill(values: np.ndarray) -> np.ndarray:
     np.maximum.accumulate(index, out=index)
     filled = values[index]
     return np.where(np.isfinite(filled), filled, np.nan)
-
-
-def _sales_quantiles(
-    logq: np.ndarray, learned: tuple[float, ...], levels: tuple[float, ...]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Point forecast (the median) and quantiles in sales units from log-space quantiles.
-
-    ``logq`` is (horizon, learned levels); other levels are interpolated linearly between the
-    learned ones and clamped at the ends, as :meth:`LMForecaster.predict` does.
-    """
-    lower, upper, share = _interpolation(learned, levels)
-    median = logq[:, learned.index(0.5)]
-    quantiles = logq[:, lower] * (1.0 - share) + logq[:, upper] * share
-    values = np.expm1(np.clip(np.column_stack([median, quantiles]), -20, 20))
-    values = tidy(values, len(levels))
-    return values[:, 0], values[:, 1:]
-
-
-@cache
-def _interpolation(
-    learned: tuple[float, ...], levels: tuple[float, ...]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Columns and weights that interpolate ``levels`` from the ``learned`` ones."""
-    grid = np.asarray(learned)
-    wanted = np.clip(np.asarray(levels), grid[0], grid[-1])
-    upper = np.clip(np.searchsorted(grid, wanted), 1, len(grid) - 1)
-    lower = upper - 1
-    share = (wanted - grid[lower]) / (grid[upper] - grid[lower])
-    return lower, upper, share

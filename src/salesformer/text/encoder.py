@@ -167,7 +167,7 @@ class Encoder:
         """
         torch = import_torch()
         texts = [str(t) for t in texts]
-        keys = [self._text_key(t) for t in texts]
+        keys = [self.text_key(t) for t in texts]
         store = EmbeddingCache(cache_dir, self.key) if use_cache else None
         known: dict[str, np.ndarray] = self._cache
         if store is not None and any(k not in known for k in keys):
@@ -196,7 +196,7 @@ class Encoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([known[k] for k in keys]).astype(np.float32)
 
-    def _text_key(self, text: str) -> str:
+    def text_key(self, text: str) -> str:
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 

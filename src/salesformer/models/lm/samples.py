@@ -264,7 +264,53 @@ def build_samples(
     cols = _window_positions(origin, context)
     first = wide.first[item]
     in_range = (cols >= 0) & (cols < wide.n_history)
-    seen = in_range & (cols >= first[:, None]) & ~cold_flag[:, None]
+    known = in_range & (cols >= first[:, None])
+    seen = known & ~cold_flag[:, None]
+    window = _window_stats(wide, item, cols, seen)
+
+    typical = _typical_price(wide, item, cols, known)
+    if launch_price is not None:
+        typical = np.where(cold_flag & np.isfinite(launch_price), launch_price, typical)
+    has_price = np.isfinite(typical) & (typical > 0)
+    log_price = np.where(has_price, np.log1p(np.where(has_price, typical, 0.0)), 0.0)
+    age = np.where(cold_flag, np.maximum(origin + 1 - first, 0), origin + 1 - first)
+    age = np.clip(age, 0, None)
+    static = np.stack(
+        [
+            log_price,
+            has_price.astype(float),
+            np.log1p(age),
+            window["count"] / context,
+            window["level"],
+            window["zero_share"],
+            cold_flag.astype(float),
+            window["recent_ratio"],
+        ],
+        axis=1,
+    )
+
+    steps = origin[:, None] + 1 + np.arange(horizon)[None, :]
+    reference = np.where(has_price, typical, np.nan)[:, None]
+    future = _future_inputs(wide, item, steps, freq, standardizer, reference)
+    target, target_ok = _targets(wide, item, steps, first, window["level"], target_limit)
+    return Samples(
+        item=item,
+        origin=origin,
+        hist=window["hist"].astype(np.float32),
+        hist_mask=seen.astype(np.float32),
+        level=window["level"].astype(np.float32),
+        static=static.astype(np.float32),
+        future=future.astype(np.float32),
+        target=target.astype(np.float32),
+        target_mask=target_ok.astype(np.float32),
+        weight=_volume_weights(wide, item, cols, known, volume_weight).astype(np.float32),
+    )
+
+
+def _window_stats(
+    wide: Wide, item: np.ndarray, cols: np.ndarray, seen: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The history window of each sample, scaled by its level, and the window's statistics."""
     safe_cols = np.clip(cols, 0, wide.n_history - 1)
     window = np.where(seen, wide.sales[item[:, None], safe_cols], 0.0)
     logs = np.log1p(window)
@@ -280,29 +326,28 @@ def build_samples(
         0.0,
     )
     recent_ratio = np.where(count > 0, np.log1p(recent_mean) - level, 0.0)
+    return {
+        "hist": hist,
+        "count": count,
+        "level": level,
+        "zero_share": zero_share,
+        "recent_ratio": recent_ratio,
+    }
 
-    typical = _typical_price(wide, item, cols, in_range & (cols >= first[:, None]))
-    if launch_price is not None:
-        typical = np.where(cold_flag & np.isfinite(launch_price), launch_price, typical)
-    has_price = np.isfinite(typical) & (typical > 0)
-    log_price = np.where(has_price, np.log1p(np.where(has_price, typical, 0.0)), 0.0)
-    age = np.where(cold_flag, np.maximum(origin + 1 - first, 0), origin + 1 - first)
-    age = np.clip(age, 0, None)
-    static = np.stack(
-        [
-            log_price,
-            has_price.astype(float),
-            np.log1p(age),
-            count / context,
-            level,
-            zero_share,
-            cold_flag.astype(float),
-            recent_ratio,
-        ],
-        axis=1,
-    )
 
-    steps = origin[:, None] + 1 + np.arange(horizon)[None, :]
+def _future_inputs(
+    wide: Wide,
+    item: np.ndarray,
+    steps: np.ndarray,
+    freq: str,
+    standardizer: Standardizer,
+    reference: np.ndarray,
+) -> np.ndarray:
+    """Calendar, step position and known-future covariates of each step of the horizon.
+
+    Prices are read relative to ``reference`` (the sample's typical price, NaN when none).
+    """
+    n, horizon = steps.shape
     step_dates = _dates_at(wide, steps, freq)
     parts = [calendar(step_dates, freq).reshape(n, horizon, N_CALENDAR)]
     parts.append(
@@ -312,7 +357,6 @@ def build_samples(
     for name in standardizer.names:
         values = wide.known[name][item[:, None], safe_steps]
         if name in standardizer.prices:
-            reference = np.where(has_price, typical, np.nan)[:, None]
             with np.errstate(invalid="ignore", divide="ignore"):
                 relative = np.log(values / reference)
             values = np.where(np.isfinite(relative), np.clip(relative, -3.0, 3.0), 0.0)
@@ -320,32 +364,42 @@ def build_samples(
             values = (values - standardizer.mean[name]) / standardizer.std[name]
             values = np.where(np.isfinite(values), np.clip(values, -10.0, 10.0), 0.0)
         parts.append(values[:, :, None])
-    future = np.concatenate(parts, axis=2)
+    return np.concatenate(parts, axis=2)
 
+
+def _targets(
+    wide: Wide,
+    item: np.ndarray,
+    steps: np.ndarray,
+    first: np.ndarray,
+    level: np.ndarray,
+    target_limit: int | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scaled log targets of the horizon and where they exist (up to ``target_limit``)."""
     limit = wide.n_history - 1 if target_limit is None else min(target_limit, wide.n_history - 1)
     target_ok = (steps <= limit) & (steps >= first[:, None]) & (steps >= 0)
     target_values = np.where(target_ok, wide.sales[item[:, None], np.clip(steps, 0, limit)], 0.0)
     target = np.where(target_ok, np.log1p(target_values) - level[:, None], 0.0)
-    # weights follow the item's volume in the window even when its history is hidden (a
-    # weight is not an input); launch samples have none and get theirs from the caller
-    known = in_range & (cols >= first[:, None])
+    return target, target_ok
+
+
+def _volume_weights(
+    wide: Wide, item: np.ndarray, cols: np.ndarray, known: np.ndarray, volume_weight: float
+) -> np.ndarray:
+    """``(1 + mean sales in the window) ** volume_weight``.
+
+    Weights follow the item's volume in the window even when its history is hidden (a weight
+    is not an input); launch samples have none and get theirs from the caller.
+    """
+    safe_cols = np.clip(cols, 0, wide.n_history - 1)
     raw = np.where(known, wide.sales[item[:, None], safe_cols], 0.0)
     raw_mean = np.where(
         known.sum(axis=1) > 0, raw.sum(axis=1) / np.maximum(known.sum(axis=1), 1), 0
     )
-    weight = np.power(1.0 + raw_mean, volume_weight) if volume_weight else np.ones(n)
-    return Samples(
-        item=item,
-        origin=origin,
-        hist=hist.astype(np.float32),
-        hist_mask=seen.astype(np.float32),
-        level=level.astype(np.float32),
-        static=static.astype(np.float32),
-        future=future.astype(np.float32),
-        target=target.astype(np.float32),
-        target_mask=target_ok.astype(np.float32),
-        weight=weight.astype(np.float32),
+    weights: np.ndarray = (
+        np.power(1.0 + raw_mean, volume_weight) if volume_weight else np.ones(len(item))
     )
+    return weights
 
 
 def _dates_at(wide: Wide, steps: np.ndarray, freq: str) -> pd.DatetimeIndex:

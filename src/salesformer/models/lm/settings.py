@@ -1,0 +1,193 @@
+"""The LM forecaster's settings: fields, declared ranges and the one check of them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Literal
+
+from salesformer.errors import ConfigError
+from salesformer.forecasting.params import (
+    Boolean,
+    Constraint,
+    Folder,
+    Interval,
+    OneOf,
+    Rule,
+    check_constraints,
+)
+from salesformer.forecasting.protocol import DEFAULT_QUANTILES, check_quantiles
+from salesformer.models.lm.calibration import GROWTH_DAMPING
+
+FineTune = Literal["frozen", "lora", "full"]
+FINETUNE_MODES: tuple[str, ...] = ("frozen", "lora", "full")
+#: Encoders whose word embeddings full fine-tuning freezes unless told otherwise (a 250k-piece
+#: vocabulary is 82% of multilingual-e5-small's weights, and most pieces never occur).
+WORD_EMBEDDINGS_FROZEN_BY_DEFAULT = frozenset({"multilingual-e5-small"})
+
+
+def default_context(freq: str) -> int:
+    """History window: a year of weeks, eight weeks of days, two years of months."""
+    if freq.startswith("W"):
+        return 52
+    if freq == "D":
+        return 56
+    return 24
+
+
+def _lm_levels(levels: object) -> bool:
+    try:
+        checked = check_quantiles(levels)  # type: ignore[arg-type]
+    except ConfigError:
+        return False
+    return 0.5 in checked and len(checked) >= 2
+
+
+#: The settings' allowed values (see :mod:`salesformer.forecasting.params`).
+LM_CONSTRAINTS: dict[str, Constraint] = {
+    "horizon": Interval(int, 1, 10_000),
+    "hidden_size": Interval(int, 4, 8192),
+    "text_size": Interval(int, 2, 4096),
+    "n_blocks": Interval(int, 1, 16),
+    "dropout": Interval(float, 0.0, 0.9),
+    "max_length": Interval(int, 8, 512),
+    "lora_rank": Interval(int, 1, 512),
+    "lora_alpha": Interval(float, 1e-6, 1e6),
+    "head_lr": Interval(float, 1e-7, 1.0),
+    "weight_decay": Interval(float, 0.0, 10.0),
+    "head_epochs": Interval(int, 1, 10_000),
+    "finetune_epochs": Interval(int, 0, 1000),
+    "patience": Interval(int, 1, 1000),
+    "batch_items": Interval(int, 1, 100_000),
+    "origins_per_item": Interval(int, 1, 10_000),
+    "epoch_samples": Interval(int, 1, 10**9),
+    "max_origins": Interval(int, 1, 100_000),
+    "history_dropout": Interval(float, 0.0, 1.0),
+    "launch_after": Interval(int, 0, 100_000),
+    "launch_weight": Interval(float, 0.0, 1000.0),
+    "volume_weight": Interval(float, 0.0, 2.0),
+    "grad_clip": Interval(float, 1e-6, 1e6),
+    "seed": Interval(int, 0, 2**31 - 1),
+    "finetune": OneOf(*FINETUNE_MODES),
+    "context_length": Interval(int, 2, None, none=True),
+    "quantile_levels": Rule("include 0.5 and one more level, all in (0, 1)", _lm_levels),
+    "encoder_lr": Interval(float, 0, 1, closed="neither", none=True),
+    "threads": Interval(int, 1, None, none=True),
+    "lora_target_modules": Rule("name at least one module", bool),
+    "freeze_word_embeddings": Boolean(none=True),
+    "log_dir": Folder(),
+    "calibrate_quantiles": Boolean(),
+    "growth_damping": Interval(float, 0, 1, closed="right"),
+}
+
+
+@dataclass
+class LMSettings:
+    """The settings of :class:`~salesformer.models.lm.LMForecaster` and their checks.
+
+    Attributes:
+        encoder: encoder name or local folder (see :func:`salesformer.text.load_encoder`).
+        finetune: ``"frozen"`` (head only), ``"lora"`` (low-rank adapters) or ``"full"``.
+        horizon: steps the model forecasts; ``predict`` serves any horizon up to it.
+        context_length: history window in periods; None picks it from the frequency.
+        quantile_levels: levels learned with pinball loss (0.5 must be one: the point forecast
+            is the median); other levels are interpolated between them.
+        hidden_size, text_size, n_blocks, dropout: sizes of the fusion head.
+        max_length: tokens read per item text.
+        lora_rank, lora_alpha, lora_target_modules: the LoRA adapters (``finetune="lora"``).
+        freeze_word_embeddings: keep the word-embedding matrix fixed in full fine-tuning
+            (faster, less memory); None freezes it for multilingual-e5-small only.
+        head_lr: learning rate of the head.
+        encoder_lr: learning rate of the encoder (None: 5e-4 for LoRA, 3e-5 for full).
+        weight_decay: AdamW weight decay.
+        head_epochs: most epochs of stage 1 (early stopping usually ends it sooner).
+        finetune_epochs: epochs of stage 2 (``lora`` / ``full``).
+        patience: epochs without validation improvement before stage 1 stops.
+        batch_items: items per batch; the encoder runs once per item of a batch.
+        origins_per_item: origins drawn per item and batch.
+        epoch_samples: least samples per epoch; small panels pass over their items several
+            times per epoch, so that validation is not run after every few steps.
+        max_origins: training origins, the latest ones before the validation window.
+        history_dropout: share of samples whose history is hidden (cold-start training).
+        launch_after: items first seen at least this many periods after the panel's start
+            count as launches (earlier ones may merely predate the data).
+        launch_weight: weight of a launch sample relative to the mean weight of the history
+            samples (a launch has no history to take a volume weight from).
+        volume_weight: samples are weighted by ``(1 + mean sales) ** volume_weight``, moving
+            the loss towards high sellers (which dominate WAPE); 0 weights items equally.
+        grad_clip: gradient-norm clipping.
+        seed: seeds numpy and torch; the same seed, data and threads give the same model.
+        threads: torch threads; None uses every core.
+        cache_dir: folder of the frozen-embedding cache (None: the default cache).
+        progress: show a progress bar with the loss; None shows it on a terminal.
+        log_dir: folder for TensorBoard event files written during the fit (per-epoch
+            losses and validation WAPE/wQL; see :mod:`.training_log`); saving always writes
+            them to ``<model folder>/logs`` too.
+        calibrate_quantiles: after training, rescale each level's log-space distance from
+            the median, per volume bucket, to minimise the sales-scale pinball loss on the
+            validation window (see :mod:`.calibration`); False keeps the raw quantiles.
+        growth_damping: factor ``d`` in ``(0, 1]`` of the median's log growth above the
+            item's level: ``m' = level + d * (m - level)`` where ``m > level``, every quantile
+            moving with the median (see :mod:`.calibration`); 1 keeps the network's median.
+            The default was chosen on the Online Retail II choice cutoff
+            (``benchmarks/lm_calibration.py``).
+    """
+
+    encoder: str = "all-MiniLM-L6-v2"
+    finetune: FineTune = "lora"
+    horizon: int = 8
+    context_length: int | None = None
+    quantile_levels: tuple[float, ...] = DEFAULT_QUANTILES
+    hidden_size: int = 256
+    text_size: int = 64
+    n_blocks: int = 2
+    dropout: float = 0.1
+    max_length: int = 32
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_target_modules: tuple[str, ...] = ("query", "value")
+    freeze_word_embeddings: bool | None = None
+    head_lr: float = 2e-3
+    encoder_lr: float | None = None
+    weight_decay: float = 0.01
+    head_epochs: int = 30
+    finetune_epochs: int = 2
+    patience: int = 3
+    batch_items: int = 64
+    origins_per_item: int = 8
+    epoch_samples: int = 20_000
+    max_origins: int = 104
+    history_dropout: float = 0.1
+    launch_after: int = 13
+    launch_weight: float = 4.0
+    volume_weight: float = 0.5
+    grad_clip: float = 1.0
+    seed: int = 0
+    threads: int | None = None
+    cache_dir: str | None = None
+    progress: bool | None = None
+    log_dir: str | None = None
+    calibrate_quantiles: bool = True
+    growth_damping: float = GROWTH_DAMPING
+
+    constraints: ClassVar[Mapping[str, Constraint]] = LM_CONSTRAINTS
+
+    def check_params(self) -> None:
+        """Raise :class:`ConfigError` for settings out of range (``fit`` calls it)."""
+        check_constraints(type(self).__name__, asdict_settings(self), self.constraints)
+
+    @property
+    def levels(self) -> tuple[float, ...]:
+        """The learned quantile levels, sorted."""
+        return check_quantiles(self.quantile_levels)
+
+    def encoder_learning_rate(self) -> float:
+        """The encoder's learning rate: ``encoder_lr``, else 5e-4 for LoRA, 3e-5 for full."""
+        if self.encoder_lr is not None:
+            return float(self.encoder_lr)
+        return 5e-4 if self.finetune == "lora" else 3e-5
+
+
+def asdict_settings(settings: LMSettings) -> dict[str, Any]:
+    """The settings by name (a shallow :func:`dataclasses.asdict`)."""
+    return {f.name: getattr(settings, f.name) for f in fields(settings) if f.init}

@@ -158,9 +158,7 @@ def _launch_samples(
 ) -> Samples:
     """Cold-start samples: origin just before the first sale, launch price as the price."""
     first = wide.first[items]
-    price = None
-    if wide.price is not None:
-        price = wide.price[items, np.clip(first, 0, wide.n_history - 1)]
+    price = None if wide.launch_price is None else wide.launch_price[items]
     samples = build_samples(
         wide,
         items,

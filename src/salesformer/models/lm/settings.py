@@ -129,8 +129,8 @@ class LMSettings:
         growth_damping: factor ``d`` in ``(0, 1]`` of the median's log growth above the
             item's level: ``m' = level + d * (m - level)`` where ``m > level``, every quantile
             moving with the median (see :mod:`.calibration`); 1 keeps the network's median.
-            The default was chosen on the Online Retail II choice cutoff
-            (``benchmarks/lm_calibration.py``).
+            The default was chosen on the Online Retail II validation cutoffs
+            (``python -m benchmarks.lm_calibration``).
     """
 
     encoder: str = "all-MiniLM-L6-v2"

@@ -61,6 +61,7 @@ from salesformer.data.contract import CUTOFF, DATE, ITEM_ID, TEXT, Panel
 from salesformer.evaluation.backtest import HISTORY_SEGMENT, BacktestResult, backtest
 from salesformer.evaluation.metrics import METRICS, evaluate
 from salesformer.models.base import Forecaster
+from salesformer.models.registry import BASELINES
 
 HORIZON = 8
 CUTOFFS = ("2011-07-04", "2011-08-01", "2011-08-29", "2011-09-26")
@@ -74,19 +75,7 @@ NO_TEXT = "LM-notext"
 #: Models whose training is random: run once per seed.
 SEEDED = (*LM_MODES, NO_TEXT, "auto")
 SEEDS = (0, 1, 2)
-BASELINES = (
-    "Naive",
-    "SeasonalNaive",
-    "HistoricAverage",
-    "WindowAverage",
-    "AutoETS",
-    "CrostonSBA",
-    "CrostonOptimized",
-    "TSB",
-    "ADIDA",
-    "LightGBM",
-)
-DEFAULT_MODELS = (*BASELINES, "LightGBM-text", *LM_MODES, "auto")
+DEFAULT_MODELS = (*BASELINES, "LightGBM-text", *LM_MODES, NO_TEXT, "auto")
 HEADLINE_METRICS = ("wape", "wql", "mase", "coverage80")
 
 

@@ -66,7 +66,10 @@ def reset_peak_rss() -> float:
 
 
 def git_commit() -> dict[str, Any]:
-    """The commit the benchmark ran on and whether tracked files had uncommitted changes."""
+    """The commit the benchmark ran on and whether tracked files had uncommitted changes.
+
+    Results files (``benchmarks/results``) do not count: a run rewrites them itself.
+    """
     try:
         head = subprocess.run(
             ["git", "-C", str(ROOT), "rev-parse", "HEAD"],
@@ -75,7 +78,17 @@ def git_commit() -> dict[str, Any]:
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            [
+                "git",
+                "-C",
+                str(ROOT),
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":(exclude)benchmarks/results",
+            ],
             capture_output=True,
             text=True,
             check=True,

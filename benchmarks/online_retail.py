@@ -152,19 +152,9 @@ def run_one(panel_dir: Path, spec: str, seed: int | None, args: argparse.Namespa
         "predict_seconds": float(result.timings["predict_seconds"].sum()),
         "wall_seconds": wall,
         "peak_rss_mb": peak_rss_mb(),
-        "fit_report": _fit_reports(model),
         **git_commit(),
     }
     (args.store / f"{name}.cost.json").write_text(json.dumps(cost, default=str))
-
-
-def _fit_reports(model: Forecaster) -> Any:
-    """What the last fit decided by itself (kept stage, calibration), for the record."""
-    report = getattr(model, "fit_report_", None)
-    if not isinstance(report, dict):
-        return None
-    keep = ("stages", "kept", "calibration", "choice", "choices")
-    return {k: report[k] for k in keep if k in report} or None
 
 
 def summarise(per_run: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
@@ -310,7 +300,6 @@ def score_runs(store: Path, runs: list[tuple[str, int | None]], cutoffs: tuple[s
 
     per_run = labelled(evaluate(scored, models=names))
     records = [json.loads((store / f"{name}.cost.json").read_text()) for name in names]
-    fit_reports = {r["run"]: r.get("fit_report") for r in records}
     costs = pd.DataFrame(records).drop(columns=["model", "seed", "fit_report"], errors="ignore")
     per_run = per_run.merge(costs, on="run")
     summary = summarise(per_run, tuple(METRICS))
@@ -325,7 +314,6 @@ def score_runs(store: Path, runs: list[tuple[str, int | None]], cutoffs: tuple[s
         "cells": len(forecasts),
         "summary": summary.to_dict(orient="records"),
         "runs": per_run.to_dict(orient="records"),
-        "fit_reports": fit_reports,
         "per_cutoff": labelled(evaluate(scored, models=names, by=CUTOFF)).to_dict(orient="records"),
         "by_history": labelled(evaluate(scored, models=names, by=HISTORY_SEGMENT)).to_dict(
             orient="records"

@@ -74,6 +74,7 @@ def test_online_retail_writes_the_panel_folder(
     out = tmp_path / "panel"
     assert call(["prepare", "online-retail", "--source", str(lines_file), "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
+        ".salesformer-out.json",  # the owner file: salesformer wrote this folder
         "items.parquet",
         "outliers.csv",
         "panel.json",
@@ -112,10 +113,12 @@ def test_online_retail_bad_checksum_keeps_the_old_folder(
     out = tmp_path / "panel"
     out.mkdir()
     (out / "panel.parquet").write_text("previous run")
+    owner = '{"written_by": "salesformer", "files": ["panel.parquet"]}'
+    (out / ".salesformer-out.json").write_text(owner)  # a folder an earlier run wrote
     argv = ["prepare", "online-retail", "--source", str(lines_file), "--out", str(out)]
     assert call([*argv, "--sha256", "0" * 64]) == 2
     assert_one_line_error(capsys, "sha256 mismatch", "--sha256")
-    assert [p.name for p in out.iterdir()] == ["panel.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == [".salesformer-out.json", "panel.parquet"]
     assert (out / "panel.parquet").read_text() == "previous run"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".panel")] == []
 
@@ -140,6 +143,7 @@ def test_csv_aggregates_and_builds_text(
     quality = json.loads((out / "quality.json").read_text())
     assert (quality["source_rows"], quality["aggregated_rows"], quality["freq"]) == (4, 3, "W-MON")
     assert sorted(p.name for p in out.iterdir()) == [
+        ".salesformer-out.json",  # the owner file: salesformer wrote this folder
         "items.parquet",
         "panel.json",
         "panel.parquet",

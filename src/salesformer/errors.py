@@ -33,3 +33,7 @@ class MissingExtraError(ImportError):
         )
         self.package = package
         self.extra = extra
+
+
+class OutputError(SalesformerError):
+    """An output path cannot be written without losing or mixing files (see ``_io``)."""

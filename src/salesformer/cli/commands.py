@@ -148,13 +148,14 @@ def backtest_command(
     items_per_part: int | None = ITEMS_PER_PART_OPTION,
 ) -> None:
     """Rolling-origin backtest of forecasters on a prepared panel (lm and auto included)."""
-    from salesformer._io import atomic_dir
+    from salesformer._io import check_output_dir
     from salesformer.cli.forecast import check_lm_options
     from salesformer.data.contract import Panel
     from salesformer.distributed.engine import check_engine_options
     from salesformer.models.registry import BASELINES, parse_settings, resolve_name
 
     names = [resolve_name(n) for n in _split(models)] or list(BASELINES)
+    check_output_dir(out)
     if min_history < 0 or active_within < 0:
         raise ConfigError(
             f"--min-history and --active-within must be >= 0; got {min_history}, {active_within}"
@@ -194,8 +195,7 @@ def backtest_command(
             encoder=encoder,
             overrides=overrides,
         )
-    with atomic_dir(out) as staging:
-        result.save(staging)
+    result.save(out)
     _metrics_table(
         result.metrics(),
         f"{len(result.series)} series, {len(result.forecasts)} cells, "
@@ -246,7 +246,7 @@ def demo_command(
     """
     from rich.console import Console
 
-    from salesformer._io import atomic_dir
+    from salesformer._io import atomic_dir, check_output_dir
     from salesformer.cli.forecast import check_lm_options, lm_report_line
     from salesformer.data.synthetic import generate_catalogue
     from salesformer.models.persist import save_model
@@ -254,6 +254,7 @@ def demo_command(
 
     if n_items < 10:
         raise ConfigError(f"--items must be at least 10; got {n_items}")
+    check_output_dir(out)
     if lang == "zh" and encoder is None:
         encoder = "multilingual-e5-small"  # the default MiniLM reads Chinese as unknown tokens
     check_lm_options([LM], finetune, encoder)
@@ -295,20 +296,24 @@ def demo_command(
         on=["item_id", "date"],
         how="left",
     )
-    with atomic_dir(out) as staging:
+    from salesformer.report import ReportSettings, write_report
+
+    with atomic_dir(out, kind="demo") as staging:
         panel.save(staging / "panel")
-        catalogue.truth.to_csv(staging / "panel" / "truth.csv", index=False)
+        catalogue.truth.to_csv(staging / "truth.csv", index=False)
         result.save(staging / "backtest")
         save_model(lm, staging / "model")
         new_items.to_csv(staging / "new_items.csv", index=False, date_format="%Y-%m-%d")
         forecasts.to_csv(staging / "new_item_forecasts.csv", index=False, date_format="%Y-%m-%d")
+        # written inside the staging folder, so the demo folder's owner file lists it too
+        write_report(
+            ReportSettings(
+                staging / "backtest", staging / "panel", staging / "model", title="salesformer demo"
+            ),
+            staging / "report.html",
+        )
+    report = out / "report.html"
     _new_items_table(new_items, forecasts)
-    from salesformer.report import ReportSettings, write_report
-
-    report = write_report(
-        ReportSettings(out / "backtest", out / "panel", out / "model", title="salesformer demo"),
-        out / "report.html",
-    )
     typer.echo(
         f"wrote {out}/panel (the prepared catalogue), {out}/backtest (forecasts, metrics), "
         f"{out}/model (the fitted LM), {out}/new_items.csv and {out}/new_item_forecasts.csv"

@@ -8,7 +8,6 @@ attribution method; ``--json`` writes the whole explanation.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +51,10 @@ def explain_command(
         raise ConfigError(f"--top must be >= 1; got {top}")
     if json_out is not None and json_out.suffix.lower() != ".json":
         raise ConfigError(f"--json must end in .json; got {str(json_out)!r}")
+    if json_out is not None:
+        from salesformer._io import check_output_file
+
+        check_output_file(json_out)
     model = load_model(model_dir)
     if horizon is not None and horizon < 1:
         raise ConfigError(f"--horizon must be >= 1; got {horizon}")
@@ -63,10 +66,10 @@ def explain_command(
     console = Console()
     _print(console, explanation, top)
     if json_out is not None:
-        from salesformer._io import atomic_file
+        from salesformer._io import atomic_file, json_text
 
         with atomic_file(json_out) as staging:
-            Path(staging).write_text(json.dumps(explanation.to_dict(), indent=2) + "\n")
+            Path(staging).write_text(json_text(explanation.to_dict()))
         console.print(f"wrote {json_out}")
 
 

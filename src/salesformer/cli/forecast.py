@@ -62,6 +62,15 @@ def table_suffix(path: Path, option: str) -> str:
     return suffix
 
 
+def check_table_out(path: Path) -> str:
+    """``--out`` for a table: its suffix, checked, and a writable file path (not a folder)."""
+    from salesformer._io import check_output_file
+
+    suffix = table_suffix(path, "--out")
+    check_output_file(path)
+    return suffix
+
+
 def read_table(path: Path, option: str) -> pd.DataFrame:
     """A CSV or Parquet file as a frame; CSV item ids stay text (``00123`` is not ``123``)."""
     import pandas as pd
@@ -207,11 +216,13 @@ def fit_command(
     ),
 ) -> None:
     """Fit a forecaster on a prepared panel and save it to a model folder."""
+    from salesformer._io import check_output_dir
     from salesformer.data.contract import Panel
     from salesformer.models.persist import save_model
     from salesformer.models.registry import build_model, parse_settings, resolve_name
 
     name = resolve_name(model)
+    check_output_dir(out)  # before training: a bad --out fails now, not after the fit
     check_lm_options([name], finetune, encoder)
     if horizon < 1:
         raise ConfigError(f"--horizon must be >= 1; got {horizon}")
@@ -277,7 +288,7 @@ def predict_command(
     from salesformer.distributed.engine import check_engine_options
     from salesformer.models.persist import load_model
 
-    table_suffix(out, "--out")
+    check_table_out(out)
     if check_engine_options(engine, ray_address, workers, items_per_part):
         if new_items is not None:
             raise ConfigError("--new-items runs on the local engine; drop --engine ray")

@@ -57,7 +57,7 @@ def inventory_command(
     seed: int = typer.Option(0, "--seed", help="Seed of the draws."),
 ) -> None:
     """Plan orders: safety stock, reorder point, order-up-to level and order per item."""
-    from salesformer.cli.forecast import read_table, table_suffix, write_table
+    from salesformer.cli.forecast import check_table_out, read_table, write_table
     from salesformer.decisions.inventory import (
         PLAN_QUANTILES,
         PlanSettings,
@@ -75,7 +75,7 @@ def inventory_command(
             "--forecast-model picks a model column of a --forecasts file; with --model the "
             "plan uses that model's own forecast: drop --forecast-model"
         )
-    table_suffix(out, "--out")
+    check_table_out(out)
     settings = PlanSettings(
         service_level=service_level,
         service_type=service_type,

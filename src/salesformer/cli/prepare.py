@@ -24,7 +24,10 @@ QUALITY_FILE = "quality.json"
 OUTLIERS_FILE = "outliers.csv"
 
 OutOption = Annotated[
-    Path, typer.Option("--out", help="Folder to write the panel to (created or updated).")
+    Path,
+    typer.Option(
+        "--out", help="Panel folder: new, empty, or a panel folder salesformer wrote (replaced)."
+    ),
 ]
 Sha256Option = Annotated[
     str | None, typer.Option("--sha256", help="Expected sha256 of the source file.")
@@ -42,7 +45,9 @@ def _split(value: str | None) -> list[str] | None:
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    from salesformer._io import json_text
+
+    path.write_text(json_text(json.loads(json.dumps(payload, default=str))))
 
 
 def _print_summary(table: Any, out: Path, files: list[str]) -> None:
@@ -71,11 +76,12 @@ def online_retail_command(
     cache_dir: CacheDirOption = None,
 ) -> None:
     """Prepare UCI Online Retail II invoice lines as a weekly panel (the benchmark protocol)."""
-    from salesformer._io import atomic_dir
+    from salesformer._io import atomic_dir, check_output_dir
     from salesformer.data.online_retail import prepare_online_retail
 
+    check_output_dir(out)
     panel, report = prepare_online_retail(source, cache_dir=cache_dir, sha256=sha256)
-    with atomic_dir(out) as staging:
+    with atomic_dir(out, kind="panel") as staging:
         panel.save(staging)
         _write_json(staging / QUALITY_FILE, {"source": source, **report.to_dict()})
         report.outliers.to_csv(staging / OUTLIERS_FILE, index=False)
@@ -92,11 +98,12 @@ def stallion_command(
     cache_dir: CacheDirOption = None,
 ) -> None:
     """Prepare the Stallion beverage data as a monthly agency x SKU panel with prices."""
-    from salesformer._io import atomic_dir
+    from salesformer._io import atomic_dir, check_output_dir
     from salesformer.data.stallion import prepare_stallion
 
+    check_output_dir(out)
     panel, report = prepare_stallion(source, cache_dir=cache_dir, sha256=sha256)
-    with atomic_dir(out) as staging:
+    with atomic_dir(out, kind="panel") as staging:
         panel.save(staging)
         _write_json(staging / QUALITY_FILE, {"source": source, **report.to_dict()})
     _print_summary(report.as_table(), out, [*_panel_files(panel), QUALITY_FILE])
@@ -141,9 +148,10 @@ def csv_command(
     ] = "error",
 ) -> None:
     """Prepare your own sales file (and items file) as a validated panel."""
-    from salesformer._io import atomic_dir
+    from salesformer._io import atomic_dir, check_output_dir
     from salesformer.data.csv_loader import prepare_csv
 
+    check_output_dir(out)
     panel = prepare_csv(
         sales,
         items_path=items,
@@ -168,7 +176,7 @@ def csv_command(
         "last_date": str(panel.last_date.date()),
         **panel.report,
     }
-    with atomic_dir(out) as staging:
+    with atomic_dir(out, kind="panel") as staging:
         panel.save(staging)
         _write_json(staging / QUALITY_FILE, quality)
     _print_summary(_quality_table(quality), out, [*_panel_files(panel), QUALITY_FILE])

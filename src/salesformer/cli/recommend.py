@@ -70,7 +70,7 @@ def recommend_command(
     """Recommend items per customer from invoice lines (lines without a customer are left out)."""
     import pandas as pd
 
-    from salesformer.cli.forecast import table_suffix
+    from salesformer.cli.forecast import check_table_out
     from salesformer.decisions.recommend import (
         Recommender,
         RecommendSettings,
@@ -78,7 +78,7 @@ def recommend_command(
     )
     from salesformer.decisions.recommend_data import TIMESTAMP, read_customer_purchases
 
-    table_suffix(out, "--out")
+    check_table_out(out)
     if k < 1:
         raise ConfigError(f"--k must be >= 1; got {k}")
     chosen = _parse_customers(customers)

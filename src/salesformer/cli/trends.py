@@ -104,13 +104,14 @@ def trends_command(
 
     Without --model or --forecasts, a LightGBM model is fitted on the panel for the forecast.
     """
-    from salesformer._io import atomic_dir
+    from salesformer._io import atomic_dir, check_output_dir
     from salesformer.cli.forecast import table_suffix
     from salesformer.data.contract import Panel
     from salesformer.decisions.themes import ThemeSettings, find_themes
     from salesformer.decisions.trends import TrendSettings, analyze_trends, group_table
     from salesformer.decisions.trends_plot import plot_history, plot_seasonality
 
+    check_output_dir(out)
     if model_dir is not None and forecasts is not None:
         raise ConfigError(
             f"give --model or --forecasts, not both; got --model {model_dir} and "
@@ -130,7 +131,7 @@ def trends_command(
     found = find_themes(data, theme_settings)  # first: it checks that items have texts
     forecast, source = _forecast(data, model_dir, forecasts, horizon)
     report = analyze_trends(data, group_table(data, found.assignment), forecast, trend_settings)
-    with atomic_dir(out) as staging:
+    with atomic_dir(out, kind="trends") as staging:
         found.assignment.to_csv(staging / "themes.csv", index=False)
         report.table.to_csv(staging / "trends.csv", index=False)
         report.write_json(staging / "trends.json")

@@ -65,9 +65,14 @@ def whatif_command(
     ),
 ) -> None:
     """Forecast a price/promotion scenario next to the baseline: uplift in units and revenue."""
-    from salesformer.cli.forecast import model_horizon, read_table, table_suffix, write_table
+    from salesformer.cli.forecast import (
+        check_table_out,
+        model_horizon,
+        read_table,
+        write_table,
+    )
 
-    table_suffix(out, "--out")
+    check_table_out(out)
     change = parse_change(price_change) if price_change is not None else None
     if scenario is None and change is None and not (promotion and promotion.strip()):
         raise ConfigError(

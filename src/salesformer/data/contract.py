@@ -26,6 +26,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from salesformer._io import atomic_dir
 from salesformer._version import __version__
 from salesformer.errors import DataValidationError
 
@@ -191,19 +192,23 @@ class Panel:
         return self.sales.groupby(ITEM_ID, sort=True)[DATE].size()
 
     def save(self, folder: str | Path) -> Path:
-        """Write the panel to ``folder`` as ``panel.parquet``, ``items.parquet``, ``panel.json``."""
+        """Write the panel to ``folder`` as ``panel.parquet``, ``items.parquet``, ``panel.json``.
+
+        The folder is written as a whole (:func:`salesformer._io.atomic_dir`): it must be new,
+        empty or a folder salesformer wrote, and no file of an earlier panel is left in it.
+        """
         out = Path(folder)
-        out.mkdir(parents=True, exist_ok=True)
-        self.sales.to_parquet(out / _PANEL_FILE, index=False)
-        if self.items is not None:
-            self.items.to_parquet(out / _ITEMS_FILE, index=False)
         meta = {
             "freq": self.freq,
             "known_future": list(self.known_future),
             "past_only": list(self.past_only),
             "salesformer_version": __version__,
         }
-        (out / _META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        with atomic_dir(out, kind="panel") as staging:
+            self.sales.to_parquet(staging / _PANEL_FILE, index=False)
+            if self.items is not None:
+                self.items.to_parquet(staging / _ITEMS_FILE, index=False)
+            (staging / _META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         return out
 
     @classmethod
@@ -317,6 +322,13 @@ def parse_numbers(raw: pd.Series, column: str) -> pd.Series:
 
 def _coerce_numeric(frame: pd.DataFrame, column: str) -> pd.Series:
     values = parse_numbers(frame[column], column)
+    infinite = np.isinf(values.to_numpy(dtype=float, na_value=np.nan))
+    if infinite.any():
+        raise DataValidationError(
+            f"column {column!r}: {int(infinite.sum())} of {len(values)} values are infinite, "
+            f"e.g. {_examples(values[infinite].unique())}; every value must be a finite "
+            "number: fix or drop those rows"
+        )
     if values.isna().any():
         n = int(values.isna().sum())
         raise DataValidationError(

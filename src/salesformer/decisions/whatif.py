@@ -224,6 +224,27 @@ def _link_prices(
     future.loc[discount_only, PRICE] = new_price[discount_only]
 
 
+def _check_plan_values(future: pd.DataFrame, known: tuple[str, ...]) -> None:
+    """Refuse plans no shop can run: non-finite values, negative prices or discounts."""
+    for column in known:
+        values = future[column].to_numpy(dtype=float)
+        bad = ~np.isfinite(values)
+        rule = "finite"
+        if column in (PRICE, PRICE_REGULAR, DISCOUNT):
+            bad |= values < 0
+            rule = "finite and >= 0"
+        if column == DISCOUNT:
+            bad |= values >= 1
+            rule = "in [0, 1) (0.2 is 20% off)"
+        if bad.any():
+            first = future.loc[bad, [ITEM_ID, DATE]].iloc[0]
+            raise DataValidationError(
+                f"scenario: {column!r} must be {rule}; got {values[bad][0]!r} for item "
+                f"{first[ITEM_ID]!r} on {pd.Timestamp(first[DATE]).date()} "
+                f"({int(bad.sum())} cells in all); fix the scenario's {column} values"
+            )
+
+
 def apply_scenario(
     model: Forecaster, baseline: pd.DataFrame, scenario: Scenario
 ) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -256,6 +277,7 @@ def apply_scenario(
     if scenario.changes is not None:
         _apply_table(future, scenario.changes, known, changed)
     _link_prices(future, baseline, changed, known)
+    _check_plan_values(future, known)
     promotions: dict[str, str] = {}
     if scenario.promotion and scenario.promotion.strip():
         promotions = dict.fromkeys(future[ITEM_ID].unique(), scenario.promotion.strip())

@@ -10,7 +10,6 @@ period is at least ``min_history`` periods before the cutoff and that sold at le
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from salesformer._io import atomic_dir, json_text
 from salesformer.data.contract import ACTUAL, CUTOFF, DATE, ITEM_ID, SALES, Panel
 from salesformer.errors import ConfigError
 from salesformer.evaluation.metrics import SCALE_MAE, SCALE_MSE, evaluate
@@ -52,11 +52,11 @@ class BacktestResult:
 
     def save(self, folder: str | Path) -> None:
         """Write ``forecasts.parquet``, ``series.parquet`` and ``metrics.json`` to ``folder``."""
-        out = Path(folder)
-        out.mkdir(parents=True, exist_ok=True)
-        self.forecasts.to_parquet(out / "forecasts.parquet", index=False)
-        self.series.to_parquet(out / "series.parquet", index=False)
-        (out / "metrics.json").write_text(json.dumps(self.summary(), indent=2) + "\n")
+        summary = json_text(self.summary())
+        with atomic_dir(folder, kind="backtest") as staging:
+            self.forecasts.to_parquet(staging / "forecasts.parquet", index=False)
+            self.series.to_parquet(staging / "series.parquet", index=False)
+            (staging / "metrics.json").write_text(summary)
 
     def summary(self) -> dict[str, object]:
         """JSON-ready summary: settings, overall and segment metrics, timings."""

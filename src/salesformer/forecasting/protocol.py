@@ -94,6 +94,14 @@ def resolve_future(panel: Panel, horizon: int, future: pd.DataFrame | None) -> p
     given[ITEM_ID] = given[ITEM_ID].astype(str)
     given[DATE] = pd.to_datetime(given[DATE])
     given = given.drop_duplicates([ITEM_ID, DATE], keep="last")
+    for column in columns:
+        values = pd.to_numeric(given[column], errors="coerce").to_numpy(dtype=float)
+        infinite = np.isinf(values)
+        if infinite.any():
+            raise DataValidationError(
+                f"future covariates: column {column!r} holds {int(infinite.sum())} infinite "
+                "values; give finite numbers for every item and date of the horizon"
+            )
     merged = grid.merge(given, on=[ITEM_ID, DATE], how="left")
     if columns:
         absent = merged[columns].isna().any(axis=1)
@@ -230,12 +238,12 @@ class Forecaster(ABC):
             "format": FORMAT,
         }
         target = Path(folder)
-        with atomic_dir(target) as staging:
+        with atomic_dir(target, kind="model") as staging:
             self.panel_.save(staging / PANEL_DIR)
             state = self.save_state(staging)
             if state is not None:
                 config["state"] = state
-            (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+            (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, allow_nan=False) + "\n")
         return target
 
     def save_state(self, folder: Path) -> dict[str, Any] | None:

@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from salesformer._io import atomic_file
+from salesformer._io import atomic_file, check_output_file
 from salesformer.errors import ConfigError
 from salesformer.report.accuracy import (
     calibration_section,
@@ -74,6 +74,7 @@ def write_report(settings: ReportSettings, out: str | Path) -> Path:
             f"the report is an HTML file; --out must end in .html; got {str(path)!r}; "
             f"e.g. --out {path.with_suffix('.html').name}"
         )
+    check_output_file(path)  # before the work of building the page
     text = build_report(settings)
     with atomic_file(path) as staging:
         staging.write_text(text, encoding="utf-8")

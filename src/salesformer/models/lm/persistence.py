@@ -43,7 +43,7 @@ def save_lm(model: LMForecaster, folder: str | Path) -> Path:
     from safetensors.torch import save_file as save_torch
 
     target = Path(folder)
-    with atomic_dir(target) as staging:
+    with atomic_dir(target, kind="model") as staging:
         save_torch(cpu_state(model.head_.state_dict()), str(staging / HEAD_FILE))
         save_file(
             {"vectors": np.ascontiguousarray(model.item_vectors_, dtype=np.float32)},
@@ -72,7 +72,7 @@ def save_lm(model: LMForecaster, folder: str | Path) -> Path:
             "fit_report": jsonable(model.fit_report_, model.name),
             "versions": library_versions(),
         }
-        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, allow_nan=False) + "\n")
         if tensorboard_available():
             write_history(model.fit_report_, staging / LOG_DIR)
     return target

@@ -252,7 +252,14 @@ def test_cli_writes_themes_trends_and_plots(
     code = invoke([*args, "--themes", "4", "--season-weight", "1", "--out", str(out)])
     assert code == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == [".salesformer-out.json", "seasonality.png", "themes.csv", "trends.csv", "trends.json", "trends.png"]
+    assert names == [
+        ".salesformer-out.json",
+        "seasonality.png",
+        "themes.csv",
+        "trends.csv",
+        "trends.json",
+        "trends.png",
+    ]
     themes = pd.read_csv(out / "themes.csv")
     assert len(themes) == 120 and themes["theme"].nunique() == 4
     trends = pd.read_csv(out / "trends.csv")

@@ -23,6 +23,10 @@ class NotFittedError(SalesformerError, AttributeError):
     """A model was asked to predict before ``fit`` was called."""
 
 
+class DataQualityWarning(UserWarning):
+    """The input is usable but weaker than it looks (the CLI prints it as one line)."""
+
+
 class MissingExtraError(ImportError):
     """An optional part of salesformer was used without its extra installed."""
 

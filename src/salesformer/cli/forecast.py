@@ -76,13 +76,34 @@ def read_table(path: Path, option: str) -> pd.DataFrame:
     import pandas as pd
 
     from salesformer.data.contract import ITEM_ID
+    from salesformer.errors import DataValidationError
 
     suffix = table_suffix(path, option)
     if not path.is_file():
         raise FileNotFoundError(f"{option}: no such file {str(path)!r}")
-    if suffix == ".csv":
-        return pd.read_csv(path, dtype={ITEM_ID: str})
-    return pd.read_parquet(path)
+    kind = "CSV" if suffix == ".csv" else "Parquet"
+    try:
+        if suffix == ".csv":
+            frame = pd.read_csv(path, dtype={ITEM_ID: str})
+        else:
+            frame = pd.read_parquet(path)
+    except pd.errors.EmptyDataError as exc:
+        raise DataValidationError(
+            f"{option}: {str(path)!r} is empty (no header, no rows); give a {kind} file with a "
+            "header row and at least one row"
+        ) from exc
+    except Exception as exc:  # parsers raise many unrelated types; report them all the same way
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise DataValidationError(
+            f"{option}: could not read {str(path)!r} as {kind} ({type(exc).__name__}: "
+            f"{first[:120]}); check that the file is valid {kind}"
+        ) from exc
+    if frame.empty:
+        raise DataValidationError(
+            f"{option}: {str(path)!r} has no rows (columns {list(frame.columns)[:8]}); "
+            "give at least one row"
+        )
+    return frame
 
 
 def write_table(frame: pd.DataFrame, path: Path) -> None:

@@ -22,7 +22,7 @@ from salesformer.cli.report import report_command
 from salesformer.cli.serve import serve_command
 from salesformer.cli.trends import trends_command
 from salesformer.cli.whatif import whatif_command
-from salesformer.errors import MissingExtraError, SalesformerError
+from salesformer.errors import DataQualityWarning, MissingExtraError, SalesformerError
 
 app = typer.Typer(
     name="salesformer",
@@ -60,10 +60,30 @@ def main(
     """Forecast product sales for online shops, evaluate honestly, decide."""
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: object = None,
+    line: str | None = None,
+) -> None:
+    """Data-quality warnings as one line on stderr; any other warning as Python shows it."""
+    if issubclass(category, DataQualityWarning):
+        typer.echo(f"warning: {str(message).splitlines()[0]}", err=True)
+        return
+    _python_showwarning(message, category, filename, lineno, file, line)  # type: ignore[arg-type]
+
+
+_python_showwarning = warnings.showwarning
+
+
 def run(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     # Deprecation notices between torch, transformers and peft are not the user's to act on.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers(\.|$)")
+    warnings.simplefilter("always", DataQualityWarning)
+    warnings.showwarning = _show_warning
     try:
         app(args=argv, prog_name="salesformer", standalone_mode=True)
     except (SalesformerError, MissingExtraError, FileNotFoundError) as exc:

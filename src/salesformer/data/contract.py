@@ -164,7 +164,13 @@ class Panel:
 
     def future_dates(self, after: pd.Timestamp, horizon: int) -> pd.DatetimeIndex:
         """The ``horizon`` periods that follow ``after``."""
-        return pd.date_range(pd.Timestamp(after) + self.offset, periods=horizon, freq=self.freq)
+        try:
+            return pd.date_range(pd.Timestamp(after) + self.offset, periods=horizon, freq=self.freq)
+        except (OverflowError, pd.errors.OutOfBoundsDatetime) as exc:
+            raise DataValidationError(
+                f"{horizon} periods of {self.freq} after {pd.Timestamp(after).date()} go past "
+                "the last date pandas can hold (2262); ask for fewer periods"
+            ) from exc
 
     def until(self, cutoff: str | pd.Timestamp) -> Panel:
         """The panel as it was known at ``cutoff`` (rows dated on or before it).

@@ -46,6 +46,7 @@ from salesformer.errors import ConfigError, DataValidationError, NotFittedError
 from salesformer.forecasting.protocol import (
     DEFAULT_QUANTILES,
     Forecaster,
+    check_horizon,
     check_quantiles,
     quantile_column,
     resolve_future,
@@ -346,8 +347,7 @@ def what_if(
     """
     known = _model_columns(model)
     levels = check_quantiles(quantiles)
-    if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer) or horizon < 1:
-        raise ConfigError(f"horizon must be a whole number >= 1; got {horizon!r}")
+    check_horizon(horizon)
     plan = resolve_future(model.panel_, int(horizon), baseline)
     plan = plan[[ITEM_ID, DATE, *known]].reset_index(drop=True)
     future, promotions = apply_scenario(model, plan, scenario)

@@ -44,6 +44,7 @@ from salesformer.errors import ConfigError
 from salesformer.forecasting.protocol import (
     DEFAULT_QUANTILES,
     Forecaster,
+    check_horizon,
     check_quantiles,
     fitted_horizon,
 )
@@ -157,8 +158,7 @@ def _prepared_job(model_dir: str | Path, horizon: int | None) -> tuple[int, list
     """
     model = load_for_workers(model_dir)
     steps = fitted_horizon(model) if horizon is None else horizon
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ConfigError(f"horizon must be a whole number >= 1; got {steps!r}")
+    check_horizon(steps)
     if isinstance(model, _StatsForecastModel):
         calibrate = getattr(model, "intervals", None) == "conformal"
         return steps, [model], forecast_items_part, calibrate

@@ -22,7 +22,7 @@ from salesformer._io import atomic_dir, json_text
 from salesformer.data.contract import ACTUAL, CUTOFF, DATE, ITEM_ID, SALES, Panel
 from salesformer.errors import ConfigError
 from salesformer.evaluation.metrics import SCALE_MAE, SCALE_MSE, evaluate
-from salesformer.forecasting.protocol import DEFAULT_QUANTILES, Forecaster
+from salesformer.forecasting.protocol import DEFAULT_QUANTILES, Forecaster, check_horizon
 
 #: ``progress(description, advance)`` callback; the CLI passes a rich progress bar.
 ProgressHook = Callable[[str], None]
@@ -97,14 +97,18 @@ def resolve_cutoffs(
 ) -> list[pd.Timestamp]:
     """Explicit cutoffs, checked; or ``n_windows`` cutoffs ``step`` periods apart ending so
     that the last window ends on the panel's last date."""
-    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
-        raise ConfigError(f"horizon must be a whole number >= 1; got {horizon!r}")
+    check_horizon(horizon)
     dates = panel.dates
+    if horizon >= len(dates):
+        raise ConfigError(
+            f"horizon {horizon} leaves no history: the panel has {len(dates)} periods "
+            f"({dates[0].date()} .. {dates[-1].date()}); use a horizon below {len(dates)}"
+        )
     last_allowed = dates[-1] - horizon * panel.offset
     if cutoffs:
         if n_windows is not None:
             raise ConfigError("give either cutoffs or n_windows, not both")
-        stamps = sorted({pd.Timestamp(c) for c in cutoffs})
+        stamps = sorted({_cutoff_date(c) for c in cutoffs})
         not_dates = [str(c.date()) for c in stamps if c not in dates]
         if not_dates:
             raise ConfigError(
@@ -131,6 +135,20 @@ def resolve_cutoffs(
             f"than the panel's {len(dates)} periods; use fewer windows or a smaller step"
         )
     return sorted(dates[p] for p in positions)
+
+
+def _cutoff_date(value: str | pd.Timestamp) -> pd.Timestamp:
+    """A cutoff as a date; :class:`ConfigError` for text that is not one."""
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ConfigError(
+            f"cutoff {str(value)!r} is not a date; give ISO dates such as 2023-06-26, "
+            "comma-separated (--cutoffs 2023-05-29,2023-06-26)"
+        ) from exc
+    if pd.isna(stamp):
+        raise ConfigError(f"cutoff {str(value)!r} is not a date; give ISO dates such as 2023-06-26")
+    return stamp
 
 
 def _intermittency(history: pd.DataFrame) -> pd.Series:

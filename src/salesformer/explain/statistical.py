@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 
 from salesformer.data.contract import DATE, ITEM_ID, SALES
-from salesformer.errors import ConfigError, DataValidationError, NotFittedError
+from salesformer.errors import DataValidationError, NotFittedError
 from salesformer.explain.result import COMPONENT_COLUMNS, Explanation, unknown_item
+from salesformer.forecasting.protocol import check_horizon
 
 Row = tuple[str, int, float, str]
 
@@ -47,8 +48,7 @@ def explain_statistical(
     horizon = 8 if horizon is None else horizon
     if not hasattr(model, "fitted_"):
         raise NotFittedError(f"{model.name} is not fitted yet; call .fit(panel) before explaining")
-    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
-        raise ConfigError(f"horizon must be a whole number >= 1; got {horizon!r}")
+    check_horizon(horizon)
     item_id = str(item_id)
     panel = model.panel_
     sales = panel.sales[panel.sales[ITEM_ID].astype(str) == item_id].sort_values(DATE)

@@ -21,14 +21,14 @@ import pandas as pd
 
 from salesformer.data.contract import ITEM_ID
 from salesformer.data.features import LOG_SCALE, STEP, build_features
-from salesformer.errors import ConfigError, NotFittedError
+from salesformer.errors import NotFittedError
 from salesformer.explain.result import (
     ATTRIBUTION_COLUMNS,
     Explanation,
     completeness,
     unknown_item,
 )
-from salesformer.forecasting.protocol import resolve_future
+from salesformer.forecasting.protocol import check_horizon, resolve_future
 
 _HISTORY_PREFIXES = ("lag_", "mean_", "std_", "zero_share_")
 _HISTORY_NAMES = ("since_sale", "age", "history")
@@ -84,8 +84,7 @@ def explain_lightgbm(
     if not hasattr(model, "boosters_"):
         raise NotFittedError(f"{model.name} is not fitted yet; call .fit(panel) before explaining")
     horizon = model.max_horizon if horizon is None else horizon
-    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
-        raise ConfigError(f"horizon must be a whole number >= 1; got {horizon!r}")
+    check_horizon(horizon)
     item_id = str(item_id)
     ids = np.asarray(model.panel_.item_ids).astype(str)
     if item_id not in set(ids):

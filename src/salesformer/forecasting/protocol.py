@@ -117,6 +117,25 @@ def resolve_future(panel: Panel, horizon: int, future: pd.DataFrame | None) -> p
     return merged
 
 
+#: The longest horizon any forecast may ask for (in periods): 1000 weeks is 19 years, 1000 days
+#: almost 3 years. It bounds the rows and dates a request can make.
+MAX_HORIZON = 1000
+
+
+def check_horizon(horizon: object, name: str = "horizon") -> int:
+    """``horizon`` as an int in [1, MAX_HORIZON]; :class:`ConfigError` otherwise."""
+    if (
+        isinstance(horizon, bool)
+        or not isinstance(horizon, int | np.integer)
+        or not 1 <= horizon <= MAX_HORIZON
+    ):
+        raise ConfigError(
+            f"{name} must be a whole number from 1 to {MAX_HORIZON}; got {horizon!r}; "
+            "give the number of periods to forecast, e.g. 8"
+        )
+    return int(horizon)
+
+
 def fitted_horizon(model: Forecaster, default: int = 8) -> int:
     """The horizon ``model`` was fitted for (``horizon`` or ``max_horizon``), else ``default``."""
     for setting in ("horizon", "max_horizon"):
@@ -184,8 +203,7 @@ class Forecaster(ABC):
             raise NotFittedError(
                 f"{type(self).__name__} is not fitted yet; call .fit(panel) before .predict()"
             )
-        if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer) or horizon < 1:
-            raise ConfigError(f"horizon must be a whole number >= 1; got {horizon!r}")
+        check_horizon(horizon)
         levels = check_quantiles(quantiles)
         covariates = resolve_future(self.panel_, int(horizon), future)
         raw = self._predict(int(horizon), covariates, levels)

@@ -40,6 +40,7 @@ from salesformer.errors import ConfigError, DataValidationError, NotFittedError
 from salesformer.forecasting.protocol import (
     DEFAULT_QUANTILES,
     Forecaster,
+    check_horizon,
     check_quantiles,
     quantile_column,
     resolve_future,
@@ -211,8 +212,7 @@ class LMForecaster(LMSettings, FittedLM, Forecaster):
         return self._frame(frame[ITEM_ID].to_numpy(), dates, values, levels)
 
     def check_horizon(self, horizon: int) -> None:
-        if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer) or horizon < 1:
-            raise ConfigError(f"horizon must be a whole number >= 1; got {horizon!r}")
+        check_horizon(horizon)
         if horizon > self.horizon:
             raise ConfigError(
                 f"the LM forecaster was fitted for horizon {self.horizon} and cannot forecast "

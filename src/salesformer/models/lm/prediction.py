@@ -10,16 +10,17 @@ forecast of an item is the same number, bit for bit, whichever of them computes 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from salesformer.data.contract import ITEM_ID, TEXT
-from salesformer.errors import DataValidationError
+from salesformer.errors import DataQualityWarning, DataValidationError
 from salesformer.forecasting.protocol import tidy_forecast_values
 from salesformer.models.lm.samples import Samples, Wide, build_samples, growth_level
-from salesformer.text.encoder import import_torch
+from salesformer.text.encoder import import_torch, item_texts
 
 if TYPE_CHECKING:
     from salesformer.models.lm.forecaster import LMForecaster
@@ -175,6 +176,11 @@ def check_new_items(new_items: pd.DataFrame) -> pd.DataFrame:
             f"new items need a '{TEXT}' column (or title/description); got "
             f"{list(new_items.columns)}"
         )
+    if new_items.empty:
+        raise DataValidationError(
+            f"new items: the table has no rows (columns {list(new_items.columns)}); give one "
+            "row per new product"
+        )
     frame = new_items.copy()
     frame[ITEM_ID] = frame[ITEM_ID].astype(str)
     duplicated = frame[ITEM_ID][frame[ITEM_ID].duplicated()].unique()
@@ -185,7 +191,23 @@ def check_new_items(new_items: pd.DataFrame) -> pd.DataFrame:
         )
     frame["price"] = _new_prices(frame)
     frame["launch_date"] = _new_launch_dates(frame)
+    _warn_without_text(frame)
     return frame.reset_index(drop=True)
+
+
+def _warn_without_text(frame: pd.DataFrame) -> None:
+    """A :class:`DataQualityWarning` naming the new items with no text (read as their id)."""
+    texts = item_texts(frame)
+    blank = [str(i) for i, t in texts.items() if not str(t).strip()]
+    if blank:
+        shown = ", ".join(repr(i) for i in blank[:5]) + (", ..." if len(blank) > 5 else "")
+        warnings.warn(
+            f"{len(blank)} of {len(frame)} new items have no text ({shown}); they are "
+            "forecast from price and launch date with their id as text: give a title or "
+            "description",
+            DataQualityWarning,
+            stacklevel=3,
+        )
 
 
 def _new_prices(frame: pd.DataFrame) -> pd.Series:
@@ -198,9 +220,11 @@ def _new_prices(frame: pd.DataFrame) -> pd.Series:
             f"new items: price must be a number; got {list(bad.head(3))}; "
             "leave it empty when unknown"
         )
-    if (price < 0).any():
+    if (price < 0).any() or np.isinf(price).any():
+        bad_values = price[(price < 0) | np.isinf(price)]
         raise DataValidationError(
-            f"new items: price must be >= 0; got {list(price[price < 0].head(3))}"
+            f"new items: price must be a finite number >= 0; got {list(bad_values.head(3))}; "
+            "leave it empty when unknown"
         )
     return price.astype(float)
 

@@ -29,6 +29,7 @@ from salesformer.forecasting.saved import (
     PANEL_DIR,
     jsonable,
     library_versions,
+    read_json_config,
 )
 
 DEFAULT_QUANTILES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -274,11 +275,35 @@ class Forecaster(ABC):
 
     @classmethod
     def load(cls, folder: str | Path) -> Self:
-        """Read a model written by :meth:`save`; it forecasts as the saved one did."""
+        """Read a model written by :meth:`save`; it forecasts as the saved one did.
+
+        The settings are checked (known names, declared ranges) before anything is built.
+        """
         path = Path(folder)
-        config = json.loads((path / CONFIG_FILE).read_text())
-        model = cls(**cls.coerce_settings(config.get("params") or {}))
+        hint = "refit the model with 'salesformer fit', or restore the folder from a backup"
+        config = read_json_config(path / CONFIG_FILE, hint)
+        model = cls.from_saved_params(config.get("params") or {}, path / CONFIG_FILE, hint)
         model.restore_state(Panel.load(path / PANEL_DIR), path, config)
+        return model
+
+    @classmethod
+    def from_saved_params(cls, params: Any, where: Path, hint: str) -> Self:
+        """An unfitted model from a saved folder's ``params``, checked; ConfigError if bad."""
+        if not isinstance(params, dict):
+            raise ConfigError(
+                f"{str(where)!r}: params must be an object; got {type(params).__name__}; {hint}"
+            )
+        if dataclasses.is_dataclass(cls):
+            known = {f.name for f in dataclasses.fields(cls) if f.init}
+            unknown = sorted(set(params) - known)
+            if unknown:
+                raise ConfigError(f"{str(where)!r}: unknown settings {unknown[:5]}; {hint}")
+        try:
+            model = cls(**cls.coerce_settings(params))
+            model.check_params()
+        except (ConfigError, TypeError, ValueError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(f"{str(where)!r}: params: {first}; {hint}") from exc
         return model
 
     def restore_state(self, panel: Panel, folder: Path, config: dict[str, Any]) -> None:

@@ -6,8 +6,10 @@ A saved model is a folder with ``config.json`` (``model``, ``params``, ``version
 
 from __future__ import annotations
 
+import json
 import math
 import platform
+import struct
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,3 +55,109 @@ def jsonable(value: Any, model: str, key: str = "") -> Any:
         f"cannot save {model}: setting {key!r} is a {type(value).__name__} ({value!r}), which "
         "JSON cannot hold; give numbers, strings, booleans, lists or dicts"
     )
+
+
+#: Bytes per element of the safetensors dtypes salesformer writes or reads.
+_DTYPE_BYTES = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+}
+#: A safetensors header larger than this is not one salesformer wrote.
+_MAX_HEADER = 100 * 2**20
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def read_json_config(path: Path, hint: str) -> dict[str, Any]:
+    """A JSON object from ``path``, strictly: no ``NaN`` or ``Infinity``, a dict at the top.
+
+    Raises:
+        ConfigError: a missing, unreadable or malformed file, with ``hint`` as the fix.
+    """
+    if not path.is_file():
+        raise ConfigError(f"{str(path)!r} is missing; {hint}")
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{str(path)!r} is not valid JSON ({first[:120]}); {hint}") from exc
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{str(path)!r} must hold a JSON object; got a {type(value).__name__}; {hint}"
+        )
+    return value
+
+
+def safetensors_shapes(path: Path, hint: str) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes of a safetensors file, after checking that the file is whole.
+
+    Only the header is read: each tensor must have a known dtype, a shape of non-negative
+    sizes and a byte range that matches it, and the ranges must tile the data to the end of
+    the file (a truncated or padded file is refused).
+
+    Raises:
+        ConfigError: a missing, truncated or malformed file, with ``hint`` as the fix.
+    """
+    if not path.is_file():
+        raise ConfigError(f"{str(path)!r} is missing; {hint}")
+    size = path.stat().st_size
+
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"{str(path)!r} is not a whole safetensors file ({why}); {hint}")
+
+    with path.open("rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            raise bad(f"{size} bytes, too short for a header")
+        length = struct.unpack("<Q", head)[0]
+        if length > min(_MAX_HEADER, size - 8):
+            raise bad(f"header of {length} bytes in a file of {size}")
+        try:
+            header = json.loads(handle.read(length), parse_constant=_refuse_constant)
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise bad("the header is not JSON") from exc
+    if not isinstance(header, dict):
+        raise bad("the header is not a JSON object")
+    shapes: dict[str, tuple[int, ...]] = {}
+    spans: list[tuple[int, int]] = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(entry, dict):
+            raise bad(f"tensor {name!r} has no description")
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if dtype not in _DTYPE_BYTES:
+            raise bad(f"tensor {name!r} has an unknown dtype {dtype!r}")
+        if not isinstance(shape, list) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
+        ):
+            raise bad(f"tensor {name!r} has a bad shape {shape!r}")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+        ):
+            raise bad(f"tensor {name!r} has bad data offsets {offsets!r}")
+        start, end = offsets
+        if end - start != math.prod(shape) * _DTYPE_BYTES[dtype]:
+            raise bad(f"tensor {name!r}: {end - start} bytes for shape {shape} of {dtype}")
+        shapes[str(name)] = tuple(shape)
+        spans.append((start, end))
+    position = 0
+    for start, end in sorted(spans):
+        if start != position:
+            raise bad("the tensors' byte ranges overlap or leave gaps")
+        position = end
+    if position != size - 8 - length:
+        raise bad(f"the tensors need {position} bytes of data, the file holds {size - 8 - length}")
+    return shapes

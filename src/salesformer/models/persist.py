@@ -25,7 +25,6 @@ Nothing is pickled; folders are written atomically (:func:`salesformer._io.atomi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from salesformer.forecasting.saved import (
     CONFIG_FILE,
     FORMAT,
     PANEL_DIR,
+    read_json_config,
 )
 from salesformer.models.registry import (
     available_models,
@@ -93,11 +93,8 @@ def read_config(folder: Path) -> dict[str, Any]:
         raise ConfigError(
             f"{str(folder)!r} is not a saved model: no {CONFIG_FILE} (found {found}); {hint}"
         )
-    try:
-        config = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{str(config_path)!r} is not valid JSON ({exc}); {hint}") from exc
-    if not isinstance(config, dict) or "model" not in config:
+    config = read_json_config(config_path, hint)
+    if "model" not in config:
         raise ConfigError(f"{str(config_path)!r} names no model; {hint}")
     if str(config["model"]) not in available_models():
         raise ConfigError(

@@ -47,6 +47,12 @@ _E5_ALIASES = {"multilingual-e5-small", "intfloat/multilingual-e5-small", "e5"}
 DEFAULT_MAX_LENGTH = 64
 
 
+def is_packaged_encoder(name: str) -> bool:
+    """Whether ``name`` is an encoder shipped in a package (MiniLM, multilingual-e5-small)."""
+    alias = str(name).strip().lower()
+    return alias in _BUNDLED_ALIASES or alias in _E5_ALIASES
+
+
 def import_torch() -> Any:
     """``torch``, or a :class:`MissingExtraError` naming the ``lm`` extra."""
     try:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,18 +22,22 @@ from salesformer.errors import ConfigError, NotFittedError
 from salesformer.forecasting.saved import CONFIG_FILE, PANEL_DIR, jsonable, library_versions
 from salesformer.models.lm.calibration import QuantileCalibration
 from salesformer.models.lm.encoding import cpu_state, import_peft
+from salesformer.models.lm.folder import (
+    ADAPTER_DIR,
+    BASE_ENCODER_DIR,
+    ENCODER_FILE,
+    HEAD_FILE,
+    HINT,
+    VECTORS_FILE,
+    check_lm_folder,
+)
 from salesformer.models.lm.samples import Standardizer
 from salesformer.models.lm.training import new_head
 from salesformer.models.lm.training_log import LOG_DIR, tensorboard_available, write_history
-from salesformer.text.encoder import shared_encoder
+from salesformer.text.encoder import is_packaged_encoder, shared_encoder
 
 if TYPE_CHECKING:
     from salesformer.models.lm.forecaster import LMForecaster
-
-HEAD_FILE = "head.safetensors"
-ENCODER_FILE = "encoder.safetensors"
-ADAPTER_DIR = "adapter"
-VECTORS_FILE = "item_vectors.safetensors"
 
 
 def save_lm(model: LMForecaster, folder: str | Path) -> Path:
@@ -57,9 +62,11 @@ def save_lm(model: LMForecaster, folder: str | Path) -> Path:
                     cpu_state(model.encoder_model_.state_dict()), str(staging / ENCODER_FILE)
                 )
         model.panel_.save(staging / PANEL_DIR)
+        params = jsonable(model.get_params(), model.name)
+        params["encoder"] = _keep_encoder(model.encoder, staging)
         config = {
             "model": "LM",
-            "params": jsonable(model.get_params(), model.name),
+            "params": params,
             "state": {
                 "context": model.context_,
                 "n_future": int(model.head_.future_proj.in_features),
@@ -78,34 +85,52 @@ def save_lm(model: LMForecaster, folder: str | Path) -> Path:
     return target
 
 
+def _keep_encoder(encoder: str, staging: Path) -> str:
+    """The encoder as the saved folder names it; a local encoder folder is copied inside.
+
+    A saved model reads its encoder only from a packaged name, a Hugging Face id or a folder
+    inside itself (:func:`~salesformer.models.lm.folder.resolve_encoder`), so a model fitted
+    with a local encoder folder carries a copy of it in ``base_encoder/``.
+    """
+    local = Path(encoder).expanduser()
+    if is_packaged_encoder(encoder) or not local.is_dir():
+        return encoder
+    shutil.copytree(local, staging / BASE_ENCODER_DIR, symlinks=False)
+    return BASE_ENCODER_DIR
+
+
 def load_lm(cls: type[LMForecaster], folder: str | Path, panel: bool = True) -> LMForecaster:
     """Read a model written by :meth:`save`; it predicts exactly as the saved one.
+
+    The folder is checked first (:func:`~salesformer.models.lm.folder.check_lm_folder`:
+    config schema, encoder inside the folder, whole safetensors of the right shapes); only
+    then is the encoder loaded and the weights read.
 
     Args:
         folder: the model folder.
         panel: read the training panel too. With False the model holds no panel (less
             memory) and can only forecast through :meth:`for_items`.
-    """
-    from safetensors.numpy import load_file
-    from safetensors.torch import load_file as load_torch
 
+    Raises:
+        ConfigError: a folder that is not a whole LM folder, with what is wrong in it.
+    """
     path = Path(folder)
-    config_path = path / CONFIG_FILE
-    if not config_path.is_file():
+    checked = check_lm_folder(cls, path)
+    state = checked.state
+    model = cls(**{**checked.params, "encoder": checked.encoder})
+    try:
+        model.standardizer_ = Standardizer.from_json(state["standardizer"])
+        model.calibration_ = QuantileCalibration.from_json(state.get("calibration"), model.levels)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
         raise ConfigError(
-            f"no {CONFIG_FILE} in {str(path)!r}; give a folder written by "
-            "'salesformer fit' or LMForecaster.save"
-        )
-    config = json.loads(config_path.read_text())
-    if config.get("model") != "LM":
-        raise ConfigError(
-            f"{str(path)!r} holds a {config.get('model')!r} model, not an LM forecaster"
-        )
-    params = dict(config["params"])
-    for key in ("quantile_levels", "lora_target_modules"):
-        params[key] = tuple(params[key])
-    model = cls(**params)
-    state = config["state"]
+            f"{str(path / CONFIG_FILE)!r}: state.standardizer or state.calibration is "
+            f"malformed ({type(exc).__name__}: {exc}); {HINT}"
+        ) from exc
+    loaded_panel = Panel.load(path / PANEL_DIR) if panel else None
+    if loaded_panel is not None:
+        _check_items(path, state["item_ids"], loaded_panel)
     base = shared_encoder(model.encoder, model.max_length)
     saved = state["encoder"]
     if saved["revision"] != base.revision:
@@ -116,26 +141,62 @@ def load_lm(cls: type[LMForecaster], folder: str | Path, panel: bool = True) -> 
         )
     model.encoder_info_ = saved
     model.context_ = int(state["context"])
-    model.standardizer_ = Standardizer.from_json(state["standardizer"])
     model.head_ = new_head(model, int(saved["dim"]), int(state["n_future"]))
-    model.head_.load_state_dict(load_torch(str(path / HEAD_FILE)))
+    model.head_.load_state_dict(_read_weights(path / HEAD_FILE, torch=True))
     model.head_.eval()
     model.encoder_model_ = None
     if state["fine_tuned_encoder"]:
-        if model.finetune == "lora":
-            peft = import_peft()
-            model.encoder_model_ = peft.PeftModel.from_pretrained(
-                copy.deepcopy(base.model), str(path / ADAPTER_DIR)
-            )
-        else:
-            encoder_model = copy.deepcopy(base.model)
-            encoder_model.load_state_dict(load_torch(str(path / ENCODER_FILE)))
-            model.encoder_model_ = encoder_model
+        model.encoder_model_ = _fine_tuned_encoder(model, base, path)
         model.encoder_model_.eval()
     model.item_ids_ = np.asarray(state["item_ids"], dtype=str)
-    model.calibration_ = QuantileCalibration.from_json(state.get("calibration"), model.levels)
-    model.item_vectors_ = load_file(str(path / VECTORS_FILE))["vectors"]
-    model.fit_report_ = config.get("fit_report", {})
-    if panel:
-        model.panel_ = Panel.load(path / PANEL_DIR)
+    model.item_vectors_ = _read_weights(path / VECTORS_FILE, torch=False)["vectors"]
+    model.fit_report_ = checked.config.get("fit_report") or {}
+    if loaded_panel is not None:
+        model.panel_ = loaded_panel
     return model
+
+
+def _check_items(path: Path, item_ids: list[str], panel: Panel) -> None:
+    """The saved item list and the saved panel name the same items."""
+    saved = set(item_ids)
+    in_panel = {str(i) for i in panel.item_ids}
+    if saved != in_panel:
+        only_config = sorted(saved - in_panel)[:3]
+        only_panel = sorted(in_panel - saved)[:3]
+        raise ConfigError(
+            f"{str(path / CONFIG_FILE)!r}: state.item_ids ({len(saved)} items) does not match "
+            f"the saved panel ({len(in_panel)} items; only in config {only_config}, only in "
+            f"panel {only_panel}); {HINT}"
+        )
+
+
+def _read_weights(path: Path, torch: bool) -> dict[str, Any]:
+    """A checked safetensors file's tensors; a read error becomes a :class:`ConfigError`."""
+    from safetensors.numpy import load_file
+    from safetensors.torch import load_file as load_torch
+
+    try:
+        return dict(load_torch(str(path)) if torch else load_file(str(path)))
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ConfigError(f"cannot read {str(path)!r} ({type(exc).__name__}); {HINT}") from exc
+
+
+def _fine_tuned_encoder(model: LMForecaster, base: Any, path: Path) -> Any:
+    """The fine-tuned encoder: the base with the saved LoRA adapter, or the saved weights."""
+    try:
+        if model.finetune == "lora":
+            peft = import_peft()
+            return peft.PeftModel.from_pretrained(
+                copy.deepcopy(base.model), str(path / ADAPTER_DIR)
+            )
+        encoder_model = copy.deepcopy(base.model)
+        encoder_model.load_state_dict(_read_weights(path / ENCODER_FILE, torch=True))
+        return encoder_model
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(
+            f"the fine-tuned encoder in {str(path)!r} does not fit the base encoder "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}); "
+            f"{HINT}"
+        ) from exc

@@ -18,6 +18,7 @@ input, completes each item's series on a regular grid and returns a :class:`Pane
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +100,27 @@ def infer_freq(dates: pd.Series | pd.DatetimeIndex) -> str:
     raise DataValidationError(
         f"dates mix frequencies: weekly-looking dates fall on several weekdays ({shown}); "
         "put every date on one weekday (the week start), or pass freq='D' for daily data"
+    )
+
+
+def _refuse_weekly_as_daily(frame: pd.DataFrame) -> None:
+    """Weekly rows on several weekdays look daily; reading them so would zero-fill 6 days in 7.
+
+    Raises:
+        DataValidationError: when every item's dates are whole weeks apart.
+    """
+    ordered = frame[[ITEM_ID, DATE]].sort_values([ITEM_ID, DATE])
+    gaps = ordered.groupby(ITEM_ID, sort=False)[DATE].diff().dropna().dt.days.to_numpy()
+    if len(gaps) == 0 or (gaps % 7 != 0).any():
+        return
+    weekdays = pd.Series(pd.DatetimeIndex(frame[DATE]).weekday).value_counts()
+    shown = ", ".join(f"{_WEEKDAYS[int(d)]}: {n}" for d, n in weekdays.items())
+    raise DataValidationError(
+        f"the dates are weekly (each item's dates are whole weeks apart) but fall on several "
+        f"weekdays ({shown} rows), so the panel would be read as daily with six empty days a "
+        "week; put each week on one start day: 'salesformer prepare csv --freq W-MON "
+        "--aggregate' (library: freq='W-MON' after summing per week), or pass --freq D if the "
+        "data really is daily"
     )
 
 
@@ -239,6 +261,36 @@ class Panel:
         )
 
 
+#: Characters an id may not hold: control characters and invisible (zero-width, direction) marks.
+_INVISIBLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
+
+
+def check_item_ids(ids: pd.Series, where: str) -> None:
+    """Refuse ids that are blank or hold control or invisible characters.
+
+    Such ids look equal to other ids (or to nothing) when printed, so forecasts and plans
+    could not be matched to products. Any visible character is allowed, ``/`` included
+    (real SKUs hold it).
+
+    Raises:
+        DataValidationError: naming the bad ids (escaped) and how to fix them.
+    """
+    unique = pd.Series(pd.unique(ids.astype(str)))
+    blank = unique[unique.str.strip() == ""]
+    if len(blank):
+        raise DataValidationError(
+            f"{where}: {len(blank)} ids are blank (empty or spaces only), e.g. "
+            f"{_examples(blank)}; give every row a product id, or drop those rows"
+        )
+    hidden = unique[unique.str.contains(_INVISIBLE)]
+    if len(hidden):
+        raise DataValidationError(
+            f"{where}: {len(hidden)} ids hold control or invisible characters (zero-width "
+            f"spaces, line breaks, ...), e.g. [{', '.join(ascii(i) for i in hidden[:5])}]; remove "
+            "those characters from the ids"
+        )
+
+
 def validate_items(items: pd.DataFrame) -> pd.DataFrame:
     """Check an items table and return a clean copy (``item_id`` as str, one row per item).
 
@@ -259,6 +311,7 @@ def validate_items(items: pd.DataFrame) -> pd.DataFrame:
             f"items table: {int(out[ITEM_ID].isna().sum())} rows have no item_id; drop or fill them"
         )
     out[ITEM_ID] = out[ITEM_ID].astype(str)
+    check_item_ids(out[ITEM_ID], "items table: column 'item_id'")
     dup = out.loc[out[ITEM_ID].duplicated(), ITEM_ID]
     if len(dup):
         raise DataValidationError(
@@ -400,7 +453,10 @@ def validate_panel(
         DataValidationError: with what was wrong, what was received and how to fix it.
     """
     frame, covariates, report = _checked_sales(sales, negative_sales)
-    freq = freq or infer_freq(frame[DATE])
+    if freq is None:
+        freq = infer_freq(frame[DATE])
+        if freq == "D":
+            _refuse_weekly_as_daily(frame)
     season_length(freq)  # rejects an unknown frequency with a clear message
     _check_on_grid(pd.DatetimeIndex(frame[DATE]), freq)
     declared_known, past = _covariate_kinds(covariates, known_future, past_only)
@@ -446,6 +502,7 @@ def _checked_sales(
             f"column 'item_id': {int(frame[ITEM_ID].isna().sum())} rows have no id; drop them"
         )
     frame[ITEM_ID] = frame[ITEM_ID].astype(str)
+    check_item_ids(frame[ITEM_ID], "column 'item_id'")
     frame[DATE] = parse_dates(frame[DATE])
     covariates = [c for c in frame.columns if c not in (ITEM_ID, DATE, SALES)]
     for column in (SALES, *covariates):

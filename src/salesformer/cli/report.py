@@ -34,8 +34,10 @@ def report_command(
 ) -> None:
     """Write an HTML report (works offline): model comparison, errors by segment, forecast
     charts with quantile bands, calibration, fine-tuning, training curves and more."""
+    from salesformer._io import check_output_file
     from salesformer.report import ReportSettings, write_report
 
+    check_output_file(out)  # first: a bad --out fails before the inputs are read
     settings = ReportSettings(
         backtest=backtest,
         panel=panel,

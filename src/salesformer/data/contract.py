@@ -249,16 +249,31 @@ class Panel:
                 f"no {_PANEL_FILE} in {str(path)!r} (found: {found}); "
                 "create one with 'salesformer prepare online-retail' or 'salesformer prepare csv'"
             )
-        meta = json.loads((path / _META_FILE).read_text()) if (path / _META_FILE).is_file() else {}
-        sales = pd.read_parquet(path / _PANEL_FILE)
-        items = pd.read_parquet(path / _ITEMS_FILE) if (path / _ITEMS_FILE).is_file() else None
-        return validate_panel(
-            sales,
-            items,
-            freq=meta.get("freq"),
-            known_future=meta.get("known_future"),
-            past_only=meta.get("past_only"),
-        )
+        hint = "prepare the panel again with 'salesformer prepare'"
+        meta: object = {}
+        try:
+            if (path / _META_FILE).is_file():
+                meta = json.loads((path / _META_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DataValidationError(
+                f"{str(path / _META_FILE)!r} is not valid JSON ({type(exc).__name__}); {hint}"
+            ) from exc
+        if not isinstance(meta, dict):
+            raise DataValidationError(f"{str(path / _META_FILE)!r} must hold an object; {hint}")
+        freq, known, past = meta.get("freq"), meta.get("known_future"), meta.get("past_only")
+        if freq is not None and not isinstance(freq, str):
+            raise DataValidationError(f"{str(path / _META_FILE)!r}: freq must be text; {hint}")
+        for name, value in (("known_future", known), ("past_only", past)):
+            if value is not None and not (
+                isinstance(value, list) and all(isinstance(v, str) for v in value)
+            ):
+                raise DataValidationError(
+                    f"{str(path / _META_FILE)!r}: {name} must be a list of column names; {hint}"
+                )
+        sales = _read_parquet(path / _PANEL_FILE, hint)
+        items_path = path / _ITEMS_FILE
+        items = _read_parquet(items_path, hint) if items_path.is_file() else None
+        return validate_panel(sales, items, freq=freq, known_future=known, past_only=past)
 
 
 #: Characters an id may not hold: control characters and invisible (zero-width, direction) marks.
@@ -289,6 +304,17 @@ def check_item_ids(ids: pd.Series, where: str) -> None:
             f"spaces, line breaks, ...), e.g. [{', '.join(ascii(i) for i in hidden[:5])}]; remove "
             "those characters from the ids"
         )
+
+
+def _read_parquet(path: Path, hint: str) -> pd.DataFrame:
+    """A Parquet file of a panel folder; a :class:`DataValidationError` when unreadable."""
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises many types for a damaged file
+        first = str(exc).splitlines()[0][:120] if str(exc) else ""
+        raise DataValidationError(
+            f"cannot read {str(path)!r} ({type(exc).__name__}: {first}); {hint}"
+        ) from exc
 
 
 def validate_items(items: pd.DataFrame) -> pd.DataFrame:

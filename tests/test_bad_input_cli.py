@@ -1,0 +1,501 @@
+"""Bad input, as a careless user or a hostile file would give it, to every CLI command.
+
+Each case asserts the promised answer: one line on stderr starting with ``error:``, no
+traceback, exit code 2, and nothing written or lost (the folders involved are compared file
+by file before and after). The model-folder cases edit a real saved LM folder field by field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from salesformer._io import OWNER_FILE, atomic_dir, clean_stale, json_text
+from salesformer.cli.main import run
+from salesformer.data.contract import Panel, validate_panel
+from salesformer.data.synthetic import generate_catalogue
+from salesformer.errors import DataValidationError, OutputError
+
+H = 4
+
+
+def invoke(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run the CLI in-process; an uncaught exception (a traceback) fails the test."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        run(args)
+    captured = capsys.readouterr()
+    code = info.value.code if isinstance(info.value.code, int) else 0
+    return code, captured.out, captured.err
+
+
+def refused(args: list[str], capsys: pytest.CaptureFixture[str], *fragments: str) -> str:
+    """Assert exit code 2 and one ``error:`` line holding ``fragments``; return the line."""
+    code, out, err = invoke(args, capsys)
+    assert "Traceback" not in out + err
+    lines = err.strip().splitlines()
+    assert code == 2, (code, out, err)
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def snapshot(*paths: Path) -> dict[str, str]:
+    """Every file under ``paths`` (and the entries beside them) with a hash of its bytes."""
+    found: dict[str, str] = {}
+    for path in paths:
+        roots = [path] if path.exists() else []
+        if path.parent.exists():
+            roots += [p for p in path.parent.iterdir() if p.name.startswith(f".{path.name}")]
+        for root in roots:
+            files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
+            for file in files:
+                found[str(file)] = hashlib.sha256(file.read_bytes()).hexdigest()
+            if root.is_dir():
+                found[str(root)] = "dir"
+    return found
+
+
+def strict_json(text: str) -> Any:
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{name} in JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+# -- fixtures: a tiny panel, a Naive model and a tiny LM, all through the CLI -----------------
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SALESFORMER_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def sales_frame() -> pd.DataFrame:
+    catalogue = generate_catalogue(n_items=8, n_weeks=40, seed=1)
+    return catalogue.sales[["item_id", "date", "sales", "price", "discount", "promo"]].copy()
+
+
+@pytest.fixture(scope="module")
+def items_frame() -> pd.DataFrame:
+    catalogue = generate_catalogue(n_items=8, n_weeks=40, seed=1)
+    return catalogue.panel().items
+
+
+@pytest.fixture(scope="module")
+def panel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    panel = generate_catalogue(n_items=8, n_weeks=40, seed=1).panel()
+    return panel.save(tmp_path_factory.mktemp("panel") / "panel")
+
+
+@pytest.fixture(scope="module")
+def naive_dir(panel_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("naive") / "model"
+    with pytest.raises(SystemExit) as info:
+        run(["fit", "--panel", str(panel_dir), "--model", "Naive", "--out", str(out)])
+    assert info.value.code in (0, None)
+    return out
+
+
+LM_SETTINGS = {
+    "head_epochs": 2,
+    "finetune_epochs": 1,
+    "epoch_samples": 200,
+    "hidden_size": 16,
+    "threads": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def lm_dir(panel_dir: Path, tiny_encoder: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("lm") / "model"
+    args = ["fit", "--panel", str(panel_dir), "--model", "lm", "--horizon", str(H)]
+    args += ["--finetune", "frozen", "--encoder", tiny_encoder]
+    for key, value in LM_SETTINGS.items():
+        args += ["--set", f"{key}={value}"]
+    with pytest.raises(SystemExit) as info:
+        run([*args, "--out", str(out)])
+    assert info.value.code in (0, None)
+    return out
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> Path:
+    frame.to_csv(path, index=False)
+    return path
+
+
+# -- 1. infinite values ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("sales", np.inf), ("sales", -np.inf), ("price", np.inf), ("discount", -np.inf)],
+)
+def test_prepare_refuses_infinite_values(
+    sales_frame: pd.DataFrame,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    column: str,
+    value: float,
+) -> None:
+    frame = sales_frame.copy()
+    frame.loc[3, column] = value
+    source = write_csv(tmp_path / "sales.csv", frame)
+    out = tmp_path / "panel"
+    refused(
+        ["prepare", "csv", "--sales", str(source), "--out", str(out)],
+        capsys,
+        f"column {column!r}",
+        "infinite",
+    )
+    assert not out.exists()
+
+
+def test_infinite_text_values_are_refused_too(sales_frame: pd.DataFrame) -> None:
+    frame = sales_frame.astype({"sales": object})
+    frame.loc[0, "sales"] = "inf"
+    with pytest.raises(DataValidationError, match="infinite"):
+        validate_panel(frame)
+
+
+def test_future_covariates_must_be_finite(naive_dir: Path) -> None:
+    from salesformer.models.persist import load_model
+
+    model = load_model(naive_dir)
+    dates = model.panel_.future_dates(model.panel_.last_date, H)
+    future = pd.DataFrame(
+        [
+            {"item_id": i, "date": d, "price": np.inf, "discount": 0.0, "promo": 0.0}
+            for i in model.panel_.item_ids
+            for d in dates
+        ]
+    )
+    with pytest.raises(DataValidationError, match="infinite"):
+        model.predict(H, future=future)
+
+
+def test_json_writers_write_strict_json() -> None:
+    text = json_text({"wape": float("inf"), "rows": [float("nan"), 1.5], "n": 3})
+    assert strict_json(text) == {"wape": None, "rows": [None, 1.5], "n": 3}
+
+
+def test_backtest_metrics_are_strict_json(
+    panel_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bt"
+    args = ["backtest", "--panel", str(panel_dir), "--models", "Naive,WindowAverage"]
+    code, _, err = invoke([*args, "--horizon", str(H), "--out", str(out)], capsys)
+    assert code == 0, err
+    summary = strict_json((out / "metrics.json").read_text())
+    assert summary["horizon"] == H
+
+
+# -- 2. --out never deletes what salesformer did not write ---------------------------------
+
+
+def foreign_folder(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "notes.txt").write_text("my notes")
+    (path / "sub").mkdir()
+    (path / "sub" / "data.csv").write_text("a,b\n1,2\n")
+    return path
+
+
+@pytest.mark.parametrize("command", ["fit", "backtest", "prepare", "trends"])
+def test_folder_commands_refuse_a_foreign_non_empty_folder(
+    command: str,
+    panel_dir: Path,
+    sales_frame: pd.DataFrame,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = foreign_folder(tmp_path / "out")
+    before = snapshot(out)
+    source = write_csv(tmp_path / "sales.csv", sales_frame)
+    args = {
+        "fit": ["fit", "--panel", str(panel_dir), "--model", "Naive"],
+        "backtest": ["backtest", "--panel", str(panel_dir), "--models", "Naive"],
+        "prepare": ["prepare", "csv", "--sales", str(source)],
+        "trends": ["trends", "--panel", str(panel_dir)],
+    }[command]
+    refused([*args, "--out", str(out)], capsys, "not written by salesformer", "notes.txt")
+    assert snapshot(out) == before
+
+
+def test_fit_checks_out_before_training(
+    panel_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = foreign_folder(tmp_path / "model")
+    code, stdout, err = invoke(
+        ["fit", "--panel", str(panel_dir), "--model", "Naive", "--out", str(out)], capsys
+    )
+    assert code == 2 and "fitting" not in stdout, (stdout, err)
+
+
+def test_an_owned_folder_is_replaced_whole(
+    panel_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "model"
+    for model in ("WindowAverage", "Naive"):
+        code, _, err = invoke(
+            ["fit", "--panel", str(panel_dir), "--model", model, "--out", str(out)], capsys
+        )
+        assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["model"] == "Naive"
+    owner = json.loads((out / OWNER_FILE).read_text())
+    assert owner["written_by"] == "salesformer" and owner["kind"] == "model"
+    written = {p.relative_to(out).as_posix() for p in out.rglob("*")}
+    assert written == set(owner["files"]) | {OWNER_FILE}
+    assert [p.name for p in tmp_path.iterdir() if "salesformer-" in p.name] == []
+
+
+def test_an_owned_folder_with_a_user_file_is_refused(
+    naive_dir: Path, panel_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "model"
+    shutil.copytree(naive_dir, out)
+    (out / "my-notes.md").write_text("keep me")
+    before = snapshot(out)
+    refused(
+        ["fit", "--panel", str(panel_dir), "--model", "Naive", "--out", str(out)],
+        capsys,
+        "files it did not write",
+        "my-notes.md",
+    )
+    assert snapshot(out) == before
+
+
+def test_prepare_again_leaves_no_stale_items_file(
+    sales_frame: pd.DataFrame,
+    items_frame: pd.DataFrame,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sales = write_csv(tmp_path / "sales.csv", sales_frame)
+    items = write_csv(tmp_path / "items.csv", items_frame)
+    out = tmp_path / "panel"
+    args = ["prepare", "csv", "--sales", str(sales), "--out", str(out)]
+    assert invoke([*args, "--items", str(items)], capsys)[0] == 0
+    assert (out / "items.parquet").is_file()
+    assert invoke(args, capsys)[0] == 0
+    assert not (out / "items.parquet").exists()
+    assert Panel.load(out).items is None
+
+
+@pytest.mark.parametrize("kind", ["file", "under-file", "symlink"])
+def test_unwritable_out_is_one_line(
+    kind: str, panel_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "blocker.txt"
+    blocker.write_text("not a folder")
+    target = {"file": blocker, "under-file": blocker / "model", "symlink": tmp_path / "link"}[kind]
+    if kind == "symlink":
+        (tmp_path / "real").mkdir()
+        target.symlink_to(tmp_path / "real")
+    before = snapshot(tmp_path)
+    code, stdout, err = invoke(
+        ["fit", "--panel", str(panel_dir), "--model", "Naive", "--out", str(target)], capsys
+    )
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "fitting" not in stdout
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("command", ["predict", "whatif", "report"])
+def test_file_outputs_refuse_a_folder(
+    command: str, naive_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = foreign_folder(tmp_path / ("out.csv" if command != "report" else "out.html"))
+    before = snapshot(folder)
+    args = {
+        "predict": ["predict", "--model", str(naive_dir)],
+        "whatif": ["whatif", "--model", str(naive_dir), "--price-change", "-0.1"],
+        "report": ["report", "--backtest", str(tmp_path)],
+    }[command]
+    refused([*args, "--out", str(folder)], capsys, "is a folder")
+    assert snapshot(folder) == before
+
+
+def test_staging_left_by_a_crash_is_cleaned(
+    panel_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dead = 2**22 + 12345  # above Linux's default pid_max: no such process
+    stale = tmp_path / f".model.salesformer-staging-{dead}-abc123"
+    stale.mkdir()
+    (stale / "config.json").write_text("{}")
+    stale_file = tmp_path / f".model.salesformer-tmp-{dead}-abc124"
+    stale_file.write_text("partial")
+    unrelated = tmp_path / ".model.backup"
+    unrelated.mkdir()
+    out = tmp_path / "model"
+    code, _, err = invoke(
+        ["fit", "--panel", str(panel_dir), "--model", "Naive", "--out", str(out)], capsys
+    )
+    assert code == 0, err
+    assert not stale.exists() and not stale_file.exists()
+    assert unrelated.is_dir()  # not ours: kept
+
+
+def test_a_folder_moved_aside_by_a_crash_is_restored(tmp_path: Path) -> None:
+    dead = 2**22 + 12346
+    old = tmp_path / f".panel.salesformer-old-{dead}-abcdef"
+    old.mkdir()
+    (old / "panel.parquet").write_text("x")
+    clean_stale(tmp_path / "panel")
+    assert (tmp_path / "panel" / "panel.parquet").read_text() == "x"
+
+
+def test_a_failed_write_leaves_the_folder_and_no_staging(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with atomic_dir(out, kind="test") as staging:
+        (staging / "a.txt").write_text("first")
+    before = snapshot(out)
+    with pytest.raises(RuntimeError), atomic_dir(out, kind="test") as staging:
+        (staging / "b.txt").write_text("second")
+        raise RuntimeError("crash")
+    assert snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_library_savers_refuse_foreign_folders(small_panel: Panel, tmp_path: Path) -> None:
+    from salesformer.models.persist import save_model
+    from salesformer.models.registry import make_model
+
+    out = foreign_folder(tmp_path / "target")
+    before = snapshot(out)
+    with pytest.raises(OutputError, match="not written by salesformer"):
+        small_panel.save(out)
+    with pytest.raises(OutputError, match="not written by salesformer"):
+        save_model(make_model("Naive").fit(small_panel), out)
+    assert snapshot(out) == before
+
+
+# -- 3. tracebacks that must be one line ----------------------------------------------------
+
+
+@pytest.mark.parametrize("horizon", ["0", "-1", "1001", "100000000"])
+def test_predict_horizon_out_of_range(
+    horizon: str, naive_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "f.csv"
+    refused(
+        ["predict", "--model", str(naive_dir), "--out", str(out), "--horizon", horizon],
+        capsys,
+        "horizon",
+    )
+    assert not out.exists()
+
+
+def test_predict_lm_beyond_its_horizon(
+    lm_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "f.csv"
+    refused(["predict", "--model", str(lm_dir), "--out", str(out), "-h", "50"], capsys, "horizon")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        (["--horizon", "0"], "horizon"),
+        (["--horizon", "39"], "history"),
+        (["--horizon", "1000"], "horizon"),
+        (["--horizon", "5000"], "horizon"),
+        (["--cutoffs", "2022-13-45"], "is not a date"),
+        (["--cutoffs", "yesterday"], "is not a date"),
+        (["--cutoffs", "2022-06-07"], "not dates of the panel"),
+        (["--cutoffs", "2022-10-03"], "fewer than"),
+        (["--n-windows", "0"], "n_windows"),
+        (["--n-windows", "500"], "more history"),
+        (["--step", "0"], "step"),
+        (["--models", "NoSuchModel"], "NoSuchModel"),
+        (["--min-history", "-1"], "min-history"),
+    ],
+)
+def test_backtest_bad_options(
+    options: list[str],
+    fragment: str,
+    panel_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "bt"
+    args = ["backtest", "--panel", str(panel_dir), "--models", "Naive", *options]
+    refused([*args, "--out", str(out)], capsys, fragment)
+    assert not out.exists()
+
+
+def empty_file(path: Path) -> Path:
+    path.write_text("")
+    return path
+
+
+def header_only(path: Path) -> Path:
+    path.write_text("item_id,text,price\n")
+    return path
+
+
+def garbage_parquet(path: Path) -> Path:
+    path.write_bytes(b"PAR1 this is not parquet")
+    return path
+
+
+@pytest.mark.parametrize("make", [empty_file, header_only, garbage_parquet])
+@pytest.mark.parametrize("command", ["predict-new", "plan", "whatif", "whatif-baseline"])
+def test_empty_or_broken_input_tables(
+    command: str,
+    make: Callable[[Path], Path],
+    naive_dir: Path,
+    lm_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    suffix = ".parquet" if make is garbage_parquet else ".csv"
+    bad = make(tmp_path / f"input{suffix}")
+    out = tmp_path / "result.csv"
+    args = {
+        "predict-new": ["predict", "--model", str(lm_dir), "--new-items", str(bad)],
+        "plan": ["plan", "inventory", "--model", str(naive_dir), "--stock", str(bad)],
+        "whatif": ["whatif", "--model", str(naive_dir), "--scenario", str(bad)],
+        "whatif-baseline": [
+            "whatif", "--model", str(naive_dir), "--price-change", "-0.1", "--baseline", str(bad)
+        ],
+    }[command]  # fmt: skip
+    refused([*args, "--out", str(out)], capsys, str(bad))
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("option", ["--panel", "--model"])
+def test_missing_input_folders(
+    option: str, panel_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = str(tmp_path / "absent")
+    out = tmp_path / "out"
+    if option == "--panel":
+        args = ["fit", "--panel", missing, "--model", "Naive", "--out", str(out)]
+    else:
+        args = ["predict", "--model", missing, "--out", str(tmp_path / "f.csv")]
+    refused(args, capsys, "absent")
+    assert not out.exists()
+
+
+def test_a_broken_panel_file_is_one_line(
+    panel_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "panel"
+    shutil.copytree(panel_dir, broken)
+    (broken / "panel.parquet").write_bytes(b"PAR1 truncated")
+    out = tmp_path / "model"
+    line = refused(["fit", "--panel", str(broken), "--model", "Naive", "--out", str(out)], capsys)
+    assert "panel.parquet" in line
+    assert not out.exists()

@@ -99,7 +99,8 @@ def infer_freq(dates: pd.Series | pd.DatetimeIndex) -> str:
     shown = ", ".join(f"{_WEEKDAYS[int(d)]}: {n}" for d, n in weekdays.items())
     raise DataValidationError(
         f"dates mix frequencies: weekly-looking dates fall on several weekdays ({shown}); "
-        "put every date on one weekday (the week start), or pass freq='D' for daily data"
+        "put every date on one weekday, the week start ('salesformer prepare csv --freq W-MON "
+        "--aggregate'), or pass freq='D' (--freq D) for daily data"
     )
 
 

@@ -240,7 +240,7 @@ def _check_plan_values(future: pd.DataFrame, known: tuple[str, ...]) -> None:
         if bad.any():
             first = future.loc[bad, [ITEM_ID, DATE]].iloc[0]
             raise DataValidationError(
-                f"scenario: {column!r} must be {rule}; got {values[bad][0]!r} for item "
+                f"scenario: {column!r} must be {rule}; got {float(values[bad][0])!r} for item "
                 f"{first[ITEM_ID]!r} on {pd.Timestamp(first[DATE]).date()} "
                 f"({int(bad.sum())} cells in all); fix the scenario's {column} values"
             )
@@ -277,6 +277,7 @@ def apply_scenario(
         changed[PRICE] = True
     if scenario.changes is not None:
         _apply_table(future, scenario.changes, known, changed)
+    _check_plan_values(future, known)  # the values given, before derived ones
     _link_prices(future, baseline, changed, known)
     _check_plan_values(future, known)
     promotions: dict[str, str] = {}

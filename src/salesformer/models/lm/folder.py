@@ -17,6 +17,7 @@ Every failure is a :class:`~salesformer.errors.ConfigError` naming the file and 
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -159,6 +160,7 @@ def resolve_encoder(folder: Path, encoder: str) -> str:
         return encoder
     root = folder.resolve()
     given = Path(encoder)
+    local = given.is_absolute() or os.path.lexists(folder / given)
     inside = (root / given).resolve() if not given.is_absolute() else given.resolve()
     if inside.is_relative_to(root) and inside != root:
         if not inside.is_dir():
@@ -167,7 +169,7 @@ def resolve_encoder(folder: Path, encoder: str) -> str:
                 f"names the folder {encoder!r}, which the model folder does not hold",
             )
         return str(inside)
-    hub_id = not given.is_absolute() and _HUB_ID.match(encoder) and ".." not in encoder
+    hub_id = not local and _HUB_ID.match(encoder) and ".." not in encoder
     if hub_id and not Path(encoder).exists():  # not a path relative to where salesformer runs
         return encoder
     raise _field(

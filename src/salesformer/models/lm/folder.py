@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from salesformer.errors import ConfigError
 from salesformer.forecasting.saved import CONFIG_FILE, read_json_config, safetensors_shapes
+from salesformer.models.lm.samples import N_CALENDAR
 from salesformer.text.encoder import is_packaged_encoder
 
 if TYPE_CHECKING:
@@ -141,10 +142,42 @@ def _checked_state(state: Any, where: str) -> dict[str, Any]:
             f"must list each item once (1 to {MAX_ITEMS:,}); got {len(ids)} ids, "
             f"{len(set(ids))} distinct",
         )
-    for key in ("standardizer", "calibration"):
-        if state.get(key) is not None and not isinstance(state[key], dict):
-            raise _field(f"{where} state.{key}", "must be an object")
+    if state.get("calibration") is not None and not isinstance(state["calibration"], dict):
+        raise _field(f"{where} state.calibration", "must be an object")
+    _check_standardizer(state["standardizer"], int(state["n_future"]), where)
     return state
+
+
+def _names(table: dict[str, Any], key: str, at: str) -> list[str]:
+    value = table.get(key)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _field(f"{at}.{key}", f"must be a list of covariate names; got {value!r:.60}")
+    return value
+
+
+def _check_standardizer(standardizer: Any, n_future: int, where: str) -> None:
+    """Names, price names and finite mean and spread of each known-future covariate."""
+    at = f"{where} state.standardizer"
+    if not isinstance(standardizer, dict):
+        raise _field(at, "must be an object")
+    names, prices = _names(standardizer, "names", at), _names(standardizer, "prices", at)
+    if not set(prices) <= set(names) or len(set(names)) != len(names):
+        raise _field(f"{at}", "prices must be among names, each name once")
+    for key in ("mean", "std"):
+        table = standardizer.get(key)
+        if not isinstance(table, dict):
+            raise _field(f"{at}.{key}", "must be an object")
+        for name in names:
+            value = table.get(name)
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            if not ok or (key == "std" and value <= 0):
+                raise _field(f"{at}.{key}.{name}", f"must be a number; got {value!r:.40}")
+    if n_future != N_CALENDAR + 1 + len(names):
+        raise _field(
+            f"{where} state.n_future",
+            f"is {n_future}, but {len(names)} covariates ({names}) give "
+            f"{N_CALENDAR + 1 + len(names)} future inputs",
+        )
 
 
 def resolve_encoder(folder: Path, encoder: str) -> str:

@@ -131,6 +131,12 @@ def load_lm(cls: type[LMForecaster], folder: str | Path, panel: bool = True) -> 
     loaded_panel = Panel.load(path / PANEL_DIR) if panel else None
     if loaded_panel is not None:
         _check_items(path, state["item_ids"], loaded_panel)
+        if tuple(model.standardizer_.names) != tuple(loaded_panel.known_future):
+            raise ConfigError(
+                f"{str(path / CONFIG_FILE)!r}: state.standardizer.names "
+                f"{list(model.standardizer_.names)} are not the saved panel's known-future "
+                f"covariates {list(loaded_panel.known_future)}; {HINT}"
+            )
     base = shared_encoder(model.encoder, model.max_length)
     saved = state["encoder"]
     if saved["revision"] != base.revision:

@@ -22,6 +22,10 @@ them and not the other in a cell keeps them consistent with the regular price, w
 a new price sets ``discount = 1 - price / regular`` (clipped to ``[0, 0.999]``); a new discount
 sets ``price = regular * (1 - discount)``. Promotion flags are never changed implicitly.
 
+**Impossible plans** are refused: every value must be finite, ``price`` and
+``price_regular`` >= 0, ``discount`` in ``[0, 1)`` (checked on the values given, then on
+the linked ones).
+
 **Promotion copy** is appended to the item's text with the template of
 :func:`salesformer.data.text.item_text` (``"... Promotion: <copy>"``); the LM re-encodes it.
 

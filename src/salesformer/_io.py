@@ -74,7 +74,9 @@ def _owner(folder: Path) -> dict[str, object] | None:
 
 def _foreign_entries(folder: Path, owner: dict[str, object]) -> list[str]:
     """Entries of an owned folder that salesformer did not write there."""
-    written = {str(name) for name in owner["files"]} | {OWNER_FILE}  # type: ignore[union-attr]
+    files = owner["files"]
+    listed = files if isinstance(files, list) else []
+    written = {str(name) for name in listed} | {OWNER_FILE}
     return [name for name in _entries(folder) if name not in written]
 
 

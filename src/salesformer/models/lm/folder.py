@@ -169,8 +169,8 @@ def _check_standardizer(standardizer: Any, n_future: int, where: str) -> None:
             raise _field(f"{at}.{key}", "must be an object")
         for name in names:
             value = table.get(name)
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-            if not ok or (key == "std" and value <= 0):
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not isinstance(value, int | float) or not number or (key == "std" and value <= 0):
                 raise _field(f"{at}.{key}.{name}", f"must be a number; got {value!r:.40}")
     if n_future != N_CALENDAR + 1 + len(names):
         raise _field(

@@ -822,3 +822,133 @@ def test_the_items_table_refuses_invisible_ids(sales_frame: pd.DataFrame) -> Non
     items = pd.DataFrame({"item_id": ["SKU00000\u200b"], "text": ["Mug"]})
     with pytest.raises(DataValidationError, match="invisible"):
         validate_panel(sales_frame, items)
+
+
+# -- wider: the other commands and the files they read --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def backtest_dir(panel_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bt") / "bt"
+    with pytest.raises(SystemExit) as info:
+        run(
+            [
+                "backtest",
+                "--panel",
+                str(panel_dir),
+                "--models",
+                "Naive",
+                "-h",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )  # noqa: E501
+    assert info.value.code in (0, None)
+    return out
+
+
+STOCK_TABLES = {
+    "infinite on_hand": ("item_id,on_hand,lead_time\nSKU00001,inf,2\n", "on_hand"),
+    "negative on_hand": ("item_id,on_hand,lead_time\nSKU00001,-5,2\n", "on_hand"),
+    "lead time of 10^8 weeks": ("item_id,on_hand,lead_time\nSKU00001,5,100000000\n", "lead_time"),
+    "text lead time": ("item_id,on_hand,lead_time\nSKU00001,5,soon\n", "lead_time"),
+    "no lead_time column": ("item_id,on_hand\nSKU00001,5\n", "lead_time"),
+}
+
+
+@pytest.mark.parametrize("case", list(STOCK_TABLES))
+def test_plan_bad_stock_tables(
+    case: str, naive_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text, fragment = STOCK_TABLES[case]
+    stock = tmp_path / "stock.csv"
+    stock.write_text(text)
+    out = tmp_path / "plan.csv"
+    refused(
+        ["plan", "inventory", "--model", str(naive_dir), "--stock", str(stock), "--out", str(out)],
+        capsys,
+        fragment,
+    )
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        (lambda f: (f / "metrics.json").write_text("{bad"), "metrics.json"),
+        (lambda f: (f / "forecasts.parquet").write_bytes(b"PAR1 cut"), "forecasts.parquet"),
+        (lambda f: (f / "forecasts.parquet").unlink(), "forecasts.parquet"),
+    ],
+)
+def test_report_on_a_damaged_backtest(
+    damage: Callable[[Path], None],
+    fragment: str,
+    backtest_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    folder = tmp_path / "bt"
+    shutil.copytree(backtest_dir, folder)
+    damage(folder)
+    out = tmp_path / "r.html"
+    refused(["report", "--backtest", str(folder), "--out", str(out)], capsys, fragment)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["explain", "--item", "NOPE"], "NOPE"),
+        (["explain", "--item", "SKU00001", "--horizon", "100000"], "horizon"),
+        (["explain", "--item", "SKU00001", "--json", "out.txt"], "--json"),
+        (["whatif", "--price-change", "inf", "--out", "w.csv"], "--price-change"),
+        (["whatif", "--price-change", "-100%", "--out", "w.csv"], "--price-change"),
+        (["whatif", "--price-change", "-0.1", "-h", "100000", "--out", "w.csv"], "horizon"),
+        (["predict", "--out", "forecast.txt"], "--out"),
+    ],
+)
+def test_model_commands_bad_options(
+    args: list[str],
+    fragment: str,
+    naive_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(tmp_path)
+    refused([args[0], "--model", str(naive_dir), *args[1:]], capsys, fragment)
+    assert {k: v for k, v in snapshot(tmp_path).items() if "cache" not in k} == {
+        k: v for k, v in before.items() if "cache" not in k
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--model", "Naive", "--set", "bogus=1"], "bogus"),
+        (["--model", "LightGBM", "--set", "num_leaves=100000000"], "num_leaves"),
+        (["--model", "lm", "--horizon", "100000"], "horizon"),
+        (["--model", "Naive", "--until", "1999-01-01"], "--until"),
+        (["--model", "Naive", "--until", "someday"], "--until"),
+        (["--model", "NoSuchModel"], "NoSuchModel"),
+    ],
+)
+def test_fit_bad_options(
+    args: list[str],
+    fragment: str,
+    panel_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "model"
+    refused(["fit", "--panel", str(panel_dir), *args, "--out", str(out)], capsys, fragment)
+    assert not out.exists()
+
+
+def test_recommend_empty_lines_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lines = empty_file(tmp_path / "lines.csv")
+    out = tmp_path / "rec.csv"
+    refused(["recommend", "--lines", str(lines), "--out", str(out)], capsys, "lines.csv")
+    assert not out.exists()

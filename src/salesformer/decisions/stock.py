@@ -55,6 +55,9 @@ class ItemPolicy:
 
 
 REQUIRED_COLUMNS = ("item_id", "on_hand", "lead_time")
+#: The longest lead time or review period (weeks): together they set the forecast horizon
+#: of the plan, which may not exceed the longest horizon of a forecast.
+MAX_WEEKS = 500
 _WHOLE = ("lead_time", "review_period", "pack_size")
 _DEFAULTS = {f.name: f.default for f in fields(ItemPolicy) if f.name not in REQUIRED_COLUMNS}
 
@@ -132,7 +135,9 @@ def _range_problems(table: pd.DataFrame) -> list[str]:
         ("on_hand", table["on_hand"] < 0, ">= 0"),
         ("on_order", table["on_order"] < 0, ">= 0"),
         ("lead_time", table["lead_time"] < 0, "a whole number of weeks >= 0"),
+        ("lead_time", table["lead_time"] > MAX_WEEKS, f"at most {MAX_WEEKS} weeks"),
         ("review_period", table["review_period"] < 1, "a whole number of weeks >= 1"),
+        ("review_period", table["review_period"] > MAX_WEEKS, f"at most {MAX_WEEKS} weeks"),
         ("pack_size", table["pack_size"] < 1, "a whole number >= 1"),
         ("moq", table["moq"] < 0, ">= 0"),
     ]

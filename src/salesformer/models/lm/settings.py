@@ -16,7 +16,7 @@ from salesformer.forecasting.params import (
     Rule,
     check_constraints,
 )
-from salesformer.forecasting.protocol import DEFAULT_QUANTILES, check_quantiles
+from salesformer.forecasting.protocol import DEFAULT_QUANTILES, MAX_HORIZON, check_quantiles
 from salesformer.models.lm.calibration import GROWTH_DAMPING
 
 FineTune = Literal["frozen", "lora", "full"]
@@ -45,7 +45,7 @@ def _lm_levels(levels: object) -> bool:
 
 #: The settings' allowed values (see :mod:`salesformer.forecasting.params`).
 LM_CONSTRAINTS: dict[str, Constraint] = {
-    "horizon": Interval(int, 1, 10_000),
+    "horizon": Interval(int, 1, MAX_HORIZON),
     "hidden_size": Interval(int, 4, 8192),
     "text_size": Interval(int, 2, 4096),
     "n_blocks": Interval(int, 1, 16),

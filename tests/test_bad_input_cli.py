@@ -843,7 +843,7 @@ def backtest_dir(panel_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
                 "--out",
                 str(out),
             ]
-        )  # noqa: E501
+        )
     assert info.value.code in (0, None)
     return out
 

@@ -147,3 +147,45 @@ def test_a_truncated_weight_file_is_refused(lm_folder: Path, tmp_path: Path, cut
     head.write_bytes(data[: max(0, len(data) - 1 - cut)])
     with pytest.raises(SalesformerError):
         load_model(folder)
+
+
+ROWS = st.lists(
+    st.tuples(
+        st.sampled_from(["A", "B/1", "", " ", "C\u200b", "D\n", "\ufeffE", "F"]),
+        st.integers(min_value=0, max_value=20),
+        st.one_of(
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.integers(min_value=-5, max_value=100),
+        ),
+        st.floats(allow_nan=True, allow_infinity=True),
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=ROWS)
+def test_an_accepted_panel_is_clean(rows: list[tuple[str, int, float, float]]) -> None:
+    """What validate_panel accepts holds finite sales >= 0, finite covariates, visible ids."""
+    import numpy as np
+    import pandas as pd
+
+    from salesformer.data.contract import validate_panel
+
+    frame = pd.DataFrame(
+        {
+            "item_id": [r[0] for r in rows],
+            "date": [pd.Timestamp("2024-01-01") + pd.Timedelta(weeks=r[1]) for r in rows],
+            "sales": [r[2] for r in rows],
+            "price": [r[3] for r in rows],
+        }
+    )
+    try:
+        panel = validate_panel(frame)
+    except SalesformerError:
+        return
+    values = panel.sales[["sales", "price"]].to_numpy(dtype=float)
+    assert np.isfinite(values).all() and (panel.sales["sales"] >= 0).all()
+    ids = [str(i) for i in panel.item_ids]
+    assert all(i.strip() and i.isprintable() for i in ids)

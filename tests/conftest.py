@@ -12,6 +12,8 @@ import pytest
 from salesformer.data.contract import Panel
 from salesformer.data.synthetic import SyntheticCatalogue, generate_catalogue
 
+pytest.register_assert_rewrite("bad_input_support")  # its helpers assert for the tests
+
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "datasets"
 ONLINE_RETAIL = DATASETS / "online_retail_ii" / "online_retail_ii.parquet"

@@ -581,3 +581,19 @@ def test_recommend_empty_lines_file(tmp_path: Path, capsys: pytest.CaptureFixtur
     out = tmp_path / "rec.csv"
     refused(["recommend", "--lines", str(lines), "--out", str(out)], capsys, "lines.csv")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("bad_id", ["", "NEW\u200b1", None])
+def test_new_items_with_blank_or_invisible_ids(
+    bad_id: str | None, lm_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    new = pd.DataFrame({"item_id": ["NEW0", bad_id], "text": ["Mug", "Cup"], "price": [4.0, 5.0]})
+    source = tmp_path / "new.parquet"
+    new.to_parquet(source, index=False)
+    out = tmp_path / "f.csv"
+    refused(
+        ["predict", "--model", str(lm_dir), "--new-items", str(source), "--out", str(out)],
+        capsys,
+        "new items",
+    )
+    assert not out.exists()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from salesformer.data.contract import ITEM_ID, TEXT
+from salesformer.data.contract import ITEM_ID, TEXT, check_item_ids
 from salesformer.errors import DataQualityWarning, DataValidationError
 from salesformer.forecasting.protocol import tidy_forecast_values
 from salesformer.models.lm.samples import Samples, Wide, build_samples, growth_level
@@ -181,8 +181,14 @@ def check_new_items(new_items: pd.DataFrame) -> pd.DataFrame:
             f"new items: the table has no rows (columns {list(new_items.columns)}); give one "
             "row per new product"
         )
+    if new_items[ITEM_ID].isna().any():
+        raise DataValidationError(
+            f"new items: {int(new_items[ITEM_ID].isna().sum())} rows have no item_id; give "
+            "every new product an id"
+        )
     frame = new_items.copy()
     frame[ITEM_ID] = frame[ITEM_ID].astype(str)
+    check_item_ids(frame[ITEM_ID], "new items: column 'item_id'")
     duplicated = frame[ITEM_ID][frame[ITEM_ID].duplicated()].unique()
     if len(duplicated):
         raise DataValidationError(

@@ -173,6 +173,17 @@ def test_an_owned_folder_with_a_user_file_is_refused(
     assert snapshot(out) == before
 
 
+def test_an_owned_folder_of_another_kind_is_refused(
+    panel_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    panel = tmp_path / "panel"
+    shutil.copytree(panel_dir, panel)
+    before = snapshot(panel)
+    args = ["fit", "--panel", str(panel), "--model", "Naive", "--out", str(panel)]
+    refused(args, capsys, "holds a salesformer panel output", "writes a model")
+    assert snapshot(panel) == before
+
+
 def test_prepare_again_leaves_no_stale_items_file(
     sales_frame: pd.DataFrame,
     items_frame: pd.DataFrame,

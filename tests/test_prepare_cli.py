@@ -113,7 +113,7 @@ def test_online_retail_bad_checksum_keeps_the_old_folder(
     out = tmp_path / "panel"
     out.mkdir()
     (out / "panel.parquet").write_text("previous run")
-    owner = '{"written_by": "salesformer", "files": ["panel.parquet"]}'
+    owner = '{"written_by": "salesformer", "kind": "panel", "files": ["panel.parquet"]}'
     (out / ".salesformer-out.json").write_text(owner)  # a folder an earlier run wrote
     argv = ["prepare", "online-retail", "--source", str(lines_file), "--out", str(out)]
     assert call([*argv, "--sha256", "0" * 64]) == 2

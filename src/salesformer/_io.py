@@ -81,11 +81,17 @@ def _foreign_entries(folder: Path, owner: dict[str, object]) -> list[str]:
     return [name for name in _entries(folder) if name not in written]
 
 
-def check_output_dir(target: str | Path) -> Path:
+def check_output_dir(target: str | Path, kind: str | None = None) -> Path:
     """Raise :class:`OutputError` when ``target`` cannot be written as an output folder.
 
     Commands call it before any long work (``fit`` before training), so that a bad ``--out``
     fails in a second, not after an hour. Nothing is created.
+
+    Args:
+        target: the output folder.
+        kind: what will be written (``"model"``, ``"panel"``, ...); a folder salesformer
+            wrote with another kind of output is refused (``fit --out`` on a panel folder
+            is a slip, not a wish to lose the panel). None skips that check.
 
     Returns:
         The target as a path.
@@ -102,12 +108,12 @@ def check_output_dir(target: str | Path) -> Path:
             f"{_hint(final)}"
         )
     if final.is_dir():
-        _check_replaceable(final)
+        _check_replaceable(final, kind)
     _check_writable(final)
     return final
 
 
-def _check_replaceable(final: Path) -> None:
+def _check_replaceable(final: Path, kind: str | None) -> None:
     """A folder may be replaced when it is empty or owned and holds only what was written."""
     try:
         entries = _entries(final)
@@ -123,6 +129,11 @@ def _check_replaceable(final: Path) -> None:
             f"output folder {str(final)!r} was not written by salesformer and it is not empty "
             f"({len(entries)} entries, e.g. {entries[:_SHOWN]}); salesformer writes only into "
             f"new or empty folders or replaces folders it wrote; {_hint(final)}"
+        )
+    if kind is not None and owner.get("kind") != kind:
+        raise OutputError(
+            f"output folder {str(final)!r} holds a salesformer {owner.get('kind')!s:.20} output, "
+            f"and this command writes a {kind}; replacing it would lose it; {_hint(final)}"
         )
     foreign = _foreign_entries(final, owner)
     if foreign:
@@ -215,12 +226,12 @@ def _write_owner(folder: Path, kind: str) -> None:
     (folder / OWNER_FILE).write_text(json.dumps(owner, indent=1) + "\n", encoding="utf-8")
 
 
-def _move_into_place(staging: Path, final: Path) -> None:
+def _move_into_place(staging: Path, final: Path, kind: str) -> None:
     """Rename ``staging`` onto ``final``; an owned ``final`` is moved aside, then removed."""
     if not final.exists():
         os.rename(staging, final)
         return
-    _check_replaceable(final)  # again: files may have been added while we worked
+    _check_replaceable(final, kind)  # again: files may have been added while we worked
     old = _staging_name(final, _OLD)
     os.rename(final, old)
     try:
@@ -252,7 +263,7 @@ def atomic_dir(target: str | Path, kind: str = "output") -> Iterator[Path]:
         _write_owner(final, kind)
         return
     clean_stale(final)
-    check_output_dir(final)
+    check_output_dir(final, kind)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = _staging_name(final, _STAGING)
@@ -265,7 +276,7 @@ def atomic_dir(target: str | Path, kind: str = "output") -> Iterator[Path]:
     try:
         yield staging
         _write_owner(staging, kind)
-        _move_into_place(staging, final)
+        _move_into_place(staging, final, kind)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -155,7 +155,7 @@ def backtest_command(
     from salesformer.models.registry import BASELINES, parse_settings, resolve_name
 
     names = [resolve_name(n) for n in _split(models)] or list(BASELINES)
-    check_output_dir(out)
+    check_output_dir(out, "backtest")
     if min_history < 0 or active_within < 0:
         raise ConfigError(
             f"--min-history and --active-within must be >= 0; got {min_history}, {active_within}"
@@ -254,7 +254,7 @@ def demo_command(
 
     if n_items < 10:
         raise ConfigError(f"--items must be at least 10; got {n_items}")
-    check_output_dir(out)
+    check_output_dir(out, "demo")
     if lang == "zh" and encoder is None:
         encoder = "multilingual-e5-small"  # the default MiniLM reads Chinese as unknown tokens
     check_lm_options([LM], finetune, encoder)

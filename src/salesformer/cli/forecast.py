@@ -243,7 +243,7 @@ def fit_command(
     from salesformer.models.registry import build_model, parse_settings, resolve_name
 
     name = resolve_name(model)
-    check_output_dir(out)  # before training: a bad --out fails now, not after the fit
+    check_output_dir(out, "model")  # before training: a bad --out fails now, not after the fit
     check_lm_options([name], finetune, encoder)
     if horizon < 1:
         raise ConfigError(f"--horizon must be >= 1; got {horizon}")

@@ -79,7 +79,7 @@ def online_retail_command(
     from salesformer._io import atomic_dir, check_output_dir
     from salesformer.data.online_retail import prepare_online_retail
 
-    check_output_dir(out)
+    check_output_dir(out, "panel")
     panel, report = prepare_online_retail(source, cache_dir=cache_dir, sha256=sha256)
     with atomic_dir(out, kind="panel") as staging:
         panel.save(staging)
@@ -101,7 +101,7 @@ def stallion_command(
     from salesformer._io import atomic_dir, check_output_dir
     from salesformer.data.stallion import prepare_stallion
 
-    check_output_dir(out)
+    check_output_dir(out, "panel")
     panel, report = prepare_stallion(source, cache_dir=cache_dir, sha256=sha256)
     with atomic_dir(out, kind="panel") as staging:
         panel.save(staging)
@@ -151,7 +151,7 @@ def csv_command(
     from salesformer._io import atomic_dir, check_output_dir
     from salesformer.data.csv_loader import prepare_csv
 
-    check_output_dir(out)
+    check_output_dir(out, "panel")
     panel = prepare_csv(
         sales,
         items_path=items,

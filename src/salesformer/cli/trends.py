@@ -111,7 +111,7 @@ def trends_command(
     from salesformer.decisions.trends import TrendSettings, analyze_trends, group_table
     from salesformer.decisions.trends_plot import plot_history, plot_seasonality
 
-    check_output_dir(out)
+    check_output_dir(out, "trends")
     if model_dir is not None and forecasts is not None:
         raise ConfigError(
             f"give --model or --forecasts, not both; got --model {model_dir} and "

@@ -162,9 +162,11 @@ class SalesService:
     ) -> LiveForecast:
         """Forecast a known item from its current history (raises ``UnknownItemError``).
 
-        Answers are kept in a small LRU cache keyed by the item's state version and the clock,
+        The forecast starts after the item's own clock (the panel's last period or its latest
+        event's, see :mod:`salesformer.service.history`): other items' events never move it.
+        Answers are kept in a small LRU cache keyed by the item's state version and its clock,
         so a repeated request for an unchanged item costs a dictionary lookup; any new event of
-        the item, or a move of the clock, makes a new key.
+        the item makes a new key.
         """
         state, clock = self.history.snapshot(item_id)
         levels = tuple(DEFAULT_QUANTILES if quantiles is None else quantiles)
@@ -186,7 +188,11 @@ class SalesService:
         horizon: int | None = None,
         quantiles: Sequence[float] | None = None,
     ) -> LiveForecast:
-        """Cold-start forecast of a product from its text, price and launch date."""
+        """Cold-start forecast of a product from its text, price and launch date.
+
+        Without a launch date the product launches in the period after the service clock (the
+        latest clock of the known items).
+        """
         launch = launch_date or self.live.grid.date_of(self.history.clock + 1)
         frame = pd.DataFrame(
             {

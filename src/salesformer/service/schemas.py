@@ -151,7 +151,10 @@ class HealthOut(BaseModel):
     items: int
     events: int
     store: str
-    clock: date = Field(description="Latest period with data (panel or events).")
+    clock: date = Field(
+        description="The service clock: the latest period with data (panel or events) of a "
+        "known item. Each item's forecast starts after its own clock, not this one."
+    )
     horizon: int
 
 

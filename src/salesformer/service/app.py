@@ -2,7 +2,8 @@
 
 Nothing is loaded at import time; the model is loaded once, when the app is created. Writes
 (``POST``) need the API key in the ``X-API-Key`` header (compared in constant time); reads are
-open unless ``protect_reads`` is set. Bad input is answered with a 4xx and a one-line
+open unless ``protect_reads`` is set, but stored events (order and customer ids) are answered
+only to requests with the key. Bad input is answered with a 4xx and a one-line
 ``{"detail": ...}``, never a 500; a batch of events is stored whole or not at all.
 """
 
@@ -60,11 +61,12 @@ def create_app(config: ServiceConfig, model: Any = None) -> FastAPI:
     _errors(app)
     write = Depends(_key_check(config, required=True))
     read = Depends(_key_check(config, required=config.protect_reads))
+    personal = Depends(_key_holder(config))
 
     app.include_router(events.router(service, metrics, write))
     app.include_router(forecasts.router(service, read, write))
     app.include_router(decisions.router(service, read, write))
-    app.include_router(items.router(service, read))
+    app.include_router(items.router(service, read, personal))
     app.include_router(system.router(service, config, metrics, read))
 
     # the last added runs first: metrics wrap the body limit, so refused bodies are counted too
@@ -93,6 +95,23 @@ def _key_check(config: ServiceConfig, required: bool) -> Any:
             raise HTTPException(403, "wrong API key; send the server's key in X-API-Key")
 
     return check if required else open_access
+
+
+def _key_holder(config: ServiceConfig) -> Any:
+    """A dependency: True with the right key, False without one, 403 with a wrong one.
+
+    For reads whose answer holds personal data (order and customer ids) only for key holders.
+    """
+    expected = (config.api_key or "").encode()
+
+    def holds_key(key: str | None = Depends(_KEY_HEADER)) -> bool:
+        if not key:
+            return False
+        if not expected or not hmac.compare_digest(key.encode(), expected):
+            raise HTTPException(403, "wrong API key; send the server's key in X-API-Key")
+        return True
+
+    return holds_key
 
 
 def _errors(app: FastAPI) -> None:

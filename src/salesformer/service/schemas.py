@@ -142,7 +142,13 @@ class ItemListOut(BaseModel):
 class ItemHistoryOut(BaseModel):
     item_id: str
     history: list[HistoryPointOut]
-    events: list[EventOut] = Field(description="Latest stored events, newest first.")
+    events: list[EventOut] = Field(
+        description="Latest stored events, newest first; only for requests with the API key "
+        "(they carry order and customer ids)."
+    )
+    events_withheld: bool = Field(
+        description="True when events were asked for without the API key and left out."
+    )
 
 
 class HealthOut(BaseModel):

@@ -1,0 +1,82 @@
+"""Nothing silently wrong in the service (issue 21): personal data, impossible scenarios,
+conflicting event ids, ids that cannot be read back, blank new-item texts, security headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("torch")
+
+from fastapi.testclient import TestClient
+
+from salesformer.service.app import create_app
+from salesformer.service.core import ServiceConfig
+
+pytest_plugins = ["service_support"]  # the service test fixtures
+API_KEY = "test-key-0123456789"
+KEY = {"X-API-Key": API_KEY}
+
+
+def make_client(model: Any, db: str, **settings: Any) -> TestClient:
+    config = ServiceConfig(model_dir="unused", db=db, api_key=API_KEY, **settings)
+    return TestClient(create_app(config, model=model))
+
+
+def sale(event_id: str, item: str, when: datetime, quantity: float = 1.0, **extra: Any) -> dict:
+    return {
+        "event_id": event_id,
+        "item_id": item,
+        "timestamp": when.isoformat(),
+        "quantity": quantity,
+        **extra,
+    }
+
+
+def after_panel(model: Any, days: int = 1) -> datetime:
+    return pd.Timestamp(model.panel_.last_date).to_pydatetime() + timedelta(days=days)
+
+
+@pytest.fixture
+def client(loaded_model: Any, tmp_path: Path) -> TestClient:
+    return make_client(loaded_model, str(tmp_path / "e.db"))
+
+
+# -- personal data ----------------------------------------------------------------------------
+
+
+def test_events_with_customer_ids_need_the_key(loaded_model: Any, client: TestClient) -> None:
+    item = str(loaded_model.panel_.item_ids[0])
+    event = sale("o981-1", item, after_panel(loaded_model, 7), 2, order_id="o981", customer_id="c17")
+    assert client.post("/events", json={"events": [event]}, headers=KEY).status_code == 200
+
+    public = client.get(f"/items/{item}/history", params={"periods": 2})
+    assert public.status_code == 200
+    assert public.json()["events"] == [] and public.json()["events_withheld"] is True
+    assert "c17" not in public.text and "o981" not in public.text
+    assert public.json()["history"][-1]["sales"] == 2.0  # sales totals stay public
+
+    keyed = client.get(f"/items/{item}/history", headers=KEY).json()
+    assert keyed["events_withheld"] is False
+    assert keyed["events"][0]["customer_id"] == "c17"
+    assert keyed["events"][0]["order_id"] == "o981"
+
+    wrong = client.get(f"/items/{item}/history", headers={"X-API-Key": "wrong-key-123"})
+    assert wrong.status_code == 403
+    assert wrong.json() == {"detail": "wrong API key; send the server's key in X-API-Key"}
+    nothing_asked = client.get(f"/items/{item}/history", params={"events": 0}).json()
+    assert nothing_asked["events_withheld"] is False
+
+
+def test_keyed_reads_refuse_history_without_the_key(loaded_model: Any, tmp_path: Path) -> None:
+    client = make_client(loaded_model, str(tmp_path / "e.db"), protect_reads=True)
+    item = str(loaded_model.panel_.item_ids[0])
+    assert client.get(f"/items/{item}/history").status_code == 401
+    assert client.get(f"/items/{item}/history", headers=KEY).json()["events_withheld"] is False

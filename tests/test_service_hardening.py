@@ -80,3 +80,37 @@ def test_keyed_reads_refuse_history_without_the_key(loaded_model: Any, tmp_path:
     item = str(loaded_model.panel_.item_ids[0])
     assert client.get(f"/items/{item}/history").status_code == 401
     assert client.get(f"/items/{item}/history", headers=KEY).json()["events_withheld"] is False
+
+
+# -- impossible scenarios ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"covariates": {"price": -1.0}}, "body.covariates: price must be >= 0; got -1.0"),
+        ({"covariates": {"price": -1e9}}, "price must be >= 0; got -1000000000.0"),
+        ({"covariates": {"discount": -0.5}}, "discount must lie in [0, 0.999]"),
+        ({"covariates": {"discount": 1.5}}, "discount must lie in [0, 0.999]"),
+        ({"covariates": {"discount": -1e9, "price": 3}}, "got -1000000000.0"),
+        ({"price_change": -1.0}, "body.price_change: Input should be greater than -1; got -1.0"),
+        ({"price_change": -1e9}, "body.price_change"),
+    ],
+)
+def test_whatif_refuses_negative_prices_and_discounts(
+    loaded_model: Any, client: TestClient, change: dict[str, Any], message: str
+) -> None:
+    item = str(loaded_model.panel_.item_ids[0])
+    answer = client.post("/whatif", json={"item_id": item, **change}, headers=KEY)
+    assert answer.status_code == 422
+    assert message in answer.json()["detail"]
+    assert "\n" not in answer.json()["detail"]
+
+
+def test_whatif_revenue_is_never_negative(loaded_model: Any, client: TestClient) -> None:
+    item = str(loaded_model.panel_.item_ids[0])
+    for change in ({"price_change": -0.999}, {"covariates": {"discount": 0.999, "price": 0.0}}):
+        answer = client.post("/whatif", json={"item_id": item, **change}, headers=KEY)
+        assert answer.status_code == 200, answer.text
+        points = answer.json()["points"]
+        assert all(p["revenue_scenario"] >= 0 and p["price_scenario"] >= 0 for p in points)

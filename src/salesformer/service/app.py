@@ -114,6 +114,16 @@ def _key_holder(config: ServiceConfig) -> Any:
     return holds_key
 
 
+def _received(problem: Any) -> str:
+    """``; got <value>`` for a short scalar input (messages of our own already say it)."""
+    value = problem.get("input")
+    message = str(problem.get("msg", ""))
+    if "; got " in message or isinstance(value, dict | list):
+        return ""
+    text = ascii(value)  # escapes control and invisible characters: one readable line
+    return f"; got {text if len(text) <= 80 else text[:77] + '...'}"
+
+
 def _errors(app: FastAPI) -> None:
     """One-line ``{"detail": ...}`` bodies for every refused request."""
 
@@ -123,8 +133,9 @@ def _errors(app: FastAPI) -> None:
         first = problems[0] if problems else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", ()))
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-        detail = (
-            f"invalid request: {where}: {first.get('msg')}{more}; see /openapi.json for the schema"
+        message = str(first.get("msg", "")).removeprefix("Value error, ")
+        detail = f"invalid request: {where}: {message}{_received(first)}{more}; " + (
+            "see /openapi.json for the schema"
         )
         return JSONResponse({"detail": detail}, status_code=422)
 

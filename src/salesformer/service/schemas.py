@@ -7,6 +7,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from salesformer.decisions.whatif import DISCOUNT, MAX_DISCOUNT, PRICE, PRICE_REGULAR
+
 #: Ids are printable text without control characters: they are data, never file names.
 ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 MAX_ID = 128
@@ -218,6 +220,23 @@ class WhatIfIn(_Strict):
     quantiles: list[Annotated[float, Field(gt=0, lt=1)]] | None = Field(
         default=None, min_length=1, max_length=99
     )
+
+    @field_validator("covariates")
+    @classmethod
+    def _possible(cls, values: dict[str, float] | None) -> dict[str, float] | None:
+        """Prices are >= 0 and a discount a fraction: others would give negative revenue."""
+        for name, value in (values or {}).items():
+            if name in (PRICE, PRICE_REGULAR) and value < 0:
+                raise ValueError(
+                    f"{name} must be >= 0; got {value!r}; give the unit price in the panel's "
+                    "currency (or price_change, e.g. -0.1 for 10% cheaper)"
+                )
+            if name == DISCOUNT and not 0 <= value <= MAX_DISCOUNT:
+                raise ValueError(
+                    f"discount must lie in [0, {MAX_DISCOUNT}] (a fraction of the regular price: "
+                    f"0.2 is 20% off); got {value!r}"
+                )
+        return values
 
 
 class WhatIfPointOut(BaseModel):

@@ -114,3 +114,42 @@ def test_whatif_revenue_is_never_negative(loaded_model: Any, client: TestClient)
         assert answer.status_code == 200, answer.text
         points = answer.json()["points"]
         assert all(p["revenue_scenario"] >= 0 and p["price_scenario"] >= 0 for p in points)
+
+
+# -- event ids --------------------------------------------------------------------------------
+
+
+def test_a_reused_event_id_is_a_conflict(
+    loaded_model: Any, store_location: Callable[[], str]
+) -> None:
+    client = make_client(loaded_model, store_location())
+    item = str(loaded_model.panel_.item_ids[0])
+    when = after_panel(loaded_model)
+    first = sale("e1", item, when, 2.0, price=3.5, order_id="o1", customer_id="c1")
+    assert client.post("/events", json={"events": [first]}, headers=KEY).status_code == 200
+    # a true resend (the same sale, the zone written differently) is an idempotent duplicate
+    resend = {**first, "timestamp": when.isoformat() + "+00:00"}
+    again = client.post("/events", json={"events": [resend]}, headers=KEY)
+    assert again.json() == {"received": 1, "stored": 0, "duplicates": 1}
+    forecast = client.get(f"/items/{item}/forecast").json()
+
+    for reused, differs in (
+        ({**first, "quantity": 5.0}, "quantity"),
+        ({**first, "customer_id": "c2"}, "customer_id"),
+        ({**first, "item_id": str(loaded_model.panel_.item_ids[1])}, "item_id"),
+        ({**first, "timestamp": (when + timedelta(hours=1)).isoformat()}, "ts"),
+        ({**first, "price": None}, "price"),
+    ):
+        fresh = sale("e2", item, when, 1.0)
+        answer = client.post("/events", json={"events": [fresh, reused]}, headers=KEY)
+        assert answer.status_code == 409, reused
+        assert answer.json() == {
+            "detail": f"events[1]: event_id 'e1' is already stored for another sale (it "
+            f"differs in {differs}); resend an event unchanged, or give a new sale a new event_id"
+        }
+    twice = [sale("e3", item, when, 1.0), sale("e3", item, when, 4.0)]
+    answer = client.post("/events", json={"events": twice}, headers=KEY)
+    assert answer.status_code == 409 and "event_id 'e3'" in answer.json()["detail"]
+    assert client.get("/health").json()["events"] == 1  # nothing of the refused batches
+    assert client.get(f"/items/{item}/forecast").json() == forecast
+    assert 'status="409"} 6' in client.get("/metrics").text

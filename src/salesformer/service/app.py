@@ -27,6 +27,7 @@ from salesformer.service.guards import BodyLimit, RequestMetrics
 from salesformer.service.live import UnknownItemError
 from salesformer.service.metrics import Metrics
 from salesformer.service.routes import decisions, events, forecasts, items, system
+from salesformer.service.store import EventIdConflictError
 
 _KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key.")
 
@@ -142,6 +143,10 @@ def _errors(app: FastAPI) -> None:
     @app.exception_handler(SalesformerError)
     async def user_error(request: Request, exc: SalesformerError) -> JSONResponse:
         return JSONResponse({"detail": str(exc).splitlines()[0]}, status_code=422)
+
+    @app.exception_handler(EventIdConflictError)
+    async def conflict(request: Request, exc: EventIdConflictError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc).splitlines()[0]}, status_code=409)
 
     @app.exception_handler(UnknownItemError)
     async def unknown(request: Request, exc: UnknownItemError) -> JSONResponse:

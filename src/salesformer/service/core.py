@@ -144,6 +144,8 @@ class SalesService:
 
         Raises:
             DataValidationError: an event before the model's first date or in the future.
+            EventIdConflictError: an ``event_id`` already stored (or used earlier in the batch)
+                for another sale; nothing is stored.
         """
         self.history.check(events)
         latest = datetime.now(UTC).replace(tzinfo=None) + FUTURE_SLACK

@@ -32,6 +32,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (401, "No API key sent"),
         (403, "Wrong API key, or writes disabled"),
         (404, "Unknown item"),
+        (409, "An event_id already stored for another sale"),
         (413, "Request body too large"),
         (422, "Invalid request"),
     )

@@ -149,7 +149,9 @@ def test_dashboard_shows_an_item_and_follows_new_events(
     )
     after = float(browser.find_element(By.ID, "forecast-summary").get_attribute("data-total"))
     assert after > before
-    wait.until(lambda d: "web-2" in [c.text for c in d.find_elements(By.CSS_SELECTOR, "#events td")])
+    wait.until(
+        lambda d: "web-2" in [c.text for c in d.find_elements(By.CSS_SELECTOR, "#events td")]
+    )
     plan = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#plan[data-order-qty]"))
     assert float(plan.get_attribute("data-order-qty")) > 0  # nothing on hand, demand ahead
     assert "order-up-to" in plan.text

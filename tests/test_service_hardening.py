@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
 import pytest
@@ -54,7 +55,9 @@ def client(loaded_model: Any, tmp_path: Path) -> TestClient:
 
 def test_events_with_customer_ids_need_the_key(loaded_model: Any, client: TestClient) -> None:
     item = str(loaded_model.panel_.item_ids[0])
-    event = sale("o981-1", item, after_panel(loaded_model, 7), 2, order_id="o981", customer_id="c17")
+    event = sale(
+        "o981-1", item, after_panel(loaded_model, 7), 2, order_id="o981", customer_id="c17"
+    )
     assert client.post("/events", json={"events": [event]}, headers=KEY).status_code == 200
 
     public = client.get(f"/items/{item}/history", params={"periods": 2})
@@ -153,3 +156,123 @@ def test_a_reused_event_id_is_a_conflict(
     assert client.get("/health").json()["events"] == 1  # nothing of the refused batches
     assert client.get(f"/items/{item}/forecast").json() == forecast
     assert 'status="409"} 6' in client.get("/metrics").text
+
+
+# -- ids --------------------------------------------------------------------------------------
+
+SLASHED = "SKU/00000"  # real SKUs may hold a slash
+
+
+@pytest.fixture(scope="module")
+def slashed_model(loaded_model: Any) -> Any:
+    """The served model with its first item renamed to an id holding slashes."""
+    import dataclasses
+
+    import numpy as np
+
+    panel = loaded_model.panel_
+    old = str(panel.item_ids[0])
+
+    def rename(frame: pd.DataFrame) -> pd.DataFrame:
+        out = frame.copy()
+        out["item_id"] = out["item_id"].astype(str).replace({old: SLASHED})
+        return out
+
+    model = loaded_model.clone()
+    vars(model).update({k: v for k, v in vars(loaded_model).items() if k.endswith("_")})
+    model.panel_ = dataclasses.replace(panel, sales=rename(panel.sales), items=rename(panel.items))
+    model.item_ids_ = np.array([SLASHED if str(i) == old else str(i) for i in model.item_ids_])
+    return model
+
+
+def test_an_id_with_a_slash_reads_back(slashed_model: Any, tmp_path: Path) -> None:
+    client = make_client(slashed_model, str(tmp_path / "e.db"))
+    found = client.get("/items", params={"search": "SKU/0"}).json()["items"]
+    assert [i["item_id"] for i in found] == [SLASHED]
+    encoded = "SKU%2F00000"
+    when = after_panel(slashed_model, 7)
+    event = sale("s1", SLASHED, when, 3.0, price=2.0)
+    assert client.post("/events", json={"events": [event]}, headers=KEY).status_code == 200
+    for path in (f"/items/{encoded}/history", f"/items/{SLASHED}/history"):
+        history = client.get(path, headers=KEY)
+        assert history.status_code == 200, history.text
+        assert history.json()["item_id"] == SLASHED
+        assert history.json()["events"][0]["event_id"] == "s1"
+        assert history.json()["history"][-1] == {"date": when.date().isoformat(), "sales": 3.0}
+    forecast = client.get(f"/items/{encoded}/forecast").json()
+    assert forecast["item_id"] == SLASHED and forecast["origin"] == when.date().isoformat()
+    plan = client.get(f"/items/{encoded}/plan", params={"on_hand": 1, "lead_time": 1})
+    assert plan.status_code == 200 and plan.json()["item_id"] == SLASHED
+    whatif = client.post("/whatif", json={"item_id": SLASHED, "price_change": 0.1}, headers=KEY)
+    assert whatif.status_code == 200 and whatif.json()["item_id"] == SLASHED
+    assert client.get("/items/SKU%2F99999/forecast").status_code == 404
+    assert 'route="/items/{item_id}/forecast",status="200"} 1' in client.get("/metrics").text
+
+
+@pytest.mark.parametrize(
+    ("item_id", "message"),
+    [
+        ("", "String should have at least 1 character"),
+        ("   ", "an id must not be blank; got '   '"),
+        ("\t", "an id must not be blank; got '\\t'"),
+        ("SKU\t1", "U+0009 (a control character) at position 3"),
+        ("SKU\u200b1", "U+200B (ZERO WIDTH SPACE) at position 3; remove it"),
+        ("\ufeffSKU1", "U+FEFF (ZERO WIDTH NO-BREAK SPACE) at position 0"),
+        ("SKU\u202e1", "U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+        ("SKU\u20601", "U+2060 (WORD JOINER)"),
+        ("SKU\u20281", "U+2028 (LINE SEPARATOR)"),
+        ("SKU\ue0001", "U+E000"),
+        ("SKU\x851", "U+0085"),
+        ("x" * 129, "String should have at most 128 characters"),
+    ],
+)
+def test_blank_and_invisible_ids_are_refused(
+    loaded_model: Any, client: TestClient, item_id: str, message: str
+) -> None:
+    when = after_panel(loaded_model)
+    known = str(loaded_model.panel_.item_ids[0])
+    for field, event in (
+        ("item_id", sale("ok-1", item_id, when)),
+        ("event_id", sale(item_id, known, when)),
+        ("order_id", sale("ok-2", known, when, order_id=item_id)),
+        ("customer_id", sale("ok-3", known, when, customer_id=item_id)),
+    ):
+        answer = client.post("/events", json={"events": [event]}, headers=KEY)
+        assert answer.status_code == 422, (field, item_id)
+        detail = answer.json()["detail"]
+        assert detail.startswith(f"invalid request: body.events.0.{field}: ") and message in detail
+        assert "\n" not in detail
+    new = client.post("/forecast/new-item", json={"item_id": item_id, "text": "A mug"}, headers=KEY)
+    assert new.status_code == 422 and message in new.json()["detail"]
+    whatif = client.post("/whatif", json={"item_id": item_id, "price_change": 0.1}, headers=KEY)
+    assert whatif.status_code == 422 and message in whatif.json()["detail"]
+    for route in ("forecast", "history", "plan?on_hand=1&lead_time=1"):
+        read = client.get(f"/items/{quote(item_id, safe='')}/{route}")
+        assert read.status_code == 422, route
+        assert read.json()["detail"].startswith("invalid request: path.item_id: ")
+        assert message in read.json()["detail"]
+    assert client.get("/health").json()["events"] == 0
+
+
+def test_the_schemas_id_pattern_is_the_rule() -> None:
+    """The OpenAPI pattern refuses exactly what check_id refuses (surrogates aside)."""
+    import re
+    import sys
+    import unicodedata
+
+    from salesformer.service.schemas import ID_PATTERN, INVISIBLE_CLASS, check_id
+
+    invisible = re.compile(f"[{INVISIBLE_CLASS}]")
+    for code in range(sys.maxunicode + 1):
+        char = chr(code)
+        if unicodedata.category(char) == "Cs":
+            continue
+        refused = unicodedata.category(char) in {"Cc", "Cf", "Co", "Zl", "Zp"}
+        assert bool(invisible.match(char)) == refused, hex(code)
+    pattern = re.compile(ID_PATTERN)
+    for text in ("SKU/1", "a b", " x ", "é", "\u00a0x", "SKU\u200b1", "  ", "\u3000"):
+        try:
+            accepted = check_id(text) == text
+        except ValueError:
+            accepted = False
+        assert bool(pattern.match(text)) == accepted, ascii(text)

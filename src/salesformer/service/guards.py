@@ -117,7 +117,8 @@ class RequestMetrics:
             await self.app(scope, receive, recording_send)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            # the template without converters: /items/{item_id}/forecast for {item_id:path}
+            template = getattr(route, "path_format", None) or "unmatched"
             self.metrics.observe(
                 scope.get("method", "GET"), template, status, time.perf_counter() - started
             )

@@ -2,21 +2,60 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import date, datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from salesformer.decisions.whatif import DISCOUNT, MAX_DISCOUNT, PRICE, PRICE_REGULAR
 
-#: Ids are printable text without control characters: they are data, never file names.
-ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 MAX_ID = 128
 MAX_BATCH = 5000
+#: Unicode categories no id may hold: control, format (zero-width, bidi overrides, BOM),
+#: surrogates, private use, line and paragraph separators. They are invisible or unprintable,
+#: so two ids that look alike would name different items.
+_INVISIBLE = {"Cc", "Cf", "Cs", "Co", "Zl", "Zp"}
+#: The same characters as a regex class (but the surrogates, which no regex engine takes),
+#: for the OpenAPI schema; a test checks it against ``unicodedata`` over every code point.
+INVISIBLE_CLASS = (
+    r"\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e"
+    r"\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ue000-\uf8ff\ufeff\ufff9-\ufffb"
+    r"\U000110bd\U000110cd\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    r"\U000e0001\U000e0020-\U000e007f\U000f0000-\U000ffffd\U00100000-\U0010fffd"
+)
+#: Ids: visible text, not blank (documented in the schema; :func:`check_id` enforces it).
+ID_PATTERN = rf"^[^{INVISIBLE_CLASS}]*[^\s{INVISIBLE_CLASS}][^{INVISIBLE_CLASS}]*$"
+ID_SCHEMA = {"pattern": ID_PATTERN}
 
-Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID, pattern=ID_PATTERN)]
+
+def check_id(value: str) -> str:
+    """Refuse blank ids and ids with invisible or control characters; return the id.
+
+    Raises:
+        ValueError: naming the first such character and where it is.
+    """
+    if not value.strip():
+        raise ValueError(f"an id must not be blank; got {value!r}; send the item's visible id")
+    for position, char in enumerate(value):
+        if unicodedata.category(char) in _INVISIBLE:
+            raise ValueError(
+                f"an id must hold visible characters only; got {ascii(value)[:80]} with "
+                f"U+{ord(char):04X} ({unicodedata.name(char, 'a control character')}) at "
+                f"position {position}; remove it"
+            )
+    return value
+
+
+Identifier = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_ID, json_schema_extra=ID_SCHEMA),
+    AfterValidator(check_id),
+]
 OptionalId = Annotated[
-    str | None, Field(default=None, min_length=1, max_length=MAX_ID, pattern=ID_PATTERN)
+    str | None,
+    Field(default=None, min_length=1, max_length=MAX_ID, json_schema_extra=ID_SCHEMA),
+    AfterValidator(lambda value: None if value is None else check_id(value)),
 ]
 Quantity = Annotated[float, Field(ge=-1e6, le=1e6, allow_inf_nan=False)]
 Price = Annotated[float | None, Field(default=None, ge=0, le=1e9, allow_inf_nan=False)]

@@ -4,9 +4,9 @@ Both stores keep one table, ``events``, with a unique ``event_id``: adding a bat
 events not seen before and skips exact resends of stored ones, in one transaction, so a batch
 is stored whole or not at all and re-sending it is harmless. An ``event_id`` already stored
 with other content (or used twice in a batch for different sales) is a conflict: the batch is
-rolled back and :class:`EventIdConflictError` names the id. :meth:`Store.add_events` returns only after the
-transaction is committed (SQLite: ``synchronous=FULL``; PostgreSQL: a normal commit), which is
-what lets the service acknowledge an event only once it is durable.
+rolled back and :class:`EventIdConflictError` names the id. :meth:`Store.add_events` returns
+only after the transaction is committed (SQLite: ``synchronous=FULL``; PostgreSQL: a normal
+commit), which is what lets the service acknowledge an event only once it is durable.
 
 Timestamps are stored as ISO-8601 text in UTC without an offset, so both stores sort and
 return them alike.

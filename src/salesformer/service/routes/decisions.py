@@ -13,7 +13,7 @@ from salesformer.forecasting.protocol import check_quantiles
 from salesformer.service.core import SalesService
 from salesformer.service.routes.common import (
     ERRORS,
-    ItemPath,
+    ItemId,
     finite_or_none,
     levels_of,
     whatif_out,
@@ -26,10 +26,10 @@ def router(service: SalesService, read: Any, write: Any) -> APIRouter:
     router = APIRouter()
 
     @router.get(
-        "/items/{item_id}/plan", response_model=PlanOut, responses=ERRORS, dependencies=[read]
+        "/items/{item_id:path}/plan", response_model=PlanOut, responses=ERRORS, dependencies=[read]
     )
     def get_plan(
-        item_id: str = ItemPath,
+        item_id: ItemId,
         on_hand: float = Query(ge=0, le=1e9, description="Units in stock now."),
         lead_time: int = Query(ge=0, le=service.live.horizon - 1, description="Weeks."),
         review_period: int = Query(1, ge=1, le=service.live.horizon, description="Weeks."),

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 
 from salesformer.service.core import SalesService
-from salesformer.service.routes.common import ERRORS, ItemPath
+from salesformer.service.routes.common import ERRORS, ItemId
 from salesformer.service.schemas import (
     EventOut,
     HistoryPointOut,
@@ -30,13 +30,13 @@ def router(service: SalesService, read: Any, personal: Any) -> APIRouter:
         return ItemListOut(items=[ItemOut(item_id=i, title=t) for i, t in found], total=total)
 
     @router.get(
-        "/items/{item_id}/history",
+        "/items/{item_id:path}/history",
         response_model=ItemHistoryOut,
         responses=ERRORS,
         dependencies=[read],
     )
     def get_history(
-        item_id: str = ItemPath,
+        item_id: ItemId,
         periods: int = Query(52, ge=1, le=10_000),
         events: int = Query(20, ge=0, le=1000),
         keyed: bool = personal,

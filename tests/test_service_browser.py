@@ -97,6 +97,7 @@ def browser() -> Iterator[Any]:
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
         options.add_argument(flag)
     options.add_argument("--window-size=1280,900")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # to see CSP reports
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
     try:
@@ -155,3 +156,10 @@ def test_dashboard_shows_an_item_and_follows_new_events(
     plan = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#plan[data-order-qty]"))
     assert float(plan.get_attribute("data-order-qty")) > 0  # nothing on hand, demand ahead
     assert "order-up-to" in plan.text
+    # the page works under its Content-Security-Policy: the browser blocked nothing
+    policy = httpx.get(server).headers["content-security-policy"]
+    assert "script-src 'self'" in policy
+    blocked = [
+        e["message"] for e in browser.get_log("browser") if "Content Security" in e["message"]
+    ]
+    assert blocked == []

@@ -4,6 +4,7 @@ conflicting event ids, ids that cannot be read back, blank new-item texts, secur
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -276,3 +277,40 @@ def test_the_schemas_id_pattern_is_the_rule() -> None:
         except ValueError:
             accepted = False
         assert bool(pattern.match(text)) == accepted, ascii(text)
+
+
+# -- security headers -------------------------------------------------------------------------
+
+
+def test_every_answer_carries_the_security_headers(loaded_model: Any, tmp_path: Path) -> None:
+    from salesformer.service.guards import API_CSP, DASHBOARD_CSP
+
+    client = make_client(loaded_model, str(tmp_path / "e.db"), max_body_bytes=2048)
+    item = str(loaded_model.panel_.item_ids[0])
+    answers = {
+        "dashboard": client.get("/"),
+        "script": client.get("/static/app.js"),
+        "plotly": client.get("/static/plotly.min.js"),
+        "json": client.get(f"/items/{item}/forecast"),
+        "metrics": client.get("/metrics"),
+        "schema": client.get("/openapi.json"),
+        "404": client.get("/items/NOPE/forecast"),
+        "no route": client.get("/nowhere"),
+        "422": client.get(f"/items/{item}/forecast", params={"horizon": 0}),
+        "401": client.post("/events", json={"events": []}),
+        "413": client.post("/events", content=b"x" * 4096, headers=KEY),
+    }
+    assert answers["413"].status_code == 413 and answers["401"].status_code == 401
+    for name, answer in answers.items():
+        headers = answer.headers
+        assert headers["x-content-type-options"] == "nosniff", name
+        assert headers["x-frame-options"] == "DENY", name
+        assert headers["referrer-policy"] == "no-referrer", name
+        expected = DASHBOARD_CSP if name == "dashboard" else API_CSP
+        assert headers["content-security-policy"] == expected, name
+    # the dashboard runs only scripts of its own: no inline script that the policy would block
+    page = answers["dashboard"].text
+    assert "script-src 'self';" in DASHBOARD_CSP and "unsafe-eval" not in DASHBOARD_CSP
+    scripts = page.count("<script")
+    assert scripts == page.count('<script src="/static/') == 2
+    assert re.search(r"<[^>]*\son\w+\s*=", page) is None  # no inline event handlers

@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 from salesformer._version import __version__
 from salesformer.errors import SalesformerError
 from salesformer.service.core import SalesService, ServiceConfig
-from salesformer.service.guards import BodyLimit, RequestMetrics
+from salesformer.service.guards import BodyLimit, RequestMetrics, SecurityHeaders
 from salesformer.service.live import UnknownItemError
 from salesformer.service.metrics import Metrics
 from salesformer.service.routes import decisions, events, forecasts, items, system
@@ -70,9 +70,11 @@ def create_app(config: ServiceConfig, model: Any = None) -> FastAPI:
     app.include_router(items.router(service, read, personal))
     app.include_router(system.router(service, config, metrics, read))
 
-    # the last added runs first: metrics wrap the body limit, so refused bodies are counted too
+    # the last added runs first: metrics wrap the body limit, so refused bodies are counted
+    # too, and the security headers wrap both, so every answer carries them
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
+    app.add_middleware(SecurityHeaders)
     return app
 
 

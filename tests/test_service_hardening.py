@@ -314,3 +314,25 @@ def test_every_answer_carries_the_security_headers(loaded_model: Any, tmp_path: 
     scripts = page.count("<script")
     assert scripts == page.count('<script src="/static/') == 2
     assert re.search(r"<[^>]*\son\w+\s*=", page) is None  # no inline event handlers
+
+
+# -- new items --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"item_id": "N1"}, "body.text: Field required"),
+        ({"item_id": "N1", "text": ""}, "body.text: String should have at least 1 character"),
+        ({"item_id": "N1", "text": "   "}, "body.text: text must describe the product"),
+        ({"item_id": "N1", "text": "\n\t "}, "got '\\n\\t '"),
+        ({"item_id": "N1", "text": "\u200b\u200b"}, "got '\\u200b\\u200b'"),
+        ({"item_id": "N1", "text": None}, "body.text: Input should be a valid string; got None"),
+        ({"item_id": "N1", "text": 5}, "body.text: Input should be a valid string; got 5"),
+    ],
+)
+def test_new_items_need_a_text(client: TestClient, body: dict[str, Any], message: str) -> None:
+    answer = client.post("/forecast/new-item", json=body, headers=KEY)
+    assert answer.status_code == 422
+    assert message in answer.json()["detail"]
+    assert "\n" not in answer.json()["detail"]

@@ -147,6 +147,18 @@ class NewItemIn(_Strict):
     def _text(cls, value: object) -> object:
         return _iso_text(value, "launch_date")
 
+    @field_validator("text")
+    @classmethod
+    def _words(cls, value: str) -> str:
+        """A new item is forecast from its text alone: a blank one would be a silent guess."""
+        visible = "".join(c for c in value if unicodedata.category(c) not in _INVISIBLE)
+        if not visible.strip():
+            raise ValueError(
+                f"text must describe the product (title, description, ...); got {ascii(value)[:80]}"
+                "; the forecast of a new item comes from its text"
+            )
+        return value
+
     @field_validator("launch_date")
     @classmethod
     def _plausible(cls, value: date | None) -> date | None:

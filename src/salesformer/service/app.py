@@ -142,6 +142,16 @@ def _errors(app: FastAPI) -> None:
         )
         return JSONResponse({"detail": detail}, status_code=422)
 
+    @app.exception_handler(HTTPException)
+    async def refused(request: Request, exc: HTTPException) -> JSONResponse:
+        detail = str(exc.detail).splitlines()[0] if str(exc.detail).strip() else "refused"
+        if exc.status_code == 400 and detail == "There was an error parsing the body":
+            detail = (
+                "the body cannot be parsed as JSON (nested too deeply, or not UTF-8 text); "
+                'send a JSON object such as {"events": [...]}'
+            )
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
     @app.exception_handler(SalesformerError)
     async def user_error(request: Request, exc: SalesformerError) -> JSONResponse:
         return JSONResponse({"detail": str(exc).splitlines()[0]}, status_code=422)

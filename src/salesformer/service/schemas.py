@@ -47,6 +47,11 @@ def check_id(value: str) -> str:
     return value
 
 
+def _visible(text: str) -> str:
+    """The text without invisible characters and surrounding white space."""
+    return "".join(c for c in text if unicodedata.category(c) not in _INVISIBLE).strip()
+
+
 Identifier = Annotated[
     str,
     Field(min_length=1, max_length=MAX_ID, json_schema_extra=ID_SCHEMA),
@@ -151,8 +156,7 @@ class NewItemIn(_Strict):
     @classmethod
     def _words(cls, value: str) -> str:
         """A new item is forecast from its text alone: a blank one would be a silent guess."""
-        visible = "".join(c for c in value if unicodedata.category(c) not in _INVISIBLE)
-        if not visible.strip():
+        if not _visible(value):
             raise ValueError(
                 f"text must describe the product (title, description, ...); got {ascii(value)[:80]}"
                 "; the forecast of a new item comes from its text"
@@ -271,6 +275,17 @@ class WhatIfIn(_Strict):
     quantiles: list[Annotated[float, Field(gt=0, lt=1)]] | None = Field(
         default=None, min_length=1, max_length=99
     )
+
+    @field_validator("promotion")
+    @classmethod
+    def _copy(cls, value: str | None) -> str | None:
+        """Blank copy would be dropped without a word: refuse it."""
+        if value is not None and not _visible(value):
+            raise ValueError(
+                f"promotion must be the promotion's copy; got {ascii(value)[:80]}; leave it out "
+                "for a scenario without copy"
+            )
+        return value
 
     @field_validator("covariates")
     @classmethod

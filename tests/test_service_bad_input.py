@@ -237,6 +237,7 @@ POSTS = [
     ("/forecast/new-item", {**NEW_ITEM, "quantiles": []}, 422, "at least 1 item"),
     ("/forecast/new-item", {**NEW_ITEM, "item_id": "\u200b"}, 422, "U+200B"),
     ("/forecast/new-item", {**NEW_ITEM, "extra": 1}, 422, "Extra inputs"),
+    ("/forecast/new-item", {**NEW_ITEM, "item_id": ITEM}, 422, f"item_id {ITEM!r} is an item"),
     ("/whatif", {**WHATIF, "price_change": -1}, 422, "greater than -1"),
     ("/whatif", {**WHATIF, "price_change": 11}, 422, "less than or equal to 10"),
     ("/whatif", {**WHATIF, "price_change": "NaN"}, 422, "body.price_change"),

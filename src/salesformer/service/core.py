@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -194,7 +195,17 @@ class SalesService:
 
         Without a launch date the product launches in the period after the service clock (the
         latest clock of the known items).
+
+        Raises:
+            DataValidationError: ``item_id`` is a known item (its forecast comes from its
+                history, not from a cold start).
         """
+        if self.live.knows(item_id):
+            raise DataValidationError(
+                f"item_id {item_id!r} is an item the model knows; forecast it from its history "
+                f"with GET /items/{quote(item_id, safe='')}/forecast, or give the new product an "
+                "id of its own"
+            )
         launch = launch_date or self.live.grid.date_of(self.history.clock + 1)
         frame = pd.DataFrame(
             {

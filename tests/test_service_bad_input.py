@@ -206,11 +206,11 @@ READS = [
     ("GET", "/items?limit=0", 422, "query.limit"),
     ("GET", "/items?limit=1001", 422, "query.limit"),
     ("GET", "/items?search=" + "a" * 201, 422, "query.search"),
-    ("GET", "/static/..%2F__init__.py", 404, "Not Found"),
-    ("GET", "/static/index.html", 404, "Not Found"),
-    ("GET", "/nowhere", 404, "Not Found"),
-    ("PUT", "/events", 405, "Method Not Allowed"),
-    ("DELETE", f"/items/{ITEM}/forecast", 405, "Method Not Allowed"),
+    ("GET", "/static/..%2F__init__.py", 404, "not found: GET '/static/../__init__.py'"),
+    ("GET", "/static/index.html", 404, "not found: GET '/static/index.html'"),
+    ("GET", "/nowhere%00", 404, "not found: GET '/nowhere\\x00'; see /openapi.json"),
+    ("PUT", "/events", 405, "method PUT is not allowed on '/events'; use POST"),
+    ("DELETE", f"/items/{ITEM}/forecast", 405, "method DELETE is not allowed"),
 ]
 
 

@@ -145,11 +145,17 @@ def _errors(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def refused(request: Request, exc: HTTPException) -> JSONResponse:
         detail = str(exc.detail).splitlines()[0] if str(exc.detail).strip() else "refused"
+        path = ascii(request.url.path)[:120]  # a decoded path may hold any character
         if exc.status_code == 400 and detail == "There was an error parsing the body":
             detail = (
                 "the body cannot be parsed as JSON (nested too deeply, or not UTF-8 text); "
                 'send a JSON object such as {"events": [...]}'
             )
+        elif exc.status_code == 404 and detail == "Not Found":
+            detail = f"not found: {request.method} {path}; see /openapi.json for the routes"
+        elif exc.status_code == 405 and detail == "Method Not Allowed":
+            allowed = (exc.headers or {}).get("Allow", "")
+            detail = f"method {request.method} is not allowed on {path}; use {allowed or 'GET'}"
         return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(SalesformerError)

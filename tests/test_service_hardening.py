@@ -336,3 +336,22 @@ def test_new_items_need_a_text(client: TestClient, body: dict[str, Any], message
     assert answer.status_code == 422
     assert message in answer.json()["detail"]
     assert "\n" not in answer.json()["detail"]
+
+
+def test_an_internal_error_is_one_line_with_the_headers(loaded_model: Any, tmp_path: Path) -> None:
+    from salesformer.service.guards import API_CSP
+
+    config = ServiceConfig(model_dir="unused", db=str(tmp_path / "e.db"), api_key=API_KEY)
+    app = create_app(config, model=loaded_model)
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    answer = TestClient(app, raise_server_exceptions=False).get("/boom")
+    assert answer.status_code == 500
+    assert answer.json() == {
+        "detail": "internal error: the request was not completed; the server log has why"
+    }
+    assert answer.headers["content-security-policy"] == API_CSP
+    assert answer.headers["x-frame-options"] == "DENY"

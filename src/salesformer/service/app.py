@@ -23,7 +23,12 @@ from starlette.exceptions import HTTPException
 from salesformer._version import __version__
 from salesformer.errors import SalesformerError
 from salesformer.service.core import SalesService, ServiceConfig
-from salesformer.service.guards import BodyLimit, RequestMetrics, SecurityHeaders
+from salesformer.service.guards import (
+    BodyLimit,
+    RequestMetrics,
+    SecurityHeaders,
+    security_headers,
+)
 from salesformer.service.live import UnknownItemError
 from salesformer.service.metrics import Metrics
 from salesformer.service.routes import decisions, events, forecasts, items, system
@@ -161,6 +166,15 @@ def _errors(app: FastAPI) -> None:
     @app.exception_handler(SalesformerError)
     async def user_error(request: Request, exc: SalesformerError) -> JSONResponse:
         return JSONResponse({"detail": str(exc).splitlines()[0]}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        # answered by Starlette's outermost middleware, outside SecurityHeaders: add them here
+        return JSONResponse(
+            {"detail": "internal error: the request was not completed; the server log has why"},
+            status_code=500,
+            headers=security_headers(html=False),
+        )
 
     @app.exception_handler(EventIdConflictError)
     async def conflict(request: Request, exc: EventIdConflictError) -> JSONResponse:

@@ -143,6 +143,13 @@ _COMMON_HEADERS = (
 )
 
 
+def security_headers(html: bool) -> dict[str, str]:
+    """The headers :class:`SecurityHeaders` adds, for answers built outside it (a 500)."""
+    policy = DASHBOARD_CSP if html else API_CSP
+    pairs = [*_COMMON_HEADERS, (b"content-security-policy", policy.encode())]
+    return {name.decode(): value.decode() for name, value in pairs}
+
+
 class SecurityHeaders:
     """Add the security headers to every answer, refusals and errors included.
 

@@ -222,7 +222,7 @@ def test_an_id_with_a_slash_reads_back(slashed_model: Any, tmp_path: Path) -> No
         ("SKU\u202e1", "U+202E (RIGHT-TO-LEFT OVERRIDE)"),
         ("SKU\u20601", "U+2060 (WORD JOINER)"),
         ("SKU\u20281", "U+2028 (LINE SEPARATOR)"),
-        ("SKU\ue0001", "U+E000"),
+        ("SKU\ue0001", "U+E000 (category Co) at position 3"),
         ("SKU\x851", "U+0085"),
         ("x" * 129, "String should have at most 128 characters"),
     ],

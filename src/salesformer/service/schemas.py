@@ -38,11 +38,13 @@ def check_id(value: str) -> str:
     if not value.strip():
         raise ValueError(f"an id must not be blank; got {value!r}; send the item's visible id")
     for position, char in enumerate(value):
-        if unicodedata.category(char) in _INVISIBLE:
+        category = unicodedata.category(char)
+        if category in _INVISIBLE:
+            kind = "a control character" if category == "Cc" else f"category {category}"
             raise ValueError(
                 f"an id must hold visible characters only; got {ascii(value)[:80]} with "
-                f"U+{ord(char):04X} ({unicodedata.name(char, 'a control character')}) at "
-                f"position {position}; remove it"
+                f"U+{ord(char):04X} ({unicodedata.name(char, kind)}) at position {position}; "
+                "remove it"
             )
     return value
 

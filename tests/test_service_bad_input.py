@@ -293,3 +293,46 @@ def assert_refused(
     assert service.store.count_events() == stored
     assert service.history.events == seen
     assert service.history.snapshot(ITEM) == snapshot
+
+
+def test_any_id_is_stored_exactly_or_refused_in_one_line(
+    loaded_model: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Hypothesis: any text as an item id is refused with one line (and nothing stored) or
+    stored exactly as sent and addressable in a path, URL-encoded (404: a model-unknown item)."""
+    from urllib.parse import quote
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from salesformer.service.schemas import check_id
+
+    db = tmp_path_factory.mktemp("any-id") / "events.db"
+    api = TestClient(create_app(ServiceConfig("unused", db=str(db), api_key=API_KEY), loaded_model))
+    service = api.app.state.service  # type: ignore[attr-defined]
+    counter = iter(range(10**6))
+
+    @given(st.text(min_size=0, max_size=140))
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    def check(item_id: str) -> None:
+        event_id = f"prop-{next(counter)}"
+        before = service.store.count_events()
+        answer = api.post(
+            "/events", json={"events": [event(event_id=event_id, item_id=item_id)]}, headers=KEY
+        )
+        read = api.get(f"/items/{quote(item_id, safe='')}/forecast")
+        try:
+            valid = 1 <= len(item_id) <= 128 and check_id(item_id) == item_id
+        except ValueError:
+            valid = False
+        if valid:
+            assert answer.status_code == 200, answer.text
+            assert service.store.latest_events(item_id, 1)[0].event_id == event_id
+            assert read.status_code == 404, read.text  # addressable: unknown to the model
+        else:
+            assert answer.status_code == 422
+            assert "\n" not in answer.json()["detail"]
+            assert service.store.count_events() == before
+            assert read.status_code in (404, 422)  # "" and "." segments do not reach the route
+
+    check()

@@ -66,7 +66,15 @@ from salesformer.models.registry import BASELINES
 HORIZON = 8
 CUTOFFS = ("2011-07-04", "2011-08-01", "2011-08-29", "2011-09-26")
 VALIDATION_CUTOFFS = ("2011-03-07", "2011-04-04", "2011-05-02")
-CUTOFF_SETS = {"test": CUTOFFS, "validation": VALIDATION_CUTOFFS}
+#: The windows just before each validation and test cutoff that neither set holds (the cutoff
+#: minus one horizon): where ``auto`` at that cutoff scores its candidates. With them, a store
+#: holds every forecast ``auto`` makes, so ``benchmarks.combine`` can replay its choices.
+AUTO_WINDOW_CUTOFFS = ("2011-01-10", "2011-02-07", "2011-05-09", "2011-06-06")
+CUTOFF_SETS = {
+    "test": CUTOFFS,
+    "validation": VALIDATION_CUTOFFS,
+    "auto-windows": AUTO_WINDOW_CUTOFFS,
+}
 LM_MODES = {"LM-frozen": "frozen", "LM-lora": "lora", "LM-full": "full"}
 #: The LM reading one constant text for every item: what the LM does without the text, so that
 #: a win can be shown to come from reading it. Frozen: with one text for every item, tuning the

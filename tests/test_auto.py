@@ -214,3 +214,19 @@ def test_forecast_columns_and_dates(auto: AutoForecaster, small_panel: Panel) ->
     forecast = auto.predict(3, quantiles=(0.1, 0.9))
     assert list(forecast.columns) == [ITEM_ID, DATE, "auto", "auto-q10", "auto-q90"]
     assert len(forecast) == 3 * len(small_panel.item_ids)
+
+
+def test_ensemble_selection_learns_weights_that_lower_the_validation_wape(
+    small_panel: Panel, validation: pd.DataFrame
+) -> None:
+    model = AutoForecaster(candidates=CHEAP, selection="ensemble", min_segment_series=MIN_SERIES)
+    model.fit(small_panel)
+    actual = validation[ACTUAL].to_numpy()
+    weights = model.weights_[GLOBAL]
+    assert sum(weights.values()) == pytest.approx(1.0)
+    assert all(abs(w * 20 - round(w * 20)) < 1e-9 for w in weights.values())
+    combined = sum(w * validation[n].to_numpy() for n, w in weights.items())
+    best_single = min(np.abs(actual - validation[n].to_numpy()).sum() for n in CHEAP)
+    assert np.abs(actual - combined).sum() <= best_single + 1e-9
+    replayed = model.validation_weights(validation, list(CHEAP))
+    assert replayed == model.weights_

@@ -23,10 +23,12 @@ from salesformer.data.synthetic import generate_catalogue
 from salesformer.errors import ConfigError, DataValidationError, NotFittedError
 from salesformer.models.lm import LMForecaster
 from salesformer.models.lm.samples import (
+    LEGACY_HARMONICS,
     STATIC_FEATURES,
     Standardizer,
     Wide,
     build_samples,
+    calendar,
 )
 
 TINY: dict[str, Any] = {
@@ -193,6 +195,28 @@ def test_saved_model_predicts_identically(
     pd.testing.assert_frame_equal(loaded.predict(5), model.predict(5), check_exact=True)
     new = pd.DataFrame({ITEM_ID: ["n"], "text": ["Garden gnome"], "price": [9.0]})
     pd.testing.assert_frame_equal(loaded.predict_new(new), model.predict_new(new))
+
+
+def test_calendar_harmonics_resolve_the_week_and_survive_saving(
+    panel: Panel, tiny_encoder: str, tmp_path: Path
+) -> None:
+    dates = pd.date_range("2024-01-01", periods=104, freq="W-MON")
+    weekly = calendar(dates, "W-MON", 26)
+    assert weekly.shape == (104, 52)
+    # 26 harmonics tell every week of the year apart; 2 blur neighbouring weeks together
+    assert np.abs(weekly[14] - weekly[15]).max() > 0.5
+    np.testing.assert_allclose(weekly[:, :4], calendar(dates, "W-MON"), atol=1e-6)
+    assert calendar(pd.date_range("2024-01-01", periods=9, freq="D"), "D", 26).shape == (9, 4)
+    model = LMForecaster(encoder=tiny_encoder, finetune="frozen", calendar_harmonics=6, **TINY)
+    model.fit(panel)
+    assert model.head_.future_proj.in_features == 2 * 6 + 1 + len(panel.known_future)
+    loaded = LMForecaster.load(model.save(tmp_path / "model"))
+    assert loaded.standardizer_.harmonics == 6
+    pd.testing.assert_frame_equal(loaded.predict(4), model.predict(4), check_exact=True)
+    # a model saved before the setting existed was built with two harmonics
+    legacy = model.standardizer_.to_json()
+    del legacy["harmonics"]
+    assert Standardizer.from_json(legacy).harmonics == LEGACY_HARMONICS
 
 
 def test_load_refuses_a_folder_without_config(tmp_path: Path) -> None:

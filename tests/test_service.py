@@ -29,7 +29,7 @@ from salesformer.service.app import create_app
 from salesformer.service.core import SalesService, ServiceConfig
 from salesformer.service.history import PeriodGrid
 from salesformer.service.live import LiveForecaster
-from salesformer.service.store import Event, open_store
+from salesformer.service.store import Event, EventIdConflictError, open_store
 
 pytest_plugins = ["service_support"]  # the service test fixtures
 API_KEY = "test-key-0123456789"
@@ -213,9 +213,14 @@ def test_store_keeps_each_event_once_and_batches_whole(
     when = datetime(2023, 1, 2, 10, 30)
     first = [Event("e1", "A", when, 2.0, 3.5, "o1", "c1"), Event("e2", "B", when, 1.0)]
     assert [e.event_id for e in store.add_events(first)] == ["e1", "e2"]
-    again = [Event("e2", "B", when, 1.0), Event("e3", "A", when, -1.0), Event("e3", "A", when, 5)]
+    again = [Event("e2", "B", when, 1.0), Event("e3", "A", when, -1.0), Event("e3", "A", when, -1)]
     assert [e.event_id for e in store.add_events(again)] == ["e3"]
     assert store.count_events() == 3
+    for reused in ([Event("e4", "A", when, 1.0), Event("e1", "A", when, 2.0, 3.5, "o1", "c2")],
+                   [Event("e4", "A", when, 1.0), Event("e4", "A", when, 2.0)]):  # fmt: skip
+        with pytest.raises(EventIdConflictError, match=r"events\[1\]: event_id 'e.' is already"):
+            store.add_events(reused)
+        assert store.count_events() == 3  # the batch is rolled back whole
     assert [e.event_id for e in store.iter_events()] == ["e1", "e2", "e3"]
     assert store.latest_events("A", 5)[0] == Event("e3", "A", when, -1.0)
     assert store.latest_events("A", 5)[1] == first[0]
@@ -249,7 +254,7 @@ def test_events_move_the_forecast_and_are_idempotent(
     assert client.post("/events", json=batch, headers=KEY).json()["duplicates"] == 3
     again = client.get(f"/items/{item}/forecast", params={"horizon": 3}).json()
     assert again == after
-    history = client.get(f"/items/{item}/history", params={"periods": 2}).json()
+    history = client.get(f"/items/{item}/history", params={"periods": 2}, headers=KEY).json()
     assert history["history"][-1]["sales"] == pytest.approx(
         float(loaded_model.panel_.sales.query(f"item_id == '{item}'")[SALES].iloc[-1]) + 90.0
     )

@@ -41,11 +41,11 @@ from salesformer.explain.result import (
 from salesformer.forecasting.protocol import resolve_future
 from salesformer.models.lm.prediction import origin_samples
 from salesformer.models.lm.samples import (
-    N_CALENDAR,
     STATIC_FEATURES,
     Samples,
     Wide,
     is_cold,
+    n_calendar,
 )
 from salesformer.text.encoder import import_torch, item_texts, mean_pool, shared_encoder
 
@@ -428,6 +428,7 @@ def _group_signals(
     )
     rows: list[tuple[str, str, int, float, float]] = []
     known_values = _known_future_values(model, x, horizon)
+    width = n_calendar(model.panel_.freq, model.standardizer_.harmonics)
     for h in range(horizon):
         step = h + 1
         for position in range(context):
@@ -438,15 +439,13 @@ def _group_signals(
         rows.append(
             ("history", "level", step, float(np.expm1(sample.level[0])), float(level[h].sum()))
         )
-        calendar = future[h, :, :N_CALENDAR].sum()
+        calendar = future[h, :, :width].sum()
         rows.append(("calendar", "season (week of year)", step, np.nan, float(calendar)))
-        rows.append(
-            ("calendar", "step position", step, float(h), float(future[h, :, N_CALENDAR].sum()))
-        )
+        rows.append(("calendar", "step position", step, float(h), float(future[h, :, width].sum())))
         for j, name in enumerate(model.standardizer_.names):
             value = known_values[name][h]
             rows.append(
-                ("known-future", name, step, value, float(future[h, :, N_CALENDAR + 1 + j].sum()))
+                ("known-future", name, step, value, float(future[h, :, width + 1 + j].sum()))
             )
         for j, name in enumerate(STATIC_FEATURES):
             rows.append(("static", name, step, float(sample.static[0, j]), float(static[h, j])))

@@ -9,7 +9,11 @@ e.g. ``"long (>26)/smooth"``), and then
 - ``selection="segment"`` (default): uses the best candidate of each segment;
 - ``selection="global"``: uses the best candidate over all validation series;
 - ``selection="weighted"``: averages the best three candidates of each segment with weights
-  proportional to ``1 / metric``.
+  proportional to ``1 / metric``;
+- ``selection="ensemble"``: combines the candidates of each segment with weights learned on the
+  validation windows by greedy ensemble selection on ``metric``
+  (:func:`salesformer.models.combination.ensemble_weights`): weights in steps of 0.05, a
+  candidate that does not lower the combined validation loss gets none.
 
 Segments with fewer than ``min_segment_series`` validation series use the global choice (for
 ``"weighted"``, the global weights). Every candidate in use is refitted on the whole panel; at
@@ -43,21 +47,22 @@ from salesformer.evaluation.backtest import (
     resolve_cutoffs,
     series_facts,
 )
-from salesformer.evaluation.metrics import evaluate
+from salesformer.evaluation.metrics import SCALE_MAE, SCALE_MSE, evaluate
 from salesformer.forecasting.params import Constraint, Interval, OneOf
 from salesformer.forecasting.protocol import DEFAULT_QUANTILES, Forecaster, quantile_column
 from salesformer.forecasting.saved import jsonable
+from salesformer.models.combination import ensemble_weights
 from salesformer.models.persist import CANDIDATES_DIR, load_model
 from salesformer.models.registry import available_models, coerce_params, make_model, resolve_name
 
-Selection = Literal["segment", "global", "weighted"]
+Selection = Literal["segment", "global", "weighted", "ensemble"]
 
 SEGMENT = "segment"
 #: Key of the global choice in :attr:`AutoForecaster.weights_` and the report.
 GLOBAL = "(global)"
 #: Metrics where lower is better, the ones a choice can be made on.
 SELECTION_METRICS: tuple[str, ...] = ("wape", "mae", "rmse", "mse", "mase", "rmsse", "wql")
-_SELECTIONS: tuple[str, ...] = ("segment", "global", "weighted")
+_SELECTIONS: tuple[str, ...] = ("segment", "global", "weighted", "ensemble")
 #: The validation windows score the items the backtest would score: at least 13 periods of
 #: history and a sale within the last 13 periods before the cutoff.
 _MIN_HISTORY = 13
@@ -344,7 +349,7 @@ class AutoForecaster(Forecaster):
         available = [n for n in candidates if n in scored.columns]
         while available:
             tables = self._score(scored, available)
-            self.weights_ = self._select(tables, available)
+            self.weights_ = self._select(tables, available, scored)
             used = [n for n in available if any(n in w for w in self.weights_.values())]
             failed = []
             for name in used:
@@ -359,6 +364,15 @@ class AutoForecaster(Forecaster):
                 return self._validation_report(tables, available)
             available = [n for n in available if n not in failed]
         raise self._none_left()
+
+    def validation_weights(
+        self, scored: pd.DataFrame, names: list[str]
+    ) -> dict[str, dict[str, float]]:
+        """The weights per segment (``GLOBAL`` included) this model's settings choose from
+        validation forecasts: ``scored`` holds ``y``, each of ``names``' point and quantile
+        columns, the series facts and ``segment`` (what ``fit`` builds; also lets a benchmark
+        replay the choice from stored backtests)."""
+        return self._select(self._score(scored, names), names, scored)
 
     def _score(self, scored: pd.DataFrame, names: list[str]) -> dict[str, dict[str, Any]]:
         """``{segment: {"series": n, "scores": {candidate: metric}}}``, GLOBAL included."""
@@ -375,11 +389,18 @@ class AutoForecaster(Forecaster):
         return tables
 
     def _select(
-        self, tables: dict[str, dict[str, Any]], names: list[str]
+        self, tables: dict[str, dict[str, Any]], names: list[str], scored: pd.DataFrame
     ) -> dict[str, dict[str, float]]:
         """Weights per segment (GLOBAL included); segments left out use GLOBAL's."""
         top = _TOP_WEIGHTED if self.selection == "weighted" else 1
-        overall = inverse_error_weights(tables[GLOBAL]["scores"], names, top)
+
+        def choose(segment: str) -> dict[str, float]:
+            if self.selection != "ensemble":
+                return inverse_error_weights(tables[segment]["scores"], names, top)
+            rows = scored if segment == GLOBAL else scored[scored[SEGMENT] == segment]
+            return self._ensemble(rows, names)
+
+        overall = choose(GLOBAL)
         if not overall:  # no finite score anywhere (no sales in validation): first candidate
             overall = {names[0]: 1.0}
         weights = {GLOBAL: overall}
@@ -388,10 +409,32 @@ class AutoForecaster(Forecaster):
         for segment, entry in tables.items():
             if segment == GLOBAL or entry["series"] < self.min_segment_series:
                 continue
-            chosen = inverse_error_weights(entry["scores"], names, top)
+            chosen = choose(segment)
             if chosen:
                 weights[segment] = chosen
         return weights
+
+    def _ensemble(self, rows: pd.DataFrame, names: list[str]) -> dict[str, float]:
+        """Greedy ensemble-selection weights of ``names`` on the validation ``rows``."""
+        if self.metric == "wql":
+            forecasts = {
+                n: rows[[quantile_column(n, q) for q in DEFAULT_QUANTILES]].to_numpy(dtype=float)
+                for n in names
+            }
+        else:
+            forecasts = {n: rows[n].to_numpy(dtype=float) for n in names}
+        scale = None
+        if self.metric == "mase":
+            scale = rows[SCALE_MAE].to_numpy(dtype=float)
+        elif self.metric == "rmsse":
+            scale = np.sqrt(rows[SCALE_MSE].to_numpy(dtype=float))
+        return ensemble_weights(
+            rows[ACTUAL].to_numpy(dtype=float),
+            forecasts,
+            metric=self.metric,
+            levels=DEFAULT_QUANTILES,
+            scale=scale,
+        )
 
     def _validation_report(
         self, tables: dict[str, dict[str, Any]], names: list[str]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -144,6 +145,8 @@ class SalesService:
 
         Raises:
             DataValidationError: an event before the model's first date or in the future.
+            EventIdConflictError: an ``event_id`` already stored (or used earlier in the batch)
+                for another sale; nothing is stored.
         """
         self.history.check(events)
         latest = datetime.now(UTC).replace(tzinfo=None) + FUTURE_SLACK
@@ -162,9 +165,11 @@ class SalesService:
     ) -> LiveForecast:
         """Forecast a known item from its current history (raises ``UnknownItemError``).
 
-        Answers are kept in a small LRU cache keyed by the item's state version and the clock,
+        The forecast starts after the item's own clock (the panel's last period or its latest
+        event's, see :mod:`salesformer.service.history`): other items' events never move it.
+        Answers are kept in a small LRU cache keyed by the item's state version and its clock,
         so a repeated request for an unchanged item costs a dictionary lookup; any new event of
-        the item, or a move of the clock, makes a new key.
+        the item makes a new key.
         """
         state, clock = self.history.snapshot(item_id)
         levels = tuple(DEFAULT_QUANTILES if quantiles is None else quantiles)
@@ -186,7 +191,21 @@ class SalesService:
         horizon: int | None = None,
         quantiles: Sequence[float] | None = None,
     ) -> LiveForecast:
-        """Cold-start forecast of a product from its text, price and launch date."""
+        """Cold-start forecast of a product from its text, price and launch date.
+
+        Without a launch date the product launches in the period after the service clock (the
+        latest clock of the known items).
+
+        Raises:
+            DataValidationError: ``item_id`` is a known item (its forecast comes from its
+                history, not from a cold start).
+        """
+        if self.live.knows(item_id):
+            raise DataValidationError(
+                f"item_id {item_id!r} is an item the model knows; forecast it from its history "
+                f"with GET /items/{quote(item_id, safe='')}/forecast, or give the new product an "
+                "id of its own"
+            )
         launch = launch_date or self.live.grid.date_of(self.history.clock + 1)
         frame = pd.DataFrame(
             {

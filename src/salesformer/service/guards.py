@@ -1,4 +1,4 @@
-"""ASGI middleware of the service: the body size limit and request metrics.
+"""ASGI middleware of the service: security headers, the body size limit and request metrics.
 
 Both are plain ASGI callables (no per-request task switching), so they cost microseconds.
 """
@@ -117,7 +117,67 @@ class RequestMetrics:
             await self.app(scope, receive, recording_send)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            # the template without converters: /items/{item_id}/forecast for {item_id:path}
+            template = getattr(route, "path_format", None) or "unmatched"
             self.metrics.observe(
                 scope.get("method", "GET"), template, status, time.perf_counter() - started
             )
+
+
+#: The dashboard's policy: its own scripts only (app.js and the bundled plotly.min.js; the
+#: page has no inline script), styles of its own plus the ones plotly.js writes into the page
+#: (it injects <style> rules: 'unsafe-inline' for styles, never for scripts), requests to
+#: this server only, and no framing.
+DASHBOARD_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+#: Every other answer (JSON, metrics, static files) loads nothing.
+API_CSP = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+_COMMON_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+)
+
+
+def security_headers(html: bool) -> dict[str, str]:
+    """The headers :class:`SecurityHeaders` adds, for answers built outside it (a 500)."""
+    policy = DASHBOARD_CSP if html else API_CSP
+    pairs = [*_COMMON_HEADERS, (b"content-security-policy", policy.encode())]
+    return {name.decode(): value.decode() for name, value in pairs}
+
+
+class SecurityHeaders:
+    """Add the security headers to every answer, refusals and errors included.
+
+    ``Content-Security-Policy`` is the dashboard's for HTML pages and ``default-src 'none'``
+    for the rest; ``X-Frame-Options: DENY``, ``X-Content-Type-Options: nosniff``,
+    ``Referrer-Policy: no-referrer`` and ``Cross-Origin-Opener-Policy: same-origin`` go on all.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def secured_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {name.lower() for name, _ in headers}
+                html = any(
+                    name.lower() == b"content-type" and value.startswith(b"text/html")
+                    for name, value in headers
+                )
+                policy = DASHBOARD_CSP if html else API_CSP
+                extra = [*_COMMON_HEADERS, (b"content-security-policy", policy.encode())]
+                headers += [(name, value) for name, value in extra if name not in names]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, secured_send)

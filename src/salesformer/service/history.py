@@ -1,16 +1,22 @@
 """Per-item event totals on the model's period grid, updated one event at a time.
 
 Every event falls into the period of the panel's grid that holds its timestamp (for weekly
-panels, the week that starts on the panel's weekday). :class:`LiveHistory` keeps, per item and
-period, the sum of the quantities and the prices seen, and the *clock*: the latest period with
-data, the panel's last date or the latest event's period, whichever is later. Adding an event
-is O(1) and needs no model: this is the incremental state the forecasts read.
+panels, the week that starts on the panel's weekday). :class:`LiveHistory` keeps, per known
+item and period, the sum of the quantities and the prices seen. Adding an event is O(1) and
+needs no model: this is the incremental state the forecasts read.
+
+**The clock is per item.** An item's history ends at its *clock*: the panel's last period or
+the period of the item's own latest event, whichever is later. An event moves only its own
+item's clock, so one item's event (a stray one dated today, say) never ages another item's
+history, and events of items the model does not know move nothing. The *service clock*
+(:attr:`LiveHistory.clock`, ``/health``) is the latest of the known items' clocks: it is
+reported, and it dates a new item's default launch, but no forecast of a known item reads it.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -68,6 +74,7 @@ class ItemEvents:
     price_sum: dict[int, float] = field(default_factory=dict)
     price_count: dict[int, int] = field(default_factory=dict)
     first: int | None = None
+    last: int | None = None
     version: int = 0
 
     def add(self, period: int, quantity: float, price: float | None) -> None:
@@ -76,6 +83,7 @@ class ItemEvents:
             self.price_sum[period] = self.price_sum.get(period, 0.0) + price
             self.price_count[period] = self.price_count.get(period, 0) + 1
         self.first = period if self.first is None else min(self.first, period)
+        self.last = period if self.last is None else max(self.last, period)
         self.version += 1
 
     def prices(self) -> dict[int, float]:
@@ -84,11 +92,20 @@ class ItemEvents:
 
 
 class LiveHistory:
-    """Event totals of every item, and the clock (see the module docstring)."""
+    """Event totals of every known item, and the clocks (see the module docstring).
 
-    def __init__(self, grid: PeriodGrid, panel_last: int) -> None:
+    Args:
+        grid: the model's period grid.
+        panel_last: the panel's last period.
+        known: the ids of the items the model knows; events of other items are counted in
+            :attr:`events` but kept nowhere else.
+    """
+
+    def __init__(self, grid: PeriodGrid, panel_last: int, known: Collection[str]) -> None:
         self.grid = grid
         self.panel_last = panel_last
+        self.known = frozenset(known)
+        #: the service clock: the latest clock of the known items (see the module docstring)
         self.clock = panel_last
         self._items: dict[str, ItemEvents] = {}
         self._lock = threading.Lock()
@@ -109,7 +126,7 @@ class LiveHistory:
                 )
 
     def add(self, events: Iterable[Event]) -> None:
-        """Fold stored events into the totals and move the clock.
+        """Fold stored events into the totals and move their items' clocks.
 
         Events before the grid's first period are skipped: :meth:`check` refuses them at
         ingestion, but a store written under another model (refitted on a later window) can
@@ -120,25 +137,34 @@ class LiveHistory:
                 period = self.grid.index(event.timestamp)
                 if period < 0:
                     continue
+                self.events += 1
+                if event.item_id not in self.known:
+                    continue  # stored, but no forecast reads it
                 state = self._items.setdefault(event.item_id, ItemEvents())
                 state.add(period, event.quantity, event.price)
                 self.clock = max(self.clock, period)
-                self.events += 1
+
+    def item_clock(self, state: ItemEvents | None) -> int:
+        """An item's clock: the panel's last period or its latest event's, whichever is later."""
+        if state is None or state.last is None:
+            return self.panel_last
+        return max(self.panel_last, state.last)
 
     def snapshot(self, item_id: str) -> tuple[ItemEvents | None, int]:
-        """A copy of the item's totals (None without events) and the clock, taken together."""
+        """A copy of the item's totals (None without events) and its clock, taken together."""
         with self._lock:
             state = self._items.get(item_id)
             if state is None:
-                return None, self.clock
+                return None, self.panel_last
             copy = ItemEvents(
                 dict(state.quantity),
                 dict(state.price_sum),
                 dict(state.price_count),
                 state.first,
+                state.last,
                 state.version,
             )
-            return copy, self.clock
+            return copy, self.item_clock(copy)
 
     def has_events(self, item_id: str) -> bool:
         with self._lock:

@@ -92,7 +92,7 @@ class LiveForecaster:
 
     def new_history(self) -> LiveHistory:
         """An empty event state on this model's grid."""
-        return LiveHistory(self.grid, self.wide.n_history - 1)
+        return LiveHistory(self.grid, self.wide.n_history - 1, self.item_ids)
 
     def knows(self, item_id: str) -> bool:
         return item_id in self.row

@@ -2,19 +2,67 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import date, datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-#: Ids are printable text without control characters: they are data, never file names.
-ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+from salesformer.decisions.whatif import DISCOUNT, MAX_DISCOUNT, PRICE, PRICE_REGULAR
+
 MAX_ID = 128
 MAX_BATCH = 5000
+#: Unicode categories no id may hold: control, format (zero-width, bidi overrides, BOM),
+#: surrogates, private use, line and paragraph separators. They are invisible or unprintable,
+#: so two ids that look alike would name different items.
+_INVISIBLE = {"Cc", "Cf", "Cs", "Co", "Zl", "Zp"}
+#: The same characters as a regex class (but the surrogates, which no regex engine takes),
+#: for the OpenAPI schema; a test checks it against ``unicodedata`` over every code point.
+INVISIBLE_CLASS = (
+    r"\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e"
+    r"\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ue000-\uf8ff\ufeff\ufff9-\ufffb"
+    r"\U000110bd\U000110cd\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    r"\U000e0001\U000e0020-\U000e007f\U000f0000-\U000ffffd\U00100000-\U0010fffd"
+)
+#: Ids: visible text, not blank (documented in the schema; :func:`check_id` enforces it).
+ID_PATTERN = rf"^[^{INVISIBLE_CLASS}]*[^\s{INVISIBLE_CLASS}][^{INVISIBLE_CLASS}]*$"
+ID_SCHEMA = {"pattern": ID_PATTERN}
 
-Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID, pattern=ID_PATTERN)]
+
+def check_id(value: str) -> str:
+    """Refuse blank ids and ids with invisible or control characters; return the id.
+
+    Raises:
+        ValueError: naming the first such character and where it is.
+    """
+    if not value.strip():
+        raise ValueError(f"an id must not be blank; got {value!r}; send the item's visible id")
+    for position, char in enumerate(value):
+        category = unicodedata.category(char)
+        if category in _INVISIBLE:
+            kind = "a control character" if category == "Cc" else f"category {category}"
+            raise ValueError(
+                f"an id must hold visible characters only; got {ascii(value)[:80]} with "
+                f"U+{ord(char):04X} ({unicodedata.name(char, kind)}) at position {position}; "
+                "remove it"
+            )
+    return value
+
+
+def _visible(text: str) -> str:
+    """The text without invisible characters and surrounding white space."""
+    return "".join(c for c in text if unicodedata.category(c) not in _INVISIBLE).strip()
+
+
+Identifier = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_ID, json_schema_extra=ID_SCHEMA),
+    AfterValidator(check_id),
+]
 OptionalId = Annotated[
-    str | None, Field(default=None, min_length=1, max_length=MAX_ID, pattern=ID_PATTERN)
+    str | None,
+    Field(default=None, min_length=1, max_length=MAX_ID, json_schema_extra=ID_SCHEMA),
+    AfterValidator(lambda value: None if value is None else check_id(value)),
 ]
 Quantity = Annotated[float, Field(ge=-1e6, le=1e6, allow_inf_nan=False)]
 Price = Annotated[float | None, Field(default=None, ge=0, le=1e9, allow_inf_nan=False)]
@@ -106,6 +154,17 @@ class NewItemIn(_Strict):
     def _text(cls, value: object) -> object:
         return _iso_text(value, "launch_date")
 
+    @field_validator("text")
+    @classmethod
+    def _words(cls, value: str) -> str:
+        """A new item is forecast from its text alone: a blank one would be a silent guess."""
+        if not _visible(value):
+            raise ValueError(
+                f"text must describe the product (title, description, ...); got {ascii(value)[:80]}"
+                "; the forecast of a new item comes from its text"
+            )
+        return value
+
     @field_validator("launch_date")
     @classmethod
     def _plausible(cls, value: date | None) -> date | None:
@@ -142,7 +201,13 @@ class ItemListOut(BaseModel):
 class ItemHistoryOut(BaseModel):
     item_id: str
     history: list[HistoryPointOut]
-    events: list[EventOut] = Field(description="Latest stored events, newest first.")
+    events: list[EventOut] = Field(
+        description="Latest stored events, newest first; only for requests with the API key "
+        "(they carry order and customer ids)."
+    )
+    events_withheld: bool = Field(
+        description="True when events were asked for without the API key and left out."
+    )
 
 
 class HealthOut(BaseModel):
@@ -151,7 +216,10 @@ class HealthOut(BaseModel):
     items: int
     events: int
     store: str
-    clock: date = Field(description="Latest period with data (panel or events).")
+    clock: date = Field(
+        description="The service clock: the latest period with data (panel or events) of a "
+        "known item. Each item's forecast starts after its own clock, not this one."
+    )
     horizon: int
 
 
@@ -209,6 +277,34 @@ class WhatIfIn(_Strict):
     quantiles: list[Annotated[float, Field(gt=0, lt=1)]] | None = Field(
         default=None, min_length=1, max_length=99
     )
+
+    @field_validator("promotion")
+    @classmethod
+    def _copy(cls, value: str | None) -> str | None:
+        """Blank copy would be dropped without a word: refuse it."""
+        if value is not None and not _visible(value):
+            raise ValueError(
+                f"promotion must be the promotion's copy; got {ascii(value)[:80]}; leave it out "
+                "for a scenario without copy"
+            )
+        return value
+
+    @field_validator("covariates")
+    @classmethod
+    def _possible(cls, values: dict[str, float] | None) -> dict[str, float] | None:
+        """Prices are >= 0 and a discount a fraction: others would give negative revenue."""
+        for name, value in (values or {}).items():
+            if name in (PRICE, PRICE_REGULAR) and value < 0:
+                raise ValueError(
+                    f"{name} must be >= 0; got {value!r}; give the unit price in the panel's "
+                    "currency (or price_change, e.g. -0.1 for 10% cheaper)"
+                )
+            if name == DISCOUNT and not 0 <= value <= MAX_DISCOUNT:
+                raise ValueError(
+                    f"discount must lie in [0, {MAX_DISCOUNT}] (a fraction of the regular price: "
+                    f"0.2 is 20% off); got {value!r}"
+                )
+        return values
 
 
 class WhatIfPointOut(BaseModel):

@@ -1,10 +1,12 @@
 """Durable storage of sales events: SQLite (one file, WAL) or PostgreSQL.
 
 Both stores keep one table, ``events``, with a unique ``event_id``: adding a batch inserts the
-events not seen before and skips the others, in one transaction, so a batch is stored whole or
-not at all and re-sending it is harmless. :meth:`Store.add_events` returns only after the
-transaction is committed (SQLite: ``synchronous=FULL``; PostgreSQL: a normal commit), which is
-what lets the service acknowledge an event only once it is durable.
+events not seen before and skips exact resends of stored ones, in one transaction, so a batch
+is stored whole or not at all and re-sending it is harmless. An ``event_id`` already stored
+with other content (or used twice in a batch for different sales) is a conflict: the batch is
+rolled back and :class:`EventIdConflictError` names the id. :meth:`Store.add_events` returns
+only after the transaction is committed (SQLite: ``synchronous=FULL``; PostgreSQL: a normal
+commit), which is what lets the service acknowledge an event only once it is durable.
 
 Timestamps are stored as ISO-8601 text in UTC without an offset, so both stores sort and
 return them alike.
@@ -20,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from salesformer.errors import ConfigError, MissingExtraError
+from salesformer.errors import ConfigError, DataValidationError, MissingExtraError
 
 _COLUMNS = ("event_id", "item_id", "ts", "quantity", "price", "order_id", "customer_id")
 _POSTGRES_PREFIXES = ("postgresql://", "postgres://")
@@ -73,13 +75,40 @@ class Event:
         )
 
 
+class EventIdConflictError(DataValidationError):
+    """An event reuses a stored ``event_id`` for a different sale (answered with 409)."""
+
+    def __init__(self, position: int, event: Event, stored: Sequence[Any]) -> None:
+        differs = [
+            name
+            for name, sent, kept in zip(_COLUMNS[1:], event.row()[1:], stored[1:], strict=True)
+            if sent != kept
+        ]
+        super().__init__(
+            f"events[{position}]: event_id {event.event_id!r} is already stored for another "
+            f"sale (it differs in {', '.join(differs)}); resend an event unchanged, or give a "
+            "new sale a new event_id"
+        )
+        self.event_id = event.event_id
+
+
+def _check_resend(position: int, event: Event, stored: Sequence[Any] | None) -> None:
+    """Raise :class:`EventIdConflictError` unless ``stored`` is the same event."""
+    if stored is not None and tuple(stored) != event.row():
+        raise EventIdConflictError(position, event, stored)
+
+
 class Store(Protocol):
     """What the service needs from an event store."""
 
     kind: str
 
     def add_events(self, events: Sequence[Event]) -> list[Event]:
-        """Store the events whose ids are new, atomically; return those, in batch order."""
+        """Store the events whose ids are new, atomically; return those, in batch order.
+
+        Raises:
+            EventIdConflictError: an id is stored with other content (nothing is stored).
+        """
         ...
 
     def iter_events(self) -> Iterator[Event]:
@@ -136,13 +165,17 @@ class SQLiteStore:
             f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (event_id) DO NOTHING"
         )
+        select = f"SELECT {', '.join(_COLUMNS)} FROM events WHERE event_id = ?"
         stored: list[Event] = []
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                for event in events:
+                for position, event in enumerate(events):
                     if self._db.execute(insert, event.row()).rowcount == 1:
                         stored.append(event)
+                    else:
+                        found = self._db.execute(select, (event.event_id,)).fetchone()
+                        _check_resend(position, event, found)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -208,14 +241,18 @@ class PostgresStore:
             f"INSERT INTO events ({', '.join(_COLUMNS)}) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING"
         )
+        select = f"SELECT {', '.join(_COLUMNS)} FROM events WHERE event_id = %s"
         stored: list[Event] = []
         with self._lock:
             try:
                 with self._db.cursor() as cursor:
-                    for event in events:
+                    for position, event in enumerate(events):
                         cursor.execute(insert, event.row())
                         if cursor.rowcount == 1:
                             stored.append(event)
+                        else:
+                            cursor.execute(select, (event.event_id,))
+                            _check_resend(position, event, cursor.fetchone())
                 self._db.commit()
             except BaseException:
                 self._db.rollback()

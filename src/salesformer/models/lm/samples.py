@@ -40,7 +40,9 @@ STATIC_FEATURES = (
     "cold",
     "recent_ratio",
 )
-N_CALENDAR = 4
+#: Harmonics of the yearly cycle a model saved before ``calendar_harmonics`` existed was built
+#: with (its inputs are rebuilt the same way).
+LEGACY_HARMONICS = 2
 
 
 def price_columns(panel: Panel) -> list[str]:
@@ -48,16 +50,24 @@ def price_columns(panel: Panel) -> list[str]:
     return [c for c in (*panel.known_future, *panel.past_only) if "price" in c.lower()]
 
 
-def calendar(dates: pd.DatetimeIndex, freq: str) -> np.ndarray:
-    """Two harmonics of the yearly cycle (weekly/monthly data) or of the week (daily data)."""
+def n_calendar(freq: str, harmonics: int) -> int:
+    """Number of calendar inputs per step: sine and cosine of each harmonic."""
+    return 2 * (LEGACY_HARMONICS if freq == "D" else harmonics)
+
+
+def calendar(dates: pd.DatetimeIndex, freq: str, harmonics: int = LEGACY_HARMONICS) -> np.ndarray:
+    """Sine and cosine of the first ``harmonics`` harmonics of the yearly cycle (weekly and
+    monthly data; 26 resolve single weeks), or of the first two of the week (daily data)."""
     if freq == "D":
         phase = np.asarray(dates.dayofweek, dtype=float) / 7.0
+        harmonics = LEGACY_HARMONICS
     else:
         phase = (np.asarray(dates.dayofyear, dtype=float) - 1.0) / 365.25
     angle = 2.0 * np.pi * phase
-    return np.stack(
-        [np.sin(angle), np.cos(angle), np.sin(2 * angle), np.cos(2 * angle)], axis=-1
-    ).astype(np.float32)
+    waves = []
+    for k in range(1, harmonics + 1):
+        waves += [np.sin(k * angle), np.cos(k * angle)]
+    return np.stack(waves, axis=-1).astype(np.float32)
 
 
 @dataclass
@@ -173,15 +183,17 @@ class Samples:
 
 @dataclass
 class Standardizer:
-    """Mean and spread of the non-price known-future covariates, learned at fit time."""
+    """How the future inputs are built: the mean and spread of the non-price known-future
+    covariates, learned at fit time, and the harmonics of the calendar."""
 
     names: tuple[str, ...]
     prices: tuple[str, ...]
     mean: dict[str, float]
     std: dict[str, float]
+    harmonics: int = LEGACY_HARMONICS
 
     @classmethod
-    def learn(cls, wide: Wide, panel: Panel) -> Standardizer:
+    def learn(cls, wide: Wide, panel: Panel, harmonics: int = LEGACY_HARMONICS) -> Standardizer:
         prices = tuple(c for c in panel.known_future if "price" in c.lower())
         mean: dict[str, float] = {}
         std: dict[str, float] = {}
@@ -191,7 +203,7 @@ class Standardizer:
             mean[name] = float(values.mean()) if len(values) else 0.0
             spread = float(values.std()) if len(values) else 1.0
             std[name] = spread if spread > 1e-9 else 1.0
-        return cls(tuple(panel.known_future), prices, mean, std)
+        return cls(tuple(panel.known_future), prices, mean, std, harmonics)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -199,6 +211,7 @@ class Standardizer:
             "prices": list(self.prices),
             "mean": self.mean,
             "std": self.std,
+            "harmonics": self.harmonics,
         }
 
     @classmethod
@@ -208,6 +221,7 @@ class Standardizer:
             tuple(data["prices"]),  # type: ignore[arg-type]
             dict(data["mean"]),  # type: ignore[call-overload]
             dict(data["std"]),  # type: ignore[call-overload]
+            int(data.get("harmonics", LEGACY_HARMONICS)),  # type: ignore[call-overload]
         )
 
 
@@ -349,7 +363,8 @@ def _future_inputs(
     """
     n, horizon = steps.shape
     step_dates = _dates_at(wide, steps, freq)
-    parts = [calendar(step_dates, freq).reshape(n, horizon, N_CALENDAR)]
+    width = n_calendar(freq, standardizer.harmonics)
+    parts = [calendar(step_dates, freq, standardizer.harmonics).reshape(n, horizon, width)]
     parts.append(
         np.broadcast_to((np.arange(horizon) / max(horizon, 1))[None, :, None], (n, horizon, 1))
     )
@@ -440,7 +455,8 @@ def cold_samples(
     dates = pd.DatetimeIndex(
         [launch + step * offset for launch in launch_dates for step in range(horizon)]
     )
-    parts = [calendar(dates, freq).reshape(n, horizon, N_CALENDAR)]
+    width = n_calendar(freq, standardizer.harmonics)
+    parts = [calendar(dates, freq, standardizer.harmonics).reshape(n, horizon, width)]
     parts.append(
         np.broadcast_to((np.arange(horizon) / max(horizon, 1))[None, :, None], (n, horizon, 1))
     )

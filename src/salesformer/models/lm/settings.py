@@ -78,6 +78,7 @@ LM_CONSTRAINTS: dict[str, Constraint] = {
     "log_dir": Folder(),
     "calibrate_quantiles": Boolean(),
     "growth_damping": Interval(float, 0, 1, closed="right"),
+    "calendar_harmonics": Interval(int, 1, 26),
 }
 
 
@@ -131,6 +132,9 @@ class LMSettings:
             moving with the median (see :mod:`.calibration`); 1 keeps the network's median.
             The default was chosen on the Online Retail II validation cutoffs
             (``python -m benchmarks.lm_calibration``).
+        calendar_harmonics: harmonics of the yearly cycle the head reads for each forecast
+            step of weekly and monthly data (sine and cosine each); 26 resolve single weeks.
+            Daily data reads two harmonics of the week.
     """
 
     encoder: str = "all-MiniLM-L6-v2"
@@ -169,6 +173,7 @@ class LMSettings:
     log_dir: str | None = None
     calibrate_quantiles: bool = True
     growth_damping: float = GROWTH_DAMPING
+    calendar_harmonics: int = 2
 
     constraints: ClassVar[Mapping[str, Constraint]] = LM_CONSTRAINTS
 

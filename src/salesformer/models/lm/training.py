@@ -80,7 +80,7 @@ def train(model: LMForecaster, panel: Panel, context: TrainingContext | None = N
     }
     wide = Wide.from_panel(panel)
     model.context_ = int(model.context_length or default_context(panel.freq))
-    model.standardizer_ = Standardizer.learn(wide, panel)
+    model.standardizer_ = Standardizer.learn(wide, panel, model.calendar_harmonics)
     texts = texts_for(panel.items, wide.item_ids)
     frozen = context.embeddings
     if frozen is None or len(frozen) != len(texts):

@@ -61,7 +61,7 @@ async function refresh() {
       getJSON(`/items/${item}/forecast?quantiles=0.1,0.5,0.9`),
     ]);
     draw(history, forecast);
-    showEvents(history.events);
+    showEvents(history);
     const total = forecast.points.reduce((sum, p) => sum + p.forecast, 0);
     const summary = document.getElementById("forecast-summary");
     summary.textContent =
@@ -133,10 +133,20 @@ function draw(history, forecast) {
   Plotly.react("chart", traces, layout, { displaylogo: false, responsive: true });
 }
 
-function showEvents(events) {
+function showEvents(history) {
   const body = document.querySelector("#events tbody");
+  if (history.events_withheld) {
+    const tr = document.createElement("tr");
+    const td = document.createElement("td");
+    td.colSpan = 5;
+    td.id = "events-withheld";
+    td.textContent = "Events carry order and customer ids: enter the API key to see them.";
+    tr.appendChild(td);
+    body.replaceChildren(tr);
+    return;
+  }
   body.replaceChildren(
-    ...events.map((event) => {
+    ...history.events.map((event) => {
       const tr = document.createElement("tr");
       for (const value of [
         event.timestamp,
@@ -155,16 +165,15 @@ function showEvents(events) {
 }
 
 async function start() {
-  if (protectReads) {
-    document.getElementById("key-label").hidden = false;
-    const input = document.getElementById("api-key");
-    input.hidden = false;
-    input.value = localStorage.getItem("salesformerKey") || "";
-    input.addEventListener("change", () => {
-      localStorage.setItem("salesformerKey", input.value);
-      search();
-    });
-  }
+  // The key: needed for every read with --protect-reads, else only to see events.
+  const input = document.getElementById("api-key");
+  input.placeholder = protectReads ? "required" : "to see events";
+  input.value = localStorage.getItem("salesformerKey") || "";
+  input.addEventListener("change", () => {
+    localStorage.setItem("salesformerKey", input.value);
+    search();
+    refresh();
+  });
   let typing = null;
   document.getElementById("search").addEventListener("input", () => {
     clearTimeout(typing);

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import pandas as pd
 from fastapi import Path
+from pydantic import AfterValidator
 
 from salesformer.errors import ConfigError
 from salesformer.forecasting.protocol import check_quantiles, quantile_column
 from salesformer.service.core import SalesService
 from salesformer.service.live import LiveForecast
 from salesformer.service.schemas import (
-    ID_PATTERN,
+    ID_SCHEMA,
     MAX_ID,
     ErrorOut,
     EventIn,
@@ -22,6 +23,7 @@ from salesformer.service.schemas import (
     ForecastPointOut,
     WhatIfOut,
     WhatIfPointOut,
+    check_id,
 )
 from salesformer.service.store import Event
 
@@ -32,13 +34,24 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (401, "No API key sent"),
         (403, "Wrong API key, or writes disabled"),
         (404, "Unknown item"),
+        (409, "An event_id already stored for another sale"),
         (413, "Request body too large"),
         (422, "Invalid request"),
     )
 }
 #: 1 to 99 levels such as ``0.1,0.5,0.9``: decimals strictly between 0 and 1.
 QUANTILES_PATTERN = r"^0?\.[0-9]*[1-9][0-9]*(,0?\.[0-9]*[1-9][0-9]*){0,98}$"
-ItemPath = Path(min_length=1, max_length=MAX_ID, pattern=ID_PATTERN)
+#: A known item's id in a path, URL-encoded: ``/`` as ``%2F`` (routes use ``{item_id:path}``).
+ItemId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=MAX_ID,
+        json_schema_extra=ID_SCHEMA,
+        description="The item's id, URL-encoded (a / as %2F).",
+    ),
+    AfterValidator(check_id),
+]
 
 
 def finite_or_none(value: Any) -> Any:

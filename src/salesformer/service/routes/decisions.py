@@ -13,7 +13,7 @@ from salesformer.forecasting.protocol import check_quantiles
 from salesformer.service.core import SalesService
 from salesformer.service.routes.common import (
     ERRORS,
-    ItemPath,
+    ItemId,
     finite_or_none,
     levels_of,
     whatif_out,
@@ -26,18 +26,22 @@ def router(service: SalesService, read: Any, write: Any) -> APIRouter:
     router = APIRouter()
 
     @router.get(
-        "/items/{item_id}/plan", response_model=PlanOut, responses=ERRORS, dependencies=[read]
+        "/items/{item_id:path}/plan", response_model=PlanOut, responses=ERRORS, dependencies=[read]
     )
     def get_plan(
-        item_id: str = ItemPath,
-        on_hand: float = Query(ge=0, le=1e9, description="Units in stock now."),
+        item_id: ItemId,
+        on_hand: float = Query(
+            ge=0, le=1e9, allow_inf_nan=False, description="Units in stock now."
+        ),
         lead_time: int = Query(ge=0, le=service.live.horizon - 1, description="Weeks."),
         review_period: int = Query(1, ge=1, le=service.live.horizon, description="Weeks."),
-        on_order: float = Query(0.0, ge=0, le=1e9),
+        on_order: float = Query(0.0, ge=0, le=1e9, allow_inf_nan=False),
         pack_size: int = Query(1, ge=1, le=1_000_000),
-        moq: float = Query(0.0, ge=0, le=1e9, description="Minimum order quantity."),
-        unit_cost: float | None = Query(None, ge=0, le=1e9),
-        service_level: float = Query(0.95, gt=0, lt=1),
+        moq: float = Query(
+            0.0, ge=0, le=1e9, allow_inf_nan=False, description="Minimum order quantity."
+        ),
+        unit_cost: float | None = Query(None, ge=0, le=1e9, allow_inf_nan=False),
+        service_level: float = Query(0.95, gt=0, lt=1, allow_inf_nan=False),
         service_type: Literal["cycle", "fill-rate"] = Query("cycle"),
     ) -> PlanOut:
         """Reorder plan of a known item from its live forecast (periodic review, order-up-to)."""

@@ -11,7 +11,7 @@ from salesformer.service.core import SalesService
 from salesformer.service.routes.common import (
     ERRORS,
     QUANTILES_PATTERN,
-    ItemPath,
+    ItemId,
     forecast_out,
     levels_of,
 )
@@ -23,13 +23,13 @@ def router(service: SalesService, read: Any, write: Any) -> APIRouter:
     router = APIRouter()
 
     @router.get(
-        "/items/{item_id}/forecast",
+        "/items/{item_id:path}/forecast",
         response_model=ForecastOut,
         responses=ERRORS,
         dependencies=[read],
     )
     async def get_forecast(
-        item_id: str = ItemPath,
+        item_id: ItemId,
         horizon: int | None = Query(None, ge=1, le=service.live.horizon),
         quantiles: str | None = Query(
             None,

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 
 from salesformer.service.core import SalesService
-from salesformer.service.routes.common import ERRORS, ItemPath
+from salesformer.service.routes.common import ERRORS, ItemId
 from salesformer.service.schemas import (
     EventOut,
     HistoryPointOut,
@@ -17,7 +17,7 @@ from salesformer.service.schemas import (
 )
 
 
-def router(service: SalesService, read: Any) -> APIRouter:
+def router(service: SalesService, read: Any, personal: Any) -> APIRouter:
     """The routes, bound to the app's service (query limits follow the model's horizon)."""
     router = APIRouter()
 
@@ -30,23 +30,30 @@ def router(service: SalesService, read: Any) -> APIRouter:
         return ItemListOut(items=[ItemOut(item_id=i, title=t) for i, t in found], total=total)
 
     @router.get(
-        "/items/{item_id}/history",
+        "/items/{item_id:path}/history",
         response_model=ItemHistoryOut,
         responses=ERRORS,
         dependencies=[read],
     )
     def get_history(
-        item_id: str = ItemPath,
+        item_id: ItemId,
         periods: int = Query(52, ge=1, le=10_000),
         events: int = Query(20, ge=0, le=1000),
+        keyed: bool = personal,
     ) -> ItemHistoryOut:
-        """The item's recent sales by period and its latest events."""
+        """The item's recent sales by period and, for key holders, its latest events.
+
+        Events carry order and customer ids: without the API key they are withheld
+        (``events_withheld``), even when reads are open.
+        """
         series = service.item_history(item_id, periods)
-        latest = service.store.latest_events(item_id, events) if events else []
+        withheld = bool(events) and not keyed
+        latest = service.store.latest_events(item_id, events) if events and keyed else []
         return ItemHistoryOut(
             item_id=item_id,
             history=[HistoryPointOut(date=d.date(), sales=float(v)) for d, v in series.items()],
             events=[EventOut(**vars(e)) for e in latest],
+            events_withheld=withheld,
         )
 
     return router

@@ -87,6 +87,8 @@ CONFIG_EDITS: dict[str, tuple[Edit, str]] = {
     "item ids numbers": (_set("state.item_ids", [1, 2]), "item_ids"),
     "fine_tuned_encoder text": (_set("state.fine_tuned_encoder", "yes"), "fine_tuned_encoder"),
     "fine-tuned without adapter": (_set("state.fine_tuned_encoder", True), "fine_tuned"),
+    "calendar harmonics huge": (_set("state.standardizer.harmonics", 10**6), "harmonics"),
+    "calendar harmonics not the file's": (_set("state.standardizer.harmonics", 3), "n_future"),
     "standardizer broken": (_set("state.standardizer", {"names": 3}), "standardizer"),
     "calibration broken": (_set("state.calibration", {"levels": [0.5]}), "calibration"),
     "model a list": (_set("model", ["LM"]), "model"),

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from salesformer.errors import ConfigError
 from salesformer.forecasting.saved import CONFIG_FILE, read_json_config, safetensors_shapes
-from salesformer.models.lm.samples import N_CALENDAR
+from salesformer.models.lm.samples import LEGACY_HARMONICS, n_calendar
 from salesformer.text.encoder import is_packaged_encoder
 
 if TYPE_CHECKING:
@@ -54,6 +54,7 @@ MAX_CONTEXT = 100_000
 MAX_FUTURE = 10_000
 MAX_TEXT_DIM = 65_536
 MAX_ITEMS = 50_000_000
+MAX_HARMONICS = 26
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 
@@ -172,12 +173,21 @@ def _check_standardizer(standardizer: Any, n_future: int, where: str) -> None:
             number = isinstance(value, int | float) and not isinstance(value, bool)
             if not isinstance(value, int | float) or not number or (key == "std" and value <= 0):
                 raise _field(f"{at}.{key}.{name}", f"must be a number; got {value!r:.40}")
-    if n_future != N_CALENDAR + 1 + len(names):
+    harmonics = _whole(
+        standardizer.get("harmonics", LEGACY_HARMONICS), f"{at}.harmonics", 1, MAX_HARMONICS
+    )
+    widths = sorted({future_width(freq, harmonics, len(names)) for freq in ("W-MON", "D")})
+    if n_future not in widths:
         raise _field(
             f"{where} state.n_future",
-            f"is {n_future}, but {len(names)} covariates ({names}) give "
-            f"{N_CALENDAR + 1 + len(names)} future inputs",
+            f"is {n_future}, but {len(names)} covariates ({names}) and {harmonics} calendar "
+            f"harmonics give {' or '.join(map(str, widths))} future inputs",
         )
+
+
+def future_width(freq: str, harmonics: int, n_covariates: int) -> int:
+    """Future inputs per step: the calendar, the step position and each covariate."""
+    return n_calendar(freq, harmonics) + 1 + n_covariates
 
 
 def resolve_encoder(folder: Path, encoder: str) -> str:

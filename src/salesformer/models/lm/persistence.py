@@ -30,6 +30,7 @@ from salesformer.models.lm.folder import (
     HINT,
     VECTORS_FILE,
     check_lm_folder,
+    future_width,
 )
 from salesformer.models.lm.samples import Standardizer
 from salesformer.models.lm.training import new_head
@@ -136,6 +137,13 @@ def load_lm(cls: type[LMForecaster], folder: str | Path, panel: bool = True) -> 
                 f"{str(path / CONFIG_FILE)!r}: state.standardizer.names "
                 f"{list(model.standardizer_.names)} are not the saved panel's known-future "
                 f"covariates {list(loaded_panel.known_future)}; {HINT}"
+            )
+        standardizer = model.standardizer_
+        width = future_width(loaded_panel.freq, standardizer.harmonics, len(standardizer.names))
+        if int(state["n_future"]) != width:
+            raise ConfigError(
+                f"{str(path / CONFIG_FILE)!r}: state.n_future is {state['n_future']}, but the "
+                f"saved panel ({loaded_panel.freq}) gives {width} future inputs; {HINT}"
             )
     base = shared_encoder(model.encoder, model.max_length)
     saved = state["encoder"]

@@ -260,3 +260,34 @@ def test_whatif_library_refuses_negative_prices(naive_dir: Path) -> None:
     changes = pd.DataFrame({"item_id": ["SKU00002"], "price": [-3.0]})
     with pytest.raises(DataValidationError, match="'price' must be finite and >= 0"):
         what_if(model, Scenario(changes=changes), H)
+
+
+@pytest.fixture(scope="module")
+def auto_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from salesformer.data.synthetic import generate_catalogue
+    from salesformer.models.persist import save_model
+    from salesformer.models.registry import make_model
+
+    panel = generate_catalogue(n_items=12, n_weeks=60, seed=4).panel()
+    model = make_model("auto", candidates=("Naive", "WindowAverage"), min_segment_series=3)
+    return save_model(model.fit(panel), tmp_path_factory.mktemp("auto") / "model")
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (_set("state.candidates", ["../../etc"]), "registered model names"),
+        (_set("state.candidates", ["auto"]), "registered model names"),
+        (_set("state.candidates", "Naive"), "registered model names"),
+        (_set("state.weights", [1, 2]), "malformed"),
+        (_set("state.choice", {"global": "LightGBM"}), "not among its saved candidates"),
+        (_drop("state.segments"), "malformed"),
+    ],
+)
+def test_edited_auto_state_is_one_line(
+    edit: Edit, fragment: str, auto_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = edited_copy(auto_dir, tmp_path, edit)
+    out = tmp_path / "f.csv"
+    refused(["predict", "--model", str(folder), "--out", str(out)], capsys, fragment)
+    assert not out.exists()

@@ -51,9 +51,10 @@ from salesformer.evaluation.metrics import SCALE_MAE, SCALE_MSE, evaluate
 from salesformer.forecasting.params import Constraint, Interval, OneOf
 from salesformer.forecasting.protocol import DEFAULT_QUANTILES, Forecaster, quantile_column
 from salesformer.forecasting.saved import jsonable
+from salesformer.models.auto_state import read_auto_state
 from salesformer.models.combination import ensemble_weights
 from salesformer.models.persist import CANDIDATES_DIR, load_model
-from salesformer.models.registry import available_models, coerce_params, make_model, resolve_name
+from salesformer.models.registry import coerce_params, make_model, resolve_name
 
 Selection = Literal["segment", "global", "weighted", "ensemble"]
 
@@ -532,39 +533,11 @@ class AutoForecaster(Forecaster):
 
     def restore_state(self, panel: Panel, folder: Path, config: dict[str, Any]) -> None:
         """The fitted attributes from the saved state and candidates (nothing is refitted)."""
-        state = config.get("state")
-        if not isinstance(state, dict):
-            raise ConfigError(f"{str(folder)!r} holds an auto model without its state; refit it")
-        names = state.get("candidates")
-        if not isinstance(names, list) or not all(
-            isinstance(n, str) and n in available_models() and n != self.name for n in names
-        ):
-            raise ConfigError(
-                f"{str(folder)!r}: state.candidates must list registered model names; got "
-                f"{names!r:.80}; refit the model"
-            )
-        try:
-            self.weights_ = {
-                str(s): {str(n): float(w) for n, w in ws.items()}
-                for s, ws in state["weights"].items()
-            }
-            self.choice_ = {str(k): str(v) for k, v in state["choice"].items()}
-            self.segments_ = pd.Series(state["segments"], name="segment", dtype=str)
-            self.skipped_ = list(state.get("skipped", []))
-            self.report_ = dict(state.get("report", {}))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ConfigError(
-                f"{str(folder)!r}: the auto model's state is malformed ({type(exc).__name__}: "
-                f"{exc}); refit the model"
-            ) from exc
-        used = {n for ws in self.weights_.values() for n in ws} | set(self.choice_.values())
-        if not used <= set(names):
-            raise ConfigError(
-                f"{str(folder)!r}: the auto model uses {sorted(used - set(names))}, which are not "
-                "among its saved candidates; refit the model"
-            )
+        state = read_auto_state(config.get("state"), folder, self.name)
+        self.weights_, self.choice_ = state.weights, state.choice
+        self.segments_, self.skipped_, self.report_ = state.segments, state.skipped, state.report
         self.panel_ = panel
-        self.models_ = {name: load_model(folder / CANDIDATES_DIR / name) for name in names}
+        self.models_ = {n: load_model(folder / CANDIDATES_DIR / n) for n in state.candidates}
 
     @classmethod
     def coerce_settings(cls, params: Mapping[str, Any]) -> dict[str, Any]:

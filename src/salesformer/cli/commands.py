@@ -113,7 +113,9 @@ def backtest_command(
     panel: Path = typer.Option(
         ..., "--panel", help="Panel folder written by 'salesformer prepare'."
     ),
-    out: Path = typer.Option(..., "--out", help="Folder for forecasts.parquet and metrics.json."),
+    out: Path = typer.Option(
+        ..., "--out", help="Folder for forecasts.parquet and metrics.json (new, empty or ours)."
+    ),
     models: str = typer.Option(
         "", "--models", help="Comma-separated model names (default: every baseline)."
     ),

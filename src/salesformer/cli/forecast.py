@@ -196,7 +196,9 @@ def fit_command(
     panel: Path = typer.Option(
         ..., "--panel", help="Panel folder written by 'salesformer prepare'."
     ),
-    out: Path = typer.Option(..., "--out", help="Folder to save the fitted model to."),
+    out: Path = typer.Option(
+        ..., "--out", help="Model folder: new, empty, or a model folder salesformer wrote."
+    ),
     model: str = typer.Option(
         AUTO, "--model", help="lm, auto (choose per segment) or any registered model name."
     ),

@@ -220,6 +220,29 @@ def test_unwritable_out_is_one_line(
     assert snapshot(tmp_path) == before
 
 
+def test_a_read_only_location_is_refused_before_training(
+    panel_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_mkdir = Path.mkdir
+
+    def read_only(self: Path, *args: object, **kwargs: object) -> None:
+        if self.parent == tmp_path:  # the tests run as root, which chmod does not stop
+            raise PermissionError(13, "Permission denied", str(self))
+        real_mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    out = tmp_path / "model"
+    code, stdout, err = invoke(
+        ["fit", "--panel", str(panel_dir), "--model", "Naive", "--out", str(out)], capsys
+    )
+    assert code == 2 and "fitting" not in stdout, (stdout, err)
+    assert "does not accept new files" in err and "Permission denied" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
 @pytest.mark.parametrize("command", ["predict", "whatif", "report"])
 def test_file_outputs_refuse_a_folder(
     command: str, naive_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

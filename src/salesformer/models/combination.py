@@ -133,4 +133,4 @@ def ensemble_weights(
         best = int(np.argmin(losses))  # the first of equal losses: the earlier candidate
         counts[best] += 1
         total = total + stack[best]
-    return {name: count / rounds for name, count in zip(names, counts, strict=True) if count}
+    return {name: float(count) / rounds for name, count in zip(names, counts, strict=True) if count}

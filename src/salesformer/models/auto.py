@@ -47,12 +47,12 @@ from salesformer.evaluation.backtest import (
     resolve_cutoffs,
     series_facts,
 )
-from salesformer.evaluation.metrics import SCALE_MAE, SCALE_MSE, evaluate
+from salesformer.evaluation.metrics import evaluate
 from salesformer.forecasting.params import Constraint, Interval, OneOf
 from salesformer.forecasting.protocol import DEFAULT_QUANTILES, Forecaster, quantile_column
 from salesformer.forecasting.saved import jsonable
 from salesformer.models.auto_state import read_auto_state
-from salesformer.models.combination import ensemble_weights
+from salesformer.models.combination import frame_weights
 from salesformer.models.persist import CANDIDATES_DIR, load_model
 from salesformer.models.registry import coerce_params, make_model, resolve_name
 
@@ -399,7 +399,7 @@ class AutoForecaster(Forecaster):
             if self.selection != "ensemble":
                 return inverse_error_weights(tables[segment]["scores"], names, top)
             rows = scored if segment == GLOBAL else scored[scored[SEGMENT] == segment]
-            return self._ensemble(rows, names)
+            return frame_weights(rows, names, self.metric)
 
         overall = choose(GLOBAL)
         if not overall:  # no finite score anywhere (no sales in validation): first candidate
@@ -414,28 +414,6 @@ class AutoForecaster(Forecaster):
             if chosen:
                 weights[segment] = chosen
         return weights
-
-    def _ensemble(self, rows: pd.DataFrame, names: list[str]) -> dict[str, float]:
-        """Greedy ensemble-selection weights of ``names`` on the validation ``rows``."""
-        if self.metric == "wql":
-            forecasts = {
-                n: rows[[quantile_column(n, q) for q in DEFAULT_QUANTILES]].to_numpy(dtype=float)
-                for n in names
-            }
-        else:
-            forecasts = {n: rows[n].to_numpy(dtype=float) for n in names}
-        scale = None
-        if self.metric == "mase":
-            scale = rows[SCALE_MAE].to_numpy(dtype=float)
-        elif self.metric == "rmsse":
-            scale = np.sqrt(rows[SCALE_MSE].to_numpy(dtype=float))
-        return ensemble_weights(
-            rows[ACTUAL].to_numpy(dtype=float),
-            forecasts,
-            metric=self.metric,
-            levels=DEFAULT_QUANTILES,
-            scale=scale,
-        )
 
     def _validation_report(
         self, tables: dict[str, dict[str, Any]], names: list[str]

@@ -24,8 +24,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
+from salesformer.data.contract import ACTUAL
 from salesformer.errors import ConfigError
+from salesformer.evaluation.metrics import SCALE_MAE, SCALE_MSE
+from salesformer.forecasting.protocol import DEFAULT_QUANTILES, quantile_column
 
 #: Metrics :func:`ensemble_weights` can learn weights for, and the loss each one uses.
 LOSSES: dict[str, str] = {
@@ -133,4 +137,29 @@ def ensemble_weights(
         best = int(np.argmin(losses))  # the first of equal losses: the earlier candidate
         counts[best] += 1
         total = total + stack[best]
-    return {name: count / rounds for name, count in zip(names, counts, strict=True) if count}
+    return {name: float(count) / rounds for name, count in zip(names, counts, strict=True) if count}
+
+
+def frame_weights(rows: pd.DataFrame, names: Sequence[str], metric: str) -> dict[str, float]:
+    """:func:`ensemble_weights` of the candidates ``names`` from a validation forecast frame:
+    ``y``, each candidate's point column and its quantile columns at
+    :data:`~salesformer.forecasting.protocol.DEFAULT_QUANTILES`, and the series scales."""
+    if metric == "wql":
+        forecasts = {
+            n: rows[[quantile_column(n, q) for q in DEFAULT_QUANTILES]].to_numpy(dtype=float)
+            for n in names
+        }
+    else:
+        forecasts = {n: rows[n].to_numpy(dtype=float) for n in names}
+    scale = None
+    if metric == "mase":
+        scale = rows[SCALE_MAE].to_numpy(dtype=float)
+    elif metric == "rmsse":
+        scale = np.sqrt(rows[SCALE_MSE].to_numpy(dtype=float))
+    return ensemble_weights(
+        rows[ACTUAL].to_numpy(dtype=float),
+        forecasts,
+        metric=metric,
+        levels=DEFAULT_QUANTILES,
+        scale=scale,
+    )

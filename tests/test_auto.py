@@ -47,7 +47,9 @@ def exploding(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def auto(small_panel: Panel) -> AutoForecaster:
-    return AutoForecaster(candidates=CHEAP, min_segment_series=MIN_SERIES).fit(small_panel)
+    return AutoForecaster(candidates=CHEAP, selection="segment", min_segment_series=MIN_SERIES).fit(
+        small_panel
+    )
 
 
 @pytest.fixture(scope="module")

@@ -205,3 +205,66 @@ def test_registered_and_lightgbm_not_imported_with_salesformer() -> None:
         "import sys, salesformer, salesformer.models.lightgbm; sys.exit('lightgbm' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"quantile_method": "conformal", "bias_correction": True}],
+    ids=["quantile-boosters", "conformal"],
+)
+def test_a_saved_model_predicts_identically_without_refitting(
+    shop_panel: Panel, settings: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = LightGBMForecaster(**FAST, quantile_n_estimators=30, **settings).fit(shop_panel)
+    folder = model.save(tmp_path / "model")
+    assert (folder / "boosters" / "point.txt").is_file()
+
+    def no_refit(self: LightGBMForecaster, panel: Panel) -> None:
+        raise AssertionError("loading refitted the model")
+
+    monkeypatch.setattr(LightGBMForecaster, "_fit", no_refit)
+    loaded = LightGBMForecaster.load(folder)
+    pd.testing.assert_frame_equal(loaded.predict(H), model.predict(H), check_exact=True)
+
+
+def test_a_folder_saved_without_boosters_is_refitted(shop_panel: Panel, tmp_path: Path) -> None:
+    import json
+
+    model = LightGBMForecaster(**FAST).fit(shop_panel)
+    folder = model.save(tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    del config["state"]  # as written before boosters were kept
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded = LightGBMForecaster.load(folder)
+    pd.testing.assert_frame_equal(loaded.predict(H), model.predict(H), check_exact=True)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda f: (f / "boosters" / "point.txt").write_text("tree\ngarbage"), "cannot be read"),
+        (lambda f: (f / "boosters" / "point.txt").unlink(), "cannot be read"),
+        (lambda f: _edit_state(f, boosters={"point": "../../escape.txt"}), "map of levels"),
+        (lambda f: _edit_state(f, smearing=-1), "smearing"),
+        (lambda f: _edit_state(f, monotone=[0]), "monotone"),
+        (lambda f: _edit_state(f, log_errors=[[1, 2, 3]]), "log_errors"),
+    ],
+    ids=["garbled", "missing", "escaping-path", "smearing", "monotone", "log-errors"],
+)
+def test_a_damaged_saved_state_is_a_one_line_config_error(
+    shop_panel: Panel, tmp_path: Path, damage: object, message: str
+) -> None:
+    model = LightGBMForecaster(**FAST, quantile_method="conformal").fit(shop_panel)
+    folder = model.save(tmp_path / "model")
+    damage(folder)  # type: ignore[operator]
+    with pytest.raises(ConfigError, match=message) as caught:
+        LightGBMForecaster.load(folder)
+    assert "\n" not in str(caught.value)
+
+
+def _edit_state(folder: Path, **changes: object) -> None:
+    import json
+
+    config = json.loads((folder / "config.json").read_text())
+    config["state"].update(changes)
+    (folder / "config.json").write_text(json.dumps(config))

@@ -33,6 +33,7 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar, Literal
 
@@ -44,6 +45,7 @@ from salesformer.data.features import FeatureMatrix, build_features
 from salesformer.errors import ConfigError, NotFittedError
 from salesformer.forecasting.params import Boolean, Constraint, Interval, OneOf, Rule
 from salesformer.forecasting.protocol import Forecaster, quantile_column
+from salesformer.models import lightgbm_state
 from salesformer.models.conformal import error_quantiles
 
 Target = Literal["log1p_offset", "log1p", "log1p_scaled"]
@@ -307,6 +309,32 @@ class LightGBMForecaster(Forecaster):
         """Target scale back to sales, with the smearing factor."""
         level = np.exp(np.clip(value, -30.0, 30.0)) * smearing - 1.0
         return level * rows.scale if self.target == "log1p_scaled" else level
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def save_state(self, folder: Path) -> dict[str, Any]:
+        """The boosters in LightGBM's own format and the static features, so that loading
+        predicts without refitting (see :mod:`salesformer.models.lightgbm_state`)."""
+        return lightgbm_state.save_state(self, folder)
+
+    def restore_state(self, panel: Panel, folder: Path, config: dict[str, Any]) -> None:
+        """The saved boosters; a folder saved before they were kept is refitted."""
+        state = config.get("state")
+        if state is None:
+            self.fit(panel)
+            return
+        if not isinstance(state, dict):
+            raise ConfigError(
+                f"{str(folder)!r}: config.json's state must be an object, got "
+                f"{type(state).__name__}; refit the model"
+            )
+        self.check_params()
+        self.panel_ = panel
+        self.source_ = None
+        self.shared_ = False
+        self.longer_ = {}
+        self.view_ = self._covariate_view(panel)
+        lightgbm_state.restore_state(self, folder, state, import_lightgbm())
 
     # -- prediction ----------------------------------------------------------------------
 

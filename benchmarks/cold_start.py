@@ -158,6 +158,27 @@ def run_lm(
         ImportError: when ``salesformer.models.lm`` cannot be imported.
         ValueError: when its forecast frame does not hold one row per new item and week.
     """
+    forecast, scored, report, fit_seconds, predict_seconds = lm_launch_forecast(
+        mode, seed, history, new, threads
+    )
+    return {
+        "model": f"{LM_NAME}-{mode}",
+        "seed": seed,
+        **score(new.targets, forecast),
+        "wql": wql(scored, LM_NAME),
+        "coverage80": coverage80(scored, LM_NAME),
+        "wape_by_week": _wape_by_week(new.targets, forecast),
+        "fit_seconds": fit_seconds,
+        "predict_seconds": predict_seconds,
+        "kept": {k: report[k] for k in ("stages", "kept") if k in report},
+    }
+
+
+def lm_launch_forecast(
+    mode: LMMode, seed: int, history: Panel, new: LaunchSet, threads: int | None = None
+) -> tuple[np.ndarray, pd.DataFrame, dict[str, Any], float, float]:
+    """The LM's launch curves ``(launches, weeks)``, the scored frame, its fit report and the
+    fit and predict seconds (see :func:`run_lm`)."""
     from benchmarks.online_retail import without_text
     from salesformer.models.lm import LMForecaster
 
@@ -183,18 +204,7 @@ def run_lm(
             "from its launch_date"
         )
     forecast = scored[LM_NAME].to_numpy(dtype=float).reshape(len(new), WEEKS)
-    report = model.fit_report_
-    return {
-        "model": f"{LM_NAME}-{mode}",
-        "seed": seed,
-        **score(new.targets, forecast),
-        "wql": wql(scored, LM_NAME),
-        "coverage80": coverage80(scored, LM_NAME),
-        "wape_by_week": _wape_by_week(new.targets, forecast),
-        "fit_seconds": fit_seconds,
-        "predict_seconds": predict_seconds,
-        "kept": {k: report[k] for k in ("stages", "kept") if k in report},
-    }
+    return forecast, scored, model.fit_report_, fit_seconds, predict_seconds
 
 
 def run_lm_modes(

@@ -36,13 +36,13 @@ from benchmarks.harness import (
     panel_cache_dir,
     write_results,
 )
-from salesformer.evaluation.cold_start import launch_table
+from salesformer.evaluation.cold_start import launch_table, score
 from salesformer.models.cold_start import RidgeEmbedding
 from salesformer.models.combination import ensemble_weights
 
 
 def _wape(actual: np.ndarray, forecast: np.ndarray) -> float:
-    return float(np.abs(actual - forecast).sum() / np.abs(actual).sum())
+    return score(actual, forecast)["wape"]
 
 
 def forecasts(panel: Any, split: str, seeds: list[int], encoder: Any, threads: int) -> dict:

@@ -328,8 +328,7 @@ class LightGBMForecaster(Forecaster):
                 f"{str(folder)!r}: config.json's state must be an object, got "
                 f"{type(state).__name__}; refit the model"
             )
-        self.check_params()
-        self.panel_ = panel
+        self.panel_ = panel  # the settings were checked when the folder was read
         self.source_ = None
         self.shared_ = False
         self.longer_ = {}

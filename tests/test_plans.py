@@ -305,3 +305,13 @@ def test_cli_backtest_with_a_plan(
     )
     assert code == 2 and "'price' must be finite and >= 0" in stderr
     assert not (tmp_path / "b2").exists()
+
+
+def test_cli_future_and_new_items_together_is_an_error(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = tmp_path / "plan.csv"
+    plan.write_text("item_id,date,price\n")
+    args = ["predict", "--model", str(model_dir), "--future", str(plan), "--new-items", str(plan)]
+    code, _, stderr = _invoke([*args, "--out", str(tmp_path / "f.csv")], capsys)
+    assert code == 2 and "give one of them" in stderr

@@ -68,6 +68,7 @@ def run_backtest(
     finetune: str | None = None,
     encoder: str | None = None,
     overrides: Overrides | None = None,
+    plan: pd.DataFrame | None = None,
 ) -> BacktestResult:
     """Backtest registered models by name, with a rich progress bar.
 
@@ -106,6 +107,7 @@ def run_backtest(
             min_history=min_history,
             active_within=active_within,
             progress=advance,
+            plan=plan,
         )
 
 
@@ -145,6 +147,12 @@ def backtest_command(
     engine: str = typer.Option(
         "local", "--engine", help="local, or ray: backtest parts of the catalogue on Ray."
     ),
+    future: Path | None = typer.Option(
+        None,
+        "--future",
+        help="Plan CSV/Parquet known at each origin: cutoff, item_id, date, known-future "
+        "covariates (or no cutoff column: a schedule fixed in advance, e.g. list prices).",
+    ),
     ray_address: str | None = RAY_ADDRESS_OPTION,
     workers: int | None = WORKERS_OPTION,
     items_per_part: int | None = ITEMS_PER_PART_OPTION,
@@ -169,8 +177,14 @@ def backtest_command(
             f"backtest --set needs the model: MODEL.KEY=VALUE; got {sorted(overrides[None])}; "
             "e.g. --set LM.head_epochs=10"
         )
+    from salesformer.cli.forecast import read_table
+
+    plan = read_table(future, "--future") if future is not None else None
     if check_engine_options(engine, ray_address, workers, items_per_part):
         from salesformer.cli.ray_engine import backtest_models, backtest_with_ray
+
+        if plan is not None:
+            raise ConfigError("--future runs on the local engine; drop --engine ray")
 
         windows = {
             "cutoffs": _split(cutoffs) or None,
@@ -196,6 +210,7 @@ def backtest_command(
             finetune=finetune,
             encoder=encoder,
             overrides=overrides,
+            plan=plan,
         )
     result.save(out)
     _metrics_table(

@@ -299,6 +299,12 @@ def predict_command(
     horizon: int | None = typer.Option(
         None, "--horizon", "-h", help="Periods to forecast (default: the model's horizon)."
     ),
+    future: Path | None = typer.Option(
+        None,
+        "--future",
+        help="Plan CSV/Parquet: item_id, date and known-future covariates (price, discount, "
+        "promo, ...) for the horizon, optional promotion_copy (LM); the rest stays unchanged.",
+    ),
     engine: str = typer.Option(
         "local", "--engine", help="local, or ray: forecast parts of the catalogue on Ray."
     ),
@@ -312,18 +318,31 @@ def predict_command(
     from salesformer.models.persist import load_model
 
     check_table_out(out)
+    if future is not None and new_items is not None:
+        raise ConfigError(
+            "--future plans the known items; --new-items forecasts new products from their own "
+            "price; give one of them"
+        )
     if check_engine_options(engine, ray_address, workers, items_per_part):
-        if new_items is not None:
-            raise ConfigError("--new-items runs on the local engine; drop --engine ray")
+        if new_items is not None or future is not None:
+            raise ConfigError("--new-items and --future run on the local engine; drop --engine ray")
         predict_with_ray(model_dir, out, horizon, ray_address, workers, items_per_part)
         return
     frame_new = read_table(new_items, "--new-items") if new_items is not None else None
+    plan = read_table(future, "--future") if future is not None else None
     model = load_model(model_dir)
     if frame_new is not None:
         forecaster = new_item_forecaster(model)
         steps = horizon if horizon is not None else model_horizon(forecaster)
         forecast = forecaster.predict_new(frame_new, horizon=steps)
         what = f"{frame_new.shape[0]} new items"
+    elif plan is not None:
+        from salesformer.forecasting.plans import predict_with_plan
+
+        steps = horizon if horizon is not None else model_horizon(model)
+        forecast, report = predict_with_plan(model, steps, plan, where="--future")
+        planned = report.rows - report.rows_without_plan
+        what = f"{len(model.panel_.item_ids)} items ({planned} planned item-dates)"
     else:
         steps = horizon if horizon is not None else model_horizon(model)
         forecast = model.predict(steps)

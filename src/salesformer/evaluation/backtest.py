@@ -22,6 +22,7 @@ from salesformer._io import atomic_dir, json_text
 from salesformer.data.contract import ACTUAL, CUTOFF, DATE, ITEM_ID, SALES, Panel
 from salesformer.errors import ConfigError
 from salesformer.evaluation.metrics import SCALE_MAE, SCALE_MSE, evaluate
+from salesformer.forecasting.plans import backtest_plan, check_backtest_plan
 from salesformer.forecasting.protocol import DEFAULT_QUANTILES, Forecaster, check_horizon
 
 #: ``progress(description, advance)`` callback; the CLI passes a rich progress bar.
@@ -233,6 +234,7 @@ def backtest(
     active_within: int | None = 13,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     progress: ProgressHook | None = None,
+    plan: pd.DataFrame | None = None,
 ) -> BacktestResult:
     """Rolling-origin backtest of ``models`` on ``panel``.
 
@@ -247,6 +249,9 @@ def backtest(
         active_within: evaluated items sold in the last this-many periods (None: no rule).
         quantiles: quantile levels to forecast.
         progress: called with a description after each model fit at each cutoff.
+        plan: known-future covariates as planned at each origin (see
+            :func:`salesformer.forecasting.plans.backtest_plan`): what the plan leaves out keeps
+            each item's last values at the cutoff. None: the panel's own values of each window.
 
     Returns:
         A :class:`BacktestResult`.
@@ -257,13 +262,18 @@ def backtest(
     if not names:
         raise ConfigError("give at least one model to backtest")
     stamps = resolve_cutoffs(panel, horizon, cutoffs, n_windows, step)
+    if plan is not None:
+        plan = check_backtest_plan(panel, plan, stamps)
     frames, facts, timings = [], [], []
     for cutoff in stamps:
         series = series_facts(panel, cutoff, min_history, active_within)
         if series.empty:
             continue
         train = panel.until(cutoff)
-        future = panel.future_covariates(cutoff, horizon)
+        if plan is None:
+            future = panel.future_covariates(cutoff, horizon)
+        else:
+            future = backtest_plan(train, cutoff, horizon, plan).future
         actual = panel.window(cutoff, horizon)
         actual = actual.loc[actual[ITEM_ID].isin(series[ITEM_ID]), [ITEM_ID, DATE, SALES]]
         merged = actual.rename(columns={SALES: ACTUAL})

@@ -6,8 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 
+from salesformer.errors import ConfigError
 from salesformer.forecasting.protocol import check_quantiles
 from salesformer.service.core import SalesService
+from salesformer.service.plan_schemas import PlanForecastIn, PlanForecastOut
 from salesformer.service.routes.common import (
     ERRORS,
     QUANTILES_PATTERN,
@@ -46,6 +48,34 @@ def router(service: SalesService, read: Any, write: Any) -> APIRouter:
         levels = levels_of(quantiles)
         result = service.forecast(item_id, horizon, levels)
         return forecast_out(item_id, service, result, levels)
+
+    @router.post(
+        "/items/{item_id:path}/forecast",
+        response_model=PlanForecastOut,
+        responses=ERRORS,
+        dependencies=[read],
+    )
+    def post_forecast_with_plan(item_id: ItemId, body: PlanForecastIn) -> PlanForecastOut:
+        """A known item's forecast under the shop's plan (price, discount, promotion, copy).
+
+        Periods and covariates the plan leaves out keep the item's last values (no change) and
+        ``plan_note`` says how many; a plan date outside the horizon, a covariate that is not
+        known-future, a negative price or a discount outside [0, 1) is a 422.
+        """
+        from salesformer.service.plans import forecast_with_plan, plan_frame
+
+        levels = check_quantiles(body.quantiles) if body.quantiles else levels_of(None)
+        if body.horizon is not None and body.horizon > service.live.horizon:
+            raise ConfigError(
+                f"horizon must be between 1 and {service.live.horizon} (the model was fitted "
+                f"for {service.live.horizon} periods); got {body.horizon}"
+            )
+        plan = plan_frame(item_id, [(row.date, row.covariates) for row in body.plan])
+        planned = forecast_with_plan(
+            service, item_id, plan, body.promotion_copy, body.horizon, levels
+        )
+        out = forecast_out(item_id, service, planned.result, levels)
+        return PlanForecastOut(**out.model_dump(), plan_note=planned.note)
 
     @router.post(
         "/forecast/new-item", response_model=ForecastOut, responses=ERRORS, dependencies=[write]

@@ -268,3 +268,14 @@ def test_cli_online_retail_daily_with_uk_holidays(
     assert rows.loc["2010-12-25", "holiday_gb"] == 1
     assert call([*argv, "--freq", "W-SUN"]) == 2
     assert_one_line_error(capsys, "got freq 'W-SUN'")
+
+
+def test_ray_parts_keep_the_calendar(weekly: Panel, tmp_path: Path) -> None:
+    from salesformer.distributed.parts import iter_parts, scan_panel
+
+    folder = add_calendar(weekly, "GB").save(tmp_path / "panel")
+    layout = scan_panel(folder)
+    assert layout.calendar == {"holidays": ["GB"], "events": []}
+    part = next(iter(iter_parts(folder, 2, layout)))
+    cut = part.to_panel().until("2022-12-05")
+    assert resolve_future(cut, 3, None)["holiday_gb"].tolist()[:3] == [0, 1, 3]

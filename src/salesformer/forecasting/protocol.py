@@ -57,13 +57,14 @@ def as_panel(panel: Panel | pd.DataFrame, items: pd.DataFrame | None = None) -> 
     if isinstance(panel, Panel):
         if items is None:
             return panel
-        return validate_panel(
+        checked = validate_panel(
             panel.sales,
             items,
             freq=panel.freq,
             known_future=panel.known_future,
             past_only=panel.past_only,
         )
+        return dataclasses.replace(checked, calendar=panel.calendar)
     return validate_panel(panel, items)
 
 

@@ -197,6 +197,7 @@ def sales_csv(tmp_path: Path) -> Path:
         ([], "date,title\n11-11,x\n", "columns ['name'] missing"),
         ([], "date,name\n31-12,x\n", "dates cannot be read"),
         ([], "date,name,scope\n11-11,x,item:ZZZ\n", "'item:ZZZ' names an item"),
+        ([], "date,name,scope\n11-11,x,category:shoes\n", "needs a 'category' column"),
     ],
 )
 def test_cli_bad_calendar_input_is_one_line_exit_2(

@@ -280,3 +280,11 @@ def test_ray_parts_keep_the_calendar(weekly: Panel, tmp_path: Path) -> None:
     part = next(iter(iter_parts(folder, 2, layout)))
     cut = part.to_panel().until("2022-12-05")
     assert resolve_future(cut, 3, None)["holiday_gb"].tolist()[:3] == [0, 1, 3]
+
+
+def test_a_second_calendar_adds_to_the_first_but_never_twice(weekly: Panel) -> None:
+    panel = add_calendar(add_calendar(weekly, "GB"), "US")
+    assert panel.calendar is not None and panel.calendar["holidays"] == ["GB", "US"]
+    assert {"holiday_gb", "holiday_us_after"} <= set(panel.known_future)
+    with pytest.raises(DataValidationError, match=r"already has columns \['holiday_gb'"):
+        add_calendar(panel, "GB")

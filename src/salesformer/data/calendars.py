@@ -305,19 +305,19 @@ def add_calendar(
         return panel
     if table is not None:
         check_scopes(table, panel)
-    previous = panel.calendar or {"holidays": [], "events": []}
-    spec = calendar_spec(countries, table)
-    spec = {
-        "holidays": [*previous["holidays"], *spec["holidays"]],
-        "events": [*previous["events"], *spec["events"]],
-    }
-    new_columns = [c for c in calendar_columns(spec) if c not in panel.known_future]
+    added = calendar_spec(countries, table)
+    new_columns = calendar_columns(added)
     taken = [c for c in new_columns if c in panel.sales.columns]
     if taken:
         raise DataValidationError(
             f"the panel already has columns {taken}; a calendar would add them again: give "
             "each country and event name once"
         )
+    previous = panel.calendar or {"holidays": [], "events": []}
+    spec = {
+        "holidays": [*previous["holidays"], *added["holidays"]],
+        "events": [*previous["events"], *added["events"]],
+    }
     values = calendar_covariates(spec, panel.freq, panel.sales[[ITEM_ID, DATE]], panel)
     sales = pd.concat([panel.sales, values[new_columns]], axis=1)
     return dataclasses.replace(

@@ -35,6 +35,22 @@ Sha256Option = Annotated[
 CacheDirOption = Annotated[
     Path | None, typer.Option("--cache-dir", help="Download folder for a URL source.")
 ]
+HolidaysOption = Annotated[
+    str | None,
+    typer.Option(
+        "--holidays",
+        help="Holiday calendars as known-future covariates: country codes, e.g. GB,US,CN "
+        "(a subdivision after a dash: GB-ENG).",
+    ),
+]
+EventsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--events",
+        help="Events file (CSV: date, name, optional days and scope) or a built-in name "
+        "(cn-shopping) as known-future covariates; see docs/calendars.md.",
+    ),
+]
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -58,6 +74,25 @@ def _print_summary(table: Any, out: Path, files: list[str]) -> None:
     console.print(f"wrote {out} ({', '.join(files)})")
 
 
+def _with_calendar(panel: Panel, holidays: str | None, events: str | None) -> Panel:
+    """The panel with the calendar covariates of ``--holidays`` and ``--events`` added."""
+    if holidays is None and events is None:
+        return panel
+    from salesformer.data.calendars import add_calendar
+
+    return add_calendar(panel, holidays, events)
+
+
+def _calendar_quality(panel: Panel) -> dict[str, Any]:
+    """What ``quality.json`` records about the calendar (nothing without one)."""
+    if not panel.calendar:
+        return {}
+    from salesformer.data.calendars import is_calendar_column
+
+    columns = [c for c in panel.known_future if is_calendar_column(c)]
+    return {"holidays": panel.calendar["holidays"], "calendar_columns": columns}
+
+
 def _panel_files(panel: Panel) -> list[str]:
     names = ["panel.parquet", "panel.json"]
     return [*names, "items.parquet"] if panel.items is not None else names
@@ -74,16 +109,23 @@ def online_retail_command(
     out: OutOption,
     sha256: Sha256Option = None,
     cache_dir: CacheDirOption = None,
+    freq: Annotated[
+        str, typer.Option("--freq", help="W-MON (weeks, the benchmark protocol) or D (days).")
+    ] = "W-MON",
+    holidays: HolidaysOption = None,
+    events: EventsOption = None,
 ) -> None:
-    """Prepare UCI Online Retail II invoice lines as a weekly panel (the benchmark protocol)."""
+    """Prepare UCI Online Retail II invoice lines as a weekly (or daily) panel."""
     from salesformer._io import atomic_dir, check_output_dir
     from salesformer.data.online_retail import prepare_online_retail
 
     check_output_dir(out, "panel")
-    panel, report = prepare_online_retail(source, cache_dir=cache_dir, sha256=sha256)
+    panel, report = prepare_online_retail(source, cache_dir=cache_dir, sha256=sha256, freq=freq)
+    panel = _with_calendar(panel, holidays, events)
+    quality = {"source": source, **report.to_dict(), **_calendar_quality(panel)}
     with atomic_dir(out, kind="panel") as staging:
         panel.save(staging)
-        _write_json(staging / QUALITY_FILE, {"source": source, **report.to_dict()})
+        _write_json(staging / QUALITY_FILE, quality)
         report.outliers.to_csv(staging / OUTLIERS_FILE, index=False)
     _print_summary(report.as_table(), out, [*_panel_files(panel), QUALITY_FILE, OUTLIERS_FILE])
 
@@ -96,6 +138,8 @@ def stallion_command(
     out: OutOption,
     sha256: Sha256Option = None,
     cache_dir: CacheDirOption = None,
+    holidays: HolidaysOption = None,
+    events: EventsOption = None,
 ) -> None:
     """Prepare the Stallion beverage data as a monthly agency x SKU panel with prices."""
     from salesformer._io import atomic_dir, check_output_dir
@@ -103,9 +147,11 @@ def stallion_command(
 
     check_output_dir(out, "panel")
     panel, report = prepare_stallion(source, cache_dir=cache_dir, sha256=sha256)
+    panel = _with_calendar(panel, holidays, events)
+    quality = {"source": source, **report.to_dict(), **_calendar_quality(panel)}
     with atomic_dir(out, kind="panel") as staging:
         panel.save(staging)
-        _write_json(staging / QUALITY_FILE, {"source": source, **report.to_dict()})
+        _write_json(staging / QUALITY_FILE, quality)
     _print_summary(report.as_table(), out, [*_panel_files(panel), QUALITY_FILE])
 
 
@@ -146,6 +192,8 @@ def csv_command(
     negative_sales: Annotated[
         str, typer.Option("--negative-sales", help="Negative sales: error or clip (to 0).")
     ] = "error",
+    holidays: HolidaysOption = None,
+    events: EventsOption = None,
 ) -> None:
     """Prepare your own sales file (and items file) as a validated panel."""
     from salesformer._io import atomic_dir, check_output_dir
@@ -165,6 +213,7 @@ def csv_command(
         past_only=_split(past_only),
         negative_sales=negative_sales,  # type: ignore[arg-type]  # checked by prepare_csv
     )
+    panel = _with_calendar(panel, holidays, events)
     quality = {
         "source": sales,
         "items_source": items,
@@ -175,6 +224,7 @@ def csv_command(
         "first_date": str(panel.first_date.date()),
         "last_date": str(panel.last_date.date()),
         **panel.report,
+        **_calendar_quality(panel),
     }
     with atomic_dir(out, kind="panel") as staging:
         panel.save(staging)

@@ -20,9 +20,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -150,6 +150,8 @@ class Panel:
         known_future: covariates known for the forecast horizon.
         past_only: covariates known only up to the cutoff.
         report: counts from validation (rows filled, sales clipped, ...).
+        calendar: the holiday countries and events behind the calendar covariates
+            (:mod:`salesformer.data.calendars`), kept so forecasts compute them for the horizon.
     """
 
     sales: pd.DataFrame
@@ -158,6 +160,7 @@ class Panel:
     known_future: tuple[str, ...] = ()
     past_only: tuple[str, ...] = ()
     report: dict[str, int] = field(default_factory=dict, compare=False)
+    calendar: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def item_ids(self) -> np.ndarray:
@@ -203,7 +206,7 @@ class Panel:
         """
         stamp = pd.Timestamp(cutoff)
         kept = self.sales.loc[self.sales[DATE] <= stamp].reset_index(drop=True)
-        return Panel(kept, self.items, self.freq, self.known_future, self.past_only)
+        return replace(self, sales=kept, report={})
 
     def window(self, after: pd.Timestamp, horizon: int) -> pd.DataFrame:
         """Rows of the ``horizon`` periods after ``after`` (actuals and covariates)."""
@@ -232,6 +235,7 @@ class Panel:
             "known_future": list(self.known_future),
             "past_only": list(self.past_only),
             "salesformer_version": __version__,
+            **({"calendar": self.calendar} if self.calendar else {}),
         }
         with atomic_dir(out, kind="panel") as staging:
             self.sales.to_parquet(staging / _PANEL_FILE, index=False)
@@ -274,7 +278,9 @@ class Panel:
         sales = _read_parquet(path / _PANEL_FILE, hint)
         items_path = path / _ITEMS_FILE
         items = _read_parquet(items_path, hint) if items_path.is_file() else None
-        return validate_panel(sales, items, freq=freq, known_future=known, past_only=past)
+        panel = validate_panel(sales, items, freq=freq, known_future=known, past_only=past)
+        calendar = meta.get("calendar")
+        return replace(panel, calendar=calendar if isinstance(calendar, dict) else None)
 
 
 #: Characters an id may not hold: control characters and invisible (zero-width, direction) marks.

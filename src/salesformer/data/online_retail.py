@@ -26,6 +26,15 @@ The protocol, stated once (``docs/data.md`` explains each step with the numbers 
    can read it without reading the volume it forecasts.
 7. **Bulk orders** are kept but flagged: an invoice line with ``Quantity >= 100`` and more than
    10 times the item's median line quantity (over the kept lines).
+
+``freq="D"`` (CLI ``--freq D``) builds the same panel by day: the same lines, the same span
+(2009-12-01 .. 2011-12-04, the last full week's Sunday, so daily sales add up to the weekly
+panel's), one row per item and day from its first sale day. "Week" above then reads "day":
+the discount compares with the 13 previous sale days, the list price is read on the first sale
+day. Days the shop did not trade (it sends no invoices on Saturdays, and it closes from about
+23 December to early January) are ordinary zero-sale days of the panel: a calendar
+(:mod:`salesformer.data.calendars`, ``--holidays GB`` and an events file with the closure) is
+what tells a model that those zeros are planned.
 """
 
 from __future__ import annotations
@@ -48,7 +57,7 @@ from salesformer.data.contract import (
 )
 from salesformer.data.sources import quality_table, read_table, resolve_source
 from salesformer.data.text import item_text
-from salesformer.errors import DataValidationError
+from salesformer.errors import ConfigError, DataValidationError
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -75,6 +84,8 @@ REQUIRED_COLUMNS = (
 _TEXT_COLUMNS = (INVOICE, STOCK_CODE, DESCRIPTION, COUNTRY, SHEET)
 
 FREQ = "W-MON"
+#: Frequencies the loader builds: weeks (the benchmark protocol) or days.
+FREQUENCIES = ("W-MON", "D")
 #: Carried forward through no-sale weeks.
 PRICE_COLUMNS = ("price", "discount")
 #: Zero in no-sale weeks.
@@ -122,6 +133,8 @@ class QualityReport:
         items_with_text: products with a non-empty text.
         items_first_sold_2011: products whose first sale week starts in 2011.
         bulk_order_lines: kept lines flagged as bulk orders (kept in the sales).
+        freq: the panel's frequency; with ``"D"``, ``weeks``, ``first_week`` and ``last_week``
+            count and name days.
         outliers: the flagged lines (``invoice, item_id, date, quantity,
             median_line_quantity, reason``); not part of :meth:`to_dict`.
     """
@@ -143,6 +156,7 @@ class QualityReport:
     items_first_sold_2011: int
     bulk_order_lines: int
     outliers: pd.DataFrame = field(repr=False, compare=False)
+    freq: str = FREQ
 
     def to_dict(self) -> dict[str, Any]:
         """Every count as a JSON-serialisable dict (the outlier lines left out)."""
@@ -286,16 +300,18 @@ def drop_reasons(lines: pd.DataFrame) -> pd.Series:
 
 
 def clean_invoice_lines(
-    lines: pd.DataFrame,
+    lines: pd.DataFrame, freq: str = FREQ
 ) -> tuple[pd.DataFrame, dict[str, int], pd.Timestamp]:
     """Protocol steps 1-3: drop the sheet overlap, the non-sale lines and the partial last week.
 
     Args:
         lines: invoice lines from :func:`read_invoice_lines`.
+        freq: ``"W-MON"`` (``date`` is the week start) or ``"D"`` (the day).
 
     Returns:
         The kept lines with ``item_id`` (upper-cased StockCode, categorical) and ``date`` (week
-        start) added; the rows dropped, keyed by :class:`QualityReport` field; the last week kept.
+        start, or day) added; the rows dropped, keyed by :class:`QualityReport` field; the last
+        period kept (the last full week, or its Sunday).
 
     Raises:
         DataValidationError: when there are no lines at all.
@@ -312,10 +328,14 @@ def clean_invoice_lines(
     lines = lines.assign(
         **{
             ITEM_ID: lines[STOCK_CODE].str.upper().astype("category"),
-            DATE: week_start(lines[INVOICE_DATE]),
+            DATE: week_start(lines[INVOICE_DATE])
+            if freq == FREQ
+            else lines[INVOICE_DATE].dt.normalize(),
         }
     )
     last_week = last_full_week(observed_end)
+    if freq != FREQ:
+        last_week = last_week + pd.Timedelta(days=6)
     in_partial_week = lines[DATE] > last_week
     dropped["dropped_partial_last_week"] = int(in_partial_week.sum())
     lines = lines.loc[~in_partial_week]
@@ -411,20 +431,23 @@ def discount_depth(weekly: pd.DataFrame) -> pd.Series:
     return depth.clip(lower=0.0).fillna(0.0)
 
 
-def complete_weeks(weekly: pd.DataFrame, last_week: pd.Timestamp) -> pd.DataFrame:
-    """Give each item every week from its first sale week to ``last_week``.
+def complete_weeks(
+    weekly: pd.DataFrame, last_week: pd.Timestamp, period_days: int = 7
+) -> pd.DataFrame:
+    """Give each item every week (or day: ``period_days=1``) from its first sale to ``last_week``.
 
     No-sale weeks get 0 ``sales``, ``orders`` and ``customers`` and carry ``price`` and
     ``discount`` forward from the item's last sale week.
     """
     firsts = weekly.groupby(ITEM_ID, observed=True, sort=True)[DATE].min()
-    lengths = ((last_week - firsts).dt.days // 7 + 1).to_numpy()
+    lengths = ((last_week - firsts).dt.days // period_days + 1).to_numpy()
     starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
     offsets = np.arange(int(lengths.sum())) - starts
     grid = pd.DataFrame(
         {
             ITEM_ID: np.repeat(firsts.index.astype(str).to_numpy(), lengths),
-            DATE: np.repeat(firsts.to_numpy(), lengths) + pd.to_timedelta(offsets * 7, unit="D"),
+            DATE: np.repeat(firsts.to_numpy(), lengths)
+            + pd.to_timedelta(offsets * period_days, unit="D"),
         }
     )
     sold = weekly.assign(**{ITEM_ID: weekly[ITEM_ID].astype(str)})
@@ -481,14 +504,18 @@ def prepare_online_retail(
     *,
     cache_dir: str | Path | None = None,
     sha256: str | None = None,
+    freq: str = FREQ,
 ) -> tuple[Panel, QualityReport]:
-    """Turn Online Retail II invoice lines into a weekly :class:`Panel` (see the module docs).
+    """Turn Online Retail II invoice lines into a weekly (or daily) :class:`Panel`.
+
+    See the module docs for the protocol.
 
     Args:
         source: path or http(s) URL of the ``.xlsx``, or a CSV/Parquet with the same columns
             (and optionally ``sheet``).
         cache_dir: download folder for a URL (see :func:`~salesformer.data.sources.resolve_source`).
         sha256: expected sha256 of the file, checked when given.
+        freq: ``"W-MON"`` (weeks, the default) or ``"D"`` (days, same lines and span).
 
     Returns:
         The panel (covariates ``price``, ``discount`` known-future; ``orders``, ``customers``
@@ -498,9 +525,13 @@ def prepare_online_retail(
         DataValidationError: a missing or unreadable file, missing columns, or no product
             lines left after cleaning.
     """
+    if freq not in FREQUENCIES:
+        raise ConfigError(
+            f"Online Retail II is prepared by week (W-MON) or by day (D); got freq {freq!r}"
+        )
     lines = read_invoice_lines(resolve_source(source, cache_dir=cache_dir, sha256=sha256))
     input_rows = len(lines)
-    lines, dropped, last_week = clean_invoice_lines(lines)
+    lines, dropped, last_week = clean_invoice_lines(lines, freq)
     if len(lines) == 0:
         raise DataValidationError(
             f"no product invoice lines left in {str(source)!r} after cleaning "
@@ -508,9 +539,9 @@ def prepare_online_retail(
         )
     items = items_table(lines)
     panel = validate_panel(
-        complete_weeks(weekly_sales(lines), last_week),
+        complete_weeks(weekly_sales(lines), last_week, 7 if freq == FREQ else 1),
         items,
-        freq=FREQ,
+        freq=freq,
         known_future=KNOWN_FUTURE,
         past_only=PAST_ONLY,
     )
@@ -527,5 +558,6 @@ def prepare_online_retail(
         items_first_sold_2011=int((items["first_sale"].dt.year == NEW_ITEM_YEAR).sum()),
         bulk_order_lines=len(outliers),
         outliers=outliers,
+        freq=freq,
     )
     return panel, report

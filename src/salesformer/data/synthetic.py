@@ -16,6 +16,13 @@ uplift x launch ramp``; low-level products are naturally intermittent. About a f
 catalogue launches during the span (new products). :attr:`SyntheticCatalogue.truth` keeps the
 latent parameters and the informative words, for tests and explanations.
 
+``events=True`` multiplies demand around a few dated events with known effects
+(:data:`SYNTHETIC_EVENTS`: a summer sale for every item, 11.11 for the Kitchen category, a
+one-off clearance) and returns them as :attr:`SyntheticCatalogue.events`, an events file for
+:func:`salesformer.data.calendars.add_calendar`. It is off by default: the demo catalogue
+does not change, and only the event weeks' sales differ from the catalogue without events
+(they are drawn, around the raised mean, from a second generator seeded from ``seed``).
+
 ``lang="zh"`` writes the same catalogue (same seed, same sales) in Chinese: titles,
 descriptions, categories and promotion copy are built from the Chinese words for the same
 theme, tier, material and product, and ``truth.informative_words`` lists those Chinese words.
@@ -79,6 +86,14 @@ PROMO_COPY = (
     "Flash sale, {pct}% off while stocks last",
 )
 LANGUAGES = ("en", "zh")
+#: Events of ``generate_catalogue(events=True)``: (date, name, days, scope, demand multiplier
+#: on the event's days). A week holding d event days has its mean multiplied by
+#: ``1 + (multiplier - 1) * d / 7``.
+SYNTHETIC_EVENTS = (
+    ("07-01", "summer_sale", 7, "", 2.0),
+    ("11-11", "singles_day", 1, "category:Kitchen", 8.0),
+    ("2023-03-13", "clearance", 7, "", 1.5),
+)
 #: Chinese words for the latent words above (the same signal, written in Chinese).
 ZH_WORDS = {
     "Christmas": "圣诞",
@@ -136,10 +151,16 @@ class SyntheticCatalogue:
     sales: pd.DataFrame
     items: pd.DataFrame
     truth: pd.DataFrame
+    events: pd.DataFrame | None = None
 
     def panel(self) -> Panel:
-        """The catalogue as a validated :class:`Panel`."""
-        return validate_panel(self.sales, self.items, freq="W-MON")
+        """The catalogue as a validated :class:`Panel` (with its events' covariates, if any)."""
+        panel = validate_panel(self.sales, self.items, freq="W-MON")
+        if self.events is None:
+            return panel
+        from salesformer.data.calendars import add_calendar
+
+        return add_calendar(panel, events=self.events)
 
 
 def _season_curve(weeks_of_year: np.ndarray, theme: str) -> np.ndarray:
@@ -159,6 +180,7 @@ def generate_catalogue(
     new_item_share: float = 0.2,
     promo_rate: float = 0.08,
     lang: str = "en",
+    events: bool = False,
 ) -> SyntheticCatalogue:
     """Generate a seeded weekly catalogue (weeks start on Monday).
 
@@ -171,9 +193,12 @@ def generate_catalogue(
         promo_rate: share of weeks with a promotion, per product.
         lang: language of the product texts, ``"en"`` or ``"zh"`` (Chinese); the numbers
             do not depend on it.
+        events: multiply demand around :data:`SYNTHETIC_EVENTS` (known effects) and return
+            them as the catalogue's ``events``; off by default.
     """
     first = _checked_start(n_items, n_weeks, start, new_item_share, promo_rate, lang)
     rng = np.random.default_rng(seed)
+    event_rng = np.random.default_rng([seed, 18]) if events else None
     dates = pd.date_range(first, periods=n_weeks, freq="W-MON")
     week_of_year = np.asarray(dates.isocalendar().week, dtype=float)
 
@@ -208,6 +233,8 @@ def generate_catalogue(
                 trend=trend[i],
                 elasticity=elasticity,
                 promo_rate=promo_rate,
+                uplift=event_uplift(dates[weeks], PRODUCTS[product][0]) if events else None,
+                event_rng=event_rng,
             )
         )
         words = texts.pop("words")
@@ -219,7 +246,36 @@ def generate_catalogue(
         truth.update(level=base_level[i] * level_mult, elasticity=elasticity, trend=trend[i])
         truth_rows.append({ITEM_ID: item_id, **truth, "informative_words": " ".join(words[:-1])})
     sales_frame = pd.concat(frames, ignore_index=True)
-    return SyntheticCatalogue(sales_frame, pd.DataFrame(item_rows), pd.DataFrame(truth_rows))
+    table = events_table() if events else None
+    return SyntheticCatalogue(sales_frame, pd.DataFrame(item_rows), pd.DataFrame(truth_rows), table)
+
+
+def events_table() -> pd.DataFrame:
+    """:data:`SYNTHETIC_EVENTS` as an events file (``date, name, days, scope``)."""
+    rows = [event[:4] for event in SYNTHETIC_EVENTS]
+    return pd.DataFrame(rows, columns=["date", "name", "days", "scope"])
+
+
+def event_uplift(dates: pd.DatetimeIndex, category: str) -> np.ndarray:
+    """The known demand multiplier of each week (starting at ``dates``) for a category."""
+    uplift = np.ones(len(dates))
+    years = range(dates.min().year - 1, dates.max().year + 1)
+    for date, _, days, scope, multiplier in SYNTHETIC_EVENTS:
+        if scope and scope != f"category:{category}":
+            continue
+        starts = (
+            [pd.Timestamp(date)]
+            if len(date) == 10
+            else [pd.Timestamp(f"{y}-{date}") for y in years]
+        )
+        event_days = pd.DatetimeIndex(
+            [s + pd.Timedelta(days=k) for s in starts for k in range(days)]
+        )
+        week = np.searchsorted(dates.asi8, event_days.asi8, side="right") - 1
+        inside = (week >= 0) & (event_days < dates[-1] + pd.Timedelta(days=7))
+        counts = np.bincount(week[inside], minlength=len(dates))
+        uplift *= 1.0 + (multiplier - 1.0) * counts / 7.0
+    return uplift
 
 
 def _item_sales(
@@ -235,6 +291,8 @@ def _item_sales(
     trend: float,
     elasticity: float,
     promo_rate: float,
+    uplift: np.ndarray | None = None,
+    event_rng: np.random.Generator | None = None,
 ) -> pd.DataFrame:
     """One product's weekly rows: negative-binomial sales around its level, season, trend,
     price response to random promotions and (for a launch) a ramp-up over ``t`` weeks."""
@@ -245,6 +303,12 @@ def _item_sales(
     mu = scale * season * np.exp(trend * t) * (price / base_price) ** elasticity * ramp
     dispersion = 2.0
     sales = rng.negative_binomial(dispersion, dispersion / (dispersion + mu))
+    if uplift is not None and event_rng is not None:  # event weeks only, from their own stream
+        raised = mu * uplift
+        hit = uplift != 1.0
+        sales[hit] = event_rng.negative_binomial(
+            dispersion, dispersion / (dispersion + raised[hit])
+        )
     return pd.DataFrame(
         {
             ITEM_ID: item_id,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ class PanelLayout:
         n_rows: rows of ``panel.parquet``.
         dates: the distinct dates, sorted.
         is_sorted: whether the file is sorted by item and date (else parts come from a sort).
+        calendar: the panel's calendar (``panel.json``; see :mod:`salesformer.data.calendars`).
     """
 
     folder: Path
@@ -57,6 +58,7 @@ class PanelLayout:
     n_rows: int
     dates: pd.DatetimeIndex
     is_sorted: bool
+    calendar: dict[str, Any] | None = None
 
     def n_parts(self, items_per_part: int) -> int:
         """Parts :func:`iter_parts` yields with ``items_per_part``."""
@@ -79,6 +81,7 @@ class Part:
         freq: the panel's frequency.
         known_future: known-future covariates.
         past_only: past-only covariates.
+        calendar: the panel's calendar, so forecasts fill its columns for the horizon.
     """
 
     index: int
@@ -87,6 +90,7 @@ class Part:
     freq: str
     known_future: tuple[str, ...]
     past_only: tuple[str, ...]
+    calendar: dict[str, Any] | None = None
 
     @property
     def n_items(self) -> int:
@@ -95,13 +99,14 @@ class Part:
 
     def to_panel(self) -> Panel:
         """The part as a :class:`Panel`, validated as :meth:`Panel.load` validates the whole."""
-        return validate_panel(
+        panel = validate_panel(
             self.sales.to_pandas(),
             None if self.items is None else self.items.to_pandas(),
             freq=self.freq,
             known_future=self.known_future,
             past_only=self.past_only,
         )
+        return replace(panel, calendar=self.calendar)
 
 
 def _meta(folder: Path) -> dict[str, object]:
@@ -182,6 +187,7 @@ def scan_panel(folder: str | Path) -> PanelLayout:
         n_rows=n_rows,
         dates=index,
         is_sorted=in_order,
+        calendar=calendar if isinstance(calendar := meta.get("calendar"), dict) else None,
     )
 
 
@@ -246,6 +252,7 @@ def iter_parts(
             freq=layout.freq,
             known_future=layout.known_future,
             past_only=layout.past_only,
+            calendar=layout.calendar,
         )
 
 

@@ -14,7 +14,8 @@ Two attributions of the item's point forecast (the median, mapped back to sales:
   the item's typical price, other known-future covariates at their training mean, calendar
   harmonics and step position at 0, static features at 0, and the text vector of the
   reference text. Attributions are grouped as ``history`` (per lag, plus the level of the
-  window), ``known-future`` (per covariate), ``calendar``, ``static`` (per feature) and
+  window), ``known-future`` (per covariate), ``calendar`` (the season harmonics, the step,
+  and per holiday or event covariate), ``static`` (per feature) and
   ``text`` (the pooled text vector as a whole).
 
 Integrated gradients is exact up to the quadrature of the path integral; the completeness gap
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from salesformer.data.calendars import is_calendar_column
 from salesformer.errors import ConfigError, MissingExtraError
 from salesformer.explain.result import (
     ATTRIBUTION_COLUMNS,
@@ -444,9 +446,8 @@ def _group_signals(
         rows.append(("calendar", "step position", step, float(h), float(future[h, :, width].sum())))
         for j, name in enumerate(model.standardizer_.names):
             value = known_values[name][h]
-            rows.append(
-                ("known-future", name, step, value, float(future[h, :, width + 1 + j].sum()))
-            )
+            group = "calendar" if is_calendar_column(name) else "known-future"
+            rows.append((group, name, step, value, float(future[h, :, width + 1 + j].sum())))
         for j, name in enumerate(STATIC_FEATURES):
             rows.append(("static", name, step, float(sample.static[0, j]), float(static[h, j])))
         rows.append(("text", "text vector", step, np.nan, float(vector[h].sum())))

@@ -7,7 +7,8 @@ splits each row's prediction exactly among the features (Lundberg et al., 2020),
 attributions here are in ``log1p`` units: +0.1 raises the forecast by about 10%.
 
 Features are grouped as ``history`` (lags, rolling statistics, age, zero shares), ``level``
-(the item's scale and the offset), ``season`` (same week last year), ``calendar``, ``step``,
+(the item's scale and the offset), ``season`` (same week last year), ``calendar`` (week,
+month, day and the holiday and event covariates of :mod:`salesformer.data.calendars`), ``step``,
 ``known-future`` and ``past-only`` covariates, ``text`` (PCA components of the text
 embeddings, LightGBM-text) and other ``static`` features.
 """
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from salesformer.data.calendars import is_calendar_column
 from salesformer.data.contract import ITEM_ID
 from salesformer.data.features import LOG_SCALE, STEP, build_features
 from salesformer.errors import NotFittedError
@@ -54,7 +56,7 @@ def feature_group(name: str, known_future: tuple[str, ...], past_only: tuple[str
     if name.startswith("static_"):
         return "static"
     if any(name in (c, f"{c}_rel") for c in known_future):
-        return "known-future"
+        return "calendar" if is_calendar_column(name) else "known-future"
     if any(name.startswith(f"{c}_") for c in past_only):
         return "past-only"
     return "other"

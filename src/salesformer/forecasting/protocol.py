@@ -57,13 +57,14 @@ def as_panel(panel: Panel | pd.DataFrame, items: pd.DataFrame | None = None) -> 
     if isinstance(panel, Panel):
         if items is None:
             return panel
-        return validate_panel(
+        checked = validate_panel(
             panel.sales,
             items,
             freq=panel.freq,
             known_future=panel.known_future,
             past_only=panel.past_only,
         )
+        return dataclasses.replace(checked, calendar=panel.calendar)
     return validate_panel(panel, items)
 
 
@@ -80,11 +81,20 @@ def resolve_future(panel: Panel, horizon: int, future: pd.DataFrame | None) -> p
         {ITEM_ID: np.repeat(ids, horizon), DATE: np.tile(dates.to_numpy(), len(ids))}
     )
     columns = list(panel.known_future)
+    dated = _calendar_values(panel, grid)
     if future is None:
         if not columns:
             return grid
-        last = panel.sales.groupby(ITEM_ID, sort=True)[columns].last()
-        return grid.merge(last, left_on=ITEM_ID, right_index=True, how="left")
+        carried = [c for c in columns if c not in dated.columns]
+        last = panel.sales.groupby(ITEM_ID, sort=True)[carried].last()
+        merged = grid.merge(last, left_on=ITEM_ID, right_index=True, how="left")
+        return pd.concat([merged, dated], axis=1)[[ITEM_ID, DATE, *columns]]
+    absent_calendar = [c for c in dated.columns if c not in future.columns]
+    if absent_calendar:  # calendar columns are computed, a plan need not repeat them
+        keys = grid.assign(**{c: dated[c] for c in absent_calendar})
+        future = future.assign(
+            **{ITEM_ID: future[ITEM_ID].astype(str), DATE: pd.to_datetime(future[DATE])}
+        ).merge(keys, on=[ITEM_ID, DATE], how="left")
     missing = [c for c in (ITEM_ID, DATE, *columns) if c not in future.columns]
     if missing:
         raise DataValidationError(
@@ -116,6 +126,16 @@ def resolve_future(panel: Panel, horizon: int, future: pd.DataFrame | None) -> p
                 "or pass no future to carry the last values forward"
             )
     return merged
+
+
+def _calendar_values(panel: Panel, grid: pd.DataFrame) -> pd.DataFrame:
+    """The panel's calendar covariates (holidays, events) for the rows of ``grid``."""
+    if not panel.calendar or grid.empty:
+        return pd.DataFrame(index=grid.index)
+    from salesformer.data.calendars import calendar_covariates
+
+    values = calendar_covariates(panel.calendar, panel.freq, grid, panel)
+    return values[[c for c in values.columns if c in panel.known_future]]
 
 
 #: The longest horizon any forecast may ask for (in periods): 1000 weeks is 19 years, 1000 days

@@ -179,6 +179,19 @@ class LiveForecaster:
                 f"{self.horizon} periods); got {horizon}"
             )
 
+    def _calendar_ahead(
+        self, item_id: str, known: dict[str, np.ndarray], n_panel: int, total: int
+    ) -> None:
+        """Calendar covariates after the panel's end: computed for their dates (as ``predict``
+        does), not carried forward."""
+        from salesformer.data.calendars import calendar_covariates
+
+        rows = pd.DataFrame({ITEM_ID: item_id, DATE: self.dates(total)[n_panel:]})
+        values = calendar_covariates(self.panel.calendar or {}, self.panel.freq, rows, self.panel)
+        for name in values.columns:
+            if name in known:
+                known[name][0, n_panel:] = values[name].to_numpy()
+
     def _item_wide(self, item_id: str, events: ItemEvents | None, clock: int, extra: int) -> Wide:
         """One item's arrays over the grid up to the clock, plus ``extra`` future periods."""
         i = self.row.get(item_id)
@@ -210,6 +223,8 @@ class LiveForecaster:
                     if period >= n_panel:  # the panel's own prices stand for its periods
                         values[period] = value
             known[name] = _ffill(values)[None, :]
+        if self.panel.calendar and total > n_panel:
+            self._calendar_ahead(item_id, known, n_panel, total)
         wide_known = {name: known[name] for name in self.panel.known_future}
         price = known[self.price_name] if self.price_name is not None else None
         return Wide(

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from salesformer.cli.main import run
+from salesformer.data.calendars import add_calendar, is_calendar_column
 from salesformer.data.contract import Panel, validate_panel
 from salesformer.errors import DataQualityWarning, DataValidationError, SalesformerError
 from salesformer.evaluation.backtest import backtest
@@ -71,6 +72,28 @@ def test_partial_plan_falls_back_to_last_values_and_says_so(
     other = ~forecast["item_id"].isin(planned)
     pd.testing.assert_frame_equal(forecast[other], baseline[other])
     assert not forecast[~other].equals(baseline[~other])
+
+
+def test_calendar_columns_are_computed_not_reported_as_fallback(small_panel: Panel) -> None:
+    """A plan without the calendar's columns: they come from the calendar, not "no change"."""
+    panel = add_calendar(small_panel, holidays="GB")
+    calendar = [c for c in panel.known_future if is_calendar_column(c)]
+    assert calendar
+    plan = full_plan(panel).drop(columns=calendar)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataQualityWarning)  # nothing fell back
+        applied = plan_future(panel, H, plan)
+    assert applied.report.complete and applied.report.columns_not_planned == ()
+    expected = resolve_future(panel, H, None)
+    pd.testing.assert_frame_equal(
+        applied.future[calendar].reset_index(drop=True),
+        expected[calendar].reset_index(drop=True),
+    )
+    partial = plan.drop(columns="price")
+    with pytest.warns(DataQualityWarning) as caught:
+        plan_future(panel, H, partial)
+    note = str(caught[0].message)
+    assert "['price']" in note and not any(c in note for c in calendar)
 
 
 def test_blank_cells_fall_back(small_panel: Panel) -> None:

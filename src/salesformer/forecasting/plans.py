@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from salesformer.data.calendars import is_calendar_column
 from salesformer.data.contract import CUTOFF, DATE, ITEM_ID, TEXT, Panel, parse_dates
 from salesformer.data.text import item_text
 from salesformer.errors import ConfigError, DataQualityWarning, DataValidationError
@@ -283,7 +284,10 @@ def apply_plan(
         items_without_plan=len(items) - len(with_rows),
         rows_without_plan=int((~planned).sum()) if columns or copies else 0,
         blank_cells=blank,
-        columns_not_planned=tuple(c for c in known_future if c not in columns),
+        # calendar columns are computed for the horizon from the panel's calendar: no fallback
+        columns_not_planned=tuple(
+            c for c in known_future if c not in columns and not is_calendar_column(c)
+        ),
         copy_items=len(copies),
         where=where,
     )

@@ -16,6 +16,12 @@ uplift x launch ramp``; low-level products are naturally intermittent. About a f
 catalogue launches during the span (new products). :attr:`SyntheticCatalogue.truth` keeps the
 latent parameters and the informative words, for tests and explanations.
 
+``stockout_rate > 0`` (off by default: the default catalogue is unchanged) empties shelves:
+episodes of 1 to 3 weeks during which an item sells only part of its demand (it ran out early
+in the week), marked ``in_stock = False`` in the sales frame; the true demand of every week
+is kept aside in :attr:`SyntheticCatalogue.demand`, so forecasts can be scored against it.
+The stock-outs use their own random stream: the demand is the same with or without them.
+
 ``lang="zh"`` writes the same catalogue (same seed, same sales) in Chinese: titles,
 descriptions, categories and promotion copy are built from the Chinese words for the same
 theme, tier, material and product, and ``truth.informative_words`` lists those Chinese words.
@@ -131,11 +137,13 @@ ZH_PROMO_COPY = (
 
 @dataclass(frozen=True)
 class SyntheticCatalogue:
-    """Generated frames: ``sales`` (the panel), ``items`` and the latent ``truth`` per item."""
+    """Generated frames: ``sales`` (the panel), ``items`` and the latent ``truth`` per item;
+    with stock-outs, ``demand`` (``item_id, date, demand``: what customers wanted)."""
 
     sales: pd.DataFrame
     items: pd.DataFrame
     truth: pd.DataFrame
+    demand: pd.DataFrame | None = None
 
     def panel(self) -> Panel:
         """The catalogue as a validated :class:`Panel`."""
@@ -159,6 +167,7 @@ def generate_catalogue(
     new_item_share: float = 0.2,
     promo_rate: float = 0.08,
     lang: str = "en",
+    stockout_rate: float = 0.0,
 ) -> SyntheticCatalogue:
     """Generate a seeded weekly catalogue (weeks start on Monday).
 
@@ -171,8 +180,12 @@ def generate_catalogue(
         promo_rate: share of weeks with a promotion, per product.
         lang: language of the product texts, ``"en"`` or ``"zh"`` (Chinese); the numbers
             do not depend on it.
+        stockout_rate: expected share of item-weeks out of stock, in [0, 0.5]; 0 (default)
+            adds no stock-outs and no ``in_stock`` column.
     """
     first = _checked_start(n_items, n_weeks, start, new_item_share, promo_rate, lang)
+    if not 0.0 <= stockout_rate <= 0.5:
+        raise ConfigError(f"stockout_rate must be in [0, 0.5]; got {stockout_rate}")
     rng = np.random.default_rng(seed)
     dates = pd.date_range(first, periods=n_weeks, freq="W-MON")
     week_of_year = np.asarray(dates.isocalendar().week, dtype=float)
@@ -219,7 +232,29 @@ def generate_catalogue(
         truth.update(level=base_level[i] * level_mult, elasticity=elasticity, trend=trend[i])
         truth_rows.append({ITEM_ID: item_id, **truth, "informative_words": " ".join(words[:-1])})
     sales_frame = pd.concat(frames, ignore_index=True)
-    return SyntheticCatalogue(sales_frame, pd.DataFrame(item_rows), pd.DataFrame(truth_rows))
+    items, truth = pd.DataFrame(item_rows), pd.DataFrame(truth_rows)
+    if stockout_rate == 0.0:
+        return SyntheticCatalogue(sales_frame, items, truth)
+    demand = sales_frame[[ITEM_ID, DATE, SALES]].rename(columns={SALES: "demand"})
+    stocked = _with_stockouts(sales_frame, stockout_rate, np.random.default_rng([seed, 18]))
+    return SyntheticCatalogue(stocked, items, truth, demand)
+
+
+def _with_stockouts(sales: pd.DataFrame, rate: float, rng: np.random.Generator) -> pd.DataFrame:
+    """``sales`` with stock-out episodes: ``in_stock`` False and part of the demand sold.
+
+    An episode starts in a week with probability ``rate / 2`` and lasts 1 to 3 weeks (2 on
+    average), so about ``rate`` of the weeks are out of stock.
+    """
+    out_of_stock = np.zeros(len(sales), dtype=bool)
+    for positions in sales.groupby(ITEM_ID, sort=False).indices.values():
+        starts = np.flatnonzero(rng.random(len(positions)) < rate / 2.0)
+        lengths = rng.integers(1, 4, size=len(starts))
+        for start, length in zip(starts, lengths, strict=True):
+            out_of_stock[positions[start : start + length]] = True
+    share_sold = rng.uniform(0.0, 0.5, size=len(sales))
+    sold = np.where(out_of_stock, np.floor(sales[SALES].to_numpy() * share_sold), sales[SALES])
+    return sales.assign(**{SALES: sold.astype(float), "in_stock": ~out_of_stock})
 
 
 def _item_sales(

@@ -5,7 +5,8 @@ At each cutoff (the last period a model may see), every model is fitted on
 those periods (planned prices and promotions are known in advance; past-only covariates and
 sales are not). Forecasts are kept for the *evaluated* items of that cutoff: items whose first
 period is at least ``min_history`` periods before the cutoff and that sold at least once in the
-``active_within`` periods up to it.
+``active_within`` periods up to it. When the panel marks stock-outs (``in_stock``), the
+forecasts keep that column and the metrics leave the out-of-stock cells out.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from salesformer._io import atomic_dir, json_text
+from salesformer.data.availability import IN_STOCK, availability_columns
 from salesformer.data.contract import ACTUAL, CUTOFF, DATE, ITEM_ID, SALES, Panel
 from salesformer.errors import ConfigError
 from salesformer.evaluation.metrics import SCALE_MAE, SCALE_MSE, evaluate
@@ -42,8 +44,14 @@ class BacktestResult:
     cutoffs: list[pd.Timestamp] = field(default_factory=list)
 
     def scored(self) -> pd.DataFrame:
-        """Forecasts joined with per-series facts (scales, segments), ready for metrics."""
-        return self.forecasts.merge(self.series, on=[ITEM_ID, CUTOFF], how="left")
+        """Forecasts joined with per-series facts (scales, segments), ready for metrics.
+
+        Out-of-stock cells (``in_stock`` False) are left out: their sales are not demand.
+        """
+        frame = self.forecasts
+        if IN_STOCK in frame.columns:
+            frame = frame.loc[frame[IN_STOCK].to_numpy(dtype=bool)]
+        return frame.merge(self.series, on=[ITEM_ID, CUTOFF], how="left")
 
     def metrics(self, by: str | None = None) -> pd.DataFrame:
         """All metrics per model, overall or per segment column (see :func:`evaluate`)."""
@@ -74,10 +82,18 @@ class BacktestResult:
             "cutoffs": [str(c.date()) for c in self.cutoffs],
             "series": len(self.series),
             "cells": len(self.forecasts),
+            "out_of_stock_cells": _out_of_stock(self.forecasts),
             "overall": _records(self.metrics()),
             "by_segment": segments,
             "timings": _records(timing),
         }
+
+
+def _out_of_stock(forecasts: pd.DataFrame) -> int:
+    """Cells left out of scoring because the item was out of stock."""
+    if IN_STOCK not in forecasts.columns:
+        return 0
+    return int((~forecasts[IN_STOCK].to_numpy(dtype=bool)).sum())
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, object]]:
@@ -265,7 +281,8 @@ def backtest(
         train = panel.until(cutoff)
         future = panel.future_covariates(cutoff, horizon)
         actual = panel.window(cutoff, horizon)
-        actual = actual.loc[actual[ITEM_ID].isin(series[ITEM_ID]), [ITEM_ID, DATE, SALES]]
+        kept = [ITEM_ID, DATE, SALES, *availability_columns(actual)]
+        actual = actual.loc[actual[ITEM_ID].isin(series[ITEM_ID]), kept]
         merged = actual.rename(columns={SALES: ACTUAL})
         for model in models:
             forecast, seconds = _fit_predict(model, train, horizon, future, quantiles)

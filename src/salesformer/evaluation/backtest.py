@@ -23,7 +23,15 @@ from salesformer._io import atomic_dir, json_text
 from salesformer.data.availability import IN_STOCK, availability_columns
 from salesformer.data.contract import ACTUAL, CUTOFF, DATE, ITEM_ID, SALES, Panel
 from salesformer.errors import ConfigError
+from salesformer.evaluation.levels import level_metrics, level_window
 from salesformer.evaluation.metrics import SCALE_MAE, SCALE_MSE, evaluate
+from salesformer.forecasting.levels import (
+    DEFAULT_RECONCILER,
+    LEVEL,
+    check_reconciler,
+    level_series,
+    parse_levels,
+)
 from salesformer.forecasting.protocol import DEFAULT_QUANTILES, Forecaster, check_horizon
 
 #: ``progress(description, advance)`` callback; the CLI passes a rich progress bar.
@@ -42,6 +50,9 @@ class BacktestResult:
     timings: pd.DataFrame
     horizon: int
     cutoffs: list[pd.Timestamp] = field(default_factory=list)
+    #: Forecasts per level (``level, item_id, cutoff, date, y``, reconciled ``<model>`` and
+    #: ``<model>-base``) when the backtest was asked for levels; see :mod:`.levels`.
+    levels: pd.DataFrame | None = None
 
     def scored(self) -> pd.DataFrame:
         """Forecasts joined with per-series facts (scales, segments), ready for metrics.
@@ -65,6 +76,8 @@ class BacktestResult:
             self.forecasts.to_parquet(staging / "forecasts.parquet", index=False)
             self.series.to_parquet(staging / "series.parquet", index=False)
             (staging / "metrics.json").write_text(summary)
+            if self.levels is not None:
+                self.levels.to_parquet(staging / "levels.parquet", index=False)
 
     def summary(self) -> dict[str, object]:
         """JSON-ready summary: settings, overall and segment metrics, timings."""
@@ -77,6 +90,9 @@ class BacktestResult:
             .sum()
             .reset_index()
         )
+        by_level = {}
+        if self.levels is not None:
+            by_level = {"by_level": _records(level_metrics(self.levels, models_of(self)))}
         return {
             "horizon": self.horizon,
             "cutoffs": [str(c.date()) for c in self.cutoffs],
@@ -86,7 +102,13 @@ class BacktestResult:
             "overall": _records(self.metrics()),
             "by_segment": segments,
             "timings": _records(timing),
+            **by_level,
         }
+
+
+def models_of(result: BacktestResult) -> list[str]:
+    """The names of the backtested models, in order."""
+    return [str(m) for m in result.timings["model"].unique()]
 
 
 def _out_of_stock(forecasts: pd.DataFrame) -> int:
@@ -225,8 +247,9 @@ def _fit_predict(
     horizon: int,
     future: pd.DataFrame,
     quantiles: Sequence[float],
-) -> tuple[pd.DataFrame, dict[str, float]]:
-    """A fresh clone of ``model`` fitted on ``train``, its forecast and the seconds each took."""
+) -> tuple[pd.DataFrame, dict[str, float], Forecaster]:
+    """A fresh clone of ``model`` fitted on ``train``, its forecast, the seconds each took and
+    the fitted clone."""
     fitted = model.clone()
     start = time.perf_counter()
     fitted.fit(train)
@@ -234,7 +257,7 @@ def _fit_predict(
     start = time.perf_counter()
     forecast = fitted.predict(horizon, future=future, quantiles=quantiles)
     predict_seconds = time.perf_counter() - start
-    return forecast, {"fit_seconds": fit_seconds, "predict_seconds": predict_seconds}
+    return forecast, {"fit_seconds": fit_seconds, "predict_seconds": predict_seconds}, fitted
 
 
 def backtest(
@@ -249,6 +272,8 @@ def backtest(
     active_within: int | None = 13,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     progress: ProgressHook | None = None,
+    levels: Sequence[str] | None = None,
+    reconcile: str = DEFAULT_RECONCILER,
 ) -> BacktestResult:
     """Rolling-origin backtest of ``models`` on ``panel``.
 
@@ -263,6 +288,9 @@ def backtest(
         active_within: evaluated items sold in the last this-many periods (None: no rule).
         quantiles: quantile levels to forecast.
         progress: called with a description after each model fit at each cutoff.
+        levels: also forecast and score these levels (``category``, ``total``; see
+            :mod:`salesformer.forecasting.levels`), reconciled with ``reconcile``.
+        reconcile: the reconciliation method (:data:`~salesformer.forecasting.levels.RECONCILERS`).
 
     Returns:
         A :class:`BacktestResult`.
@@ -273,7 +301,11 @@ def backtest(
     if not names:
         raise ConfigError("give at least one model to backtest")
     stamps = resolve_cutoffs(panel, horizon, cutoffs, n_windows, step)
-    frames, facts, timings = [], [], []
+    wanted = None if levels is None else parse_levels(levels)
+    if wanted is not None:
+        check_reconciler(reconcile)
+        level_series(panel, wanted)  # a missing category column fails now, not after fits
+    frames, facts, timings, level_frames = [], [], [], []
     for cutoff in stamps:
         series = series_facts(panel, cutoff, min_history, active_within)
         if series.empty:
@@ -284,14 +316,21 @@ def backtest(
         kept = [ITEM_ID, DATE, SALES, *availability_columns(actual)]
         actual = actual.loc[actual[ITEM_ID].isin(series[ITEM_ID]), kept]
         merged = actual.rename(columns={SALES: ACTUAL})
+        per_level = None
         for model in models:
-            forecast, seconds = _fit_predict(model, train, horizon, future, quantiles)
+            forecast, seconds, fitted = _fit_predict(model, train, horizon, future, quantiles)
             merged = merged.merge(forecast, on=[ITEM_ID, DATE], how="left")
+            if wanted is not None:
+                window = level_window(fitted, panel, cutoff, horizon, wanted, reconcile)
+                keys = [LEVEL, ITEM_ID, CUTOFF, DATE, ACTUAL]
+                per_level = window if per_level is None else per_level.merge(window, on=keys)
             timings.append({"model": model.name, "cutoff": cutoff, **seconds})
             if progress is not None:
                 progress(f"{model.name} @ {cutoff.date()}")
         merged.insert(1, CUTOFF, cutoff)
         frames.append(merged)
+        if per_level is not None:
+            level_frames.append(per_level)
         facts.append(series)
     if not frames:
         raise ConfigError(
@@ -307,4 +346,5 @@ def backtest(
         timings=pd.DataFrame(timings),
         horizon=horizon,
         cutoffs=stamps,
+        levels=pd.concat(level_frames, ignore_index=True) if level_frames else None,
     )

@@ -42,7 +42,18 @@ def level_window(
     """Level forecasts of one cutoff with their actuals (``level, item_id, cutoff, date, y``)."""
     train = panel.until(cutoff)
     forecast = level_forecast(fitted, levels, horizon, method=method, quantiles=(), panel=train)
-    series = level_series(train, levels)
+    actual = level_actuals(panel, cutoff, horizon, level_series(train, levels))
+    merged = forecast.merge(actual, on=[ITEM_ID, DATE], how="left")
+    merged[ACTUAL] = merged[ACTUAL].fillna(0.0)
+    merged.insert(2, CUTOFF, cutoff)
+    return merged
+
+
+def level_actuals(
+    panel: Panel, cutoff: pd.Timestamp, horizon: int, series: pd.DataFrame
+) -> pd.DataFrame:
+    """``item_id, date, y`` of every series of ``series`` in the window after ``cutoff``: the
+    sales of its items (those of the hierarchy only) and their sums per category and date."""
     items = series.loc[series[LEVEL] == ITEM].set_index(ITEM_ID)[CATEGORY]
     window = panel.window(cutoff, horizon)
     window = window.loc[window[ITEM_ID].isin(items.index), [ITEM_ID, DATE, SALES]]
@@ -53,11 +64,7 @@ def level_window(
     if (series[LEVEL] == TOTAL).any():
         total = window.groupby(DATE, as_index=False)[SALES].sum()
         parts.append(total.assign(**{ITEM_ID: TOTAL}))
-    actual = pd.concat(parts, ignore_index=True).rename(columns={SALES: ACTUAL})
-    merged = forecast.merge(actual, on=[ITEM_ID, DATE], how="left")
-    merged[ACTUAL] = merged[ACTUAL].fillna(0.0)
-    merged.insert(2, CUTOFF, cutoff)
-    return merged
+    return pd.concat(parts, ignore_index=True).rename(columns={SALES: ACTUAL})
 
 
 def level_metrics(frame: pd.DataFrame, models: Sequence[str]) -> pd.DataFrame:

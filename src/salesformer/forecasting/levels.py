@@ -190,7 +190,7 @@ def reconcile(
     return merged[column].astype(float)
 
 
-def _base_forecasts(
+def base_forecasts(
     model: Forecaster, panel: Panel, series: pd.DataFrame, horizon: int, quantiles: Sequence[float]
 ) -> pd.DataFrame:
     """Item forecasts of ``model`` (fitted on ``panel``) and a clone's on the upper levels."""
@@ -200,14 +200,14 @@ def _base_forecasts(
     return pd.concat([items, above[items.columns]], ignore_index=True)
 
 
-def _holdout_errors(
+def holdout_errors(
     model: Forecaster, panel: Panel, series: pd.DataFrame, horizon: int
 ) -> pd.DataFrame:
     """Forecasts of the last ``horizon`` periods from clones fitted before them, with actuals."""
     cutoff = panel.dates[-1 - horizon]
     earlier = panel.until(cutoff)
     fitted = model.clone().fit(earlier)
-    base = _base_forecasts(fitted, earlier, series, horizon, ())
+    base = base_forecasts(fitted, earlier, series, horizon, ())
     actual_items = panel.window(cutoff, horizon)[[ITEM_ID, DATE, SALES]]
     upper = aggregate_panel(panel, series).window(cutoff, horizon)[[ITEM_ID, DATE, SALES]]
     actual = pd.concat([actual_items, upper], ignore_index=True).rename(columns={SALES: "y"})
@@ -248,8 +248,8 @@ def level_forecast(
             f"series names {sorted(clash)[:5]} name both an item or category and another level; "
             "rename those categories (a category may not be named like an item or 'total')"
         )
-    base = _base_forecasts(model, data, series, horizon, quantiles)
-    residuals = _holdout_errors(model, data, series, horizon) if method == "mint_shrink" else None
+    base = base_forecasts(model, data, series, horizon, quantiles)
+    residuals = holdout_errors(model, data, series, horizon) if method == "mint_shrink" else None
     name = model.name
     reconciled = reconcile(base, series, name, method, residuals)
     shift = reconciled.to_numpy() - base[name].to_numpy()

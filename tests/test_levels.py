@@ -10,11 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from salesformer.data.contract import ACTUAL, DATE, ITEM_ID, SALES, Panel
+from salesformer.data.contract import ACTUAL, DATE, ITEM_ID, SALES, Panel, validate_panel
 from salesformer.data.synthetic import generate_catalogue
 from salesformer.errors import ConfigError, DataValidationError
 from salesformer.evaluation.backtest import backtest
-from salesformer.forecasting.levels import RECONCILERS, level_forecast, parse_levels
+from salesformer.forecasting.levels import (
+    RECONCILERS,
+    holdout_errors,
+    level_forecast,
+    level_series,
+    parse_levels,
+)
 from salesformer.models.statistical import WindowAverage
 from test_prepare_cli import assert_one_line_error, call
 
@@ -197,3 +203,36 @@ def test_cli_backtest_levels(folders: dict[str, Path]) -> None:
     assert (out / "levels.parquet").is_file()
     summary = json.loads((out / "metrics.json").read_text())
     assert {r["level"] for r in summary["by_level"]} == {"item", "category", "total"}
+
+
+def test_mint_shrink_with_an_item_launched_in_the_holdout_weeks(panel: Panel) -> None:
+    late = pd.DataFrame(
+        {
+            ITEM_ID: "LATE",
+            DATE: panel.dates[-2:],
+            SALES: [5.0, 6.0],
+            "price": 1.0,
+            "discount": 0.0,
+            "promo": 0.0,
+        }
+    )
+    sales = pd.concat([panel.sales, late], ignore_index=True)
+    items = pd.concat(
+        [panel.items, pd.DataFrame({ITEM_ID: ["LATE"], "text": ["new"], "category": ["Gifts"]})],
+        ignore_index=True,
+    )
+    grown = validate_panel(sales, items, freq=panel.freq)
+    model = WindowAverage().fit(grown)
+    series = level_series(grown, ("item", "category", "total"))
+    errors = holdout_errors(model, grown, series, 2)
+    assert len(errors) == 2 * len(series) and not errors.isna().any().any()
+    late_rows = errors[errors[ITEM_ID] == "LATE"]
+    assert late_rows["WindowAverage"].tolist() == [0.0, 0.0]  # unknown to the earlier model
+    assert late_rows["y"].tolist() == [5.0, 6.0]
+    try:
+        frame = level_forecast(model, ("category", "total"), 2, method="mint_shrink")
+    except ConfigError as exc:  # two held-out periods can leave the covariance singular
+        assert "wls_struct" in str(exc)
+    else:
+        summed, categories, _ = _sums(frame, grown, "WindowAverage")
+        np.testing.assert_allclose(summed.to_numpy(), categories.to_numpy(), atol=1e-6)

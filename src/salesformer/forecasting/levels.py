@@ -183,7 +183,15 @@ def reconcile(
             raise ConfigError("mint_shrink needs past forecast errors (residuals)")
         fitted = residuals[[ITEM_ID, DATE, "y", model]].rename(columns=renamed)
     engine = HierarchicalReconciliation(reconcilers=[_reconciler(method)])
-    out = engine.reconcile(Y_hat_df=hat, S_df=matrix, tags=tags, Y_df=fitted)
+    try:
+        out = engine.reconcile(Y_hat_df=hat, S_df=matrix, tags=tags, Y_df=fitted)
+    except Exception as exc:  # numpy's LinAlgError, or hierarchicalforecast's bare Exception
+        if not isinstance(exc, np.linalg.LinAlgError) and "ill-conditioned" not in str(exc):
+            raise
+        raise ConfigError(
+            f"{method} reconciliation failed: the covariance of past errors is singular (series "
+            "whose errors over the held-out periods do not vary); use --reconcile wls_struct"
+        ) from exc
     column = next(c for c in out.columns if c.startswith(f"{model}/"))
     values = out.rename(columns={"unique_id": ITEM_ID, "ds": DATE})[[ITEM_ID, DATE, column]]
     merged = base[[ITEM_ID, DATE]].merge(values, on=[ITEM_ID, DATE], how="left")
@@ -203,7 +211,12 @@ def base_forecasts(
 def holdout_errors(
     model: Forecaster, panel: Panel, series: pd.DataFrame, horizon: int
 ) -> pd.DataFrame:
-    """Forecasts of the last ``horizon`` periods from clones fitted before them, with actuals."""
+    """Forecasts of the last ``horizon`` periods from clones fitted before them, with actuals.
+
+    Every series of ``series`` gets a row per period; a series the earlier models could not
+    forecast (an item first sold in those periods) counts as forecast 0 there: the earlier
+    models did not know it.
+    """
     cutoff = panel.dates[-1 - horizon]
     earlier = panel.until(cutoff)
     fitted = model.clone().fit(earlier)
@@ -211,8 +224,13 @@ def holdout_errors(
     actual_items = panel.window(cutoff, horizon)[[ITEM_ID, DATE, SALES]]
     upper = aggregate_panel(panel, series).window(cutoff, horizon)[[ITEM_ID, DATE, SALES]]
     actual = pd.concat([actual_items, upper], ignore_index=True).rename(columns={SALES: "y"})
-    merged = base.merge(actual, on=[ITEM_ID, DATE], how="left")
+    grid = pd.MultiIndex.from_product(
+        [series[ITEM_ID], panel.future_dates(cutoff, horizon)], names=[ITEM_ID, DATE]
+    ).to_frame(index=False)
+    merged = grid.merge(actual, on=[ITEM_ID, DATE], how="left")
     merged["y"] = merged["y"].fillna(0.0)
+    merged = merged.merge(base[[ITEM_ID, DATE, model.name]], on=[ITEM_ID, DATE], how="left")
+    merged[model.name] = merged[model.name].fillna(0.0)
     return merged
 
 

@@ -71,7 +71,7 @@ def run_backtest(
     encoder: str | None = None,
     overrides: Overrides | None = None,
     levels: Sequence[str] | None = None,
-    reconcile: str = "wls_struct",
+    reconcile: str = "ols",
 ) -> BacktestResult:
     """Backtest registered models by name, with a rich progress bar.
 

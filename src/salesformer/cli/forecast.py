@@ -41,9 +41,9 @@ LEVELS_OPTION = typer.Option(
     help="Also forecast these levels, reconciled with the items: category,total.",
 )
 RECONCILE_OPTION = typer.Option(
-    "wls_struct",
+    "ols",
     "--reconcile",
-    help="With --levels: bottom_up, ols, wls_struct or mint_shrink (hierarchicalforecast).",
+    help="With --levels: ols, wls_struct, mint_shrink or bottom_up (hierarchicalforecast).",
 )
 
 

@@ -256,3 +256,20 @@ def test_replay_counts_empty_shelves_as_lost_sales() -> None:
     assert replay["recorded_lost"].iloc[0] == 8.0
     plain = replay_policy(frame.drop(columns="in_stock"), "m", [0.9])
     assert plain["demand"].iloc[0] == 22.0 and "recorded_lost" not in plain.columns
+
+
+def test_report_metrics_leave_out_of_stock_cells_out(tmp_path: Path) -> None:
+    from salesformer.report.inputs import ReportData
+    from salesformer.report.settings import ReportSettings
+
+    result = backtest([HistoricAverage()], shelf_panel(), horizon=3, n_windows=2, quantiles=())
+    result.save(tmp_path / "bt")
+    data = ReportData(
+        settings=ReportSettings(backtest=tmp_path / "bt"),
+        forecasts=result.forecasts,
+        series=result.series,
+        summary={},
+        models=["HistoricAverage"],
+    )
+    assert data.scored()["in_stock"].all()
+    assert len(data.scored()) == len(result.scored())

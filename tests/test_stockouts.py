@@ -17,7 +17,7 @@ from salesformer.errors import ConfigError, DataValidationError
 from salesformer.evaluation.backtest import backtest
 from salesformer.models.lightgbm import LightGBMForecaster
 from salesformer.models.lm.samples import Wide, _targets
-from salesformer.models.statistical import HistoricAverage
+from salesformer.models.statistical import HistoricAverage, Naive
 from test_prepare_cli import assert_one_line_error, call
 
 
@@ -273,3 +273,19 @@ def test_report_metrics_leave_out_of_stock_cells_out(tmp_path: Path) -> None:
     )
     assert data.scored()["in_stock"].all()
     assert len(data.scored()) == len(result.scored())
+
+
+def test_auto_scores_its_candidates_on_in_stock_cells_only() -> None:
+    from salesformer.models.auto import AutoForecaster
+
+    model = AutoForecaster(candidates=("Naive", "HistoricAverage"), horizon=3, n_windows=2)
+    panel = shelf_panel()
+    cutoffs = model._validation_cutoffs(panel)
+    scored = model._validate({"Naive": Naive(), "HistoricAverage": HistoricAverage()}, panel)
+    assert scored is not None and "in_stock" not in scored.columns
+    assert not any(c.startswith("in_stock") for c in scored.columns)
+    assert (scored[ACTUAL] == 10.0).all()  # only in-stock cells are scored
+    assert len(cutoffs) == 2
+    forecast = model.fit(panel).predict(3, quantiles=())
+    # the empty shelves do not count, so the average of in-stock weeks (10) wins over Naive
+    assert forecast["auto"].to_numpy() == pytest.approx(10.0, abs=0.5)

@@ -5,11 +5,13 @@ Command bodies import the library lazily so that ``salesformer --help`` stays li
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
+from salesformer.cli.forecast import LEVELS_OPTION, RECONCILE_OPTION, check_level_options
 from salesformer.cli.ray_engine import (
     ITEMS_PER_PART_OPTION,
     RAY_ADDRESS_OPTION,
@@ -69,6 +71,8 @@ def run_backtest(
     encoder: str | None = None,
     overrides: Overrides | None = None,
     plan: pd.DataFrame | None = None,
+    levels: Sequence[str] | None = None,
+    reconcile: str = "ols",
 ) -> BacktestResult:
     """Backtest registered models by name, with a rich progress bar.
 
@@ -108,6 +112,8 @@ def run_backtest(
             active_within=active_within,
             progress=advance,
             plan=plan,
+            levels=levels,
+            reconcile=reconcile,
         )
 
 
@@ -156,6 +162,8 @@ def backtest_command(
     ray_address: str | None = RAY_ADDRESS_OPTION,
     workers: int | None = WORKERS_OPTION,
     items_per_part: int | None = ITEMS_PER_PART_OPTION,
+    levels: str | None = LEVELS_OPTION,
+    reconcile: str = RECONCILE_OPTION,
 ) -> None:
     """Rolling-origin backtest of forecasters on a prepared panel (lm and auto included)."""
     from salesformer._io import check_output_dir
@@ -171,6 +179,7 @@ def backtest_command(
             f"--min-history and --active-within must be >= 0; got {min_history}, {active_within}"
         )
     check_lm_options(names, finetune, encoder)
+    wanted = check_level_options(levels, reconcile, engine, new_items=False)
     overrides = parse_settings(settings)
     if None in overrides:
         raise ConfigError(
@@ -211,6 +220,8 @@ def backtest_command(
             encoder=encoder,
             overrides=overrides,
             plan=plan,
+            levels=wanted,
+            reconcile=reconcile,
         )
     result.save(out)
     _metrics_table(
@@ -218,6 +229,13 @@ def backtest_command(
         f"{len(result.series)} series, {len(result.forecasts)} cells, "
         f"cutoffs {', '.join(str(c.date()) for c in result.cutoffs)}, horizon {horizon}",
     )
+    if result.levels is not None:
+        from salesformer.evaluation.levels import level_metrics
+
+        shown = level_metrics(result.levels, names)[["level", "model", "variant", "wape", "bias"]]
+        typer.echo(f"per level: reconciled ({reconcile}) and base forecasts")
+        typer.echo(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        typer.echo(f"wrote {out}/levels.parquet")
     typer.echo(f"wrote {out}/forecasts.parquet, series.parquet and metrics.json")
 
 

@@ -35,6 +35,36 @@ TABLE_SUFFIXES = (".csv", ".parquet")
 DEFAULT_HORIZON = 8
 
 
+LEVELS_OPTION = typer.Option(
+    None,
+    "--levels",
+    help="Also forecast these levels, reconciled with the items: category,total.",
+)
+RECONCILE_OPTION = typer.Option(
+    "ols",
+    "--reconcile",
+    help="With --levels: ols, wls_struct, mint_shrink or bottom_up (hierarchicalforecast).",
+)
+
+
+def check_level_options(
+    levels: str | None, reconcile: str, engine: str, new_items: bool
+) -> tuple[str, ...] | None:
+    """The parsed ``--levels`` (None without it), checked against the other options."""
+    from salesformer.forecasting.levels import check_reconciler, parse_levels
+
+    check_reconciler(reconcile)
+    if levels is None:
+        return None
+    wanted = parse_levels(levels)
+    if engine != "local" or new_items:
+        raise ConfigError(
+            "--levels runs on the local engine for the model's own items; drop --engine ray "
+            "and --new-items, or drop --levels"
+        )
+    return wanted
+
+
 def check_lm_options(names: list[str], finetune: str | None, encoder: str | None) -> None:
     """``--finetune`` / ``--encoder`` need LM or auto among the models."""
     if (finetune is not None or encoder is not None) and not set(names) & set(LM_MODELS):
@@ -311,6 +341,8 @@ def predict_command(
     ray_address: str | None = RAY_ADDRESS_OPTION,
     workers: int | None = WORKERS_OPTION,
     items_per_part: int | None = ITEMS_PER_PART_OPTION,
+    levels: str | None = LEVELS_OPTION,
+    reconcile: str = RECONCILE_OPTION,
 ) -> None:
     """Forecast every item of the model's panel, or new products from their text."""
     from salesformer.cli.ray_engine import predict_with_ray
@@ -322,6 +354,12 @@ def predict_command(
         raise ConfigError(
             "--future plans the known items; --new-items forecasts new products from their own "
             "price; give one of them"
+        )
+    wanted = check_level_options(levels, reconcile, engine, new_items is not None)
+    if wanted is not None and future is not None:
+        raise ConfigError(
+            f"--levels is not combined with --future yet (got --levels {levels}); forecast the "
+            "plan without --levels, or the levels without --future"
         )
     if check_engine_options(engine, ray_address, workers, items_per_part):
         if new_items is not None or future is not None:
@@ -345,7 +383,17 @@ def predict_command(
         what = f"{len(model.panel_.item_ids)} items ({planned} planned item-dates)"
     else:
         steps = horizon if horizon is not None else model_horizon(model)
-        forecast = model.predict(steps)
+        if wanted is not None:
+            from salesformer.forecasting.levels import level_forecast
+            from salesformer.forecasting.protocol import DEFAULT_QUANTILES
+
+            forecast = level_forecast(
+                model, wanted, steps, method=reconcile, quantiles=DEFAULT_QUANTILES
+            )
+        else:
+            forecast = model.predict(steps)
         what = f"{len(model.panel_.item_ids)} items"
+        if wanted is not None:
+            what += f" and levels {', '.join(wanted[1:])} (reconciled: {reconcile})"
     write_table(forecast, out)
     typer.echo(f"forecast {what} x {steps} periods with {model.name}; wrote {out}")

@@ -194,6 +194,19 @@ def csv_command(
     ] = "error",
     holidays: HolidaysOption = None,
     events: EventsOption = None,
+    in_stock_col: Annotated[
+        str | None,
+        typer.Option(
+            "--in-stock-col",
+            help="Availability column, true/false per row: false = out of stock (not demand).",
+        ),
+    ] = None,
+    stock_col: Annotated[
+        str | None,
+        typer.Option(
+            "--stock-col", help="Units on hand at the end of each period: 0 = out of stock."
+        ),
+    ] = None,
 ) -> None:
     """Prepare your own sales file (and items file) as a validated panel."""
     from salesformer._io import atomic_dir, check_output_dir
@@ -212,6 +225,8 @@ def csv_command(
         known_future=_split(known_future),
         past_only=_split(past_only),
         negative_sales=negative_sales,  # type: ignore[arg-type]  # checked by prepare_csv
+        in_stock_col=in_stock_col,
+        stock_col=stock_col,
     )
     panel = _with_calendar(panel, holidays, events)
     quality = {
@@ -226,6 +241,8 @@ def csv_command(
         **panel.report,
         **_calendar_quality(panel),
     }
+    if "in_stock" in panel.sales.columns:
+        quality["out_of_stock_rows"] = int((~panel.sales["in_stock"]).sum())
     with atomic_dir(out, kind="panel") as staging:
         panel.save(staging)
         _write_json(staging / QUALITY_FILE, quality)

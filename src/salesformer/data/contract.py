@@ -29,6 +29,12 @@ import pandas as pd
 
 from salesformer._io import atomic_dir
 from salesformer._version import __version__
+from salesformer.data.availability import (
+    IN_STOCK,
+    availability_columns,
+    checked_availability,
+    filled_availability,
+)
 from salesformer.errors import DataValidationError
 
 ITEM_ID = "item_id"
@@ -495,12 +501,12 @@ def validate_panel(
     declared_known, past = _covariate_kinds(covariates, known_future, past_only)
 
     frame = frame.sort_values([ITEM_ID, DATE]).reset_index(drop=True)
-    completed = _complete_grid(frame, freq, covariates)
+    completed = filled_availability(_complete_grid(frame, freq, covariates))
     report["rows_filled"] = len(completed) - len(frame)
     report["items"] = int(completed[ITEM_ID].nunique())
     report["rows"] = len(completed)
     clean_items = None if items is None else _checked_items(items, completed)
-    ordered = [ITEM_ID, DATE, SALES, *declared_known, *past]
+    ordered = [ITEM_ID, DATE, SALES, *declared_known, *past, *availability_columns(completed)]
     return Panel(
         completed[ordered].reset_index(drop=True),
         clean_items,
@@ -537,7 +543,8 @@ def _checked_sales(
     frame[ITEM_ID] = frame[ITEM_ID].astype(str)
     check_item_ids(frame[ITEM_ID], "column 'item_id'")
     frame[DATE] = parse_dates(frame[DATE])
-    covariates = [c for c in frame.columns if c not in (ITEM_ID, DATE, SALES)]
+    frame = checked_availability(frame)
+    covariates = [c for c in frame.columns if c not in (ITEM_ID, DATE, SALES, IN_STOCK)]
     for column in (SALES, *covariates):
         frame[column] = _coerce_numeric(frame, column)
 

@@ -15,6 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from salesformer.data.availability import (
+    IN_STOCK,
+    STOCK_ON_HAND,
+    availability_columns,
+    checked_availability,
+)
 from salesformer.data.contract import (
     DATE,
     DEFAULT_KNOWN_FUTURE,
@@ -49,6 +55,8 @@ def prepare_csv(
     known_future: Sequence[str] | None = None,
     past_only: Sequence[str] | None = None,
     negative_sales: NegativeSalesPolicy = "error",
+    in_stock_col: str | None = None,
+    stock_col: str | None = None,
 ) -> Panel:
     """Read a sales file (and optionally an items file) into a validated :class:`Panel`.
 
@@ -66,6 +74,9 @@ def prepare_csv(
         known_future: covariates known for the forecast horizon.
         past_only: covariates known only up to the cutoff.
         negative_sales: ``"error"`` or ``"clip"`` (returns set to 0).
+        in_stock_col: availability column, true/false per row (mapped to ``in_stock``).
+        stock_col: units on hand at the end of each row's period (mapped to
+            ``stock_on_hand``; 0 means out of stock). See :mod:`salesformer.data.availability`.
 
     Returns:
         The panel; ``panel.report`` adds ``source_rows`` and ``aggregated_rows`` to the
@@ -83,6 +94,7 @@ def prepare_csv(
     text_columns = _check_text_cols(text_cols)
     raw = read_table(resolve_source(sales_path), string_columns=(item_col,))
     sales = map_columns(raw, item_col=item_col, date_col=date_col, sales_col=sales_col)
+    sales = map_availability(sales, in_stock_col=in_stock_col, stock_col=stock_col)
     freq = freq.upper() if freq else None
     if aggregate or (freq is not None and needs_aggregation(sales[DATE], freq)):
         freq = freq or DEFAULT_AGGREGATE_FREQ
@@ -145,6 +157,39 @@ def map_columns(
     return frame.rename(columns=mapping)
 
 
+def map_availability(
+    frame: pd.DataFrame, *, in_stock_col: str | None, stock_col: str | None
+) -> pd.DataFrame:
+    """Rename the user's availability column to ``in_stock`` or ``stock_on_hand``.
+
+    Raises:
+        DataValidationError: both given, a named column missing, or a name collision.
+    """
+    if in_stock_col is not None and stock_col is not None:
+        raise DataValidationError(
+            f"give one availability column, not both --in-stock-col {in_stock_col!r} and "
+            f"--stock-col {stock_col!r}"
+        )
+    for source, target, flag in (
+        (in_stock_col, IN_STOCK, "--in-stock-col"),
+        (stock_col, STOCK_ON_HAND, "--stock-col"),
+    ):
+        if source is None:
+            continue
+        if source not in frame.columns:
+            raise DataValidationError(
+                f"sales file: availability column {source!r} ({flag}) is missing; got columns "
+                f"{list(frame.columns)}; name the right one with {flag}"
+            )
+        if source != target and target in frame.columns:
+            raise DataValidationError(
+                f"sales file: {source!r} would be renamed to {target!r}, which is already "
+                f"another column; rename or drop that column, or pass {flag} {target}"
+            )
+        return frame.rename(columns={source: target})
+    return frame
+
+
 def _parse_timestamps(values: pd.Series) -> pd.Series:
     parsed = pd.to_datetime(values, errors="coerce", format="mixed")
     bad = values[parsed.isna()]
@@ -205,10 +250,11 @@ def aggregate_sales(
     summed.
     """
     frame = sales.assign(**{DATE: period_start(_parse_timestamps(sales[DATE]), freq)})
-    covariates = [c for c in frame.columns if c not in (ITEM_ID, DATE, SALES)]
+    frame = checked_availability(frame)  # a period is out of stock if any of its rows is
+    covariates = [c for c in frame.columns if c not in (ITEM_ID, DATE, SALES, IN_STOCK)]
     declared_past = set(past_only or ())
     known = set(known_future) if known_future is not None else set(DEFAULT_KNOWN_FUTURE)
-    rules: dict[str, str] = {SALES: "sum"}
+    rules: dict[str, str] = {SALES: "sum", **{c: "min" for c in availability_columns(frame)}}
     for column in covariates:
         rules[column] = "mean" if column in known and column not in declared_past else "sum"
         frame[column] = parse_numbers(frame[column], column)

@@ -22,6 +22,11 @@ one-off clearance) and returns them as :attr:`SyntheticCatalogue.events`, an eve
 :func:`salesformer.data.calendars.add_calendar`. It is off by default: the demo catalogue
 does not change, and only the event weeks' sales differ from the catalogue without events
 (they are drawn, around the raised mean, from a second generator seeded from ``seed``).
+``stockout_rate > 0`` (off by default: the default catalogue is unchanged) empties shelves:
+episodes of 1 to 3 weeks during which an item sells only part of its demand (it ran out early
+in the week), marked ``in_stock = False`` in the sales frame; the true demand of every week
+is kept aside in :attr:`SyntheticCatalogue.demand`, so forecasts can be scored against it.
+The stock-outs use their own random stream: the demand is the same with or without them.
 
 ``lang="zh"`` writes the same catalogue (same seed, same sales) in Chinese: titles,
 descriptions, categories and promotion copy are built from the Chinese words for the same
@@ -146,12 +151,14 @@ ZH_PROMO_COPY = (
 
 @dataclass(frozen=True)
 class SyntheticCatalogue:
-    """Generated frames: ``sales`` (the panel), ``items`` and the latent ``truth`` per item."""
+    """Generated frames: ``sales`` (the panel), ``items`` and the latent ``truth`` per item;
+    with stock-outs, ``demand`` (``item_id, date, demand``: what customers wanted)."""
 
     sales: pd.DataFrame
     items: pd.DataFrame
     truth: pd.DataFrame
     events: pd.DataFrame | None = None
+    demand: pd.DataFrame | None = None
 
     def panel(self) -> Panel:
         """The catalogue as a validated :class:`Panel` (with its events' covariates, if any)."""
@@ -181,6 +188,7 @@ def generate_catalogue(
     promo_rate: float = 0.08,
     lang: str = "en",
     events: bool = False,
+    stockout_rate: float = 0.0,
 ) -> SyntheticCatalogue:
     """Generate a seeded weekly catalogue (weeks start on Monday).
 
@@ -195,8 +203,12 @@ def generate_catalogue(
             do not depend on it.
         events: multiply demand around :data:`SYNTHETIC_EVENTS` (known effects) and return
             them as the catalogue's ``events``; off by default.
+        stockout_rate: expected share of item-weeks out of stock, in [0, 0.5]; 0 (default)
+            adds no stock-outs and no ``in_stock`` column.
     """
     first = _checked_start(n_items, n_weeks, start, new_item_share, promo_rate, lang)
+    if not 0.0 <= stockout_rate <= 0.5:
+        raise ConfigError(f"stockout_rate must be in [0, 0.5]; got {stockout_rate}")
     rng = np.random.default_rng(seed)
     event_rng = np.random.default_rng([seed, 18]) if events else None
     dates = pd.date_range(first, periods=n_weeks, freq="W-MON")
@@ -247,7 +259,12 @@ def generate_catalogue(
         truth_rows.append({ITEM_ID: item_id, **truth, "informative_words": " ".join(words[:-1])})
     sales_frame = pd.concat(frames, ignore_index=True)
     table = events_table() if events else None
-    return SyntheticCatalogue(sales_frame, pd.DataFrame(item_rows), pd.DataFrame(truth_rows), table)
+    items, truth = pd.DataFrame(item_rows), pd.DataFrame(truth_rows)
+    if stockout_rate == 0.0:
+        return SyntheticCatalogue(sales_frame, items, truth, events=table)
+    demand = sales_frame[[ITEM_ID, DATE, SALES]].rename(columns={SALES: "demand"})
+    stocked = _with_stockouts(sales_frame, stockout_rate, np.random.default_rng([seed, 18]))
+    return SyntheticCatalogue(stocked, items, truth, events=table, demand=demand)
 
 
 def events_table() -> pd.DataFrame:
@@ -276,6 +293,23 @@ def event_uplift(dates: pd.DatetimeIndex, category: str) -> np.ndarray:
         counts = np.bincount(week[inside], minlength=len(dates))
         uplift *= 1.0 + (multiplier - 1.0) * counts / 7.0
     return uplift
+
+
+def _with_stockouts(sales: pd.DataFrame, rate: float, rng: np.random.Generator) -> pd.DataFrame:
+    """``sales`` with stock-out episodes: ``in_stock`` False and part of the demand sold.
+
+    An episode starts in a week with probability ``rate / 2`` and lasts 1 to 3 weeks (2 on
+    average), so about ``rate`` of the weeks are out of stock.
+    """
+    out_of_stock = np.zeros(len(sales), dtype=bool)
+    for positions in sales.groupby(ITEM_ID, sort=False).indices.values():
+        starts = np.flatnonzero(rng.random(len(positions)) < rate / 2.0)
+        lengths = rng.integers(1, 4, size=len(starts))
+        for start, length in zip(starts, lengths, strict=True):
+            out_of_stock[positions[start : start + length]] = True
+    share_sold = rng.uniform(0.0, 0.5, size=len(sales))
+    sold = np.where(out_of_stock, np.floor(sales[SALES].to_numpy() * share_sold), sales[SALES])
+    return sales.assign(**{SALES: sold.astype(float), "in_stock": ~out_of_stock})
 
 
 def _item_sales(

@@ -13,6 +13,12 @@ through the horizon's weeks with the *actual* demand ``y``:
   ``lost_sales=False``, backordered: served when stock arrives, and counted as not served
   from stock (the accounting the planner's fill-rate formula assumes).
 
+When the forecasts carry ``in_stock`` (the panel marked stock-outs), an out-of-stock week's
+recorded sales are not its demand: the replay counts them as lost sales, not as low demand. Its
+demand is estimated as the mean of the same window's in-stock weeks (else the item's in-stock
+weeks of every window; else the recorded sales), never below what was sold, and the
+difference is reported per pair as ``recorded_lost`` (units the shop lost in those weeks).
+
 The first L weeks are a warm-up and are not scored: their stock comes from the starting stock,
 not from an order the policy placed. From week L+1 on, every week's service depends on an
 order the policy placed, as it would in a running shop. Scoring ends with the protection
@@ -32,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from salesformer.data.availability import IN_STOCK
 from salesformer.data.contract import ACTUAL, CUTOFF, DATE, ITEM_ID
 from salesformer.decisions.inventory import (
     PlanSettings,
@@ -116,9 +123,11 @@ def replay_policy(
 
     Returns:
         One row per (item, cutoff, target): ``item_id, cutoff, target, demand, served,
-        stockout_weeks, weeks, stock_week_sum`` (end-of-week stock summed over the weeks).
+        stockout_weeks, weeks, stock_week_sum`` (end-of-week stock summed over the weeks),
+        and ``recorded_lost`` when the forecasts carry ``in_stock``.
     """
     settings = settings or ReplaySettings()
+    forecasts, lost = replay_demand(forecasts)
     levels, ids, cube, actual = _backtest_arrays(forecasts, model)
     lead, review = int(settings.lead_time), int(settings.review_period)
     horizon = cube.shape[1]
@@ -140,8 +149,29 @@ def replay_policy(
         frame["target"] = target
         for name, values in outcome.items():
             frame[name] = values
+        if lost is not None:
+            end = order_weeks(horizon, lead, review)[-1] + lead + review
+            frame["recorded_lost"] = lost.reshape(len(ids), horizon)[:, lead:end].sum(axis=1)
         rows.append(frame)
     return pd.concat(rows, ignore_index=True)
+
+
+def replay_demand(forecasts: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """Forecasts whose ``y`` in out-of-stock weeks is the estimated demand (see the module),
+    and the units lost in each row (sorted by cutoff, item and date); unchanged and None
+    without ``in_stock``."""
+    if IN_STOCK not in forecasts.columns:
+        return forecasts, None
+    frame = forecasts.sort_values([CUTOFF, ITEM_ID, DATE]).reset_index(drop=True)
+    available = frame[IN_STOCK].to_numpy(dtype=bool)
+    recorded = frame[ACTUAL].to_numpy(dtype=float)
+    in_stock = frame[ACTUAL].where(available)
+    window_mean = in_stock.groupby([frame[CUTOFF], frame[ITEM_ID]]).transform("mean")
+    item_mean = in_stock.groupby(frame[ITEM_ID]).transform("mean")
+    estimate = window_mean.fillna(item_mean).fillna(frame[ACTUAL]).to_numpy(dtype=float)
+    demand = np.where(available, recorded, np.maximum(recorded, estimate))
+    frame[ACTUAL] = demand
+    return frame, demand - recorded
 
 
 def _backtest_arrays(

@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from salesformer._io import atomic_file
+from salesformer.data.availability import availability_columns
 from salesformer.data.contract import ACTUAL, CUTOFF, DATE, ITEM_ID, SALES, Panel, validate_panel
 from salesformer.distributed.engine import check_workers, cluster_workers, ray_session
 from salesformer.distributed.parts import PanelLayout, Part, iter_parts, read_items, scan_panel
@@ -157,7 +158,8 @@ def forecast_part(
             continue
         future = panel.future_covariates(cutoff, horizon)
         actual = panel.window(cutoff, horizon)
-        actual = actual.loc[actual[ITEM_ID].isin(series[ITEM_ID]), [ITEM_ID, DATE, SALES]]
+        kept = [ITEM_ID, DATE, SALES, *availability_columns(actual)]  # stock-outs: not scored
+        actual = actual.loc[actual[ITEM_ID].isin(series[ITEM_ID]), kept]
         merged = actual.rename(columns={SALES: ACTUAL})
         for m, model in enumerate(models):
             start = time.perf_counter()

@@ -5,7 +5,8 @@ At each cutoff (the last period a model may see), every model is fitted on
 those periods (planned prices and promotions are known in advance; past-only covariates and
 sales are not). Forecasts are kept for the *evaluated* items of that cutoff: items whose first
 period is at least ``min_history`` periods before the cutoff and that sold at least once in the
-``active_within`` periods up to it.
+``active_within`` periods up to it. When the panel marks stock-outs (``in_stock``), the
+forecasts keep that column and the metrics leave the out-of-stock cells out.
 """
 
 from __future__ import annotations
@@ -19,9 +20,18 @@ import numpy as np
 import pandas as pd
 
 from salesformer._io import atomic_dir, json_text
+from salesformer.data.availability import IN_STOCK, availability_columns
 from salesformer.data.contract import ACTUAL, CUTOFF, DATE, ITEM_ID, SALES, Panel
 from salesformer.errors import ConfigError
+from salesformer.evaluation.levels import level_metrics, level_window
 from salesformer.evaluation.metrics import SCALE_MAE, SCALE_MSE, evaluate
+from salesformer.forecasting.levels import (
+    DEFAULT_RECONCILER,
+    LEVEL,
+    check_reconciler,
+    level_series,
+    parse_levels,
+)
 from salesformer.forecasting.plans import backtest_plan, check_backtest_plan
 from salesformer.forecasting.protocol import DEFAULT_QUANTILES, Forecaster, check_horizon
 
@@ -41,10 +51,19 @@ class BacktestResult:
     timings: pd.DataFrame
     horizon: int
     cutoffs: list[pd.Timestamp] = field(default_factory=list)
+    #: Forecasts per level (``level, item_id, cutoff, date, y``, reconciled ``<model>`` and
+    #: ``<model>-base``) when the backtest was asked for levels; see :mod:`.levels`.
+    levels: pd.DataFrame | None = None
 
     def scored(self) -> pd.DataFrame:
-        """Forecasts joined with per-series facts (scales, segments), ready for metrics."""
-        return self.forecasts.merge(self.series, on=[ITEM_ID, CUTOFF], how="left")
+        """Forecasts joined with per-series facts (scales, segments), ready for metrics.
+
+        Out-of-stock cells (``in_stock`` False) are left out: their sales are not demand.
+        """
+        frame = self.forecasts
+        if IN_STOCK in frame.columns:
+            frame = frame.loc[frame[IN_STOCK].to_numpy(dtype=bool)]
+        return frame.merge(self.series, on=[ITEM_ID, CUTOFF], how="left")
 
     def metrics(self, by: str | None = None) -> pd.DataFrame:
         """All metrics per model, overall or per segment column (see :func:`evaluate`)."""
@@ -58,6 +77,8 @@ class BacktestResult:
             self.forecasts.to_parquet(staging / "forecasts.parquet", index=False)
             self.series.to_parquet(staging / "series.parquet", index=False)
             (staging / "metrics.json").write_text(summary)
+            if self.levels is not None:
+                self.levels.to_parquet(staging / "levels.parquet", index=False)
 
     def summary(self) -> dict[str, object]:
         """JSON-ready summary: settings, overall and segment metrics, timings."""
@@ -70,15 +91,32 @@ class BacktestResult:
             .sum()
             .reset_index()
         )
+        by_level = {}
+        if self.levels is not None:
+            by_level = {"by_level": _records(level_metrics(self.levels, models_of(self)))}
         return {
             "horizon": self.horizon,
             "cutoffs": [str(c.date()) for c in self.cutoffs],
             "series": len(self.series),
             "cells": len(self.forecasts),
+            "out_of_stock_cells": _out_of_stock(self.forecasts),
             "overall": _records(self.metrics()),
             "by_segment": segments,
             "timings": _records(timing),
+            **by_level,
         }
+
+
+def models_of(result: BacktestResult) -> list[str]:
+    """The names of the backtested models, in order."""
+    return [str(m) for m in result.timings["model"].unique()]
+
+
+def _out_of_stock(forecasts: pd.DataFrame) -> int:
+    """Cells left out of scoring because the item was out of stock."""
+    if IN_STOCK not in forecasts.columns:
+        return 0
+    return int((~forecasts[IN_STOCK].to_numpy(dtype=bool)).sum())
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, object]]:
@@ -210,8 +248,9 @@ def _fit_predict(
     horizon: int,
     future: pd.DataFrame,
     quantiles: Sequence[float],
-) -> tuple[pd.DataFrame, dict[str, float]]:
-    """A fresh clone of ``model`` fitted on ``train``, its forecast and the seconds each took."""
+) -> tuple[pd.DataFrame, dict[str, float], Forecaster]:
+    """A fresh clone of ``model`` fitted on ``train``, its forecast, the seconds each took and
+    the fitted clone."""
     fitted = model.clone()
     start = time.perf_counter()
     fitted.fit(train)
@@ -219,7 +258,7 @@ def _fit_predict(
     start = time.perf_counter()
     forecast = fitted.predict(horizon, future=future, quantiles=quantiles)
     predict_seconds = time.perf_counter() - start
-    return forecast, {"fit_seconds": fit_seconds, "predict_seconds": predict_seconds}
+    return forecast, {"fit_seconds": fit_seconds, "predict_seconds": predict_seconds}, fitted
 
 
 def backtest(
@@ -235,6 +274,8 @@ def backtest(
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     progress: ProgressHook | None = None,
     plan: pd.DataFrame | None = None,
+    levels: Sequence[str] | None = None,
+    reconcile: str = DEFAULT_RECONCILER,
 ) -> BacktestResult:
     """Rolling-origin backtest of ``models`` on ``panel``.
 
@@ -252,6 +293,9 @@ def backtest(
         plan: known-future covariates as planned at each origin (see
             :func:`salesformer.forecasting.plans.backtest_plan`): what the plan leaves out keeps
             each item's last values at the cutoff. None: the panel's own values of each window.
+        levels: also forecast and score these levels (``category``, ``total``; see
+            :mod:`salesformer.forecasting.levels`), reconciled with ``reconcile``.
+        reconcile: the reconciliation method (:data:`~salesformer.forecasting.levels.RECONCILERS`).
 
     Returns:
         A :class:`BacktestResult`.
@@ -264,7 +308,11 @@ def backtest(
     stamps = resolve_cutoffs(panel, horizon, cutoffs, n_windows, step)
     if plan is not None:
         plan = check_backtest_plan(panel, plan, stamps)
-    frames, facts, timings = [], [], []
+    wanted = None if levels is None else parse_levels(levels)
+    if wanted is not None:
+        check_reconciler(reconcile)
+        level_series(panel, wanted)  # a missing category column fails now, not after fits
+    frames, facts, timings, level_frames = [], [], [], []
     for cutoff in stamps:
         series = series_facts(panel, cutoff, min_history, active_within)
         if series.empty:
@@ -275,16 +323,24 @@ def backtest(
         else:
             future = backtest_plan(train, cutoff, horizon, plan).future
         actual = panel.window(cutoff, horizon)
-        actual = actual.loc[actual[ITEM_ID].isin(series[ITEM_ID]), [ITEM_ID, DATE, SALES]]
+        kept = [ITEM_ID, DATE, SALES, *availability_columns(actual)]
+        actual = actual.loc[actual[ITEM_ID].isin(series[ITEM_ID]), kept]
         merged = actual.rename(columns={SALES: ACTUAL})
+        per_level = None
         for model in models:
-            forecast, seconds = _fit_predict(model, train, horizon, future, quantiles)
+            forecast, seconds, fitted = _fit_predict(model, train, horizon, future, quantiles)
             merged = merged.merge(forecast, on=[ITEM_ID, DATE], how="left")
+            if wanted is not None:
+                window = level_window(fitted, panel, cutoff, horizon, wanted, reconcile)
+                keys = [LEVEL, ITEM_ID, CUTOFF, DATE, ACTUAL]
+                per_level = window if per_level is None else per_level.merge(window, on=keys)
             timings.append({"model": model.name, "cutoff": cutoff, **seconds})
             if progress is not None:
                 progress(f"{model.name} @ {cutoff.date()}")
         merged.insert(1, CUTOFF, cutoff)
         frames.append(merged)
+        if per_level is not None:
+            level_frames.append(per_level)
         facts.append(series)
     if not frames:
         raise ConfigError(
@@ -300,4 +356,5 @@ def backtest(
         timings=pd.DataFrame(timings),
         horizon=horizon,
         cutoffs=stamps,
+        levels=pd.concat(level_frames, ignore_index=True) if level_frames else None,
     )

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from salesformer.data.availability import IN_STOCK
 from salesformer.data.contract import ACTUAL, CUTOFF, DATE, ITEM_ID
 from salesformer.errors import DataValidationError
 
@@ -49,7 +50,7 @@ _QUANTILE = re.compile(r"^(?P<model>.+)-q(?P<level>\d+(?:\.\d+)?)$")
 
 def model_columns(frame: pd.DataFrame) -> list[str]:
     """Names of the models with a point column in ``frame``."""
-    skip = {ITEM_ID, CUTOFF, DATE, ACTUAL, SCALE_MAE, SCALE_MSE}
+    skip = {ITEM_ID, CUTOFF, DATE, ACTUAL, SCALE_MAE, SCALE_MSE, IN_STOCK}
     return [
         c
         for c in frame.columns

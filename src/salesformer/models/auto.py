@@ -40,6 +40,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import pandas as pd
 
+from salesformer.data.availability import IN_STOCK
 from salesformer.data.contract import ACTUAL, CUTOFF, DATE, ITEM_ID, Panel
 from salesformer.errors import ConfigError, NotFittedError
 from salesformer.evaluation.backtest import (
@@ -307,10 +308,12 @@ class AutoForecaster(Forecaster):
             if merged is None:
                 merged, facts = frame, result.series
             else:
-                keep = [c for c in frame.columns if c not in (ACTUAL,)]
+                keep = [c for c in frame.columns if c not in (ACTUAL, IN_STOCK)]
                 merged = merged.merge(frame[keep], on=[ITEM_ID, CUTOFF, DATE], how="inner")
         if merged is None or facts is None:
             return None
+        if IN_STOCK in merged.columns:  # stock-outs are not demand: not scored
+            merged = merged.loc[merged.pop(IN_STOCK).to_numpy(dtype=bool)]
         scored = merged.merge(facts, on=[ITEM_ID, CUTOFF], how="left")
         scored[SEGMENT] = segment_labels(scored)
         return scored

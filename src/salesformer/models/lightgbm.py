@@ -42,6 +42,7 @@ import pandas as pd
 
 from salesformer.data.contract import DATE, ITEM_ID, Panel
 from salesformer.data.features import FeatureMatrix, build_features
+from salesformer.data.stockouts import drop_unavailable_targets, impute_stockouts
 from salesformer.errors import ConfigError, NotFittedError
 from salesformer.forecasting.params import Boolean, Constraint, Interval, OneOf, Rule
 from salesformer.forecasting.protocol import Forecaster, quantile_column
@@ -163,6 +164,7 @@ class LightGBMForecaster(Forecaster):
         dates = self.view_.dates
         positions = self._origin_positions(len(dates))
         rows = build_features(self.view_, dates[positions], self.max_horizon, static=self.static_)
+        rows = drop_unavailable_targets(rows, panel)  # stock-outs are not demand
         self.feature_names_ = list(rows.features.columns)
         self.monotone_ = self._monotone(self.view_)
         self.smearing_ = 1.0
@@ -172,7 +174,9 @@ class LightGBMForecaster(Forecaster):
         self.boosters_ = self._train_final(rows)
 
     def _covariate_view(self, panel: Panel) -> Panel:
-        """The panel as this model reads it (known-future covariates demoted if asked)."""
+        """The panel as this model reads it: stock-outs imputed in the history its features
+        read (see :mod:`salesformer.data.stockouts`), known-future covariates demoted if asked."""
+        panel = impute_stockouts(panel)
         if self.use_known_future or not panel.known_future:
             return panel
         demoted = (*panel.past_only, *panel.known_future)

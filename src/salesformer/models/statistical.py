@@ -13,7 +13,9 @@ only adapts statsforecast to the :class:`~salesformer.forecasting.protocol.Forec
 - **quantiles**: scaled conformal quantiles from past windows (see
   :mod:`salesformer.models.conformal`), computed at predict time for the requested horizon and
   cached; or, with ``intervals="native"``, statsforecast's own prediction intervals for the
-  models that have them.
+  models that have them;
+- **stock-outs**: a panel's out-of-stock periods are imputed from the item's in-stock periods
+  nearby before fitting (:func:`salesformer.data.stockouts.impute_stockouts`).
 
 ``docs/models.md`` describes each model, its settings and the quantile rules in full.
 """
@@ -34,6 +36,7 @@ from statsforecast import StatsForecast
 from statsforecast import models as sf_models
 
 from salesformer.data.contract import DATE, ITEM_ID, SALES, Panel
+from salesformer.data.stockouts import impute_stockouts
 from salesformer.errors import ConfigError, NotFittedError
 from salesformer.forecasting.params import Boolean, Constraint, Interval, OneOf, Rule
 from salesformer.forecasting.protocol import Forecaster, quantile_column
@@ -216,7 +219,7 @@ class _StatsForecastModel(Forecaster):
         season = panel.season_length
         lengths = panel.history_length()
         long_enough = lengths.index[lengths >= self.min_history(season)]
-        frame = _to_statsforecast(panel.sales)
+        frame = _to_statsforecast(impute_stockouts(panel).sales)  # stock-outs are not demand
         is_long = frame[_SF_ID].isin(long_enough).to_numpy()
         groups = (
             (self._make(season), frame[is_long], self.n_jobs),

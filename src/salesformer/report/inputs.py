@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from salesformer.data.availability import IN_STOCK
 from salesformer.data.contract import ACTUAL, CUTOFF, DATE, ITEM_ID, Panel
 from salesformer.errors import DataValidationError
 from salesformer.evaluation.metrics import (
@@ -64,8 +65,12 @@ class ReportData:
     cache: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def scored(self) -> pd.DataFrame:
-        """Forecasts joined with the per-series facts (scales, segments), for the metrics."""
-        return self.forecasts.merge(self.series, on=[ITEM_ID, CUTOFF], how="left")
+        """Forecasts joined with the per-series facts (scales, segments), for the metrics;
+        out-of-stock cells (``in_stock`` False) are left out, as in the backtest's metrics."""
+        frame = self.forecasts
+        if IN_STOCK in frame.columns:
+            frame = frame.loc[frame[IN_STOCK].to_numpy(dtype=bool)]
+        return frame.merge(self.series, on=[ITEM_ID, CUTOFF], how="left")
 
     def overall(self) -> pd.DataFrame:
         """The overall metrics table, one row per model."""

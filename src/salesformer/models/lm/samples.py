@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from salesformer.data.availability import IN_STOCK
 from salesformer.data.contract import DATE, ITEM_ID, LIST_PRICE, SALES, Panel
 
 #: Names of the static features, in order.
@@ -85,6 +86,9 @@ class Wide:
     #: Each item's launch price: the items table's ``list_price`` where given, else the price
     #: covariate in its first observed period (NaN when neither).
     launch_price: np.ndarray | None = None
+    #: Out-of-stock periods (item x period, True = could not sell freely), or None: their
+    #: sales are not demand, so they are masked from the training targets.
+    unavailable: np.ndarray | None = None
 
     @classmethod
     def from_panel(cls, panel: Panel, future: pd.DataFrame | None = None, horizon: int = 0) -> Wide:
@@ -125,7 +129,13 @@ class Wide:
             name = prices[0]
             price = known[name] if name in known else spread(name, None)
         launch = _launch_prices(panel, ids, price, first)
-        return cls(ids, dates, len(history_dates), sales, observed, first, known, price, launch)
+        unavailable = None
+        if IN_STOCK in panel.sales.columns:
+            unavailable = np.zeros((n, t), dtype=bool)
+            unavailable[row, col] = ~panel.sales[IN_STOCK].to_numpy(dtype=bool)
+        n_history = len(history_dates)
+        arrays = (sales, observed, first, known, price, launch, unavailable)
+        return cls(ids, dates, n_history, *arrays)
 
 
 def _launch_prices(
@@ -393,6 +403,8 @@ def _targets(
     """Scaled log targets of the horizon and where they exist (up to ``target_limit``)."""
     limit = wide.n_history - 1 if target_limit is None else min(target_limit, wide.n_history - 1)
     target_ok = (steps <= limit) & (steps >= first[:, None]) & (steps >= 0)
+    if wide.unavailable is not None:  # stock-outs are not demand: no loss on them
+        target_ok &= ~wide.unavailable[item[:, None], np.clip(steps, 0, limit)]
     target_values = np.where(target_ok, wide.sales[item[:, None], np.clip(steps, 0, limit)], 0.0)
     target = np.where(target_ok, np.log1p(target_values) - level[:, None], 0.0)
     return target, target_ok

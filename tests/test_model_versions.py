@@ -137,7 +137,7 @@ def test_models_cli(panel: Panel, tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "rolled back to version 1" in capsys.readouterr().out
     metadata = ModelRegistry(registry).version(2).metadata
     assert metadata["events"][0]["command"] == (
-        f"salesformer models promote --registry {registry} --version 2"
+        f"salesformer models promote 2 --registry {registry}"
     )
 
 

@@ -29,6 +29,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from salesformer.cli.main import run  # noqa: E402
 from salesformer.data.synthetic import generate_catalogue  # noqa: E402
+from salesformer.forecasting.protocol import DEFAULT_QUANTILES, quantile_column  # noqa: E402
 from salesformer.models.persist import load_model  # noqa: E402
 from salesformer.models.versions import ModelRegistry  # noqa: E402
 from salesformer.service.app import create_app  # noqa: E402
@@ -167,8 +168,16 @@ def check_scores(meta: dict[str, Any], v1: Any, events: list[Event]) -> None:
     predicted = v1.for_items(panel.until(cutoff)).predict(weeks, future)
     actual = panel.window(cutoff, weeks)
     both = actual.merge(predicted, on=["item_id", "date"])
-    wape = np.abs(both["sales"] - both["LM"]).sum() / np.abs(both["sales"]).sum()
+    y = both["sales"].to_numpy()
+    wape = np.abs(y - both["LM"]).sum() / np.abs(y).sum()
+    losses = []
+    for level in DEFAULT_QUANTILES:
+        error = y - both[quantile_column("LM", level)].to_numpy()
+        losses.append(2 * np.maximum(level * error, (level - 1) * error).sum() / np.abs(y).sum())
+    low, high = both[quantile_column("LM", 0.1)], both[quantile_column("LM", 0.9)]
     assert meta["backtest"]["champion"]["wape"] == pytest.approx(wape, rel=1e-12)
+    assert meta["backtest"]["champion"]["wql"] == pytest.approx(np.mean(losses), rel=1e-12)
+    assert meta["backtest"]["champion"]["coverage80"] == np.mean((y >= low) & (y <= high))
     assert meta["backtest"]["challenger"]["wape"] <= 0.99 * wape
 
 

@@ -21,10 +21,14 @@ def command_line(context: typer.Context | None) -> str:
     if context is None:
         return "salesformer " + shlex.join(sys.argv[1:])
     words = context.command_path.split()
+    flags = {p.name: p.opts[0] for p in context.command.params if p.opts}
     for name, value in context.params.items():
         if value is None or value == [] or value is False:
             continue
-        flag = "--" + name.replace("_", "-")
+        flag = flags.get(name, "--" + name.replace("_", "-"))
+        if not flag.startswith("-"):  # an argument: right after the command's name
+            words.insert(len(context.command_path.split()), str(value))
+            continue
         if value is True:
             words.append(flag)
         elif isinstance(value, list | tuple):

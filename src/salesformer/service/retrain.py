@@ -37,7 +37,7 @@ import pandas as pd
 from salesformer.data.contract import ACTUAL, DATE, ITEM_ID, SALES, Panel, validate_panel
 from salesformer.errors import ConfigError
 from salesformer.evaluation.metrics import bias, coverage80, quantile_columns, wape, wql
-from salesformer.forecasting.protocol import DEFAULT_QUANTILES, Forecaster
+from salesformer.forecasting.protocol import DEFAULT_QUANTILES, Forecaster, quantile_column
 from salesformer.models.registry import coerce_params
 from salesformer.models.versions import ModelRegistry, Version
 from salesformer.service.history import PeriodGrid
@@ -221,7 +221,7 @@ def _scored(forecast: pd.DataFrame, actual: pd.DataFrame, name: str) -> dict[str
 def _renamed(forecast: pd.DataFrame, model: str, name: str) -> pd.DataFrame:
     columns = {model: name}
     for level, column in quantile_columns(forecast, model).items():
-        columns[column] = f"{name}-q{level}"
+        columns[column] = quantile_column(name, level)
     return forecast.rename(columns=columns)
 
 

@@ -31,6 +31,7 @@ from salesformer.service.guards import (
 )
 from salesformer.service.live import UnknownItemError
 from salesformer.service.metrics import Metrics
+from salesformer.service.products import ProductConflictError, UnregisteredItemError
 from salesformer.service.routes import decisions, events, forecasts, items, models, system
 from salesformer.service.store import EventIdConflictError
 from salesformer.service.versions import PointerWatcher, Reloader
@@ -188,6 +189,14 @@ def _errors(app: FastAPI) -> None:
     @app.exception_handler(EventIdConflictError)
     async def conflict(request: Request, exc: EventIdConflictError) -> JSONResponse:
         return JSONResponse({"detail": str(exc).splitlines()[0]}, status_code=409)
+
+    @app.exception_handler(ProductConflictError)
+    async def product_conflict(request: Request, exc: ProductConflictError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc).splitlines()[0]}, status_code=409)
+
+    @app.exception_handler(UnregisteredItemError)
+    async def unregistered(request: Request, exc: UnregisteredItemError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc).splitlines()[0]}, status_code=404)
 
     @app.exception_handler(UnknownItemError)
     async def unknown(request: Request, exc: UnknownItemError) -> JSONResponse:

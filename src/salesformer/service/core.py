@@ -28,6 +28,7 @@ from salesformer.errors import ConfigError, DataValidationError
 from salesformer.forecasting.protocol import DEFAULT_QUANTILES, check_quantiles, quantile_column
 from salesformer.service.history import LiveHistory
 from salesformer.service.live import LiveForecast, LiveForecaster
+from salesformer.service.products import Product, ProductBook, check_registered
 from salesformer.service.store import Event, Store, open_store
 
 API_KEY_ENV = "SALESFORMER_API_KEY"
@@ -142,6 +143,7 @@ class SalesService:
         # held while a batch is stored and folded in, and while a new model replays the store
         self._ingest_lock = threading.Lock()
         self._served = self._serving(live, version, folded_through)
+        self.products = ProductBook(store)
 
     def _serving(
         self, live: LiveForecaster, version: int | None, folded_through: date | None
@@ -220,6 +222,7 @@ class SalesService:
                 for another sale; nothing is stored.
         """
         self.history.check(events)
+        check_registered(events, self._served.live, self.products)
         latest = datetime.now(UTC).replace(tzinfo=None) + FUTURE_SLACK
         for position, event in enumerate(events):
             if event.timestamp > latest:
@@ -230,6 +233,7 @@ class SalesService:
         with self._ingest_lock:
             stored = self.store.add_events(events)
             self._served.history.add(stored)
+            self.products.add(stored)
         return len(stored), len(events) - len(stored)
 
     def forecast(
@@ -244,9 +248,11 @@ class SalesService:
         the item makes a new key.
         """
         served = self._served
-        state, clock = served.history.snapshot(item_id)
         levels = tuple(DEFAULT_QUANTILES if quantiles is None else quantiles)
         steps = served.live.horizon if horizon is None else int(horizon)
+        if not served.live.knows(item_id) and self.products.knows(item_id):
+            return self.products.forecast(served.live, item_id, steps, check_quantiles(levels))
+        state, clock = served.history.snapshot(item_id)
         key = (item_id, state.version if state else 0, clock, steps, levels)
         found = served.cache.get(key)
         if found is not None:
@@ -299,6 +305,40 @@ class SalesService:
             out[name].to_numpy(dtype=float),
             out[columns].to_numpy(dtype=float),
         )
+
+    def register_product(
+        self,
+        item_id: str,
+        text: str,
+        price: float | None = None,
+        launch_date: date | None = None,
+        horizon: int | None = None,
+        quantiles: Sequence[float] | None = None,
+    ) -> LiveForecast:
+        """Register a new product (``POST /items``) and return its cold-start forecast.
+
+        Its events are accepted from now on and its forecast (:meth:`forecast`) moves from
+        the cold start to its own history (:mod:`salesformer.service.products`). Registering
+        the same product again is a no-op.
+
+        Raises:
+            DataValidationError: ``item_id`` is an item the model knows.
+            ProductConflictError: the id is registered with other details.
+        """
+        served = self._served
+        if served.live.knows(item_id):
+            raise DataValidationError(
+                f"item_id {item_id!r} is an item the model knows; its events are accepted and "
+                f"its forecast is GET /items/{quote(item_id, safe='')}/forecast; register a "
+                "new product under an id of its own"
+            )
+        launch = launch_date or served.live.grid.date_of(served.history.clock + 1)
+        self.products.register(Product(item_id, text, price, launch))
+        levels = check_quantiles(DEFAULT_QUANTILES if quantiles is None else quantiles)
+        steps = served.live.horizon if horizon is None else int(horizon)
+        if not 1 <= steps <= served.live.horizon:
+            raise ConfigError(f"horizon must be between 1 and {served.live.horizon}; got {steps}")
+        return self.products.forecast(served.live, item_id, steps, levels)
 
     def plan(self, policy: Any, settings: Any = None) -> dict[str, Any]:
         """The reorder plan of one item from its live forecast (:mod:`salesformer.decisions`).

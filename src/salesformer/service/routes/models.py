@@ -1,4 +1,5 @@
-"""The served model version: read it, and switch to the registry's promoted version."""
+"""The served model version (read it, switch to the registry's promoted one) and new
+products (``POST /items``)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
+from salesformer.forecasting.protocol import check_quantiles
 from salesformer.service.core import SalesService
-from salesformer.service.routes.common import ERRORS
+from salesformer.service.routes.common import ERRORS, forecast_out, levels_of
+from salesformer.service.schemas import ForecastOut, NewItemIn
 from salesformer.service.versions import Reloader
 
 
@@ -44,5 +47,18 @@ def router(service: SalesService, reloader: Reloader, read: Any, write: Any) -> 
         """Serve the registry's promoted version; in-flight requests finish on the old one."""
         done = reloader.reload()
         return ReloadOut(previous=done.previous, version=done.version, changed=done.changed)
+
+    @router.post("/items", response_model=ForecastOut, responses=ERRORS, dependencies=[write])
+    def post_item(body: NewItemIn) -> ForecastOut:
+        """Register a new product (text, price, launch date); answers its cold-start forecast.
+
+        Its sales events are accepted from now on, and ``GET /items/{item_id}/forecast`` moves
+        from the cold start to its own history as they arrive, without retraining.
+        """
+        levels = check_quantiles(body.quantiles) if body.quantiles else levels_of(None)
+        result = service.register_product(
+            body.item_id, body.text, body.price, body.launch_date, body.horizon, levels
+        )
+        return forecast_out(body.item_id, service, result, levels)
 
     return router

@@ -44,7 +44,7 @@ def weekly_events(model: Any, weeks: int, quantity: float) -> list[dict[str, Any
             "quantity": quantity,
             "price": 6.5,
             "timestamp": (start + pd.Timedelta(days=7 * w + 2)).isoformat(),
-        }  # fmt: skip
+        }
         for w in range(weeks)
     ]
 

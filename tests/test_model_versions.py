@@ -144,6 +144,8 @@ def test_models_cli(panel: Panel, tmp_path: Path, capsys: pytest.CaptureFixture[
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
+        (["serve"], "give exactly one of --model DIR"),
+        (["serve", "--model", "{tmp}/m", "--registry", "{tmp}/r"], "got both"),
         (["models", "list", "--registry", "{tmp}/none"], "is not a model registry"),
         (["models", "add", "--registry", "{tmp}/r", "--model", "{tmp}/none"], "{tmp}/none"),
         (["retrain", "--registry", "{tmp}/none"], "is not a model registry"),

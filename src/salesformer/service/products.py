@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import threading
+import weakref
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date
@@ -87,7 +88,10 @@ class ProductBook:
         self.prior_weeks = prior_weeks
         self._products: dict[str, Product] = {}
         self._sales: dict[str, _Sales] = {}
-        self._vectors: dict[tuple[int, str], np.ndarray] = {}
+        # text vectors per served model (a switched-out model's entries go with it)
+        self._vectors: weakref.WeakKeyDictionary[LiveForecaster, dict[str, np.ndarray]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._lock = threading.Lock()
         for record in store.iter_products():
             product = Product.from_record(record)
@@ -187,12 +191,13 @@ class ProductBook:
         )
 
     def _vector(self, live: LiveForecaster, product: Product) -> np.ndarray:
-        key = (id(live), product.item_id)
-        found = self._vectors.get(key)
+        with self._lock:
+            vectors = self._vectors.setdefault(live, {})
+        found = vectors.get(product.item_id)
         if found is None:
             with live._encode_lock:
                 found = np.asarray(live.model.encode_texts([product.text]), dtype=np.float32)
-            self._vectors[key] = found
+            vectors[product.item_id] = found
         return found
 
     def _history(

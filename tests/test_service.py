@@ -467,6 +467,8 @@ def test_item_ids_never_reach_the_filesystem(
         answer = client.get(path)
         assert answer.status_code in (404, 422), path
         assert "root:" not in answer.text and '"model"' not in answer.text
+    product = {"item_id": item_id, "text": "A new product", "price": 2.0}
+    assert client.post("/items", json=product, headers=KEY).status_code == 200  # a new product
     stored = client.post(
         "/events",
         json={"events": [event_json("p1", item_id, last_date(loaded_model), 1.0)]},

@@ -34,7 +34,8 @@ def client_for(model: Any, db: Path) -> TestClient:
 
 
 def stray_events(item: str) -> list[dict[str, Any]]:
-    """An event of ``item`` and one of an item the model does not know, both dated now."""
+    """An event of ``item`` and one of a registered new product the model does not know
+    (``POST /items``), both dated now."""
     now = datetime.now(UTC).replace(tzinfo=None, microsecond=0).isoformat()
     return [
         {"event_id": "stray-known", "item_id": item, "timestamp": now, "quantity": 1.0},
@@ -47,6 +48,8 @@ def test_a_stray_event_moves_only_its_own_item(loaded_model: Any, tmp_path: Path
     item_a, item_b = (str(i) for i in loaded_model.panel_.item_ids[:2])
     panel_end = pd.Timestamp(loaded_model.panel_.last_date).date().isoformat()
     client = client_for(loaded_model, db)
+    product = {"item_id": "NOT-IN-MODEL", "text": "A new blue mug", "price": 5.0}
+    assert client.post("/items", json=product, headers=KEY).status_code == 200
     before_b = client.get(f"/items/{item_b}/forecast").json()
     before_plan = client.get(f"/items/{item_b}/plan", params={"on_hand": 0, "lead_time": 1}).json()
     assert before_b["origin"] == panel_end
@@ -78,6 +81,7 @@ def test_events_of_unknown_items_move_no_clock(loaded_model: Any, tmp_path: Path
     service = SalesService.start(ServiceConfig("unused", db=str(tmp_path / "e.db")), loaded_model)
     from salesformer.service.store import Event
 
+    service.register_product("NOT-IN-MODEL", "A new blue mug", 5.0)  # a new product
     before = service.clock_date()
     now = datetime.now(UTC).replace(tzinfo=None)
     assert service.ingest([Event("u1", "NOT-IN-MODEL", now, 3.0)]) == (1, 0)

@@ -15,10 +15,12 @@ from salesformer._version import __version__
 from salesformer.cli.commands import backtest_command, demo_command
 from salesformer.cli.explain import explain_command
 from salesformer.cli.forecast import fit_command, predict_command
+from salesformer.cli.models import models_app
 from salesformer.cli.plan import plan_app
 from salesformer.cli.prepare import prepare_app
 from salesformer.cli.recommend import recommend_command
 from salesformer.cli.report import report_command
+from salesformer.cli.retrain import retrain_command
 from salesformer.cli.serve import serve_command
 from salesformer.cli.trends import trends_command
 from salesformer.cli.whatif import whatif_command
@@ -33,6 +35,7 @@ app = typer.Typer(
 )
 app.add_typer(prepare_app, name="prepare")
 app.add_typer(plan_app, name="plan")
+app.add_typer(models_app, name="models")
 app.command("fit")(fit_command)
 app.command("predict")(predict_command)
 app.command("backtest")(backtest_command)
@@ -40,6 +43,7 @@ app.command("demo")(demo_command)
 app.command("explain")(explain_command)
 app.command("report")(report_command)
 app.command("recommend")(recommend_command)
+app.command("retrain")(retrain_command)
 app.command("serve")(serve_command)
 app.command("trends")(trends_command)
 app.command("whatif")(whatif_command)

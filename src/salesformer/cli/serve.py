@@ -10,8 +10,19 @@ from salesformer.errors import MissingExtraError
 
 
 def serve_command(
-    model: Path = typer.Option(
-        ..., "--model", help="Folder of a fitted LM (salesformer fit --model lm, or the demo's)."
+    model: Path | None = typer.Option(
+        None, "--model", help="Folder of a fitted LM (salesformer fit --model lm, or the demo's)."
+    ),
+    registry: Path | None = typer.Option(
+        None,
+        "--registry",
+        help="A model registry (salesformer models): serve its promoted version instead of "
+        "--model; POST /models/reload switches to a newly promoted one.",
+    ),
+    registry_poll: float = typer.Option(
+        0.0,
+        "--registry-poll",
+        help="Seconds between checks of the registry's pointer; a change reloads (0: off).",
     ),
     db: str = typer.Option(
         "salesformer-events.db",
@@ -45,11 +56,19 @@ def serve_command(
         from salesformer.service.app import create_app
     except ImportError as exc:
         raise MissingExtraError(exc.name or "fastapi", "service") from exc
+    from salesformer.errors import ConfigError
     from salesformer.service.core import ServiceConfig, read_api_key
 
+    if (model is None) == (registry is None):
+        raise ConfigError(
+            "give exactly one of --model DIR (a fitted LM) or --registry DIR (a model registry); "
+            f"got {'both' if model else 'neither'}"
+        )
     key = read_api_key(api_key_file)
     config = ServiceConfig(
-        model_dir=model,
+        model_dir=model or "",
+        registry=registry,
+        registry_poll=registry_poll,
         db=db,
         api_key=key,
         protect_reads=protect_reads,
@@ -57,7 +76,7 @@ def serve_command(
         threads=threads,
         forecast_cache=forecast_cache,
     )
-    typer.echo(f"loading {model} ...", err=True)
+    typer.echo(f"loading {model or registry} ...", err=True)
     app = create_app(config)
     writes = "keyed" if key else "disabled (no API key)"
     typer.echo(f"serving on http://{host}:{port} (writes {writes}); Ctrl+C stops", err=True)

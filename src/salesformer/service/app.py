@@ -31,8 +31,10 @@ from salesformer.service.guards import (
 )
 from salesformer.service.live import UnknownItemError
 from salesformer.service.metrics import Metrics
-from salesformer.service.routes import decisions, events, forecasts, items, system
+from salesformer.service.products import ProductConflictError, UnregisteredItemError
+from salesformer.service.routes import decisions, events, forecasts, items, models, system
 from salesformer.service.store import EventIdConflictError
+from salesformer.service.versions import PointerWatcher, Reloader
 
 _KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key.")
 
@@ -46,10 +48,16 @@ def create_app(config: ServiceConfig, model: Any = None) -> FastAPI:
     """
     service = SalesService.start(config, model)
     metrics = Metrics()
+    reloader = Reloader(service, config.registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        watcher = None
+        if config.registry_poll:
+            watcher = PointerWatcher(reloader, config.registry_poll).start()
         yield
+        if watcher is not None:
+            watcher.stop()
         service.close()
 
     app = FastAPI(
@@ -64,6 +72,7 @@ def create_app(config: ServiceConfig, model: Any = None) -> FastAPI:
     )
     app.state.service = service
     app.state.metrics = metrics
+    app.state.reloader = reloader
     _errors(app)
     write = Depends(_key_check(config, required=True))
     read = Depends(_key_check(config, required=config.protect_reads))
@@ -74,6 +83,7 @@ def create_app(config: ServiceConfig, model: Any = None) -> FastAPI:
     app.include_router(decisions.router(service, read, write))
     app.include_router(items.router(service, read, personal))
     app.include_router(system.router(service, config, metrics, read))
+    app.include_router(models.router(service, reloader, read, write))
 
     # the last added runs first: metrics wrap the body limit, so refused bodies are counted
     # too, and the security headers wrap both, so every answer carries them
@@ -179,6 +189,14 @@ def _errors(app: FastAPI) -> None:
     @app.exception_handler(EventIdConflictError)
     async def conflict(request: Request, exc: EventIdConflictError) -> JSONResponse:
         return JSONResponse({"detail": str(exc).splitlines()[0]}, status_code=409)
+
+    @app.exception_handler(ProductConflictError)
+    async def product_conflict(request: Request, exc: ProductConflictError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc).splitlines()[0]}, status_code=409)
+
+    @app.exception_handler(UnregisteredItemError)
+    async def unregistered(request: Request, exc: UnregisteredItemError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc).splitlines()[0]}, status_code=404)
 
     @app.exception_handler(UnknownItemError)
     async def unknown(request: Request, exc: UnknownItemError) -> JSONResponse:

@@ -28,6 +28,7 @@ from salesformer.errors import ConfigError, DataValidationError
 from salesformer.forecasting.protocol import DEFAULT_QUANTILES, check_quantiles, quantile_column
 from salesformer.service.history import LiveHistory
 from salesformer.service.live import LiveForecast, LiveForecaster
+from salesformer.service.products import Product, ProductBook, check_registered
 from salesformer.service.store import Event, Store, open_store
 
 API_KEY_ENV = "SALESFORMER_API_KEY"
@@ -50,6 +51,10 @@ class ServiceConfig:
         max_body_bytes: larger request bodies are refused with 413.
         threads: torch threads for the forecasting head.
         forecast_cache: forecasts kept for unchanged items (LRU entries; 0 turns it off).
+        registry: a model registry (:mod:`salesformer.models.versions`): serve its promoted
+            version instead of ``model_dir``, and switch on :meth:`SalesService.reload`.
+        registry_poll: seconds between checks of the registry's pointer (0: no watching;
+            reloads then come from ``POST /models/reload``).
     """
 
     model_dir: str | Path
@@ -59,6 +64,8 @@ class ServiceConfig:
     max_body_bytes: int = 1_048_576
     threads: int = 1
     forecast_cache: int = 4096
+    registry: str | Path | None = None
+    registry_poll: float = 0.0
 
     def check(self) -> ServiceConfig:
         """Raise :class:`ConfigError` for a setting out of range; return self."""
@@ -88,6 +95,12 @@ class ServiceConfig:
             )
         if not 1 <= self.threads <= 64:
             raise ConfigError(f"threads must be in [1, 64]; got {self.threads}")
+        if not (self.registry_poll == 0 or 0.1 <= self.registry_poll <= 3600):
+            raise ConfigError(
+                f"registry_poll must be 0 (off) or in [0.1, 3600] seconds; got {self.registry_poll}"
+            )
+        if self.registry_poll and self.registry is None:
+            raise ConfigError("registry_poll watches a registry; give --registry as well")
         return self
 
 
@@ -117,28 +130,88 @@ class SalesService:
     replayed into the history.
     """
 
-    def __init__(self, config: ServiceConfig, live: LiveForecaster, store: Store) -> None:
+    def __init__(
+        self,
+        config: ServiceConfig,
+        live: LiveForecaster,
+        store: Store,
+        version: int | None = None,
+        folded_through: date | None = None,
+    ) -> None:
         self.config = config
-        self.live = live
         self.store = store
-        self.history: LiveHistory = live.new_history()
-        self.history.add(store.iter_events())
-        self.titles = _titles(live)
-        self._cache: LRUCache[tuple[Any, ...], LiveForecast] = LRUCache(config.forecast_cache)
+        # held while a batch is stored and folded in, and while a new model replays the store
+        self._ingest_lock = threading.Lock()
+        self._served = self._serving(live, version, folded_through)
+        self.products = ProductBook(store)
+
+    def _serving(
+        self, live: LiveForecaster, version: int | None, folded_through: date | None
+    ) -> ServedModel:
+        """The model with its history replayed from the store (call under the ingest lock).
+
+        ``folded_through``: the last date whose stored events the model's panel holds already
+        (a version made by ``salesformer retrain``); they are not added twice.
+        """
+        folded = -1
+        if folded_through is not None:
+            folded = live.grid.index(datetime.combine(folded_through, datetime.min.time()))
+        history = live.new_history(folded)
+        history.add(self.store.iter_events())
+        cache: LRUCache[tuple[Any, ...], LiveForecast] = LRUCache(self.config.forecast_cache)
+        return ServedModel(live, history, _titles(live), cache, version)
+
+    # Each operation reads ``self._served`` once and works on that model to the end, so a
+    # request that began before a switch (:meth:`swap`) finishes on the old model.
+    @property
+    def live(self) -> LiveForecaster:
+        return self._served.live
+
+    @property
+    def history(self) -> LiveHistory:
+        return self._served.history
+
+    @property
+    def titles(self) -> dict[str, str]:
+        return self._served.titles
+
+    @property
+    def version(self) -> int | None:
+        """The registry version served (None: a model folder outside a registry)."""
+        return self._served.version
 
     @classmethod
     def start(cls, config: ServiceConfig, model: Any = None) -> SalesService:
         """Load the model (unless given) and open the store named in ``config``."""
         config.check()
+        version, folded = None, None
         if model is None:
             from salesformer.models.persist import load_model
 
-            model = load_model(config.model_dir)
+            model_dir = config.model_dir
+            if config.registry is not None:
+                from salesformer.models.versions import ModelRegistry
+
+                promoted = ModelRegistry(config.registry).promoted()
+                model_dir, version = promoted.model_dir, promoted.number
+                folded = promoted.folded_through
+            model = load_model(model_dir)
         from salesformer.text.encoder import import_torch
 
         import_torch().set_num_threads(int(config.threads))
         live = LiveForecaster(model)
-        return cls(config, live, open_store(config.db))
+        return cls(config, live, open_store(config.db), version, folded)
+
+    def swap(self, model: Any, version: int | None, folded_through: date | None = None) -> None:
+        """Serve ``model`` from now on, without dropping a request.
+
+        The new model is prepared first (its arrays and item vectors); the event history is
+        then replayed from the store while ingestion waits, and the served reference is
+        switched in one assignment. Requests already running finish on the old model.
+        """
+        live = LiveForecaster(model)
+        with self._ingest_lock:
+            self._served = self._serving(live, version, folded_through)
 
     def ingest(self, events: Sequence[Event]) -> tuple[int, int]:
         """Store the batch (whole or not at all) and update the history; (stored, duplicates).
@@ -149,6 +222,7 @@ class SalesService:
                 for another sale; nothing is stored.
         """
         self.history.check(events)
+        check_registered(events, self._served.live, self.products)
         latest = datetime.now(UTC).replace(tzinfo=None) + FUTURE_SLACK
         for position, event in enumerate(events):
             if event.timestamp > latest:
@@ -156,8 +230,10 @@ class SalesService:
                     f"events[{position}] (event_id {event.event_id!r}) is dated "
                     f"{event.timestamp.isoformat()}, in the future; send events that happened"
                 )
-        stored = self.store.add_events(events)
-        self.history.add(stored)
+        with self._ingest_lock:
+            stored = self.store.add_events(events)
+            self._served.history.add(stored)
+            self.products.add(stored)
         return len(stored), len(events) - len(stored)
 
     def forecast(
@@ -171,15 +247,18 @@ class SalesService:
         so a repeated request for an unchanged item costs a dictionary lookup; any new event of
         the item makes a new key.
         """
-        state, clock = self.history.snapshot(item_id)
+        served = self._served
         levels = tuple(DEFAULT_QUANTILES if quantiles is None else quantiles)
-        steps = self.live.horizon if horizon is None else int(horizon)
+        steps = served.live.horizon if horizon is None else int(horizon)
+        if not served.live.knows(item_id) and self.products.knows(item_id):
+            return self.products.forecast(served.live, item_id, steps, check_quantiles(levels))
+        state, clock = served.history.snapshot(item_id)
         key = (item_id, state.version if state else 0, clock, steps, levels)
-        found = self._cache.get(key)
+        found = served.cache.get(key)
         if found is not None:
             return found
-        result = self.live.forecast(item_id, state, clock, steps, levels)
-        self._cache.put(key, result)
+        result = served.live.forecast(item_id, state, clock, steps, levels)
+        served.cache.put(key, result)
         return result
 
     def forecast_new(
@@ -200,13 +279,14 @@ class SalesService:
             DataValidationError: ``item_id`` is a known item (its forecast comes from its
                 history, not from a cold start).
         """
-        if self.live.knows(item_id):
+        served = self._served
+        if served.live.knows(item_id):
             raise DataValidationError(
                 f"item_id {item_id!r} is an item the model knows; forecast it from its history "
                 f"with GET /items/{quote(item_id, safe='')}/forecast, or give the new product an "
                 "id of its own"
             )
-        launch = launch_date or self.live.grid.date_of(self.history.clock + 1)
+        launch = launch_date or served.live.grid.date_of(served.history.clock + 1)
         frame = pd.DataFrame(
             {
                 ITEM_ID: [item_id],
@@ -216,15 +296,49 @@ class SalesService:
             }
         )
         levels = tuple(DEFAULT_QUANTILES if quantiles is None else quantiles)
-        steps = self.live.horizon if horizon is None else int(horizon)
-        out = self.live.forecast_new(frame, steps, levels)
-        name = self.live.model.name
+        steps = served.live.horizon if horizon is None else int(horizon)
+        out = served.live.forecast_new(frame, steps, levels)
+        name = served.live.model.name
         columns = [c for c in out.columns if c.startswith(f"{name}-q")]
         return LiveForecast(
             pd.DatetimeIndex(out["date"]),
             out[name].to_numpy(dtype=float),
             out[columns].to_numpy(dtype=float),
         )
+
+    def register_product(
+        self,
+        item_id: str,
+        text: str,
+        price: float | None = None,
+        launch_date: date | None = None,
+        horizon: int | None = None,
+        quantiles: Sequence[float] | None = None,
+    ) -> LiveForecast:
+        """Register a new product (``POST /items``) and return its cold-start forecast.
+
+        Its events are accepted from now on and its forecast (:meth:`forecast`) moves from
+        the cold start to its own history (:mod:`salesformer.service.products`). Registering
+        the same product again is a no-op.
+
+        Raises:
+            DataValidationError: ``item_id`` is an item the model knows.
+            ProductConflictError: the id is registered with other details.
+        """
+        served = self._served
+        if served.live.knows(item_id):
+            raise DataValidationError(
+                f"item_id {item_id!r} is an item the model knows; its events are accepted and "
+                f"its forecast is GET /items/{quote(item_id, safe='')}/forecast; register a "
+                "new product under an id of its own"
+            )
+        launch = launch_date or served.live.grid.date_of(served.history.clock + 1)
+        self.products.register(Product(item_id, text, price, launch))
+        levels = check_quantiles(DEFAULT_QUANTILES if quantiles is None else quantiles)
+        steps = served.live.horizon if horizon is None else int(horizon)
+        if not 1 <= steps <= served.live.horizon:
+            raise ConfigError(f"horizon must be between 1 and {served.live.horizon}; got {steps}")
+        return self.products.forecast(served.live, item_id, steps, levels)
 
     def plan(self, policy: Any, settings: Any = None) -> dict[str, Any]:
         """The reorder plan of one item from its live forecast (:mod:`salesformer.decisions`).
@@ -275,8 +389,9 @@ class SalesService:
         from salesformer.data.text import item_text
         from salesformer.decisions.whatif import apply_scenario, uplift_table
 
-        live = self.live
-        state, clock = self.history.snapshot(item_id)
+        served = self._served
+        live = served.live
+        state, clock = served.history.snapshot(item_id)
         plan = live.future_plan(item_id, state, clock)
         future, promotions = apply_scenario(live.model, plan, scenario)
         text = None
@@ -309,8 +424,9 @@ class SalesService:
 
     def item_history(self, item_id: str, periods: int) -> pd.Series:
         """The item's last ``periods`` periods of sales (panel plus events)."""
-        state, clock = self.history.snapshot(item_id)
-        return self.live.history(item_id, state, clock).iloc[-periods:]
+        served = self._served
+        state, clock = served.history.snapshot(item_id)
+        return served.live.history(item_id, state, clock).iloc[-periods:]
 
     def search(self, text: str, limit: int) -> tuple[list[tuple[str, str]], int]:
         """Known items whose id or title contains ``text`` (any case); (first ``limit``, total)."""
@@ -323,10 +439,22 @@ class SalesService:
         return found[:limit], len(found)
 
     def clock_date(self) -> date:
-        return self.live.grid.date_of(self.history.clock)
+        served = self._served
+        return served.live.grid.date_of(served.history.clock)
 
     def close(self) -> None:
         self.store.close()
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What one served model needs, switched as a whole by :meth:`SalesService.swap`."""
+
+    live: LiveForecaster
+    history: LiveHistory
+    titles: dict[str, str]
+    cache: LRUCache[tuple[Any, ...], LiveForecast]
+    version: int | None
 
 
 class LRUCache(Generic[K, V]):

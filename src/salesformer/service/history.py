@@ -99,11 +99,17 @@ class LiveHistory:
         panel_last: the panel's last period.
         known: the ids of the items the model knows; events of other items are counted in
             :attr:`events` but kept nowhere else.
+        folded_until: the last period whose events are already in the panel (a model
+            retrained on the store's events, ``salesformer retrain``): events up to it are
+            counted but not added again. -1: none.
     """
 
-    def __init__(self, grid: PeriodGrid, panel_last: int, known: Collection[str]) -> None:
+    def __init__(
+        self, grid: PeriodGrid, panel_last: int, known: Collection[str], folded_until: int = -1
+    ) -> None:
         self.grid = grid
         self.panel_last = panel_last
+        self.folded_until = folded_until
         self.known = frozenset(known)
         #: the service clock: the latest clock of the known items (see the module docstring)
         self.clock = panel_last
@@ -138,8 +144,8 @@ class LiveHistory:
                 if period < 0:
                     continue
                 self.events += 1
-                if event.item_id not in self.known:
-                    continue  # stored, but no forecast reads it
+                if event.item_id not in self.known or period <= self.folded_until:
+                    continue  # stored, but no forecast reads it (or in the panel already)
                 state = self._items.setdefault(event.item_id, ItemEvents())
                 state.add(period, event.quantity, event.price)
                 self.clock = max(self.clock, period)

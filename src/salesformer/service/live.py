@@ -90,9 +90,10 @@ class LiveForecaster:
         pivot = pivot.reindex(index=self.item_ids, columns=self.wide.dates)
         return pivot.ffill(axis=1).to_numpy(dtype=float)
 
-    def new_history(self) -> LiveHistory:
-        """An empty event state on this model's grid."""
-        return LiveHistory(self.grid, self.wide.n_history - 1, self.item_ids)
+    def new_history(self, folded_until: int = -1) -> LiveHistory:
+        """An empty event state on this model's grid (see :class:`LiveHistory` for
+        ``folded_until``: events up to that period are in the panel already)."""
+        return LiveHistory(self.grid, self.wide.n_history - 1, self.item_ids, folded_until)
 
     def knows(self, item_id: str) -> bool:
         return item_id in self.row

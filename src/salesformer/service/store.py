@@ -123,6 +123,14 @@ class Store(Protocol):
         """How many events are stored."""
         ...
 
+    def add_product(self, item_id: str, record: str) -> str | None:
+        """Register a product (JSON record); the record already stored under the id, if any."""
+        ...
+
+    def iter_products(self) -> list[str]:
+        """The registered products' JSON records, in registration order."""
+        ...
+
     def close(self) -> None:
         """Release the connection."""
         ...
@@ -201,6 +209,26 @@ class SQLiteStore:
     def count_events(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def add_product(self, item_id: str, record: str) -> str | None:
+        """Register a new product (a JSON record); return the record already stored, if any."""
+        with self._lock:
+            self._db.execute(_PRODUCTS_SQLITE)
+            found = self._db.execute(
+                "SELECT record FROM products WHERE item_id = ?", (item_id,)
+            ).fetchone()
+            if found is not None:
+                return str(found[0])
+            self._db.execute(
+                "INSERT INTO products (item_id, record) VALUES (?, ?)", (item_id, record)
+            )
+            return None
+
+    def iter_products(self) -> list[str]:
+        """The JSON records of the registered products, in the order they were registered."""
+        with self._lock:
+            self._db.execute(_PRODUCTS_SQLITE)
+            return [str(r[0]) for r in self._db.execute("SELECT record FROM products ORDER BY seq")]
 
     def close(self) -> None:
         with self._lock:
@@ -285,9 +313,51 @@ class PostgresStore:
             self._db.commit()
         return int(row[0]) if row else 0
 
+    def add_product(self, item_id: str, record: str) -> str | None:
+        """Register a new product (a JSON record); return the record already stored, if any."""
+        with self._lock, self._db.cursor() as cursor:
+            try:
+                cursor.execute(_PRODUCTS_POSTGRES)
+                cursor.execute(
+                    "INSERT INTO products (item_id, record) VALUES (%s, %s) "
+                    "ON CONFLICT (item_id) DO NOTHING",
+                    (item_id, record),
+                )
+                found = None
+                if cursor.rowcount != 1:
+                    cursor.execute("SELECT record FROM products WHERE item_id = %s", (item_id,))
+                    row = cursor.fetchone()
+                    found = str(row[0]) if row else None
+                self._db.commit()
+            except BaseException:
+                self._db.rollback()
+                raise
+        return found
+
+    def iter_products(self) -> list[str]:
+        """The JSON records of the registered products, in the order they were registered."""
+        with self._lock, self._db.cursor() as cursor:
+            cursor.execute(_PRODUCTS_POSTGRES)
+            cursor.execute("SELECT record FROM products ORDER BY seq")
+            rows = cursor.fetchall()
+            self._db.commit()
+        return [str(r[0]) for r in rows]
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+# Registered new products (``POST /items``, :mod:`salesformer.service.products`): created on
+# first use, so stores written before them work unchanged.
+_PRODUCTS_SQLITE = (
+    "CREATE TABLE IF NOT EXISTS products (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+    "item_id TEXT NOT NULL UNIQUE, record TEXT NOT NULL)"
+)
+_PRODUCTS_POSTGRES = (
+    "CREATE TABLE IF NOT EXISTS products (seq BIGSERIAL PRIMARY KEY, "
+    "item_id TEXT NOT NULL UNIQUE, record TEXT NOT NULL)"
+)
 
 
 def open_store(location: str | Path) -> Store:

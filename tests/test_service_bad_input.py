@@ -303,7 +303,7 @@ def test_any_id_is_stored_exactly_or_refused_in_one_line(
     with POST /items first: events of an item nobody registered are refused)."""
     from urllib.parse import quote
 
-    from hypothesis import HealthCheck, given, settings
+    from hypothesis import HealthCheck, example, given, settings
     from hypothesis import strategies as st
 
     from salesformer.service.schemas import check_id
@@ -314,6 +314,9 @@ def test_any_id_is_stored_exactly_or_refused_in_one_line(
     counter = iter(range(10**6))
 
     @given(st.text(min_size=0, max_size=140))
+    @example(".")  # path segments a client resolves away: refused, not stored unreachable
+    @example("..")
+    @example("a/b")
     @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
     def check(item_id: str) -> None:
         event_id = f"prop-{next(counter)}"

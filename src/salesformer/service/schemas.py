@@ -30,13 +30,18 @@ ID_SCHEMA = {"pattern": ID_PATTERN}
 
 
 def check_id(value: str) -> str:
-    """Refuse blank ids and ids with invisible or control characters; return the id.
+    """Refuse blank ids, ``.`` and ``..``, and ids with invisible characters; return the id.
 
     Raises:
         ValueError: naming the first such character and where it is.
     """
     if not value.strip():
         raise ValueError(f"an id must not be blank; got {value!r}; send the item's visible id")
+    if value in (".", ".."):
+        raise ValueError(
+            f"an id of {value!r} cannot be addressed in a URL path (clients resolve it away); "
+            "rename the item"
+        )
     for position, char in enumerate(value):
         category = unicodedata.category(char)
         if category in _INVISIBLE:

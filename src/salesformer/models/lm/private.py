@@ -106,7 +106,7 @@ def plan_privacy(settings: LMSettings, units: int) -> PrivacyPlan:
 
     import_opacus()
     sample_rate = min(1.0, settings.batch_items / max(units, 1))
-    steps_per_epoch = max(1, round(1.0 / sample_rate))
+    steps_per_epoch = max(1, math.ceil(1.0 / sample_rate - 1e-9))
     epochs = settings.head_epochs
     if settings.finetune == "lora":
         epochs += settings.finetune_epochs

@@ -116,10 +116,7 @@ def plan_privacy(settings: LMSettings, units: int) -> PrivacyPlan:
         f"{units} items, {epochs} epochs of {steps_per_epoch} steps "
         f"(sampling rate {sample_rate:.3g})"
     )
-    hint = (
-        "give a larger --dp-epsilon, fewer epochs (--set lm.head_epochs=N), "
-        "a smaller --set lm.batch_items or more items"
-    )
+    hint = "give a larger --dp-epsilon, fewer epochs (--set lm.head_epochs=N) or more items"
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Optimal order", category=UserWarning)
@@ -131,13 +128,14 @@ def plan_privacy(settings: LMSettings, units: int) -> PrivacyPlan:
                 accountant=settings.dp_accountant,
             )
     except ValueError as exc:
-        raise ConfigError(f"the privacy budget {budget}: {exc}; {hint}") from exc
+        reason = str(exc).rstrip(".")
+        raise ConfigError(f"the privacy budget {budget} (Opacus: {reason}); {hint}") from exc
     expected = sample_rate * units
     if sigma > expected:
         raise ConfigError(
             f"the privacy budget {budget}: it needs noise multiplier {sigma:.3g}, above the "
             f"{expected:.3g} items expected per step, so the noise would drown every "
-            f"gradient; {hint}"
+            f"gradient; {hint}, or more items per step (--set lm.batch_items=N)"
         )
     return PrivacyPlan(units, sample_rate, steps_per_epoch, epochs, float(sigma))
 

@@ -10,18 +10,21 @@ the LM's defaults. Each private fit's spent epsilon, noise multiplier and steps 
 per cutoff.
 
 The default is the full protocol (the four test cutoffs); ``--cutoffs validation`` or
-``--only 2011-05-02`` run fewer, and the results say which ran. Results:
+``--only 2011-05-02`` run fewer, and the results say which ran; ``--jobs 4`` runs the arms in
+parallel processes (their fit seconds then share the cores). Results:
 ``<out>/privacy.{json,md}``.
 
 Usage::
 
     python -m benchmarks.privacy [--cutoffs test|validation] [--only DATE,...]
-        [--epsilons 1,4,8] [--delta 1e-5] [--seed 0] [--threads 1] [--dp-set KEY=VALUE ...]
+        [--epsilons 1,4,8] [--delta 1e-5] [--seed 0] [--threads 1] [--jobs 1]
+        [--dp-set KEY=VALUE ...]
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +95,13 @@ def run_arm(
     return pd.concat(frames, ignore_index=True), facts
 
 
+def _run_arm_alone(job: tuple[list[pd.Timestamp], float | None, Any]) -> Any:
+    """:func:`run_arm` in a worker process, which loads the (cached) panel itself."""
+    cutoffs, epsilon, args = job
+    panel, _, _ = online_retail_panel(args.source, cache=panel_cache_dir())
+    return run_arm(panel, cutoffs, epsilon, args)
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The results as Markdown: accuracy per arm, then the privacy spent per cutoff."""
     prov = report["provenance"]
@@ -135,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epsilons", default="1,4,8")
     parser.add_argument("--delta", type=float, default=1e-5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per fit")
+    parser.add_argument("--jobs", type=int, default=1, help="arms run in parallel processes")
     parser.add_argument("--dp-set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -151,11 +162,14 @@ def main(argv: list[str] | None = None) -> None:
     cutoffs = [pd.Timestamp(c) for c in chosen]
     epsilons = [float(e) for e in args.epsilons.split(",") if e.strip()]
     panel, _, _ = online_retail_panel(args.source, cache=panel_cache_dir())
-    frames, fits = [], []
-    for epsilon in [None, *epsilons]:
-        frame, facts = run_arm(panel, cutoffs, epsilon, args)
-        frames.append(frame)
-        fits += facts
+    arms: list[float | None] = [None, *epsilons]
+    if args.jobs > 1:  # one process per arm: their fit seconds then share the cores
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            done = list(pool.map(_run_arm_alone, [(cutoffs, e, args) for e in arms]))
+    else:
+        done = [run_arm(panel, cutoffs, epsilon, args) for epsilon in arms]
+    frames = [frame for frame, _ in done]
+    fits = [fact for _, facts in done for fact in facts]
     keys = [ITEM_ID, CUTOFF, DATE, "y"]
     forecasts = frames[0]
     for frame in frames[1:]:
@@ -169,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
         "cutoffs": chosen,
         "cutoff_note": note,
         "seed": args.seed,
+        "jobs": args.jobs,
         "delta": args.delta,
         "epsilons": epsilons,
         "dp_settings": {**DP_SETTINGS, **args.dp_set},

@@ -13,7 +13,7 @@ import pytest
 from salesformer.cli.main import run
 from salesformer.data.contract import Panel
 
-HEAVY = ("torch", "transformers", "lightgbm", "statsforecast")
+HEAVY = ("torch", "transformers", "lightgbm", "statsforecast", "opacus")
 
 
 def _invoke(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

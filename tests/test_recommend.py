@@ -418,3 +418,70 @@ def test_real_online_retail_purchases(online_retail_path: Path) -> None:
     assert data.lines_without_customer == 220_575
     assert data.purchases["customer_id"].nunique() == 5_835
     assert data.purchases["customer_id"].str.fullmatch(r"\d{5}").all()
+
+
+# --- pseudonymised customer IDs ----------------------------------------------------------
+
+KEY = "a-test-key-of-32-characters-long"
+
+
+def test_pseudonymised_run_writes_no_clear_customer_id(
+    lines_csv: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from salesformer.decisions.pseudonym import PSEUDONYM_KEY_ENV, pseudonymise
+
+    monkeypatch.setenv(PSEUDONYM_KEY_ENV, KEY)
+    out = tmp_path / "recs.csv"
+    args = ["recommend", "--lines", str(lines_csv), "--until", str(CUTOFF.date()), "--k", "3"]
+    args += ["--period-weeks", "4", "--encoder", "none", "--pseudonymise", "--out", str(out)]
+    assert invoke(args) == 0
+    printed = capsys.readouterr().out
+    written = out.read_text()
+    clear = sorted(pd.read_csv(lines_csv)["Customer ID"].dropna().astype(int).astype(str).unique())
+    assert len(clear) > 5
+    for customer in clear:  # no clear ID anywhere in the file or on the console
+        assert customer not in written and customer not in printed
+    frame = pd.read_csv(out, dtype={"customer_id": str})
+    expected = set(pseudonymise(clear, KEY.encode()))
+    assert set(frame["customer_id"]) <= expected and len(set(frame["customer_id"])) > 5
+    # the same key gives the same pseudonyms, and --customers takes clear IDs
+    again = tmp_path / "again.csv"
+    one = ["--customers", clear[0], "--out", str(again)]
+    assert invoke([*args[:-2], *one]) == 0
+    chosen = pd.read_csv(again, dtype={"customer_id": str})["customer_id"].unique().tolist()
+    assert chosen == pseudonymise([clear[0]], KEY.encode())
+
+
+@pytest.mark.parametrize("key", [None, "", "short"])
+def test_pseudonymised_run_without_a_key_is_refused(
+    key: str | None,
+    lines_csv: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from salesformer.decisions.pseudonym import PSEUDONYM_KEY_ENV
+
+    if key is None:
+        monkeypatch.delenv(PSEUDONYM_KEY_ENV, raising=False)
+    else:
+        monkeypatch.setenv(PSEUDONYM_KEY_ENV, key)
+    out = tmp_path / "recs.csv"
+    code = invoke(["recommend", "--lines", str(lines_csv), "--pseudonymise", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert PSEUDONYM_KEY_ENV in err and "at least 16 characters" in err
+    assert not out.exists()
+
+
+def test_pseudonyms_depend_on_the_key() -> None:
+    from salesformer.decisions.pseudonym import pseudonymise
+
+    first = pseudonymise(["12345", "12346"], b"k" * 16)
+    assert first == pseudonymise(["12345", "12346"], b"k" * 16)
+    assert first[0] != first[1]
+    assert pseudonymise(["12345"], b"j" * 16)[0] != first[0]
+    assert all(p.startswith("c_") and len(p) == 18 and "12345" not in p for p in first)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from salesformer.cli.privacy import privacy_line, private_overrides
 from salesformer.cli.ray_engine import (
     ITEMS_PER_PART_OPTION,
     RAY_ADDRESS_OPTION,
@@ -215,7 +216,9 @@ def lm_report_line(report: dict[str, Any]) -> str:
     if isinstance(stage, dict):
         kept = "kept" if stage.get("improved") else "not better, head kept"
         parts.append(f"{report.get('finetune')} {_loss(stage.get('best_valid'))} ({kept})")
-    return f"LM: fit {report.get('fit_seconds', '?')} s; " + ", ".join(parts)
+    line = f"LM: fit {report.get('fit_seconds', '?')} s; " + ", ".join(parts)
+    private = privacy_line(report)
+    return line if private is None else f"{line}\n{private}"
 
 
 def _loss(value: Any) -> str:
@@ -267,6 +270,15 @@ def fit_command(
         "--checkpoint-dir",
         help="Ray Train runs and checkpoints (default: <out>.checkpoints beside --out).",
     ),
+    dp_epsilon: float | None = typer.Option(
+        None,
+        "--dp-epsilon",
+        help="LM: train with differential privacy to this epsilon (an item's history is "
+        "the unit; see docs/privacy.md).",
+    ),
+    dp_delta: float | None = typer.Option(
+        None, "--dp-delta", help="LM with --dp-epsilon: the delta (default 1e-5)."
+    ),
 ) -> None:
     """Fit a forecaster on a prepared panel and save it to a model folder."""
     from salesformer._io import check_output_dir
@@ -287,6 +299,7 @@ def fit_command(
     from salesformer.cli.fit_engine import RayFitOptions
 
     ray_options = RayFitOptions.check(name, engine, ray_address, workers, checkpoint_dir)
+    private_overrides(name, engine, dp_epsilon, dp_delta, overrides)
     forecaster = build_model(name, horizon, finetune, encoder, overrides)
     given = {**overrides.get(name, {}), **overrides.get(None, {})}
     if hasattr(forecaster, "max_horizon") and "max_horizon" not in given:

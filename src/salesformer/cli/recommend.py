@@ -66,6 +66,12 @@ def recommend_command(
         "--encoder",
         help="Text encoder for item similarity (name or folder); 'none' leaves text out.",
     ),
+    pseudonymise: bool = typer.Option(
+        False,
+        "--pseudonymise",
+        help="Replace customer IDs by keyed hashes when reading (key: the environment "
+        "variable SALESFORMER_PSEUDONYM_KEY); --customers still takes clear IDs.",
+    ),
 ) -> None:
     """Recommend items per customer from invoice lines (lines without a customer are left out)."""
     import pandas as pd
@@ -79,6 +85,11 @@ def recommend_command(
     from salesformer.decisions.recommend_data import TIMESTAMP, read_customer_purchases
 
     check_table_out(out)
+    key = None
+    if pseudonymise:
+        from salesformer.decisions.pseudonym import pseudonym_key
+
+        key = pseudonym_key()  # before reading anything: no key, no run
     if k < 1:
         raise ConfigError(f"--k must be >= 1; got {k}")
     chosen = _parse_customers(customers)
@@ -88,6 +99,12 @@ def recommend_command(
     )
     cutoff = None if until is None else _parse_until(until)
     data = read_customer_purchases(lines)
+    if key is not None:
+        from salesformer.decisions.pseudonym import pseudonymise as hashed
+        from salesformer.decisions.recommend_data import pseudonymised
+
+        data = pseudonymised(data, key)
+        chosen = None if chosen is None else hashed(chosen, key)
     purchases = data.purchases
     if cutoff is None:
         cutoff = pd.Timestamp(purchases[TIMESTAMP].max()).normalize() + pd.Timedelta(days=1)

@@ -147,3 +147,18 @@ def validate_purchases(purchases: pd.DataFrame) -> pd.DataFrame:
         )
     out[PRICE] = pd.to_numeric(out[PRICE], errors="coerce").astype(float)
     return out.sort_values([TIMESTAMP, INVOICE], kind="stable").reset_index(drop=True)
+
+
+def pseudonymised(data: CustomerPurchases, key: bytes) -> CustomerPurchases:
+    """The purchases with every customer ID replaced by its keyed-hash pseudonym.
+
+    See :mod:`salesformer.decisions.pseudonym`; apply it right after reading, so that no
+    later step (and no output) sees a clear ID.
+    """
+    from salesformer.decisions.pseudonym import pseudonymise
+
+    purchases = data.purchases.copy()
+    clear = purchases[CUSTOMER_ID].astype(str)
+    mapping = dict(zip(clear.unique(), pseudonymise(clear.unique(), key), strict=True))
+    purchases[CUSTOMER_ID] = clear.map(mapping)
+    return CustomerPurchases(purchases, data.items, data.lines_without_customer)

@@ -80,6 +80,8 @@ def save_lm(model: LMForecaster, folder: str | Path) -> Path:
             "fit_report": jsonable(model.fit_report_, model.name),
             "versions": library_versions(),
         }
+        if "privacy" in model.fit_report_:  # a private fit: the epsilon, delta and accountant
+            config["privacy"] = jsonable(model.fit_report_["privacy"], model.name)
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, allow_nan=False) + "\n")
         if tensorboard_available():
             write_history(model.fit_report_, staging / LOG_DIR)

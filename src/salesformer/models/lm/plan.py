@@ -40,14 +40,23 @@ class TrainingPlan:
     launch_weight: float
 
     @classmethod
-    def make(cls, model: LMForecaster, wide: Wide, freq: str) -> TrainingPlan:
-        """The plan: the last ``horizon`` periods validate, the origins before them train."""
+    def make(
+        cls, model: LMForecaster, wide: Wide, freq: str, hold_out: bool = True
+    ) -> TrainingPlan:
+        """The plan: the last ``horizon`` periods validate, the origins before them train.
+
+        ``hold_out=False`` (a private fit) trains on every period and learns nothing from
+        the panel as a whole: no validation window, and the launch weight is
+        ``launch_weight`` itself rather than relative to the mean weight of the items.
+        """
         last = wide.n_history - 1
         horizon = model.horizon
         validation_origin = last - horizon
         earliest = max(0, validation_origin - model.max_origins)
-        use_validation = validation_origin - 1 >= earliest and (
-            (wide.first <= validation_origin - 1).sum() >= 2
+        use_validation = (
+            hold_out
+            and validation_origin - 1 >= earliest
+            and ((wide.first <= validation_origin - 1).sum() >= 2)
         )
         high = validation_origin - 1 if use_validation else last - 1
         if high < 0:
@@ -68,7 +77,8 @@ class TrainingPlan:
         )
         common = _sample_settings(model, freq)
         latest = build_samples(wide, trainable, np.full(len(trainable), high), **common)
-        launch_weight = float(model.launch_weight * latest.weight.mean())
+        mean_weight = float(latest.weight.mean()) if hold_out else 1.0
+        launch_weight = float(model.launch_weight * mean_weight)
         validation = None
         validation_date = None
         if use_validation:
@@ -92,30 +102,33 @@ class TrainingPlan:
         """One epoch: items shuffled into groups, several origins drawn per item."""
         passes = max(1, math.ceil(model.epoch_samples / (len(self.items) * model.origins_per_item)))
         order = np.concatenate([rng.permutation(self.items) for _ in range(passes)])
-        launch_set = set(self.launch_items.tolist())
-        common = _sample_settings(model, self.freq)
         out = []
-        k = model.origins_per_item
         for start in range(0, len(order), model.batch_items):
-            group = order[start : start + model.batch_items]
-            item = np.repeat(group, k)
-            span = self.high - self.low[item] + 1
-            origin = self.low[item] + np.floor(rng.random(len(item)) * span).astype(np.int64)
-            cold = rng.random(len(item)) < model.history_dropout
-            parts = [
-                build_samples(
-                    self.wide, item, origin, cold=cold, target_limit=self.target_limit, **common
-                )
-            ]
-            launches = np.array([i for i in group if i in launch_set], dtype=np.int64)
-            if len(launches):
-                parts.append(
-                    _launch_samples(
-                        self.wide, launches, common, self.launch_weight, self.target_limit
-                    )
-                )
-            out.append(Samples.concat(parts))
+            out.append(self.group_samples(model, order[start : start + model.batch_items], rng))
         return out
+
+    def group_samples(
+        self, model: LMSettings, group: np.ndarray, rng: np.random.Generator
+    ) -> Samples:
+        """The samples of a group of items: ``origins_per_item`` random origins of each, and
+        the launch sample of each item launched inside the panel."""
+        common = _sample_settings(model, self.freq)
+        k = model.origins_per_item
+        item = np.repeat(group, k)
+        span = self.high - self.low[item] + 1
+        origin = self.low[item] + np.floor(rng.random(len(item)) * span).astype(np.int64)
+        cold = rng.random(len(item)) < model.history_dropout
+        parts = [
+            build_samples(
+                self.wide, item, origin, cold=cold, target_limit=self.target_limit, **common
+            )
+        ]
+        launches = group[np.isin(group, self.launch_items)].astype(np.int64)
+        if len(launches):
+            parts.append(
+                _launch_samples(self.wide, launches, common, self.launch_weight, self.target_limit)
+            )
+        return Samples.concat(parts)
 
 
 def _sample_settings(model: Any, freq: str) -> dict[str, Any]:

@@ -215,6 +215,14 @@ class Standardizer:
             std[name] = spread if spread > 1e-9 else 1.0
         return cls(tuple(panel.known_future), prices, mean, std, harmonics)
 
+    @classmethod
+    def unlearned(cls, panel: Panel, harmonics: int = LEGACY_HARMONICS) -> Standardizer:
+        """Covariates taken as they are (mean 0, spread 1): a private fit learns no statistic
+        of the panel as a whole."""
+        names = tuple(panel.known_future)
+        prices = tuple(c for c in names if "price" in c.lower())
+        return cls(names, prices, dict.fromkeys(names, 0.0), dict.fromkeys(names, 1.0), harmonics)
+
     def to_json(self) -> dict[str, object]:
         return {
             "names": list(self.names),

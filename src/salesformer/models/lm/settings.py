@@ -21,6 +21,8 @@ from salesformer.models.lm.calibration import GROWTH_DAMPING
 
 FineTune = Literal["frozen", "lora", "full"]
 FINETUNE_MODES: tuple[str, ...] = ("frozen", "lora", "full")
+#: Opacus accountants a private fit may use (see :mod:`.private`).
+DP_ACCOUNTANTS: tuple[str, ...] = ("rdp", "prv")
 #: Encoders whose word embeddings full fine-tuning freezes unless told otherwise (a 250k-piece
 #: vocabulary is 82% of multilingual-e5-small's weights, and most pieces never occur).
 WORD_EMBEDDINGS_FROZEN_BY_DEFAULT = frozenset({"multilingual-e5-small"})
@@ -79,6 +81,10 @@ LM_CONSTRAINTS: dict[str, Constraint] = {
     "calibrate_quantiles": Boolean(),
     "growth_damping": Interval(float, 0, 1, closed="right"),
     "calendar_harmonics": Interval(int, 1, 26),
+    "dp_epsilon": Interval(float, 0, None, closed="neither", none=True),
+    "dp_delta": Interval(float, 0, 1, closed="neither"),
+    "dp_max_grad_norm": Interval(float, 0, None, closed="neither"),
+    "dp_accountant": OneOf(*DP_ACCOUNTANTS),
 }
 
 
@@ -135,6 +141,13 @@ class LMSettings:
         calendar_harmonics: harmonics of the yearly cycle the head reads for each forecast
             step of weekly and monthly data (sine and cosine each); 26 resolve single weeks.
             Daily data reads two harmonics of the week.
+        dp_epsilon: train with differential privacy (DP-SGD through Opacus, one item's whole
+            history as the privacy unit) to this epsilon; None trains without it. See
+            :mod:`.private` and ``docs/privacy.md``.
+        dp_delta: the delta of the private fit (far below 1 / number of items).
+        dp_max_grad_norm: the bound each item's summed gradient is clipped to per step.
+        dp_accountant: the Opacus accountant that sets the noise and reports the epsilon
+            spent: ``"rdp"`` (Renyi DP) or ``"prv"`` (privacy random variables, tighter).
     """
 
     encoder: str = "all-MiniLM-L6-v2"
@@ -174,12 +187,22 @@ class LMSettings:
     calibrate_quantiles: bool = True
     growth_damping: float = GROWTH_DAMPING
     calendar_harmonics: int = 2
+    dp_epsilon: float | None = None
+    dp_delta: float = 1e-5
+    dp_max_grad_norm: float = 1.0
+    dp_accountant: str = "rdp"
 
     constraints: ClassVar[Mapping[str, Constraint]] = LM_CONSTRAINTS
 
     def check_params(self) -> None:
         """Raise :class:`ConfigError` for settings out of range (``fit`` calls it)."""
         check_constraints(type(self).__name__, asdict_settings(self), self.constraints)
+        check_private_settings(self)
+
+    @property
+    def private(self) -> bool:
+        """Whether the fit is differentially private (``dp_epsilon`` is set)."""
+        return self.dp_epsilon is not None
 
     @property
     def levels(self) -> tuple[float, ...]:
@@ -191,6 +214,20 @@ class LMSettings:
         if self.encoder_lr is not None:
             return float(self.encoder_lr)
         return 5e-4 if self.finetune == "lora" else 3e-5
+
+
+def check_private_settings(settings: LMSettings) -> None:
+    """Refuse the settings a private fit cannot honour (``check_params`` calls it)."""
+    if not settings.private:
+        return
+    if settings.finetune == "full":
+        raise ConfigError(
+            "LMForecaster.finetune='full' cannot train with differential privacy: per-item "
+            "gradients of every encoder weight (22M for MiniLM, 118M for e5-small) would have "
+            "to be held per item at each step, and Opacus has no per-sample gradients for the "
+            "encoder's attention; got finetune='full' with dp_epsilon="
+            f"{settings.dp_epsilon:g}; use --finetune frozen or lora"
+        )
 
 
 def asdict_settings(settings: LMSettings) -> dict[str, Any]:

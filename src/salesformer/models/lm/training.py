@@ -38,6 +38,11 @@ from salesformer.models.lm.encoding import (
 )
 from salesformer.models.lm.plan import TrainingPlan
 from salesformer.models.lm.prediction import head_quantiles, tensors
+from salesformer.models.lm.private import (
+    check_private_context,
+    plan_privacy,
+    train_private,
+)
 from salesformer.models.lm.samples import (
     STATIC_FEATURES,
     Samples,
@@ -80,13 +85,18 @@ def train(model: LMForecaster, panel: Panel, context: TrainingContext | None = N
     }
     wide = Wide.from_panel(panel)
     model.context_ = int(model.context_length or default_context(panel.freq))
-    model.standardizer_ = Standardizer.learn(wide, panel, model.calendar_harmonics)
+    if model.private:
+        check_private_context(context)
+        model.standardizer_ = Standardizer.unlearned(panel, model.calendar_harmonics)
+    else:
+        model.standardizer_ = Standardizer.learn(wide, panel, model.calendar_harmonics)
+    plan = TrainingPlan.make(model, wide, panel.freq, hold_out=not model.private)
+    privacy = plan_privacy(model, len(plan.items)) if model.private else None  # before work
     texts = texts_for(panel.items, wide.item_ids)
     frozen = context.embeddings
     if frozen is None or len(frozen) != len(texts):
         frozen = base.encode(texts, cache_dir=model.cache_dir)
     model.tokens_ = base.tokenize(texts)
-    plan = TrainingPlan.make(model, wide, panel.freq)
     head = new_head(model, base.dim, plan.n_future)
     report: dict[str, Any] = {
         "encoder": model.encoder_info_,
@@ -97,10 +107,13 @@ def train(model: LMForecaster, panel: Panel, context: TrainingContext | None = N
         "validation_samples": len(plan.validation) if plan.validation is not None else 0,
     }
     log = TrainingLog(model.log_dir) if model.log_dir is not None else None
-    trainer = Trainer(model, plan, head, rng, log=log, context=context)
-    report["head"] = trainer.run(frozen_stage(model, head, torch.from_numpy(frozen)))
     encoder = None
-    if model.finetune != "frozen" and model.finetune_epochs > 0:
+    if privacy is not None:
+        encoder = train_private(model, plan, head, frozen, base, rng, privacy, report)
+    else:
+        trainer = Trainer(model, plan, head, rng, log=log, context=context)
+        report["head"] = trainer.run(frozen_stage(model, head, torch.from_numpy(frozen)))
+    if privacy is None and model.finetune != "frozen" and model.finetune_epochs > 0:
         encoder = trainable_encoder(model, base)
         stage = finetune_stage(model, head, encoder, model.tokens_, trainer.best_loss)
         report["finetune_stage"] = outcome = trainer.run(stage)

@@ -1,0 +1,201 @@
+"""Differentially private LM on Online Retail II: accuracy at epsilon 1, 4, 8 against no DP.
+
+The existing-item protocol of ``benchmarks.online_retail`` (its panel, horizon, cutoffs,
+evaluated series and metrics): the frozen-encoder LM without privacy, and the same LM trained
+with DP-SGD (one item's whole history as the privacy unit, see ``docs/privacy.md``) at each
+epsilon of ``--epsilons`` with ``--delta`` (default 1e-5), in one run, each fitted afresh at
+every cutoff. The private arms take the ``--dp-set`` settings on top (default: 256 items per
+step, 2 windows per item, 10 epochs: DP-SGD wants few, large steps); the non-private arm keeps
+the LM's defaults. Each private fit's spent epsilon, noise multiplier and steps are recorded
+per cutoff.
+
+The default is the full protocol (the four test cutoffs); ``--cutoffs validation`` or
+``--only 2011-05-02`` run fewer, and the results say which ran; ``--jobs 4`` runs the arms in
+parallel processes (their fit seconds then share the cores). Results:
+``<out>/privacy.{json,md}``.
+
+Usage::
+
+    python -m benchmarks.privacy [--cutoffs test|validation] [--only DATE,...]
+        [--epsilons 1,4,8] [--delta 1e-5] [--seed 0] [--threads 1] [--jobs 1]
+        [--dp-set KEY=VALUE ...]
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from benchmarks.harness import (
+    ONLINE_RETAIL,
+    RESULTS,
+    argument_parser,
+    machine_line,
+    online_retail_panel,
+    panel_cache_dir,
+    require_file,
+    write_results,
+)
+from benchmarks.online_retail import CUTOFF_SETS, HORIZON, build_model, parse_settings
+from salesformer.data.contract import CUTOFF, DATE, ITEM_ID, SALES
+from salesformer.evaluation.backtest import BacktestResult, series_facts
+from salesformer.evaluation.metrics import evaluate
+
+#: Settings of the private arms (on top of the LM's defaults); ``--dp-set`` overrides them.
+DP_SETTINGS: dict[str, Any] = {"batch_items": 256, "origins_per_item": 2, "head_epochs": 10}
+NON_PRIVATE = "LM-frozen"
+METRICS_SHOWN = ("wape", "wql", "mase", "coverage80")
+
+
+def arm_name(epsilon: float | None) -> str:
+    """``LM-frozen`` or ``LM-frozen-dp4``."""
+    return NON_PRIVATE if epsilon is None else f"{NON_PRIVATE}-dp{epsilon:g}"
+
+
+def run_arm(
+    panel: Any, cutoffs: list[pd.Timestamp], epsilon: float | None, args: Any
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Fit and forecast one arm at every cutoff: its forecast frame and per-cutoff facts."""
+    settings: dict[str, Any] = {}
+    if epsilon is not None:
+        settings = {**DP_SETTINGS, **args.dp_set, "dp_epsilon": epsilon, "dp_delta": args.delta}
+    name = arm_name(epsilon)
+    frames, facts = [], []
+    for cutoff in cutoffs:
+        model = build_model(NON_PRIVATE, args.seed, args.threads, settings)
+        series = series_facts(panel, cutoff, 13, 13)
+        start = time.perf_counter()
+        model.fit(panel.until(cutoff))
+        fit_seconds = time.perf_counter() - start
+        forecast = model.predict(HORIZON, future=panel.future_covariates(cutoff, HORIZON))
+        actual = panel.window(cutoff, HORIZON)
+        actual = actual.loc[actual[ITEM_ID].isin(series[ITEM_ID]), [ITEM_ID, DATE, SALES]]
+        forecast.columns = [
+            name + c[len(model.name) :] if c.startswith(model.name) else c for c in forecast.columns
+        ]
+        merged = actual.rename(columns={SALES: "y"}).merge(forecast, on=[ITEM_ID, DATE])
+        merged.insert(1, CUTOFF, cutoff)
+        frames.append(merged)
+        report = model.fit_report_
+        facts.append(
+            {
+                "arm": name,
+                "cutoff": str(cutoff.date()),
+                "fit_seconds": round(fit_seconds, 1),
+                "train_items": report.get("train_items"),
+                "head_epochs": report["head"]["epochs"],
+                "privacy": report.get("privacy"),
+            }
+        )
+        print(f"[{name} @ {cutoff.date()}] fit {fit_seconds:.0f} s", flush=True)
+    return pd.concat(frames, ignore_index=True), facts
+
+
+def _run_arm_alone(job: tuple[list[pd.Timestamp], float | None, Any]) -> Any:
+    """:func:`run_arm` in a worker process, which loads the (cached) panel itself."""
+    cutoffs, epsilon, args = job
+    panel, _, _ = online_retail_panel(args.source, cache=panel_cache_dir())
+    return run_arm(panel, cutoffs, epsilon, args)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The results as Markdown: accuracy per arm, then the privacy spent per cutoff."""
+    prov = report["provenance"]
+    lines = [
+        "# Differentially private LM on Online Retail II",
+        "",
+        f"Cutoffs run: {', '.join(report['cutoffs'])} ({report['cutoff_note']}); horizon "
+        f"{HORIZON} weeks; {report['cells']} evaluated cells; seed {report['seed']}; delta "
+        f"{report['delta']:g}; private arms' settings {report['dp_settings']}. Generated by "
+        f"`{prov.get('command', '?')}` at commit {prov.get('commit', '?')}.",
+        "",
+        "| arm | " + " | ".join(METRICS_SHOWN) + " |",
+        "|---|" + "---|" * len(METRICS_SHOWN),
+    ]
+    for row in report["overall"]:
+        cells = " | ".join(f"{row[m]:.3f}" for m in METRICS_SHOWN)
+        lines.append(f"| {row['model']} | {cells} |")
+    lines += [
+        "",
+        "## Privacy spent per fit",
+        "",
+        "| arm | cutoff | items | epsilon spent | noise multiplier | steps | fit s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for fit in report["fits"]:
+        p = fit["privacy"] or {}
+        lines.append(
+            f"| {fit['arm']} | {fit['cutoff']} | {fit['train_items']} | "
+            f"{p.get('epsilon', '-')} | {p.get('noise_multiplier', '-')} | "
+            f"{p.get('steps', '-')} | {fit['fit_seconds']} |"
+        )
+    lines += ["", f"Machine: {report['machine']}."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argument_parser(__doc__, __file__)
+    parser.add_argument("--source", type=Path, default=ONLINE_RETAIL)
+    parser.add_argument("--cutoffs", choices=("test", "validation"), default="test")
+    parser.add_argument("--only", default="", help="comma-separated cutoffs of the set to run")
+    parser.add_argument("--epsilons", default="1,4,8")
+    parser.add_argument("--delta", type=float, default=1e-5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per fit")
+    parser.add_argument("--jobs", type=int, default=1, help="arms run in parallel processes")
+    parser.add_argument("--dp-set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    args.dp_set = parse_settings(args.dp_set)
+    require_file(args.source)
+    chosen = list(CUTOFF_SETS[args.cutoffs])
+    if args.only:
+        only = [c.strip() for c in args.only.split(",") if c.strip()]
+        unknown = sorted(set(only) - set(chosen))
+        if unknown:
+            raise SystemExit(f"--only {unknown} not among the {args.cutoffs} cutoffs {chosen}")
+        chosen = only
+    cutoffs = [pd.Timestamp(c) for c in chosen]
+    epsilons = [float(e) for e in args.epsilons.split(",") if e.strip()]
+    panel, _, _ = online_retail_panel(args.source, cache=panel_cache_dir())
+    arms: list[float | None] = [None, *epsilons]
+    if args.jobs > 1:  # one process per arm: their fit seconds then share the cores
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            done = list(pool.map(_run_arm_alone, [(cutoffs, e, args) for e in arms]))
+    else:
+        done = [run_arm(panel, cutoffs, epsilon, args) for epsilon in arms]
+    frames = [frame for frame, _ in done]
+    fits = [fact for _, facts in done for fact in facts]
+    keys = [ITEM_ID, CUTOFF, DATE, "y"]
+    forecasts = frames[0]
+    for frame in frames[1:]:
+        forecasts = forecasts.merge(frame, on=keys, how="inner", validate="one_to_one")
+    series = pd.concat([series_facts(panel, c, 13, 13) for c in cutoffs], ignore_index=True)
+    names = [arm_name(e) for e in [None, *epsilons]]
+    scored = BacktestResult(forecasts, series, pd.DataFrame(), HORIZON, cutoffs).scored()
+    full = list(CUTOFF_SETS["test"])
+    note = "the full protocol" if chosen == full else f"not the full protocol ({full})"
+    report = {
+        "cutoffs": chosen,
+        "cutoff_note": note,
+        "seed": args.seed,
+        "jobs": args.jobs,
+        "delta": args.delta,
+        "epsilons": epsilons,
+        "dp_settings": {**DP_SETTINGS, **args.dp_set},
+        "cells": len(forecasts),
+        "overall": evaluate(scored, models=names).to_dict(orient="records"),
+        "per_cutoff": evaluate(scored, models=names, by=CUTOFF).to_dict(orient="records"),
+        "fits": fits,
+        "machine": machine_line(),
+    }
+    path = write_results("privacy", report, markdown, args.out, argv)
+    print(path.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()

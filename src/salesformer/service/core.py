@@ -14,7 +14,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -28,6 +28,7 @@ from salesformer.errors import ConfigError, DataValidationError
 from salesformer.forecasting.protocol import DEFAULT_QUANTILES, check_quantiles, quantile_column
 from salesformer.service.history import LiveHistory
 from salesformer.service.live import LiveForecast, LiveForecaster
+from salesformer.service.monitoring import Monitor, MonitorSettings, start_monitor
 from salesformer.service.store import Event, Store, open_store
 
 API_KEY_ENV = "SALESFORMER_API_KEY"
@@ -50,6 +51,10 @@ class ServiceConfig:
         max_body_bytes: larger request bodies are refused with 413.
         threads: torch threads for the forecasting head.
         forecast_cache: forecasts kept for unchanged items (LRU entries; 0 turns it off).
+        monitoring: accuracy monitoring of the served forecasts
+            (:mod:`salesformer.service.monitoring`).
+        stock_file: optional CSV or parquet of stock (``item_id, on_hand, lead_time``) for the
+            dashboard's overview (:mod:`salesformer.service.overview`).
     """
 
     model_dir: str | Path
@@ -59,6 +64,8 @@ class ServiceConfig:
     max_body_bytes: int = 1_048_576
     threads: int = 1
     forecast_cache: int = 4096
+    monitoring: MonitorSettings = field(default_factory=MonitorSettings)
+    stock_file: str | Path | None = None
 
     def check(self) -> ServiceConfig:
         """Raise :class:`ConfigError` for a setting out of range; return self."""
@@ -88,6 +95,7 @@ class ServiceConfig:
             )
         if not 1 <= self.threads <= 64:
             raise ConfigError(f"threads must be in [1, 64]; got {self.threads}")
+        self.monitoring.check()
         return self
 
 
@@ -125,6 +133,7 @@ class SalesService:
         self.history.add(store.iter_events())
         self.titles = _titles(live)
         self._cache: LRUCache[tuple[Any, ...], LiveForecast] = LRUCache(config.forecast_cache)
+        self.monitor: Monitor | None = start_monitor(config, live, self.history)
 
     @classmethod
     def start(cls, config: ServiceConfig, model: Any = None) -> SalesService:
@@ -158,6 +167,8 @@ class SalesService:
                 )
         stored = self.store.add_events(events)
         self.history.add(stored)
+        if self.monitor is not None:
+            self.monitor.observe(stored)
         return len(stored), len(events) - len(stored)
 
     def forecast(
@@ -180,6 +191,10 @@ class SalesService:
             return found
         result = self.live.forecast(item_id, state, clock, steps, levels)
         self._cache.put(key, result)
+        if self.monitor is not None:
+            self.monitor.record(
+                item_id, clock, result.dates, result.point, levels, result.quantiles
+            )
         return result
 
     def forecast_new(
@@ -326,6 +341,8 @@ class SalesService:
         return self.live.grid.date_of(self.history.clock)
 
     def close(self) -> None:
+        if self.monitor is not None:
+            self.monitor.close()
         self.store.close()
 
 

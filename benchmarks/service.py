@@ -11,7 +11,11 @@ every commit synced) as a user would, then measures from client threads on the s
   every item;
 * event ingestion (``POST /events``), batches of 100 new events from 1 and 4 clients: events
   stored per second;
-* errors: any non-200 answer or transport failure, for each phase.
+* errors: any non-200 answer or transport failure, for each phase;
+* accuracy monitoring (issue 19): every phase runs twice in the same benchmark run, on a server
+  started with ``--no-monitor`` and on one with monitoring on (the default: each served
+  forecast recorded once per item and origin, scored as events arrive), in the order off, on,
+  so forecast p99 and events/s can be compared.
 
 Targets (issue 5): p99 under 50 ms at 8 clients, at least 2,000 events/s, zero errors.
 
@@ -24,6 +28,7 @@ numbers are for client and server together.
 Results: ``benchmarks/results/service.json`` and ``.md``. Usage::
 
     python -m benchmarks.service [--model DIR] [--requests 1200] [--batches 60]
+        [--monitoring both|on|off]
 """
 
 from __future__ import annotations
@@ -71,11 +76,14 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_server(model: Path, db: Path, port: int, cache: int) -> subprocess.Popen[str]:
+def start_server(
+    model: Path, db: Path, port: int, cache: int, monitor: bool = True
+) -> subprocess.Popen[str]:
     env = {**os.environ, "SALESFORMER_API_KEY": API_KEY}
     command = [
         sys.executable, "-m", "salesformer.cli.main", "serve", "--model", str(model),
         "--db", str(db), "--port", str(port), "--forecast-cache", str(cache),
+        "--monitor" if monitor else "--no-monitor",
     ]  # fmt: skip
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
@@ -187,15 +195,23 @@ def latency_row(clients: int, latencies: list[float], wall: float, errors: int) 
 
 
 def measure(
-    model: Path, work: Path, cache: int, requests: int, batches: int, ingest: bool
+    model: Path,
+    work: Path,
+    cache: int,
+    requests: int,
+    batches: int,
+    ingest: bool,
+    monitor: bool = True,
 ) -> dict[str, Any]:
     """Start a server with ``--forecast-cache cache`` and run the phases against it."""
-    rng = random.Random(cache)
+    rng = random.Random(cache)  # the same requests and events with monitoring on and off
     port = free_port()
     started = time.perf_counter()
-    server = start_server(model, work / f"events-{cache}.db", port, cache)
+    label = f"{cache}-{'on' if monitor else 'off'}"
+    server = start_server(model, work / f"events-{label}.db", port, cache, monitor)
     out: dict[str, Any] = {
         "forecast_cache": cache,
+        "monitoring": monitor,
         "server_start_seconds": round(time.perf_counter() - started, 1),
     }
     try:
@@ -210,7 +226,7 @@ def measure(
                 clients, *run_clients(clients, port, forecast_jobs(items, requests, rng))
             )
             out["forecasts"].append(row)
-            print(f"cache {cache}: forecasts {row}")
+            print(f"cache {label}: forecasts {row}")
         if not ingest:
             return out
         clock = pd.Timestamp(health["clock"])
@@ -229,13 +245,20 @@ def measure(
                 "errors": errors,
             }
             out["ingestion"].append(row)
-            print(f"cache {cache}: ingestion {row}")
+            print(f"cache {label}: ingestion {row}")
         out["events_stored"] = int(json.loads(request("GET", port, "/health")[1])["events"])
         out["events_sent"] = sum(row["batches"] for row in out["ingestion"]) * BATCH
         # every item has new events now: each first request per item recomputes
         jobs = forecast_jobs(items, requests, rng)
         out["forecasts_after_events"] = latency_row(8, *run_clients(8, port, jobs))
-        print(f"cache {cache}: after events {out['forecasts_after_events']}")
+        print(f"cache {label}: after events {out['forecasts_after_events']}")
+        if monitor:
+            status, body = request("GET", port, "/monitoring")
+            report = json.loads(body) if status == 200 else {}
+            out["monitoring_report"] = {
+                "recorded_cells": report.get("recorded_cells"),
+                "scored_cells": report.get("windows", [{}])[0].get("overall", {}).get("cells"),
+            }
         return out
     finally:
         server.terminate()
@@ -247,6 +270,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, default=None, help="a fitted LM folder")
     parser.add_argument("--requests", type=int, default=1200, help="forecasts per level")
     parser.add_argument("--batches", type=int, default=60, help="event batches per level")
+    parser.add_argument(
+        "--monitoring",
+        choices=("both", "on", "off"),
+        default="both",
+        help="servers with accuracy monitoring off and on (both, the default), or one of them",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="salesformer-bench-"))
@@ -257,9 +286,15 @@ def main(argv: list[str] | None = None) -> None:
         fit_default_model(model)
         print(f"fitted the benchmark LM in {time.perf_counter() - started:.0f} s")
     load_before = os.getloadavg()
-    uncached = measure(model, work, 0, args.requests, args.batches, ingest=False)
-    cached = measure(model, work, 4096, args.requests, args.batches, ingest=True)
-    rows = [*uncached["forecasts"], *cached["forecasts"], cached["forecasts_after_events"]]
+    modes = {"both": (False, True), "on": (True,), "off": (False,)}[args.monitoring]
+    runs = []
+    for cache, ingest in ((0, False), (4096, True)):
+        for monitor in modes:
+            runs.append(measure(model, work, cache, args.requests, args.batches, ingest, monitor))
+    uncached, cached = runs[len(modes) - 1], runs[-1]  # monitoring on when it ran
+    rows = [row for run in runs for row in run["forecasts"]]
+    rows += [run["forecasts_after_events"] for run in runs if "forecasts_after_events" in run]
+    ingestion = [row for run in runs for row in run.get("ingestion", [])]
     eight = next(row for row in cached["forecasts"] if row["clients"] == 8)
     result = {
         "benchmark": "salesformer serve, loopback, one uvicorn process, SQLite (WAL, FULL sync)",
@@ -267,7 +302,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.model
         else "LM frozen all-MiniLM-L6-v2, default head, synthetic 200 items x 104 weeks",
         "items": cached["items"],
-        "runs": [uncached, cached],
+        "runs": runs,
+        "monitoring_effect": monitoring_effect(runs),
         "targets": {
             "p99_under_50ms_at_8_clients": eight["p99_ms"] < 50,
             "p99_under_50ms_at_8_clients_without_cache": next(
@@ -278,8 +314,8 @@ def main(argv: list[str] | None = None) -> None:
                 r["events_per_second"] for r in cached["ingestion"]
             )
             >= 2000,
-            "zero_errors": all(r["errors"] == 0 for r in [*rows, *cached["ingestion"]])
-            and cached["events_stored"] == cached["events_sent"],
+            "zero_errors": all(r["errors"] == 0 for r in [*rows, *ingestion])
+            and all(r["events_stored"] == r["events_sent"] for r in runs if "ingestion" in r),
         },
         "machine": {
             **machine(),
@@ -294,6 +330,44 @@ def main(argv: list[str] | None = None) -> None:
     print(page)
 
 
+def monitoring_effect(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Monitoring off against on, per cache setting and phase (only when both ran)."""
+    out = []
+    for cache in sorted({run["forecast_cache"] for run in runs}):
+        pair = {run["monitoring"]: run for run in runs if run["forecast_cache"] == cache}
+        if set(pair) != {False, True}:
+            continue
+        off, on = pair[False], pair[True]
+        for row_off, row_on in zip(off["forecasts"], on["forecasts"], strict=True):
+            out.append(
+                {
+                    "forecast_cache": cache,
+                    "phase": f"forecasts, {row_on['clients']} clients",
+                    "p99_ms_off": row_off["p99_ms"],
+                    "p99_ms_on": row_on["p99_ms"],
+                }
+            )
+        if "ingestion" in on:
+            for row_off, row_on in zip(off["ingestion"], on["ingestion"], strict=True):
+                out.append(
+                    {
+                        "forecast_cache": cache,
+                        "phase": f"ingestion, {row_on['clients']} clients",
+                        "events_per_second_off": row_off["events_per_second"],
+                        "events_per_second_on": row_on["events_per_second"],
+                    }
+                )
+            out.append(
+                {
+                    "forecast_cache": cache,
+                    "phase": "forecasts after events, 8 clients",
+                    "p99_ms_off": off["forecasts_after_events"]["p99_ms"],
+                    "p99_ms_on": on["forecasts_after_events"]["p99_ms"],
+                }
+            )
+    return out
+
+
 def markdown(result: dict[str, Any]) -> str:
     host = result["machine"]
     lines = [
@@ -306,36 +380,68 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "Known-item forecasts (`GET /items/{id}/forecast`, random items, quantiles 0.1,0.5,0.9):",
         "",
-        "| forecast cache | clients | requests | p50 ms | p99 ms | requests/s | errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| forecast cache | monitoring | clients | requests | p50 ms | p99 ms | requests/s "
+        "| errors |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for run in result["runs"]:
         label = "off (every request runs the head)" if run["forecast_cache"] == 0 else "on"
+        monitor = "on" if run.get("monitoring", True) else "off"
         for row in run["forecasts"]:
             lines.append(
-                f"| {label} | {row['clients']} | {row['requests']} | {row['p50_ms']} | "
-                f"{row['p99_ms']} | {row['throughput_rps']} | {row['errors']} |"
+                f"| {label} | {monitor} | {row['clients']} | {row['requests']} | "
+                f"{row['p50_ms']} | {row['p99_ms']} | {row['throughput_rps']} | {row['errors']} |"
             )
-    cached = result["runs"][-1]
-    row = cached["forecasts_after_events"]
+        row = run.get("forecasts_after_events")
+        if row:
+            lines.append(
+                f"| on, after events reached every item | {monitor} | {row['clients']} | "
+                f"{row['requests']} | {row['p50_ms']} | {row['p99_ms']} | "
+                f"{row['throughput_rps']} | {row['errors']} |"
+            )
     lines += [
-        f"| on, after events reached every item | {row['clients']} | {row['requests']} | "
-        f"{row['p50_ms']} | {row['p99_ms']} | {row['throughput_rps']} | {row['errors']} |",
         "",
         "Event ingestion (`POST /events`, batches of 100 new events):",
         "",
-        "| clients | batches | events/s | batch p50 ms | batch p99 ms | errors |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| monitoring | clients | batches | events/s | batch p50 ms | batch p99 ms | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for row in cached["ingestion"]:
-        lines.append(
-            f"| {row['clients']} | {row['batches']} | {row['events_per_second']:.0f} | "
-            f"{row['batch_p50_ms']} | {row['batch_p99_ms']} | {row['errors']} |"
-        )
+    for run in result["runs"]:
+        monitor = "on" if run.get("monitoring", True) else "off"
+        for row in run.get("ingestion", []):
+            lines.append(
+                f"| {monitor} | {row['clients']} | {row['batches']} | "
+                f"{row['events_per_second']:.0f} | {row['batch_p50_ms']} | "
+                f"{row['batch_p99_ms']} | {row['errors']} |"
+            )
+    effect = result.get("monitoring_effect", [])
+    if effect:
+        lines += [
+            "",
+            "Accuracy monitoring off against on (same run, servers started one after the other):",
+            "",
+            "| forecast cache | phase | off | on |",
+            "| ---: | --- | ---: | ---: |",
+        ]
+        for row in effect:
+            if "p99_ms_off" in row:
+                values = f"p99 {row['p99_ms_off']} ms | p99 {row['p99_ms_on']} ms"
+            else:
+                values = (
+                    f"{row['events_per_second_off']:.0f} events/s | "
+                    f"{row['events_per_second_on']:.0f} events/s"
+                )
+            lines.append(f"| {row['forecast_cache']} | {row['phase']} | {values} |")
+    stored = [run for run in result["runs"] if "events_sent" in run]
     lines += [
         "",
-        f"Events stored {cached['events_stored']} of {cached['events_sent']} sent. "
-        f"Targets: {json.dumps(result['targets'])}.",
+        "Events stored: "
+        + ", ".join(
+            f"{r['events_stored']} of {r['events_sent']} sent "
+            f"(monitoring {'on' if r.get('monitoring', True) else 'off'})"
+            for r in stored
+        )
+        + f". Targets: {json.dumps(result['targets'])}.",
         "",
     ]
     return "\n".join(lines)

@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import shutil
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -328,3 +329,35 @@ def test_serve_refuses_bad_monitoring_options_in_one_line(
         assert "Traceback" not in error
         last = error.splitlines()[-1]
         assert last.startswith("error: ") and message in last
+
+
+# -- the served-forecasts table ---------------------------------------------------------------
+
+
+def test_served_log_keeps_the_first_forecast_of_a_key(
+    store_location: Callable[[], str],
+) -> None:
+    from salesformer.service.served_log import ServedRow, open_served_log
+    from salesformer.service.store import open_store
+
+    location = store_location()
+    store = open_store(location)  # the events table and the served forecasts, side by side
+    log = open_served_log(location)
+    try:
+
+        def row(version: str, date: str, point: float, q10: float | None) -> ServedRow:
+            return ServedRow(version, "a/b", "2024-01-01", date, point, q10, None, "{}", "t")
+
+        log.add([row("v1", "2024-01-08", 3.0, 1.0), row("v2", "2024-01-08", 9.0, None)])
+        log.add([row("v1", "2024-01-08", 5.0, 2.0), row("v1", "2024-01-15", 4.0, None)])
+        kept = sorted(log.rows("v1"), key=lambda r: r.date)
+        assert [(r.date, r.point, r.q10, r.q90) for r in kept] == [
+            ("2024-01-08", 3.0, 1.0, None),
+            ("2024-01-15", 4.0, None, None),
+        ]
+        assert [r.point for r in log.rows("v2")] == [9.0]
+        assert log.rows("v3") == []
+        assert store.count_events() == 0
+    finally:
+        log.close()
+        store.close()

@@ -12,10 +12,12 @@ every commit synced) as a user would, then measures from client threads on the s
 * event ingestion (``POST /events``), batches of 100 new events from 1 and 4 clients: events
   stored per second;
 * errors: any non-200 answer or transport failure, for each phase;
-* accuracy monitoring (issue 19): every phase runs twice in the same benchmark run, on a server
-  started with ``--no-monitor`` and on one with monitoring on (the default: each served
-  forecast recorded once per item and origin, scored as events arrive), in the order off, on,
-  so forecast p99 and events/s can be compared.
+* accuracy monitoring (issue 19): two servers run side by side, one started with
+  ``--no-monitor`` and one with monitoring on (the default: each served forecast recorded once
+  per item and origin, scored as events arrive); every phase sends the same requests to one,
+  then the other, so forecast p99 and events/s can be compared within the same minutes.
+  Events are dated over the 20 days after the clock, so forecast periods close and the
+  monitor scores while events arrive.
 
 Targets (issue 5): p99 under 50 ms at 8 clients, at least 2,000 events/s, zero errors.
 
@@ -56,6 +58,9 @@ API_KEY = "benchmark-key-0123456789"
 CONCURRENCY = (1, 8, 32)
 INGEST_CLIENTS = (1, 4)
 BATCH = 100
+#: Events are dated over the 20 days after the clock: the clock moves two weeks, closing
+#: forecast periods, so that with monitoring on the monitor scores during ingestion.
+SPREAD = 60 * 24 * 20
 
 
 def fit_default_model(folder: Path) -> None:
@@ -171,7 +176,7 @@ def event_jobs(
             {
                 "event_id": f"{tag}-{b}-{j}",
                 "item_id": rng.choice(items),
-                "timestamp": (start + timedelta(minutes=rng.randrange(0, 60 * 24 * 6))).isoformat(),
+                "timestamp": (start + timedelta(minutes=rng.randrange(0, SPREAD))).isoformat(),
                 "quantity": rng.randrange(1, 5),
                 "price": round(rng.uniform(2, 20), 2),
                 "order_id": f"o{b}-{j // 3}",
@@ -201,68 +206,107 @@ def measure(
     requests: int,
     batches: int,
     ingest: bool,
-    monitor: bool = True,
-) -> dict[str, Any]:
-    """Start a server with ``--forecast-cache cache`` and run the phases against it."""
-    rng = random.Random(cache)  # the same requests and events with monitoring on and off
-    port = free_port()
-    started = time.perf_counter()
-    label = f"{cache}-{'on' if monitor else 'off'}"
-    server = start_server(model, work / f"events-{label}.db", port, cache, monitor)
-    out: dict[str, Any] = {
-        "forecast_cache": cache,
-        "monitoring": monitor,
-        "server_start_seconds": round(time.perf_counter() - started, 1),
-    }
+    monitors: tuple[bool, ...] = (True,),
+) -> list[dict[str, Any]]:
+    """Start one server per monitoring setting (``--forecast-cache cache``), run the phases.
+
+    The servers run side by side; each phase sends the same requests (or events) to one
+    server, then to the next, so that a change in the machine's load between phases hits both
+    settings alike.
+    """
+    rng = random.Random(cache)
+    ports = {monitor: free_port() for monitor in monitors}
+    outs: dict[bool, dict[str, Any]] = {}
+    servers = []
     try:
-        health = json.loads(request("GET", port, "/health")[1])
-        found = json.loads(request("GET", port, "/items?limit=1000")[1])
+        for monitor in monitors:
+            started = time.perf_counter()
+            db = work / f"events-{cache}-{'on' if monitor else 'off'}.db"
+            servers.append(start_server(model, db, ports[monitor], cache, monitor))
+            outs[monitor] = {
+                "forecast_cache": cache,
+                "monitoring": monitor,
+                "server_start_seconds": round(time.perf_counter() - started, 1),
+                "forecasts": [],
+            }
+        health = json.loads(request("GET", ports[monitors[0]], "/health")[1])
+        found = json.loads(request("GET", ports[monitors[0]], "/items?limit=1000")[1])
         items = [row["item_id"] for row in found["items"]]
-        out["items"] = len(items)
-        run_clients(4, port, forecast_jobs(items, 100, rng))  # warm-up
-        out["forecasts"] = []
+        warm_up = forecast_jobs(items, 100, rng)
+        for monitor in monitors:
+            outs[monitor]["items"] = len(items)
+            run_clients(4, ports[monitor], warm_up)
+
+        def each(label: str, key: str, jobs: list[Any], row_of: Any) -> None:
+            for monitor in monitors:
+                row = row_of(*run_clients(clients, ports[monitor], jobs))
+                if key == "forecasts" or key == "ingestion":
+                    outs[monitor].setdefault(key, []).append(row)
+                else:
+                    outs[monitor][key] = row
+                print(f"cache {cache}, monitoring {'on' if monitor else 'off'}: {label} {row}")
+
         for clients in CONCURRENCY:
-            row = latency_row(
-                clients, *run_clients(clients, port, forecast_jobs(items, requests, rng))
+            each(
+                "forecasts",
+                "forecasts",
+                forecast_jobs(items, requests, rng),
+                lambda *r, c=clients: latency_row(c, *r),
             )
-            out["forecasts"].append(row)
-            print(f"cache {label}: forecasts {row}")
         if not ingest:
-            return out
+            return [outs[m] for m in monitors]
         clock = pd.Timestamp(health["clock"])
-        out["ingestion"] = []
         for clients in INGEST_CLIENTS:
             jobs = event_jobs(items, clock, batches, f"c{clients}", rng)
-            latencies, wall, errors = run_clients(clients, port, jobs)
-            ms = np.asarray(latencies) * 1000
-            row = {
-                "clients": clients,
-                "batches": len(jobs),
-                "batch_size": BATCH,
-                "events_per_second": round(len(jobs) * BATCH / wall, 0),
-                "batch_p50_ms": round(float(np.percentile(ms, 50)), 2),
-                "batch_p99_ms": round(float(np.percentile(ms, 99)), 2),
-                "errors": errors,
-            }
-            out["ingestion"].append(row)
-            print(f"cache {label}: ingestion {row}")
-        out["events_stored"] = int(json.loads(request("GET", port, "/health")[1])["events"])
-        out["events_sent"] = sum(row["batches"] for row in out["ingestion"]) * BATCH
+            each(
+                "ingestion",
+                "ingestion",
+                jobs,
+                lambda *r, c=clients, n=len(jobs): ingest_row(c, n, *r),
+            )
+        for monitor in monitors:
+            out = outs[monitor]
+            health = json.loads(request("GET", ports[monitor], "/health")[1])
+            out["events_stored"] = int(health["events"])
+            out["events_sent"] = sum(row["batches"] for row in out["ingestion"]) * BATCH
         # every item has new events now: each first request per item recomputes
-        jobs = forecast_jobs(items, requests, rng)
-        out["forecasts_after_events"] = latency_row(8, *run_clients(8, port, jobs))
-        print(f"cache {label}: after events {out['forecasts_after_events']}")
-        if monitor:
-            status, body = request("GET", port, "/monitoring")
-            report = json.loads(body) if status == 200 else {}
-            out["monitoring_report"] = {
-                "recorded_cells": report.get("recorded_cells"),
-                "scored_cells": report.get("windows", [{}])[0].get("overall", {}).get("cells"),
-            }
-        return out
+        clients = 8
+        each(
+            "after events",
+            "forecasts_after_events",
+            forecast_jobs(items, requests, rng),
+            lambda *r: latency_row(8, *r),
+        )
+        for monitor in monitors:
+            if monitor:
+                status, body = request("GET", ports[monitor], "/monitoring")
+                report = json.loads(body) if status == 200 else {}
+                window = report.get("windows", [{}])[0]
+                outs[monitor]["monitoring_report"] = {
+                    "recorded_cells": report.get("recorded_cells"),
+                    "scored_through": report.get("scored_through"),
+                    "scored_cells_last_window": window.get("overall", {}).get("cells"),
+                }
+        return [outs[m] for m in monitors]
     finally:
-        server.terminate()
-        server.wait(30)
+        for server in servers:
+            server.terminate()
+            server.wait(30)
+
+
+def ingest_row(
+    clients: int, batches: int, latencies: list[float], wall: float, errors: int
+) -> dict[str, Any]:
+    ms = np.asarray(latencies) * 1000
+    return {
+        "clients": clients,
+        "batches": batches,
+        "batch_size": BATCH,
+        "events_per_second": round(batches * BATCH / wall, 0),
+        "batch_p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "batch_p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "errors": errors,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -289,8 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     modes = {"both": (False, True), "on": (True,), "off": (False,)}[args.monitoring]
     runs = []
     for cache, ingest in ((0, False), (4096, True)):
-        for monitor in modes:
-            runs.append(measure(model, work, cache, args.requests, args.batches, ingest, monitor))
+        runs += measure(model, work, cache, args.requests, args.batches, ingest, modes)
     uncached, cached = runs[len(modes) - 1], runs[-1]  # monitoring on when it ran
     rows = [row for run in runs for row in run["forecasts"]]
     rows += [run["forecasts_after_events"] for run in runs if "forecasts_after_events" in run]
@@ -418,7 +461,8 @@ def markdown(result: dict[str, Any]) -> str:
     if effect:
         lines += [
             "",
-            "Accuracy monitoring off against on (same run, servers started one after the other):",
+            "Accuracy monitoring off against on (same run: two servers side by side, each "
+            "phase sent to one, then the other):",
             "",
             "| forecast cache | phase | off | on |",
             "| ---: | --- | ---: | ---: |",

@@ -17,7 +17,10 @@ every commit synced) as a user would, then measures from client threads on the s
   per item and origin, scored as events arrive); every phase sends the same requests to one,
   then the other, so forecast p99 and events/s can be compared within the same minutes.
   Events are dated over the 20 days after the clock, so forecast periods close and the
-  monitor scores while events arrive.
+  monitor scores while events arrive. Then, in one process (no HTTP, no client threads), two
+  services over the same model with the forecast cache off, monitoring off and on, each
+  forecast and each batch of events sent to one then the other (alternating which goes
+  first): what monitoring adds to a call, with the machine's load hitting both alike.
 
 Targets (issue 5): p99 under 50 ms at 8 clients, at least 2,000 events/s, zero errors.
 
@@ -45,7 +48,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -309,6 +312,100 @@ def ingest_row(
     }
 
 
+AB_LEVELS = (0.1, 0.5, 0.9)
+
+
+def _ab_stats(seconds: list[float]) -> dict[str, float]:
+    ms = np.asarray(seconds) * 1000
+    pick = {"p50_ms": np.percentile(ms, 50), "p99_ms": np.percentile(ms, 99), "mean_ms": ms.mean()}
+    return {key: round(float(value), 3) for key, value in pick.items()}
+
+
+def in_process_ab(model_dir: Path, work: Path, forecasts: int, batches: int) -> dict[str, Any]:
+    """Forecast latency and ingestion rate with monitoring off and on, alternating per call."""
+    from salesformer.models.persist import load_model
+    from salesformer.service.core import SalesService, ServiceConfig
+    from salesformer.service.monitoring import MonitorSettings
+    from salesformer.service.store import Event
+
+    model = load_model(model_dir)
+    services = {
+        monitor: SalesService.start(
+            ServiceConfig(
+                model_dir=model_dir,
+                db=str(work / f"ab-{'on' if monitor else 'off'}.db"),
+                forecast_cache=0,
+                monitoring=MonitorSettings(enabled=monitor),
+            ),
+            model,
+        )
+        for monitor in (False, True)
+    }
+    try:
+        items = list(services[True].live.item_ids)
+        rng = random.Random(7)
+        latency: dict[bool, list[float]] = {False: [], True: []}
+        for i in range(forecasts):
+            item = rng.choice(items)
+            for monitor in (False, True) if i % 2 == 0 else (True, False):
+                started = time.perf_counter()
+                services[monitor].forecast(item, None, AB_LEVELS)
+                latency[monitor].append(time.perf_counter() - started)
+        clock = datetime.combine(services[True].clock_date(), datetime.min.time())
+        ingest: dict[bool, float] = {False: 0.0, True: 0.0}
+        for b in range(batches):
+            batch = [
+                Event(
+                    f"ab-{b}-{j}",
+                    rng.choice(items),
+                    clock + timedelta(minutes=rng.randrange(0, 60 * 24 * 20)),
+                    float(rng.randrange(1, 5)),
+                    round(rng.uniform(2, 20), 2),
+                )
+                for j in range(100)
+            ]
+            for monitor in (False, True) if b % 2 == 0 else (True, False):
+                started = time.perf_counter()
+                services[monitor].ingest(batch)
+                ingest[monitor] += time.perf_counter() - started
+        monitor: Any = services[True].monitor
+        monitor.flush()
+        report = monitor.report()
+        return {
+            "what": "in one process, forecast cache off, monitoring off / on alternating per call",
+            "forecasts_per_setting": forecasts,
+            "forecast_off": _ab_stats(latency[False]),
+            "forecast_on": _ab_stats(latency[True]),
+            "event_batches_per_setting": batches,
+            "events_per_second_off": round(batches * 100 / ingest[False], 0),
+            "events_per_second_on": round(batches * 100 / ingest[True], 0),
+            "recorded_cells": report["recorded_cells"],
+            "scored_cells_last_window": report["windows"][0]["overall"]["cells"],
+        }
+    finally:
+        for service in services.values():
+            service.close()
+
+
+def ab_markdown(result: dict[str, Any]) -> list[str]:
+    """Lines of the results page."""
+    off, on = result["forecast_off"], result["forecast_on"]
+    return [
+        "",
+        f"In one process ({result['what']}; {result['forecasts_per_setting']} forecasts and "
+        f"{result['event_batches_per_setting']} batches of 100 events per setting; "
+        f"{result['recorded_cells']} forecast cells recorded, "
+        f"{result['scored_cells_last_window']} scored in the last window):",
+        "",
+        "| monitoring | forecast p50 ms | forecast p99 ms | forecast mean ms | events/s |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        f"| off | {off['p50_ms']} | {off['p99_ms']} | {off['mean_ms']} | "
+        f"{result['events_per_second_off']:.0f} |",
+        f"| on | {on['p50_ms']} | {on['p99_ms']} | {on['mean_ms']} | "
+        f"{result['events_per_second_on']:.0f} |",
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argument_parser(__doc__, __file__)
     parser.add_argument("--model", type=Path, default=None, help="a fitted LM folder")
@@ -334,6 +431,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = []
     for cache, ingest in ((0, False), (4096, True)):
         runs += measure(model, work, cache, args.requests, args.batches, ingest, modes)
+    ab = in_process_ab(model, work, args.requests, args.batches) if len(modes) == 2 else None
     uncached, cached = runs[len(modes) - 1], runs[-1]  # monitoring on when it ran
     rows = [row for run in runs for row in run["forecasts"]]
     rows += [run["forecasts_after_events"] for run in runs if "forecasts_after_events" in run]
@@ -347,6 +445,7 @@ def main(argv: list[str] | None = None) -> None:
         "items": cached["items"],
         "runs": runs,
         "monitoring_effect": monitoring_effect(runs),
+        "monitoring_in_process": ab,
         "targets": {
             "p99_under_50ms_at_8_clients": eight["p99_ms"] < 50,
             "p99_under_50ms_at_8_clients_without_cache": next(
@@ -476,6 +575,8 @@ def markdown(result: dict[str, Any]) -> str:
                     f"{row['events_per_second_on']:.0f} events/s"
                 )
             lines.append(f"| {row['forecast_cache']} | {row['phase']} | {values} |")
+    if result.get("monitoring_in_process"):
+        lines += ab_markdown(result["monitoring_in_process"])
     stored = [run for run in result["runs"] if "events_sent" in run]
     lines += [
         "",

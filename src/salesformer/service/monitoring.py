@@ -168,6 +168,19 @@ class _Cell:
     q90: float | None
 
 
+@dataclass(frozen=True)
+class _Served:
+    """A served forecast waiting for the background thread."""
+
+    item_id: str
+    clock: int
+    first: int
+    point: np.ndarray
+    levels: tuple[float, ...]
+    quantiles: np.ndarray
+    at: str
+
+
 @dataclass
 class _State:
     stamp: tuple[int, int, int] = (-1, -1, -1)
@@ -211,7 +224,7 @@ class Monitor:
         self._late = 0
         self._closed = -1  # the last closed period when the report was computed
         self._state = _State()
-        self._queue: queue.Queue[list[ServedRow] | str | None] = queue.Queue()
+        self._queue: queue.Queue[_Served | str | None] = queue.Queue()
         for row in log.rows(version) if log is not None else []:
             self._keep(row)
         self._writer = threading.Thread(target=self._write, name="monitor-writer", daemon=True)
@@ -234,38 +247,57 @@ class Monitor:
         levels: Sequence[float],
         quantiles: np.ndarray,
     ) -> None:
-        """Keep a served forecast (once per item, origin and horizon)."""
+        """Keep a served forecast (once per item, origin and horizon).
+
+        On the request's path only the in-memory cells are added; the rows for the store
+        (dates as text, quantiles as JSON) are made by the background thread.
+        """
         key = (item_id, clock, len(dates))
         if key in self._seen:
             return
-        origin = self.grid.date_of(clock).isoformat()
-        now = datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
         where = {round(float(q), 6): i for i, q in enumerate(levels)}
         low, high = where.get(0.1), where.get(0.9)
-        rows = []
-        for step, day in enumerate(dates):
-            values = quantiles[step]
-            rows.append(
-                ServedRow(
-                    self.version,
-                    item_id,
-                    origin,
-                    day.date().isoformat(),
-                    float(point[step]),
-                    None if low is None else float(values[low]),
-                    None if high is None else float(values[high]),
-                    json.dumps({f"{q:g}": float(v) for q, v in zip(levels, values, strict=True)}),
-                    now,
-                )
-            )
+        first = self.grid.index(dates[0].to_pydatetime())  # the dates follow the grid
         with self._lock:
             if key in self._seen:
                 return
             self._seen.add(key)
-            for row in rows:
-                self._keep(row)
+            for step in range(len(dates)):
+                cell = (item_id, clock, first + step)
+                if cell not in self._cells:
+                    self._cells[cell] = _Cell(
+                        float(point[step]),
+                        None if low is None else float(quantiles[step, low]),
+                        None if high is None else float(quantiles[step, high]),
+                    )
+                    self._targets.add(first + step)
         if self._log is not None:
-            self._queue.put(rows)
+            now = datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
+            self._queue.put(_Served(item_id, clock, first, point, tuple(levels), quantiles, now))
+
+    def _rows(self, served: _Served) -> list[ServedRow]:
+        """The store's rows of one served forecast."""
+        where = {round(float(q), 6): i for i, q in enumerate(served.levels)}
+        low, high = where.get(0.1), where.get(0.9)
+        origin = self.grid.date_of(served.clock).isoformat()
+        rows = []
+        for step, values in enumerate(served.quantiles):
+            rows.append(
+                ServedRow(
+                    self.version,
+                    served.item_id,
+                    origin,
+                    self.grid.date_of(served.first + step).isoformat(),
+                    float(served.point[step]),
+                    None if low is None else float(values[low]),
+                    None if high is None else float(values[high]),
+                    json.dumps(
+                        {f"{q:g}": float(v) for q, v in zip(served.levels, values, strict=True)}
+                    ),
+                    served.at,
+                )
+            )
+        return rows
 
     def observe(self, events: Sequence[Event]) -> None:
         """After events are stored: rescore (in the background) when they change the scores."""
@@ -289,18 +321,25 @@ class Monitor:
 
     def _write(self) -> None:
         while True:
-            item = self._queue.get()
+            items = [self._queue.get()]
+            while True:  # everything pending goes in one transaction
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
             try:
-                if item is None:
-                    return
-                if item == "score":
+                rows = [r for i in items if isinstance(i, _Served) for r in self._rows(i)]
+                if rows and self._log is not None:
+                    self._log.add(rows)
+                if any(isinstance(i, str) for i in items):  # "score"
                     self.report()
-                elif self._log is not None and not isinstance(item, str):
-                    self._log.add(item)
             except Exception:  # the thread must live on; the log says what failed
                 LOG.exception("accuracy monitor: background work failed")
             finally:
-                self._queue.task_done()
+                for _ in items:
+                    self._queue.task_done()
+            if any(i is None for i in items):
+                return
 
     def report(self) -> dict[str, Any]:
         """Everything the monitor knows, JSON-ready; recomputed only when it can have changed."""

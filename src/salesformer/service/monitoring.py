@@ -19,7 +19,9 @@ report says "no backtest". A firing alert logs one warning (and one info line wh
 turns ``/health`` to ``degraded`` with the reason, and sets ``salesformer_accuracy_alert``.
 
 Scores are recomputed only when something can change them: the clock moved, an event landed
-in a closed period that was forecast, or a forecast with closed periods was recorded.
+in a closed period that was forecast, or a forecast with closed periods was recorded; a read
+rescores at once, the background thread (which logs the alert) at most every
+:data:`RESCORE_SECONDS`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,6 +61,9 @@ if TYPE_CHECKING:
     from salesformer.service.live import LiveForecaster
 
 LOG = logging.getLogger("salesformer.service.monitoring")
+#: The background thread rescores (for the alert's log line) at most this often; reads
+#: (``/monitoring``, ``/metrics``, ``/health``) rescore at once when something changed.
+RESCORE_SECONDS = 5.0
 BACKTEST_FILE = "metrics.json"
 
 
@@ -312,16 +318,22 @@ class Monitor:
             self._queue.put("score")
 
     def flush(self) -> None:
-        """Wait until every recorded forecast is written and pending rescoring is done."""
+        """Wait until every recorded forecast is written, then bring the scores up to date."""
         self._queue.join()
+        self.report()
 
     def close(self) -> None:
         self._queue.put(None)
         self._writer.join(30)
 
     def _write(self) -> None:
+        pending, last = False, -RESCORE_SECONDS  # a rescore asked for; when the last ran
         while True:
-            items = [self._queue.get()]
+            wait = None if not pending else max(0.0, last + RESCORE_SECONDS - time.monotonic())
+            try:
+                items = [self._queue.get(timeout=wait)]
+            except queue.Empty:
+                items = []
             while True:  # everything pending goes in one transaction
                 try:
                     items.append(self._queue.get_nowait())
@@ -331,7 +343,9 @@ class Monitor:
                 rows = [r for i in items if isinstance(i, _Served) for r in self._rows(i)]
                 if rows and self._log is not None:
                     self._log.add(rows)
-                if any(isinstance(i, str) for i in items):  # "score"
+                pending = pending or any(isinstance(i, str) for i in items)  # "score"
+                if pending and time.monotonic() - last >= RESCORE_SECONDS:
+                    pending, last = False, time.monotonic()
                     self.report()
             except Exception:  # the thread must live on; the log says what failed
                 LOG.exception("accuracy monitor: background work failed")

@@ -361,3 +361,26 @@ def test_served_log_keeps_the_first_forecast_of_a_key(
     finally:
         log.close()
         store.close()
+
+
+def test_grouped_scores_equal_the_metrics_functions_per_group() -> None:
+    from salesformer.service.accuracy import HIGH, LOW, POINT, score, scores_by
+
+    rng = np.random.default_rng(0)
+    n = 400
+    frame = pd.DataFrame(
+        {
+            "item_id": rng.choice(["a", "b/c", "d", "e"], n),
+            "y": rng.poisson(3, n).astype(float),
+            POINT: rng.random(n) * 6,
+            LOW: rng.random(n) * 2,
+            HIGH: 2 + rng.random(n) * 5,
+        }
+    )
+    frame.loc[frame.index[::7], LOW] = np.nan  # cells served without the 10% quantile
+    frame.loc[frame["item_id"] == "e", "y"] = 0.0  # nothing sold: no WAPE, no bias
+    grouped = scores_by(frame, "item_id")
+    assert sorted(grouped) == ["a", "b/c", "d", "e"]
+    for item, part in frame.groupby("item_id"):
+        assert grouped[item] == score(part)
+    assert grouped["e"]["wape"] is None and grouped["e"]["coverage80"] is not None

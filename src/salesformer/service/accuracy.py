@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from salesformer.data.contract import ACTUAL, DATE
+from salesformer.data.contract import ACTUAL, DATE, ITEM_ID
 from salesformer.evaluation.metrics import bias, coverage80, wape
 from salesformer.forecasting.protocol import quantile_column
 from salesformer.service.metrics import _labels
@@ -47,6 +48,47 @@ def score(frame: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def scores_by(frame: pd.DataFrame, key: str) -> dict[str, dict[str, Any]]:
+    """:func:`score` of each group of ``key``, from grouped sums (one pass, not one per group).
+
+    The same definitions as :mod:`salesformer.evaluation.metrics` (``wape``, ``bias``,
+    ``coverage80``), summed per group: a catalogue's items are scored in one pass rather than
+    thousands of calls (the tests check both give the same numbers).
+    """
+    if frame.empty:
+        return {}
+    y = frame[ACTUAL].to_numpy(dtype=float)
+    f = frame[POINT].to_numpy(dtype=float)
+    low, high = frame[LOW].to_numpy(dtype=float), frame[HIGH].to_numpy(dtype=float)
+    banded = ~(np.isnan(low) | np.isnan(high))
+    parts = pd.DataFrame(
+        {
+            "key": frame[key].to_numpy(),
+            "cells": 1,
+            "actual": y,
+            "forecast": f,
+            "abs_error": np.abs(y - f),
+            "over": f - y,
+            "scale": np.abs(y),
+            "banded": banded.astype(int),
+            "inside": (banded & (y >= low) & (y <= high)).astype(int),
+        }
+    )
+    sums = parts.groupby("key", sort=True).sum()
+    out: dict[str, dict[str, Any]] = {}
+    for name, row in zip(sums.index, sums.itertuples(index=False), strict=True):
+        scale = float(row.scale)
+        out[str(name)] = {
+            "cells": int(row.cells),
+            "actual": round(float(row.actual), 6),
+            "forecast": round(float(row.forecast), 6),
+            "wape": _number(row.abs_error / scale) if scale > 0 else None,
+            "bias": _number(row.over / scale) if scale > 0 else None,
+            "coverage80": _number(row.inside / row.banded) if row.banded else None,
+        }
+    return out
+
+
 def window_scores(frame: pd.DataFrame, periods: int, last: int) -> dict[str, Any]:
     """Scores of the cells dated in the ``periods`` periods that end with period ``last``.
 
@@ -57,23 +99,21 @@ def window_scores(frame: pd.DataFrame, periods: int, last: int) -> dict[str, Any
     part = frame[(frame[PERIOD] > last - periods) & (frame[PERIOD] <= last)]
     by_category: dict[str, Any] = {}
     if CATEGORY in part.columns:
-        by_category = {
-            str(key): score(group) for key, group in part.groupby(CATEGORY, sort=True, dropna=True)
-        }
+        by_category = scores_by(part.dropna(subset=[CATEGORY]), CATEGORY)
     return {
         "periods": periods,
         "overall": score(part),
         "by_category": by_category,
-        "by_item": {str(key): score(group) for key, group in part.groupby("item_id", sort=True)},
+        "by_item": scores_by(part, ITEM_ID),
     }
 
 
 def over_time(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """One overall score per forecast date, oldest first (the dashboard's accuracy chart)."""
-    return [
-        {"date": pd.Timestamp(key).date().isoformat(), **score(group)}
-        for key, group in frame.groupby(DATE, sort=True)
-    ]
+    if frame.empty:
+        return []
+    days = frame.assign(**{DATE: pd.to_datetime(frame[DATE]).dt.strftime("%Y-%m-%d")})
+    return [{"date": day, **values} for day, values in scores_by(days, DATE).items()]
 
 
 _GAUGES = (

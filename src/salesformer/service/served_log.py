@@ -142,10 +142,17 @@ class PostgresServedLog:
         except ImportError as exc:  # pragma: no cover - depends on the installation
             raise MissingExtraError("psycopg", "service") from exc
         self._lock = threading.Lock()
-        self._db = psycopg.connect(url, autocommit=False)
-        with self._db.cursor() as cursor:
-            cursor.execute(_TABLE.format(real="DOUBLE PRECISION"))
-        self._db.commit()
+        try:
+            self._db = psycopg.connect(url, autocommit=False)
+            with self._db.cursor() as cursor:
+                cursor.execute(_TABLE.format(real="DOUBLE PRECISION"))
+            self._db.commit()
+        except psycopg.Error as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            raise ConfigError(
+                f"--db: cannot keep served forecasts in the PostgreSQL database ({first_line}); "
+                "check the URL and the user's right to create tables, or use --no-monitor"
+            ) from exc
 
     def add(self, rows: Sequence[ServedRow]) -> None:
         insert = (

@@ -25,7 +25,7 @@ pytest_plugins = ["service_support"]  # the service test fixtures
 API_KEY = "test-key-0123456789"
 
 EXAMPLES = 25
-NO_INPUT = {"GET /health", "GET /metrics"}
+NO_INPUT = {"GET /health", "GET /metrics", "GET /monitoring"}
 
 
 @pytest.fixture(scope="module")

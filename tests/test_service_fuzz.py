@@ -25,7 +25,13 @@ pytest_plugins = ["service_support"]  # the service test fixtures
 API_KEY = "test-key-0123456789"
 
 EXAMPLES = 25
-NO_INPUT = {"GET /health", "GET /metrics", "GET /models/current", "POST /models/reload"}
+NO_INPUT = {
+    "GET /health",
+    "GET /metrics",
+    "GET /monitoring",
+    "GET /models/current",
+    "POST /models/reload",
+}
 
 
 @pytest.fixture(scope="module")

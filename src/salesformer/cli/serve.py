@@ -46,6 +46,21 @@ def serve_command(
     forecast_cache: int = typer.Option(
         4096, "--forecast-cache", help="Forecasts kept for unchanged items (0: off)."
     ),
+    monitor: bool = typer.Option(
+        True, "--monitor/--no-monitor", help="Keep served forecasts and score them live."
+    ),
+    accuracy_windows: str = typer.Option(
+        "4,13", "--accuracy-windows", help="Rolling windows of live accuracy, in periods."
+    ),
+    alert_margin: float = typer.Option(
+        0.2, "--alert-margin", help="Alert when live WAPE > backtest WAPE x (1 + margin)."
+    ),
+    alert_min_cells: int = typer.Option(
+        20, "--alert-min-cells", help="Scored cells the alert's window needs first."
+    ),
+    stock: Path | None = typer.Option(
+        None, "--stock", help="CSV/parquet of item_id, on_hand, lead_time for the overview."
+    ),
 ) -> None:
     """Serve live forecasts: POST /events, GET /items/ID/forecast, a dashboard at /."""
     try:
@@ -58,6 +73,7 @@ def serve_command(
         raise MissingExtraError(exc.name or "fastapi", "service") from exc
     from salesformer.errors import ConfigError
     from salesformer.service.core import ServiceConfig, read_api_key
+    from salesformer.service.monitoring import MonitorSettings, parse_windows
 
     if (model is None) == (registry is None):
         raise ConfigError(
@@ -75,6 +91,13 @@ def serve_command(
         max_body_bytes=max_body_bytes,
         threads=threads,
         forecast_cache=forecast_cache,
+        monitoring=MonitorSettings(
+            enabled=monitor,
+            windows=parse_windows(accuracy_windows),
+            alert_margin=alert_margin,
+            alert_min_cells=alert_min_cells,
+        ),
+        stock_file=stock,
     )
     typer.echo(f"loading {model or registry} ...", err=True)
     app = create_app(config)

@@ -31,8 +31,17 @@ from salesformer.service.guards import (
 )
 from salesformer.service.live import UnknownItemError
 from salesformer.service.metrics import Metrics
+from salesformer.service.overview import read_stock
 from salesformer.service.products import ProductConflictError, UnregisteredItemError
-from salesformer.service.routes import decisions, events, forecasts, items, models, system
+from salesformer.service.routes import (
+    decisions,
+    events,
+    forecasts,
+    items,
+    models,
+    monitoring,
+    system,
+)
 from salesformer.service.store import EventIdConflictError
 from salesformer.service.versions import PointerWatcher, Reloader
 
@@ -47,6 +56,14 @@ def create_app(config: ServiceConfig, model: Any = None) -> FastAPI:
         model: an already fitted LM to serve instead of loading ``config.model_dir``.
     """
     service = SalesService.start(config, model)
+    try:
+        stock = None
+        if config.stock_file is not None:
+            known = set(service.live.item_ids)
+            stock = read_stock(config.stock_file, known, service.live.horizon)
+    except BaseException:
+        service.close()
+        raise
     metrics = Metrics()
     reloader = Reloader(service, config.registry)
 
@@ -84,6 +101,7 @@ def create_app(config: ServiceConfig, model: Any = None) -> FastAPI:
     app.include_router(items.router(service, read, personal))
     app.include_router(system.router(service, config, metrics, read))
     app.include_router(models.router(service, reloader, read, write))
+    app.include_router(monitoring.router(service, stock, read))
 
     # the last added runs first: metrics wrap the body limit, so refused bodies are counted
     # too, and the security headers wrap both, so every answer carries them

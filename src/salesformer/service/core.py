@@ -14,7 +14,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -28,6 +28,7 @@ from salesformer.errors import ConfigError, DataValidationError
 from salesformer.forecasting.protocol import DEFAULT_QUANTILES, check_quantiles, quantile_column
 from salesformer.service.history import LiveHistory
 from salesformer.service.live import LiveForecast, LiveForecaster
+from salesformer.service.monitoring import Monitor, MonitorSettings, start_monitor
 from salesformer.service.products import Product, ProductBook, check_registered
 from salesformer.service.store import Event, Store, open_store
 
@@ -55,6 +56,10 @@ class ServiceConfig:
             version instead of ``model_dir``, and switch on :meth:`SalesService.reload`.
         registry_poll: seconds between checks of the registry's pointer (0: no watching;
             reloads then come from ``POST /models/reload``).
+        monitoring: accuracy monitoring of the served forecasts
+            (:mod:`salesformer.service.monitoring`).
+        stock_file: optional CSV or parquet of stock (``item_id, on_hand, lead_time``) for the
+            dashboard's overview (:mod:`salesformer.service.overview`).
     """
 
     model_dir: str | Path
@@ -66,6 +71,8 @@ class ServiceConfig:
     forecast_cache: int = 4096
     registry: str | Path | None = None
     registry_poll: float = 0.0
+    monitoring: MonitorSettings = field(default_factory=MonitorSettings)
+    stock_file: str | Path | None = None
 
     def check(self) -> ServiceConfig:
         """Raise :class:`ConfigError` for a setting out of range; return self."""
@@ -101,6 +108,7 @@ class ServiceConfig:
             )
         if self.registry_poll and self.registry is None:
             raise ConfigError("registry_poll watches a registry; give --registry as well")
+        self.monitoring.check()
         return self
 
 
@@ -137,16 +145,22 @@ class SalesService:
         store: Store,
         version: int | None = None,
         folded_through: date | None = None,
+        model_dir: str | Path | None = None,
     ) -> None:
         self.config = config
+        model_dir = config.model_dir if model_dir is None else model_dir
         self.store = store
         # held while a batch is stored and folded in, and while a new model replays the store
         self._ingest_lock = threading.Lock()
-        self._served = self._serving(live, version, folded_through)
+        self._served = self._serving(live, version, folded_through, model_dir)
         self.products = ProductBook(store)
 
     def _serving(
-        self, live: LiveForecaster, version: int | None, folded_through: date | None
+        self,
+        live: LiveForecaster,
+        version: int | None,
+        folded_through: date | None,
+        model_dir: str | Path | None,
     ) -> ServedModel:
         """The model with its history replayed from the store (call under the ingest lock).
 
@@ -159,7 +173,8 @@ class SalesService:
         history = live.new_history(folded)
         history.add(self.store.iter_events())
         cache: LRUCache[tuple[Any, ...], LiveForecast] = LRUCache(self.config.forecast_cache)
-        return ServedModel(live, history, _titles(live), cache, version)
+        monitor = start_monitor(self.config, live, history, model_dir, version)
+        return ServedModel(live, history, _titles(live), cache, version, monitor)
 
     # Each operation reads ``self._served`` once and works on that model to the end, so a
     # request that began before a switch (:meth:`swap`) finishes on the old model.
@@ -180,15 +195,20 @@ class SalesService:
         """The registry version served (None: a model folder outside a registry)."""
         return self._served.version
 
+    @property
+    def monitor(self) -> Monitor | None:
+        """The accuracy monitor of the served model (None: monitoring off)."""
+        return self._served.monitor
+
     @classmethod
     def start(cls, config: ServiceConfig, model: Any = None) -> SalesService:
         """Load the model (unless given) and open the store named in ``config``."""
         config.check()
         version, folded = None, None
+        model_dir: str | Path = config.model_dir
         if model is None:
             from salesformer.models.persist import load_model
 
-            model_dir = config.model_dir
             if config.registry is not None:
                 from salesformer.models.versions import ModelRegistry
 
@@ -200,18 +220,29 @@ class SalesService:
 
         import_torch().set_num_threads(int(config.threads))
         live = LiveForecaster(model)
-        return cls(config, live, open_store(config.db), version, folded)
+        return cls(config, live, open_store(config.db), version, folded, model_dir)
 
-    def swap(self, model: Any, version: int | None, folded_through: date | None = None) -> None:
-        """Serve ``model`` from now on, without dropping a request.
+    def swap(
+        self,
+        model: Any,
+        version: int | None,
+        folded_through: date | None = None,
+        model_dir: str | Path | None = None,
+    ) -> None:
+        """Serve ``model`` (saved in ``model_dir``) from now on, without dropping a request.
 
         The new model is prepared first (its arrays and item vectors); the event history is
         then replayed from the store while ingestion waits, and the served reference is
-        switched in one assignment. Requests already running finish on the old model.
+        switched in one assignment. Requests already running finish on the old model. The
+        new model gets a monitor of its own (its version, its backtest accuracy); the old
+        monitor writes what it holds and stops.
         """
         live = LiveForecaster(model)
         with self._ingest_lock:
-            self._served = self._serving(live, version, folded_through)
+            old = self._served
+            self._served = self._serving(live, version, folded_through, model_dir)
+        if old.monitor is not None:
+            old.monitor.close()
 
     def ingest(self, events: Sequence[Event]) -> tuple[int, int]:
         """Store the batch (whole or not at all) and update the history; (stored, duplicates).
@@ -234,6 +265,9 @@ class SalesService:
             stored = self.store.add_events(events)
             self._served.history.add(stored)
             self.products.add(stored)
+            monitor = self._served.monitor
+            if monitor is not None:
+                monitor.observe(stored)
         return len(stored), len(events) - len(stored)
 
     def forecast(
@@ -259,6 +293,10 @@ class SalesService:
             return found
         result = served.live.forecast(item_id, state, clock, steps, levels)
         served.cache.put(key, result)
+        if served.monitor is not None:
+            served.monitor.record(
+                item_id, clock, result.dates, result.point, levels, result.quantiles
+            )
         return result
 
     def forecast_new(
@@ -443,6 +481,8 @@ class SalesService:
         return served.live.grid.date_of(served.history.clock)
 
     def close(self) -> None:
+        if self.monitor is not None:
+            self.monitor.close()
         self.store.close()
 
 
@@ -455,6 +495,7 @@ class ServedModel:
     titles: dict[str, str]
     cache: LRUCache[tuple[Any, ...], LiveForecast]
     version: int | None
+    monitor: Monitor | None = None
 
 
 class LRUCache(Generic[K, V]):

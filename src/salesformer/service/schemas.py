@@ -226,6 +226,9 @@ class HealthOut(BaseModel):
         "known item. Each item's forecast starts after its own clock, not this one."
     )
     horizon: int
+    reason: str | None = Field(
+        None, description="Why the status is 'degraded' (the accuracy alert), else null."
+    )
 
 
 class ErrorOut(BaseModel):

@@ -58,7 +58,7 @@ class Reloader:
             if promoted.number == previous:
                 return Reload(previous, previous)
             model = load_model(promoted.model_dir)  # fully loaded before anything switches
-            self.service.swap(model, promoted.number, promoted.folded_through)
+            self.service.swap(model, promoted.number, promoted.folded_through, promoted.model_dir)
             _LOG.warning("serving model version %s (was %s)", promoted.number, previous)
             return Reload(previous, promoted.number)
 

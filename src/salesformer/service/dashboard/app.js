@@ -1,7 +1,8 @@
-// The salesformer dashboard: search items, show history, forecast band and latest events.
+// The salesformer dashboard: an overview (category totals, movers, stock, live accuracy and
+// alerts), then any item's history, forecast band, events and plan at #item=<URL-encoded id>.
 "use strict";
 
-const state = { item: null, timer: null };
+const state = { item: null, timer: null, titles: {} };
 const protectReads = document.body.dataset.protectReads === "true";
 
 function headers() {
@@ -43,13 +44,232 @@ async function search() {
   }
 }
 
+function itemHash(itemId) {
+  return `#item=${encodeURIComponent(itemId)}`;
+}
+
 function select(itemId, title, li) {
-  state.item = itemId;
+  state.titles[itemId] = title;
   document.querySelectorAll("#results li").forEach((el) => el.classList.remove("selected"));
   li.classList.add("selected");
-  document.getElementById("item-title").textContent = `${itemId} - ${title}`;
+  if (location.hash === itemHash(itemId)) {
+    route();
+  } else {
+    location.hash = itemHash(itemId); // a link that can be shared; "hashchange" routes
+  }
+}
+
+// The page's address says what it shows: "#item=<id>" an item, anything else the overview.
+function route() {
+  const match = location.hash.match(/^#item=(.+)$/);
+  let itemId = null;
+  if (match) {
+    try {
+      itemId = decodeURIComponent(match[1]);
+    } catch (error) {
+      setStatus(`the link's item id is not URL-encoded: ${match[1]}`);
+    }
+  }
+  document.getElementById("overview").hidden = itemId !== null;
+  document.getElementById("item-view").hidden = itemId === null;
+  if (itemId === null) {
+    state.item = null;
+    loadOverview();
+    return;
+  }
+  openItem(itemId);
+}
+
+async function openItem(itemId) {
+  state.item = itemId;
+  let title = state.titles[itemId];
+  if (title === undefined) {
+    try {
+      const found = await getJSON(`/items?limit=1000&search=${encodeURIComponent(itemId)}`);
+      const exact = found.items.find((item) => item.item_id === itemId);
+      title = exact ? exact.title : "";
+    } catch (error) {
+      title = "";
+    }
+  }
+  document.getElementById("item-title").textContent = title ? `${itemId} - ${title}` : itemId;
+  const link = document.getElementById("item-link");
+  link.href = itemHash(itemId);
+  link.textContent = location.href;
   document.getElementById("refresh").disabled = false;
   refresh();
+}
+
+function cell(tr, value) {
+  const td = document.createElement("td");
+  if (value instanceof Node) td.appendChild(value);
+  else td.textContent = value === null || value === undefined ? "" : String(value);
+  tr.appendChild(td);
+}
+
+function itemLink(itemId, title) {
+  const a = document.createElement("a");
+  a.href = itemHash(itemId);
+  a.textContent = title && title !== itemId ? `${itemId} - ${title}` : itemId;
+  a.className = "item-link";
+  return a;
+}
+
+function fixed(value, digits = 3) {
+  return value === null || value === undefined ? "-" : Number(value).toFixed(digits);
+}
+
+async function loadOverview() {
+  try {
+    const [overview, monitoring] = await Promise.all([
+      getJSON("/overview"),
+      getJSON("/monitoring"),
+    ]);
+    drawCategories(overview);
+    showMovers(overview);
+    showStock(overview.stock);
+    showAccuracy(monitoring);
+  } catch (error) {
+    setStatus(`overview failed: ${error.message}`);
+  }
+}
+
+function drawCategories(overview) {
+  const traces = overview.by_category.map((row) => ({
+    x: overview.dates,
+    y: row.totals,
+    name: row.category,
+    type: "bar",
+  }));
+  const layout = {
+    barmode: "stack",
+    margin: { t: 20, r: 20, b: 40, l: 50 },
+    yaxis: { title: { text: "units (median forecast)" }, rangemode: "tozero" },
+    legend: { orientation: "h" },
+  };
+  Plotly.react("category-chart", traces, layout, { displaylogo: false, responsive: true });
+}
+
+function showMovers(overview) {
+  document.getElementById("movers-note").textContent =
+    `(next ${overview.periods} periods' forecast against the last ${overview.periods})`;
+  document.querySelector("#movers tbody").replaceChildren(
+    ...overview.movers.map((row) => {
+      const tr = document.createElement("tr");
+      cell(tr, itemLink(row.item_id, row.title));
+      cell(tr, fixed(row.last, 1));
+      cell(tr, fixed(row.next, 1));
+      const pct = row.change_pct === null ? "" : ` (${(row.change_pct * 100).toFixed(0)}%)`;
+      cell(tr, `${row.change >= 0 ? "+" : ""}${fixed(row.change, 1)}${pct}`);
+      return tr;
+    }),
+  );
+}
+
+function showStock(stock) {
+  document.getElementById("stock-note").textContent = stock.note;
+  document.querySelector("#stock tbody").replaceChildren(
+    ...stock.short.map((row) => {
+      const tr = document.createElement("tr");
+      cell(tr, itemLink(row.item_id, row.title));
+      cell(tr, fixed(row.on_hand, 0));
+      cell(tr, row.lead_time);
+      cell(tr, fixed(row.demand_over_lead_time, 1));
+      cell(tr, fixed(row.shortfall, 1));
+      return tr;
+    }),
+  );
+}
+
+function showAccuracy(report) {
+  const alerts = document.getElementById("alerts");
+  const badge = document.getElementById("alert-badge");
+  const summary = document.getElementById("accuracy-summary");
+  if (!report.enabled) {
+    alerts.textContent = "Accuracy monitoring is off (the server runs with --no-monitor).";
+    summary.textContent = "";
+    badge.hidden = true;
+    return;
+  }
+  const firing = report.alert.firing;
+  alerts.className = firing ? "firing" : "muted";
+  alerts.textContent = firing ? `Alert: ${report.alert.reason}` : "No alerts.";
+  badge.hidden = !firing;
+  badge.textContent = firing ? "accuracy alert" : "";
+  const first = report.windows[0];
+  const backtest = report.backtest
+    ? `backtest WAPE ${fixed(report.backtest.wape)}`
+    : report.backtest_note;
+  summary.textContent = first.overall.cells
+    ? `Live WAPE ${fixed(first.overall.wape)} over the last ${first.periods} periods ` +
+      `(${first.overall.cells} forecast cells, scored through ${report.scored_through}); ` +
+      `${backtest}. Model version ${report.model_version}.`
+    : `No closed period has a served forecast yet; ${backtest}. ` +
+      `Model version ${report.model_version}.`;
+  summary.dataset.wape = first.overall.wape === null ? "" : String(first.overall.wape);
+  summary.dataset.backtest = report.backtest ? String(report.backtest.wape) : "none";
+  drawAccuracy(report);
+  const rows = [];
+  for (const window of report.windows) {
+    rows.push([window.periods, "overall", window.overall]);
+    for (const [name, score] of Object.entries(window.by_category)) {
+      rows.push([window.periods, name, score]);
+    }
+  }
+  document.querySelector("#accuracy-windows tbody").replaceChildren(
+    ...rows.map(([periods, scope, score]) => {
+      const tr = document.createElement("tr");
+      for (const value of [
+        `last ${periods}`,
+        scope,
+        score.cells,
+        fixed(score.wape),
+        fixed(score.bias),
+        fixed(score.coverage80),
+      ]) {
+        cell(tr, value);
+      }
+      return tr;
+    }),
+  );
+}
+
+function drawAccuracy(report) {
+  const dates = report.over_time.map((row) => row.date);
+  const traces = [
+    {
+      x: dates,
+      y: report.over_time.map((row) => row.wape),
+      name: "live WAPE by forecast date",
+      mode: "lines+markers",
+      line: { color: "#2563eb" },
+    },
+    {
+      x: dates,
+      y: report.over_time.map((row) => row.coverage80),
+      name: "80% interval coverage",
+      mode: "lines+markers",
+      line: { color: "#059669", dash: "dot" },
+    },
+  ];
+  if (report.backtest && dates.length) {
+    traces.push({
+      x: [dates[0], dates[dates.length - 1]],
+      y: [report.backtest.wape, report.backtest.wape],
+      name: "backtest WAPE",
+      mode: "lines",
+      line: { color: "#1f2933", dash: "dash" },
+    });
+  }
+  const layout = {
+    margin: { t: 20, r: 20, b: 40, l: 50 },
+    yaxis: { rangemode: "tozero" },
+    legend: { orientation: "h" },
+    annotations: report.backtest
+      ? []
+      : [{ text: "no backtest", xref: "paper", yref: "paper", x: 1, y: 1, showarrow: false }],
+  };
+  Plotly.react("accuracy-chart", traces, layout, { displaylogo: false, responsive: true });
 }
 
 async function refresh() {
@@ -172,7 +392,8 @@ async function start() {
   input.addEventListener("change", () => {
     localStorage.setItem("salesformerKey", input.value);
     search();
-    refresh();
+    if (state.item) refresh();
+    else loadOverview();
   });
   let typing = null;
   document.getElementById("search").addEventListener("input", () => {
@@ -191,8 +412,10 @@ async function start() {
   } catch (error) {
     setStatus(`server unreachable: ${error.message}`);
   }
+  window.addEventListener("hashchange", route);
   await search();
-  state.timer = setInterval(refresh, 10000);
+  route();
+  state.timer = setInterval(() => (state.item ? refresh() : loadOverview()), 10000);
 }
 
 start();

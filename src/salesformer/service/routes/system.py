@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 from salesformer.service import dashboard
+from salesformer.service.accuracy import prometheus_lines
 from salesformer.service.core import SalesService, ServiceConfig
 from salesformer.service.metrics import Metrics
 from salesformer.service.routes.common import ERRORS
@@ -20,9 +21,11 @@ def router(service: SalesService, config: ServiceConfig, metrics: Metrics, read:
 
     @router.get("/health", response_model=HealthOut)
     async def get_health() -> HealthOut:
-        """Liveness and what is served."""
+        """Liveness and what is served; ``degraded`` (with the reason) while accuracy alerts."""
+        reason = service.monitor.alert_reason() if service.monitor is not None else None
         return HealthOut(
-            status="ok",
+            status="ok" if reason is None else "degraded",
+            reason=reason,
             model=str(service.live.model.name),
             items=len(service.live.item_ids),
             events=service.history.events,
@@ -38,8 +41,11 @@ def router(service: SalesService, config: ServiceConfig, metrics: Metrics, read:
         dependencies=[read],
     )
     async def get_metrics() -> PlainTextResponse:
-        """Request counts, latencies and ingested events (Prometheus text format)."""
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+        """Request counts, latencies, ingested events and live accuracy (Prometheus text)."""
+        text = metrics.render()
+        if service.monitor is not None:
+            text += "\n".join(prometheus_lines(service.monitor.report())) + "\n"
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     @router.get("/", include_in_schema=False)
     def get_dashboard() -> HTMLResponse:

@@ -1,6 +1,7 @@
-"""End to end: serve version 1 from a registry, ingest 8 held-back weeks of events, retrain
-(a better challenger is promoted, a crippled one rejected), switch under load with no failed
-request, roll back to version 1.
+"""End to end: serve version 1 from a registry, ingest 8 held-back weeks of events (the
+monitoring scores version 1's served forecasts on them, checked against a direct
+computation), retrain (a better challenger is promoted, a crippled one rejected), switch
+under load with no failed request, roll back to version 1.
 
 Version 1 is crippled on purpose (the head trained with a learning rate of 1.0, which
 diverges) and the first challenger is the tiny LM of the other service tests with the default
@@ -43,6 +44,7 @@ API_KEY = "test-key-123456"
 KEY = {"X-API-Key": API_KEY}
 CRIPPLED = {"head_lr": 1.0}
 HELD_BACK = 8
+STEPS = 6  # the tiny LM's horizon: version 1's forecasts cover 6 of the held-back weeks
 
 
 def cli(argv: list[str]) -> None:
@@ -108,11 +110,15 @@ def test_versions_retrain_switch_under_load_and_rollback(
     try:
         # serve version 1; ingest the 8 held-back weeks
         assert httpx.get(f"{url}/models/current").json() == {"model": "LM", "version": 1}
+        for name in full.item_ids:  # version 1's forecasts from the origin, served (and kept)
+            served = httpx.get(f"{url}/items/{name}/forecast", params={"horizon": STEPS})
+            assert served.status_code == 200, served.text
         events = held_back_events(full.sales.loc[full.sales["date"] > cut])
         for start in range(0, len(events), 50):
             answer = httpx.post(f"{url}/events", json={"events": events[start : start + 50]},
                                 headers=KEY, timeout=30)  # fmt: skip
             assert answer.status_code == 200, answer.text
+        check_monitoring(httpx.get(f"{url}/monitoring").json(), v1, full, cut)
         item = str(full.item_ids[0])
         before = forecast(url, item)
 
@@ -142,6 +148,7 @@ def test_versions_retrain_switch_under_load_and_rollback(
         assert statuses and set(statuses) == {200}, sorted(set(statuses))
         after = forecast(url, item)
         assert after != before
+        assert httpx.get(f"{url}/monitoring").json()["model_version"] == "v2"  # its own scores
         assert np.allclose(after, expected_v2(registry, full, events, item), rtol=0, atol=1e-9)
 
         # rollback returns version 1, and its forecasts are again those of version 1
@@ -151,6 +158,26 @@ def test_versions_retrain_switch_under_load_and_rollback(
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def check_monitoring(report: dict[str, Any], v1: Any, full: Any, cut: pd.Timestamp) -> None:
+    """The monitor's scores of version 1's served forecasts equal a direct computation.
+
+    The 8th held-back week is in progress (the service clock): 7 weeks are closed, and the
+    forecasts served at the origin cover the first 6 of them.
+    """
+    assert report["enabled"] and report["model_version"] == "v1"
+    assert report["scored_through"] == full.dates[-2].date().isoformat()
+    predicted = v1.predict(STEPS)  # the live forecast equals predict's (one path)
+    actual = full.window(cut, STEPS)[["item_id", "date", "sales"]]
+    cells = actual.merge(predicted, on=["item_id", "date"])
+    y, f = cells["sales"].to_numpy(), cells["LM"].to_numpy()
+    low, high = cells[quantile_column("LM", 0.1)], cells[quantile_column("LM", 0.9)]
+    longest = report["windows"][-1]["overall"]
+    assert longest["cells"] == len(cells) == len(full.item_ids) * STEPS
+    assert longest["wape"] == pytest.approx(np.abs(y - f).sum() / np.abs(y).sum(), abs=2e-6)
+    assert longest["bias"] == pytest.approx((f - y).sum() / np.abs(y).sum(), abs=2e-6)
+    assert longest["coverage80"] == pytest.approx(np.mean((y >= low) & (y <= high)), abs=2e-6)
 
 
 def event_of(raw: dict[str, Any]) -> Event:

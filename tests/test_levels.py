@@ -237,3 +237,18 @@ def test_mint_shrink_with_an_item_launched_in_the_holdout_weeks(panel: Panel) ->
     else:
         summed, categories, _ = _sums(frame, grown, "WindowAverage")
         np.testing.assert_allclose(summed.to_numpy(), categories.to_numpy(), atol=1e-6)
+
+
+def test_backtest_item_level_is_the_scored_item_forecast(panel: Panel) -> None:
+    """The levels' item rows reuse the backtest's item forecasts, which read each window's
+    known-future prices and promotions (a second, carried-forward forecast would differ)."""
+    from salesformer.models.lightgbm import LightGBMForecaster
+
+    model = LightGBMForecaster(n_estimators=20, n_jobs=1, max_horizon=4)
+    result = backtest([model], panel, 4, n_windows=1, quantiles=(), levels=["total"])
+    assert result.levels is not None
+    items = result.levels[result.levels["level"] == "item"]
+    keys = [ITEM_ID, "cutoff", DATE]
+    both = items.merge(result.forecasts[[*keys, model.name]], on=keys, suffixes=("", "_scored"))
+    assert len(both) == len(result.forecasts)
+    np.testing.assert_allclose(both[f"{model.name}-base"], both[f"{model.name}_scored"])

@@ -331,7 +331,9 @@ def backtest(
             forecast, seconds, fitted = _fit_predict(model, train, horizon, future, quantiles)
             merged = merged.merge(forecast, on=[ITEM_ID, DATE], how="left")
             if wanted is not None:
-                window = level_window(fitted, panel, cutoff, horizon, wanted, reconcile)
+                window = level_window(
+                    fitted, panel, cutoff, horizon, wanted, reconcile, items=forecast
+                )
                 keys = [LEVEL, ITEM_ID, CUTOFF, DATE, ACTUAL]
                 per_level = window if per_level is None else per_level.merge(window, on=keys)
             timings.append({"model": model.name, "cutoff": cutoff, **seconds})

@@ -38,10 +38,17 @@ def level_window(
     horizon: int,
     levels: Sequence[str],
     method: str,
+    items: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Level forecasts of one cutoff with their actuals (``level, item_id, cutoff, date, y``)."""
+    """Level forecasts of one cutoff with their actuals (``level, item_id, cutoff, date, y``).
+
+    ``items``: the backtest's item forecasts of this cutoff (made with the window's
+    known-future values or plan), reused so the item level is the forecast scored elsewhere.
+    """
     train = panel.until(cutoff)
-    forecast = level_forecast(fitted, levels, horizon, method=method, quantiles=(), panel=train)
+    forecast = level_forecast(
+        fitted, levels, horizon, method=method, quantiles=(), panel=train, items=items
+    )
     actual = level_actuals(panel, cutoff, horizon, level_series(train, levels))
     merged = forecast.merge(actual, on=[ITEM_ID, DATE], how="left")
     merged[ACTUAL] = merged[ACTUAL].fillna(0.0)

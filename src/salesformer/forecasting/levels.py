@@ -33,7 +33,7 @@ import pandas as pd
 
 from salesformer.data.contract import DATE, ITEM_ID, SALES, TEXT, Panel, validate_panel
 from salesformer.errors import ConfigError, DataValidationError
-from salesformer.forecasting.protocol import Forecaster
+from salesformer.forecasting.protocol import Forecaster, quantile_column
 
 ITEM, CATEGORY, TOTAL = "item", "category", "total"
 LEVEL = "level"
@@ -200,10 +200,23 @@ def reconcile(
 
 
 def base_forecasts(
-    model: Forecaster, panel: Panel, series: pd.DataFrame, horizon: int, quantiles: Sequence[float]
+    model: Forecaster,
+    panel: Panel,
+    series: pd.DataFrame,
+    horizon: int,
+    quantiles: Sequence[float],
+    items: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Item forecasts of ``model`` (fitted on ``panel``) and a clone's on the upper levels."""
-    items = model.predict(horizon, quantiles=quantiles)
+    """Item forecasts of ``model`` (fitted on ``panel``) and a clone's on the upper levels.
+
+    ``items``: the item forecasts when the caller has them already (a backtest, whose items
+    read that window's known-future values), with the point and the ``quantiles`` columns.
+    """
+    if items is None:
+        items = model.predict(horizon, quantiles=quantiles)
+    else:
+        wanted = [model.name, *(quantile_column(model.name, q) for q in quantiles)]
+        items = items[[ITEM_ID, DATE, *wanted]]
     upper = model.clone().fit(aggregate_panel(panel, series))
     above = upper.predict(horizon, quantiles=quantiles)
     return pd.concat([items, above[items.columns]], ignore_index=True)
@@ -243,6 +256,7 @@ def level_forecast(
     method: str = DEFAULT_RECONCILER,
     quantiles: Sequence[float] = (),
     panel: Panel | None = None,
+    items: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Reconciled forecasts of every level for a model fitted on items.
 
@@ -253,6 +267,7 @@ def level_forecast(
         method: one of :data:`RECONCILERS`.
         quantiles: quantile levels (shifted with the points; see the module).
         panel: the panel the model was fitted on (default ``model.panel_``).
+        items: the model's item forecasts if already made (see :func:`base_forecasts`).
 
     Returns:
         ``level, item_id, date, <model>, <model>-q<level>..., <model>-base``: one row per series
@@ -267,7 +282,7 @@ def level_forecast(
             f"series names {sorted(clash)[:5]} name both an item or category and another level; "
             "rename those categories (a category may not be named like an item or 'total')"
         )
-    base = base_forecasts(model, data, series, horizon, quantiles)
+    base = base_forecasts(model, data, series, horizon, quantiles, items)
     residuals = holdout_errors(model, data, series, horizon) if method == "mint_shrink" else None
     name = model.name
     reconciled = reconcile(base, series, name, method, residuals)

@@ -15,8 +15,9 @@
 Encoders (BERT, RoBERTa, XLM-R, MPNet, E5) and decoders (GPT-2, Llama, Qwen, Mistral, Phi)
 both load (see :mod:`salesformer.text.families`). An encoder's item representation is the
 attention-masked mean of its last hidden states, L2-normalised (the pooling all-MiniLM-L6-v2
-was trained with); a decoder's is the state of its last real token, or the mean. Frozen embeddings are cached on
-disk keyed by (encoder revision, maximum length, text hash), so a second run re-encodes nothing.
+was trained with); a decoder's is the state of its last real token, or the mean. Frozen
+embeddings are cached on disk keyed by (encoder revision, maximum length, pooling, text hash),
+so a second run re-encodes nothing.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from salesformer.data.sources import cache_root
 from salesformer.data.text import texts_from_columns
 from salesformer.errors import ConfigError, MissingExtraError
 from salesformer.text.families import (
+    BERT_FAMILY,
     Family,
     family_of,
     pool,
@@ -140,7 +142,7 @@ class Encoder:
     max_length: int = DEFAULT_MAX_LENGTH
     text_prefix: str = ""
     pooling: str = "mean"
-    family: Family = Family(False, ("query", "value"))
+    family: Family = BERT_FAMILY
     _cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -420,7 +422,8 @@ def load_encoder(
         ) from exc
     family = family_of(model.config, given)
     chosen = resolve_pooling(pooling, family)
-    prepare_tokenizer(tokenizer, given)
+    embeddings = model.get_input_embeddings()
+    prepare_tokenizer(tokenizer, given, getattr(embeddings, "num_embeddings", None))
     if not _has_token_states(tokenizer, model):
         raise ConfigError(
             f"encoder {given!r} (model_type {model.config.model_type!r}) returns no hidden "
@@ -464,8 +467,6 @@ def _check_tokenizer_files(folder: Path, given: str) -> None:
 def _has_token_states(tokenizer: Any, model: Any) -> bool:
     """Whether the model returns per-token hidden states (checked on one short text)."""
     torch = import_torch()
-    tokens = {
-        k: v for k, v in tokenizer(["a"], return_tensors="pt").items() if torch.is_tensor(v)
-    }
+    tokens = {k: v for k, v in tokenizer(["a"], return_tensors="pt").items() if torch.is_tensor(v)}
     with torch.inference_mode():
         return hasattr(model(**tokens), "last_hidden_state")

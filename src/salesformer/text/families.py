@@ -29,6 +29,8 @@ class Family:
 
 _ATTENTION_QV = ("query", "value")
 _PROJ_QV = ("q_proj", "v_proj")
+#: The family of BERT-like encoders (MiniLM, multilingual-e5-small).
+BERT_FAMILY = Family(False, _ATTENTION_QV)
 #: Architectures by ``config.model_type``. LoRA targets are the attention's query and value
 #: projections, named as each family names them (GPT-2 fuses q, k, v into ``c_attn``).
 FAMILIES: dict[str, Family] = {
@@ -93,13 +95,18 @@ def resolve_pooling(pooling: str, family: Family) -> str:
     return pooling
 
 
-def prepare_tokenizer(tokenizer: Any, name: str) -> None:
+def prepare_tokenizer(tokenizer: Any, name: str, vocab_rows: int | None = None) -> None:
     """Give a tokenizer a pad token (decoders often lack one) and pad on the right.
+
+    A pad token the model has no embedding for (id ``>= vocab_rows``, as a tokenizer class
+    may add one of its own) is replaced too.
 
     Raises:
         ConfigError: a tokenizer with neither a pad, an end-of-text nor an unknown token.
     """
-    if getattr(tokenizer, "pad_token", None) is None:
+    pad_id = getattr(tokenizer, "pad_token_id", None)
+    outside = vocab_rows is not None and isinstance(pad_id, int) and pad_id >= vocab_rows
+    if getattr(tokenizer, "pad_token", None) is None or outside:
         spare = getattr(tokenizer, "eos_token", None) or getattr(tokenizer, "unk_token", None)
         if spare is None:
             raise ConfigError(

@@ -119,7 +119,11 @@ def trainable_encoder(settings: LMSettings, base: Encoder, checkpointing: bool =
                 f"encoder {settings.encoder!r} ({type(model).__name__}) does not support "
                 "gradient checkpointing; set LM.gradient_checkpointing=false"
             )
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.x
+        if enable is None:
+            model.gradient_checkpointing_enable({"use_reentrant": False})
+        else:
+            enable({"use_reentrant": False})
     if settings.finetune == "full":
         for parameter in model.parameters():
             parameter.requires_grad_(True)
@@ -147,6 +151,12 @@ def trainable_encoder(settings: LMSettings, base: Encoder, checkpointing: bool =
             "projections with --lora-targets (BERT: query,value; GPT-2: c_attn; Llama, Qwen: "
             "q_proj,v_proj)"
         ) from exc
+
+
+def stop_checkpointing(encoder: Any) -> None:
+    """Turn gradient checkpointing off again (the fitted encoder only predicts)."""
+    disable = getattr(encoder, "activation_checkpointing_disable", None)
+    (encoder.gradient_checkpointing_disable if disable is None else disable)()
 
 
 def checkpointed_layers_train(encoder: Any) -> None:

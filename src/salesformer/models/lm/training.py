@@ -35,6 +35,7 @@ from salesformer.models.lm.encoding import (
     copy_state,
     encode_tokens,
     pooled,
+    stop_checkpointing,
     texts_for,
     trainable_encoder,
 )
@@ -144,7 +145,7 @@ def train(model: LMForecaster, panel: Panel, context: TrainingContext | None = N
             )
         encoder = encoder.cpu()
         if checkpointing:
-            encoder.gradient_checkpointing_disable()
+            stop_checkpointing(encoder)
     model.head_ = head.cpu()  # the fitted model predicts, saves and serves from the CPU
     model.encoder_model_ = encoder
     model.item_ids_ = wide.item_ids

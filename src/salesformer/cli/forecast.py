@@ -66,6 +66,56 @@ def check_level_options(
     return wanted
 
 
+DEVICE_OPTION = typer.Option(
+    None,
+    "--device",
+    help="LM training: auto (a GPU when there is one, the default), cpu, cuda, cuda:N or mps.",
+)
+LORA_TARGETS_OPTION = typer.Option(
+    None,
+    "--lora-targets",
+    help="LM LoRA target modules, comma-separated (default: by architecture, e.g. "
+    "query,value for BERT, c_attn for GPT-2, q_proj,v_proj for Llama and Qwen).",
+)
+
+
+def lm_device_overrides(
+    names: list[str], device: str | None, lora_targets: str | None, overrides: Any
+) -> None:
+    """Put ``--device`` and ``--lora-targets`` into the LM's settings; say where it trains.
+
+    The choice is checked now (``--device cuda`` without a GPU fails before any work); with
+    ``--device auto`` on a machine without a GPU one note line goes to stderr.
+    """
+    if device is None and lora_targets is None:
+        return
+    if not set(names) & set(LM_MODELS):
+        raise ConfigError(
+            f"--device and --lora-targets apply to the models lm and auto only; got models "
+            f"{names}; add lm (or auto) or drop those options"
+        )
+    lm = overrides.setdefault(LM, {})
+    if lora_targets is not None:
+        modules = tuple(m.strip() for m in lora_targets.split(",") if m.strip())
+        if not modules:
+            raise ConfigError(
+                f"--lora-targets must name modules, comma-separated; got {lora_targets!r}; "
+                "e.g. --lora-targets q_proj,v_proj"
+            )
+        lm["lora_target_modules"] = modules
+    if device is not None:
+        lm["device"] = device
+        _device_note(device)
+
+
+def _device_note(device: str) -> None:
+    from salesformer.text.device import select_device
+
+    choice = select_device(device)
+    if choice.note is not None:
+        typer.echo(f"note: {choice.note}", err=True)
+
+
 def check_lm_options(names: list[str], finetune: str | None, encoder: str | None) -> None:
     """``--finetune`` / ``--encoder`` need LM or auto among the models."""
     if (finetune is not None or encoder is not None) and not set(names) & set(LM_MODELS):
@@ -250,6 +300,8 @@ def fit_command(
     encoder: str | None = typer.Option(
         None, "--encoder", help="LM text encoder: a name or a local folder."
     ),
+    device: str | None = DEVICE_OPTION,
+    lora_targets: str | None = LORA_TARGETS_OPTION,
     settings: list[str] | None = typer.Option(
         None, "--set", help="Extra setting, KEY=VALUE or MODEL.KEY=VALUE (repeatable)."
     ),
@@ -300,6 +352,7 @@ def fit_command(
 
     ray_options = RayFitOptions.check(name, engine, ray_address, workers, checkpoint_dir)
     private_overrides(name, engine, dp_epsilon, dp_delta, overrides)
+    lm_device_overrides([name], device, lora_targets, overrides)
     forecaster = build_model(name, horizon, finetune, encoder, overrides)
     given = {**overrides.get(name, {}), **overrides.get(None, {})}
     if hasattr(forecaster, "max_horizon") and "max_horizon" not in given:

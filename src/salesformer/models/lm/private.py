@@ -362,7 +362,8 @@ def train_private(
         def tuned_text(wrapped: Any, samples: Any, unique: Any, inverse: Any) -> Any:
             # one encoder pass per item of the step: the encoder's per-sample gradients
             # are per item already, in the order of ``unique``
-            return pooled(wrapped["encoder"], tokens, unique)[torch.from_numpy(inverse)]
+            vectors = pooled(wrapped["encoder"], tokens, unique, base.pooling)
+            return vectors[torch.from_numpy(inverse)]
 
         encoder_params = [p for p in encoder.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(

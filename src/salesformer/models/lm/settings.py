@@ -18,6 +18,8 @@ from salesformer.forecasting.params import (
 )
 from salesformer.forecasting.protocol import DEFAULT_QUANTILES, MAX_HORIZON, check_quantiles
 from salesformer.models.lm.calibration import GROWTH_DAMPING
+from salesformer.text.device import PRECISIONS, valid_device
+from salesformer.text.families import POOLINGS
 
 FineTune = Literal["frozen", "lora", "full"]
 FINETUNE_MODES: tuple[str, ...] = ("frozen", "lora", "full")
@@ -75,7 +77,14 @@ LM_CONSTRAINTS: dict[str, Constraint] = {
     "quantile_levels": Rule("include 0.5 and one more level, all in (0, 1)", _lm_levels),
     "encoder_lr": Interval(float, 0, 1, closed="neither", none=True),
     "threads": Interval(int, 1, None, none=True),
-    "lora_target_modules": Rule("name at least one module", bool),
+    "lora_target_modules": Rule(
+        "name at least one module, or be None (chosen by architecture)",
+        lambda v: v is None or bool(v),
+    ),
+    "pooling": OneOf(*POOLINGS),
+    "device": Rule("be auto, cpu, cuda, cuda:N or mps", valid_device),
+    "mixed_precision": OneOf(*PRECISIONS),
+    "gradient_checkpointing": Boolean(none=True),
     "freeze_word_embeddings": Boolean(none=True),
     "log_dir": Folder(),
     "calibrate_quantiles": Boolean(),
@@ -101,7 +110,19 @@ class LMSettings:
             is the median); other levels are interpolated between them.
         hidden_size, text_size, n_blocks, dropout: sizes of the fusion head.
         max_length: tokens read per item text.
-        lora_rank, lora_alpha, lora_target_modules: the LoRA adapters (``finetune="lora"``).
+        lora_rank, lora_alpha, lora_target_modules: the LoRA adapters (``finetune="lora"``);
+            ``lora_target_modules`` None takes the architecture's attention query and value
+            projections (``query``/``value`` for BERT, ``c_attn`` for GPT-2, ``q_proj``/
+            ``v_proj`` for Llama and Qwen; see :mod:`salesformer.text.families`).
+        pooling: the item vector from the token states: ``auto`` (mean for encoders, the
+            last real token for decoders), ``mean`` or ``last``.
+        device: where training runs: ``auto`` (a CUDA GPU, else MPS, else the CPU),
+            ``cpu``, ``cuda``, ``cuda:N`` or ``mps``. The fitted model is kept on the CPU.
+        mixed_precision: ``auto`` (bf16 on a CUDA GPU that has it, else fp16 with loss
+            scaling; off on other devices), ``no``, ``bf16`` or ``fp16`` (CUDA only).
+        gradient_checkpointing: recompute the encoder's activations in the backward pass
+            (less memory, slower) when fine-tuning; None turns it on for encoders of
+            300M parameters or more on a CUDA GPU.
         freeze_word_embeddings: keep the word-embedding matrix fixed in full fine-tuning
             (faster, less memory); None freezes it for multilingual-e5-small only.
         head_lr: learning rate of the head.
@@ -162,7 +183,7 @@ class LMSettings:
     max_length: int = 32
     lora_rank: int = 8
     lora_alpha: float = 16.0
-    lora_target_modules: tuple[str, ...] = ("query", "value")
+    lora_target_modules: tuple[str, ...] | None = None
     freeze_word_embeddings: bool | None = None
     head_lr: float = 2e-3
     encoder_lr: float | None = None
@@ -191,6 +212,10 @@ class LMSettings:
     dp_delta: float = 1e-5
     dp_max_grad_norm: float = 1.0
     dp_accountant: str = "rdp"
+    pooling: str = "auto"
+    device: str = "auto"
+    mixed_precision: str = "auto"
+    gradient_checkpointing: bool | None = None
 
     constraints: ClassVar[Mapping[str, Constraint]] = LM_CONSTRAINTS
 

@@ -27,12 +27,15 @@ import numpy as np
 
 from salesformer.data.contract import Panel
 from salesformer.errors import DataValidationError
+from salesformer.models.lm.accelerate import Accelerator
 from salesformer.models.lm.calibration import QuantileCalibration, fit_on_samples
 from salesformer.models.lm.context import StageState, TrainingContext
 from salesformer.models.lm.encoding import (
+    checkpointed_layers_train,
     copy_state,
     encode_tokens,
     pooled,
+    stop_checkpointing,
     texts_for,
     trainable_encoder,
 )
@@ -66,6 +69,7 @@ def train(model: LMForecaster, panel: Panel, context: TrainingContext | None = N
     """
     context = context or TrainingContext()
     torch = import_torch()
+    accelerator = Accelerator.for_settings(model)  # a bad device fails before any work
     torch.set_num_threads(model.threads or max(1, os.cpu_count() or 1))
     torch.manual_seed(model.seed)
     rng = np.random.default_rng(model.seed)
@@ -75,13 +79,14 @@ def train(model: LMForecaster, panel: Panel, context: TrainingContext | None = N
             "the LM forecaster reads item texts, but the panel has no items table; "
             "give an items table with item_id and text (or title/description columns)"
         )
-    base = shared_encoder(model.encoder, model.max_length)
+    base = shared_encoder(model.encoder, model.max_length, model.pooling)
     model.encoder_info_ = {
         "name": base.name,
         "source": base.source,
         "revision": base.revision,
         "dim": base.dim,
         "max_length": base.max_length,
+        "pooling": base.pooling,
     }
     wide = Wide.from_panel(panel)
     model.context_ = int(model.context_length or default_context(panel.freq))
@@ -95,9 +100,10 @@ def train(model: LMForecaster, panel: Panel, context: TrainingContext | None = N
     texts = texts_for(panel.items, wide.item_ids)
     frozen = context.embeddings
     if frozen is None or len(frozen) != len(texts):
-        frozen = base.encode(texts, cache_dir=model.cache_dir)
+        with accelerator.memory_guard(model, "encoding the item texts"):
+            frozen = base.encode(texts, cache_dir=model.cache_dir, device=accelerator.device)
     model.tokens_ = base.tokenize(texts)
-    head = new_head(model, base.dim, plan.n_future)
+    head = accelerator.put(new_head(model, base.dim, plan.n_future))
     report: dict[str, Any] = {
         "encoder": model.encoder_info_,
         "finetune": model.finetune,
@@ -108,25 +114,42 @@ def train(model: LMForecaster, panel: Panel, context: TrainingContext | None = N
     }
     log = TrainingLog(model.log_dir) if model.log_dir is not None else None
     encoder = None
+    checkpointing = False
     if privacy is not None:
         encoder = train_private(model, plan, head, frozen, base, rng, privacy, report)
     else:
         trainer = Trainer(model, plan, head, rng, log=log, context=context)
-        report["head"] = trainer.run(frozen_stage(model, head, torch.from_numpy(frozen)))
+        trainer.accelerator = accelerator
+        vectors = accelerator.put(torch.from_numpy(frozen))
+        with accelerator.memory_guard(model, "training the head"):
+            report["head"] = trainer.run(frozen_stage(model, head, vectors))
     if privacy is None and model.finetune != "frozen" and model.finetune_epochs > 0:
-        encoder = trainable_encoder(model, base)
-        stage = finetune_stage(model, head, encoder, model.tokens_, trainer.best_loss)
-        report["finetune_stage"] = outcome = trainer.run(stage)
+        size = sum(p.numel() for p in base.model.parameters())
+        checkpointing = accelerator.checkpointing(model, size)
+        encoder = accelerator.put(trainable_encoder(model, base, checkpointing))
+        stage = finetune_stage(
+            model, head, encoder, model.tokens_, trainer.best_loss, base.pooling, accelerator
+        )
+        with accelerator.memory_guard(model, f"fine-tuning the encoder ({model.finetune})"):
+            report["finetune_stage"] = outcome = trainer.run(stage)
         if not outcome["improved"]:
             encoder = None  # stage 1 was better on validation: keep it whole
+    if not accelerator.on_cpu:
+        report["device"] = accelerator.report(checkpointing)
     if log is not None:
         log.close()
-    model.head_ = head
+    if encoder is not None:
+        with accelerator.memory_guard(model, "encoding the item texts"):
+            frozen = encode_tokens(
+                encoder, model.tokens_, 256, base.pooling, device=accelerator.device
+            )
+        encoder = encoder.cpu()
+        if checkpointing:
+            stop_checkpointing(encoder)
+    model.head_ = head.cpu()  # the fitted model predicts, saves and serves from the CPU
     model.encoder_model_ = encoder
     model.item_ids_ = wide.item_ids
-    model.item_vectors_ = (
-        frozen if encoder is None else encode_tokens(encoder, model.tokens_, batch=256)
-    )
+    model.item_vectors_ = frozen
     model.calibration_, report["calibration"] = calibrate(model, plan.validation)
     report["fit_seconds"] = round(time.perf_counter() - started, 2)
     model.fit_report_ = report
@@ -237,10 +260,21 @@ def frozen_stage(model: LMSettings, head: Any, vectors: Any) -> Stage:
 
 
 def finetune_stage(
-    model: LMSettings, head: Any, encoder: Any, tokens: dict[str, Any], baseline: float
+    model: LMSettings,
+    head: Any,
+    encoder: Any,
+    tokens: dict[str, Any],
+    baseline: float,
+    pooling: str = "mean",
+    accelerator: Accelerator | None = None,
 ) -> Stage:
-    """Stage 2: encoder and head together, warm-up then cosine decay, no early stop."""
+    """Stage 2: encoder and head together, warm-up then cosine decay, no early stop.
+
+    ``pooling`` makes the item vector from the token states; ``accelerator`` says where the
+    encoder and head are (default: the CPU).
+    """
     torch = import_torch()
+    device = "cpu" if accelerator is None else accelerator.device
     encoder_params = [p for p in encoder.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         [
@@ -252,11 +286,13 @@ def finetune_stage(
 
     def batch_text(part: Samples) -> Any:
         unique, inverse = np.unique(part.item, return_inverse=True)
-        return pooled(encoder, tokens, unique)[torch.from_numpy(inverse)]
+        vectors = pooled(encoder, tokens, unique, pooling, device)
+        return vectors[torch.from_numpy(inverse).to(vectors.device)]
 
     def validation_text() -> Callable[[np.ndarray], Any]:
-        vectors = torch.from_numpy(encode_tokens(encoder, tokens, batch=256))
-        return lambda items: vectors[torch.from_numpy(items)]
+        found = encode_tokens(encoder, tokens, 256, pooling, device)
+        vectors = torch.from_numpy(found).to(device)
+        return lambda items: vectors[torch.from_numpy(items).to(device)]
 
     def schedule(optimizer: Any, step: int, steps: int, epoch: int) -> None:
         set_learning_rates(optimizer, step, steps, model, epoch)
@@ -310,6 +346,7 @@ class Trainer:
         self.best_loss = math.inf
         self.torch = import_torch()
         self.levels = self.torch.tensor(model.levels, dtype=self.torch.float32)
+        self.accelerator: Accelerator | None = None  # None: the CPU, float32
 
     def run(self, stage: Stage) -> dict[str, Any]:
         """Train ``stage`` for its epochs; the modules end in their best state on validation.
@@ -356,6 +393,8 @@ class Trainer:
         self.head.train()
         if "encoder" in stage.modules:
             stage.modules["encoder"].eval()  # no dropout inside the encoder: as for the head
+            checkpointed_layers_train(stage.modules["encoder"])
+        accelerator = self.accelerator
         running = 0.0
         desc = f"LM {stage.label} epoch {epoch + 1}/{stage.epochs}"
         with self._progress(len(batches), desc) as bar:
@@ -364,13 +403,23 @@ class Trainer:
                     stage.schedule(stage.optimizer, step, len(batches), epoch)
                 stage.optimizer.zero_grad()
                 part, scale = context.shard(batch)
-                loss = self._loss(part, stage.batch_text(part))
+                if accelerator is None:
+                    loss = self._loss(part, stage.batch_text(part))
+                else:
+                    with accelerator.autocast():
+                        loss = self._loss(part, stage.batch_text(part))
                 if context.world > 1:
                     loss = loss * scale
-                loss.backward()
+                if accelerator is None:
+                    loss.backward()
+                else:
+                    accelerator.backward(loss)
                 batch_loss = context.reduce_gradients(stage.parameters, loss)
-                torch.nn.utils.clip_grad_norm_(stage.parameters, self.model.grad_clip)
-                stage.optimizer.step()
+                if accelerator is None:
+                    torch.nn.utils.clip_grad_norm_(stage.parameters, self.model.grad_clip)
+                    stage.optimizer.step()
+                else:
+                    accelerator.step(stage.optimizer, stage.parameters, self.model.grad_clip)
                 running += batch_loss
                 bar.update(1)
                 bar.set_postfix(loss=f"{batch_loss:.4f}")
@@ -425,11 +474,14 @@ class Trainer:
         from salesformer.models.lm.network import pinball_loss
 
         batch = tensors(samples)
+        if self.accelerator is not None and not self.accelerator.on_cpu:
+            batch = {name: self.accelerator.put(value) for name, value in batch.items()}
         predicted = self.head(
             batch["hist"], batch["hist_mask"], batch["static"], batch["future"], text
         )
+        levels = self.levels if self.accelerator is None else self.accelerator.put(self.levels)
         loss = pinball_loss(
-            predicted, batch["target"], batch["target_mask"], batch["weight"], self.levels
+            predicted.float(), batch["target"], batch["target_mask"], batch["weight"], levels
         )
         return (loss, predicted) if with_output else loss
 
@@ -446,7 +498,7 @@ class Trainer:
             for start in range(0, len(validation), 4096):
                 part = validation.take(np.arange(start, min(start + 4096, len(validation))))
                 loss, predicted = self._loss(part, vectors_for(part.item), with_output=True)
-                outputs.append(predicted.float().numpy())
+                outputs.append(predicted.float().cpu().numpy())
                 w = float((part.target_mask * part.weight[:, None]).sum())
                 total += float(loss) * w
                 weight += w

@@ -227,3 +227,14 @@ def test_daily_short_lived_launches_on_any_weekday_are_forecast_from_their_price
     mean_curve = np.tile(actual.mean(axis=0), (len(new), 1))
     wape = np.abs(curves - actual).sum() / actual.sum()
     assert wape < 0.8 * np.abs(mean_curve - actual).sum() / actual.sum()
+
+
+def test_a_panel_without_launches_has_no_launch_regression(panel: Panel) -> None:
+    wide = Wide.from_panel(panel)
+    none = PanelLaunches.find(wide, launch_after=wide.n_history + 1, steps=8, limit=0)
+    assert len(none) == 0
+    features = launch_features(
+        np.zeros((0, 5)), none.price, none.dates, panel.freq, none.price_fill()
+    )
+    assert features.shape == (0, 5 + 4)
+    assert fit_launch_ridge(features, none.curves, none.observed) is None

@@ -84,7 +84,9 @@ def launch_features(
     ok = np.isfinite(price) & (price > 0)
     log_price = np.where(ok, np.log1p(np.where(ok, price, 0.0)), price_fill)
     extra = np.column_stack([log_price, ok.astype(float), calendar(dates, freq, 1)])
-    return np.hstack([np.asarray(vectors, dtype=np.float64).reshape(len(price), -1), extra])
+    text = np.asarray(vectors, dtype=np.float64)
+    text = text.reshape(len(price), text.shape[-1] if text.ndim > 1 else -1)
+    return np.hstack([text, extra])
 
 
 @dataclass

@@ -28,6 +28,8 @@ Usage::
 
 from __future__ import annotations
 
+import copy
+import json
 import sys
 import time
 import traceback
@@ -143,6 +145,46 @@ def run_baselines(train: LaunchSet, new: LaunchSet, encoder: Any) -> list[dict[s
     return rows
 
 
+def panel_launch_ridge(history: Panel, new: LaunchSet, encoder: Any) -> dict[str, Any]:
+    """The fair baseline of the LM's launch regression: the same ridge
+    (:mod:`salesformer.models.lm.launch`) on the same launches of the LM's history (partial
+    curves of the latest ones included), on frozen encoder embeddings instead of the LM's
+    vectors. With a frozen LM and the regression alone it is the LM's cold-start forecast."""
+    from salesformer.models.lm import LMForecaster
+    from salesformer.models.lm.encoding import texts_for
+    from salesformer.models.lm.launch import PanelLaunches, fit_launch_ridge, launch_features
+    from salesformer.models.lm.samples import Wide
+
+    started = time.perf_counter()
+    wide = Wide.from_panel(history)
+    launch_after = LMForecaster().launch_after
+    launches = PanelLaunches.find(wide, launch_after, WEEKS, wide.n_history - 1)
+    assert history.items is not None
+    vectors = encoder.encode(texts_for(history.items, wide.item_ids[launches.items]))
+    fill = launches.price_fill()
+    features = launch_features(vectors, launches.price, launches.dates, history.freq, fill)
+    ridge = fit_launch_ridge(features, launches.curves, launches.observed)
+    if ridge is None:
+        raise ValueError(f"only {len(launches)} launches in the LM's history: no regression")
+    fit_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    new_features = launch_features(
+        encoder.encode(list(new.texts)), new.prices, new.launch_dates, history.freq, fill
+    )
+    forecast = ridge.predict(new_features)
+    row = {
+        "model": "RidgeEmbedding-LM-launches",
+        **score(new.targets, forecast),
+        "wape_by_week": _wape_by_week(new.targets, forecast),
+        "fit_seconds": fit_seconds,
+        "predict_seconds": time.perf_counter() - started,
+        "alpha": ridge.alpha,
+        "training_launches": len(launches),
+    }
+    print(f"[{row['model']}] WAPE {row['wape']:.3f}  MAE {row['mae']:.2f}", flush=True)
+    return row
+
+
 def _wape_by_week(actual: np.ndarray, forecast: np.ndarray) -> list[float]:
     total = np.abs(actual).sum(axis=0)
     errors = np.abs(actual - forecast).sum(axis=0)
@@ -151,34 +193,47 @@ def _wape_by_week(actual: np.ndarray, forecast: np.ndarray) -> list[float]:
 
 def run_lm(
     mode: LMMode, seed: int, history: Panel, new: LaunchSet, threads: int | None = None
-) -> dict[str, Any]:
-    """Fit the language-model forecaster in one fine-tuning mode and score its launch curves.
+) -> list[dict[str, Any]]:
+    """Fit the language-model forecaster in one fine-tuning mode and score its launch curves:
+    the product's forecast (``LM-<mode>``) and the network's alone from the same fit
+    (``LM-<mode>-network``, the launch regression left out).
 
     Raises:
         ImportError: when ``salesformer.models.lm`` cannot be imported.
         ValueError: when its forecast frame does not hold one row per new item and week.
     """
-    forecast, scored, report, fit_seconds, predict_seconds = lm_launch_forecast(
-        mode, seed, history, new, threads
-    )
-    return {
-        "model": f"{LM_NAME}-{mode}",
-        "seed": seed,
-        **score(new.targets, forecast),
-        "wql": wql(scored, LM_NAME),
-        "coverage80": coverage80(scored, LM_NAME),
-        "wape_by_week": _wape_by_week(new.targets, forecast),
-        "fit_seconds": fit_seconds,
-        "predict_seconds": predict_seconds,
-        "kept": {k: report[k] for k in ("stages", "kept") if k in report},
-    }
+    runs = lm_launch_forecast(mode, seed, history, new, threads, network_too=True)
+    rows = []
+    for suffix, (forecast, scored, report, fit_seconds, predict_seconds) in runs.items():
+        rows.append(
+            {
+                "model": f"{LM_NAME}-{mode}{suffix}",
+                "seed": seed,
+                **score(new.targets, forecast),
+                "wql": wql(scored, LM_NAME),
+                "coverage80": coverage80(scored, LM_NAME),
+                "wape_by_week": _wape_by_week(new.targets, forecast),
+                "fit_seconds": fit_seconds,
+                "predict_seconds": predict_seconds,
+                "kept": {k: report[k] for k in ("head", "finetune_stage") if k in report},
+                "launch_regression": report.get("launch_regression"),
+            }
+        )
+    return rows
 
 
 def lm_launch_forecast(
-    mode: LMMode, seed: int, history: Panel, new: LaunchSet, threads: int | None = None
-) -> tuple[np.ndarray, pd.DataFrame, dict[str, Any], float, float]:
+    mode: LMMode,
+    seed: int,
+    history: Panel,
+    new: LaunchSet,
+    threads: int | None = None,
+    network_too: bool = False,
+) -> Any:
     """The LM's launch curves ``(launches, weeks)``, the scored frame, its fit report and the
-    fit and predict seconds (see :func:`run_lm`)."""
+    fit and predict seconds (see :func:`run_lm`). With ``network_too``, a dict of these by
+    row-name suffix: ``""`` for the product's forecast, ``"-network"`` for the network's alone
+    from the same fit."""
     from benchmarks.online_retail import without_text
     from salesformer.models.lm import LMForecaster
 
@@ -190,6 +245,19 @@ def lm_launch_forecast(
         inputs = inputs.assign(text="product")
     model = LMForecaster(seed=seed, **settings)
     _, fit_seconds = _timed(lambda: model.fit(history))
+    if network_too:
+        network = copy.copy(model)
+        network.launch_blend_ = None
+        return {
+            "": _scored_launches(model, inputs, new, fit_seconds),
+            "-network": _scored_launches(network, inputs, new, fit_seconds),
+        }
+    return _scored_launches(model, inputs, new, fit_seconds)
+
+
+def _scored_launches(
+    model: Any, inputs: pd.DataFrame, new: LaunchSet, fit_seconds: float
+) -> tuple[np.ndarray, pd.DataFrame, dict[str, Any], float, float]:
     frame, predict_seconds = _timed(lambda: model.predict_new(inputs, horizon=WEEKS))
     actuals = new.actuals()
     keys = [ITEM_ID, DATE]
@@ -232,13 +300,14 @@ def run_lm_modes(
                 f"[{label}] fitting on the panel up to {history.last_date.date()} ...", flush=True
             )
             try:
-                row = run_lm(mode, seed, history, new, threads)
+                found = run_lm(mode, seed, history, new, threads)
             except Exception as exc:
                 traceback.print_exc()
                 errors.append(f"{label} failed: {type(exc).__name__}: {exc}")
                 continue
-            print(f"[{label}] WAPE {row['wape']:.3f}  wQL {row['wql']:.3f}", flush=True)
-            rows.append(row)
+            for row in found:
+                print(f"[{row['model']} seed {seed}] WAPE {row['wape']:.3f}", flush=True)
+            rows += found
     return rows, errors
 
 
@@ -308,6 +377,20 @@ def markdown(report: dict[str, Any]) -> str:
             _fmt(row["predict_seconds"], 1),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "`LM-<mode>`: the product's forecast (`predict_new`: the network blended with the LM's "
+        "launch regression, `salesformer.models.lm.launch`); `LM-<mode>-network`: the network "
+        "alone from the same fit. `RidgeEmbedding-LM-launches`: the same regression on the same "
+        "launches of the LM's history, on frozen MiniLM embeddings (the fair baseline of the "
+        "LM's launch regression); `RidgeEmbedding`: ridge on the training window's launches.",
+    ]
+    for row in report["results"]:
+        if row.get("launch_regression") and row["model"].endswith(("frozen", "lora", "notext")):
+            lines.append(
+                f"- {row['model']} seed {row['seed']}: launch regression "
+                f"{json.dumps(row['launch_regression'], default=str)}"
+            )
     target = report["target"]
     lines += ["", f"Target ({target['rule']}): {target['status']}."]
     if report["lm_errors"]:
@@ -377,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
 
     encoder, load_seconds = _timed(lambda: load_encoder(ENCODER))
     results = run_baselines(train, new, encoder)
+    results.append(panel_launch_ridge(panel.until(split.history_cutoff), new, encoder))
     lm_rows: list[dict[str, Any]] = []
     lm_errors: list[str] = []
     if not args.skip_lm:

@@ -53,6 +53,7 @@ from salesformer.models.lm.context import TrainingContext
 from salesformer.models.lm.encoding import encode_tokens as _encode_tokens
 from salesformer.models.lm.encoding import texts_for as _texts_for
 from salesformer.models.lm.encoding import trainable_encoder
+from salesformer.models.lm.launch import LaunchBlend
 from salesformer.models.lm.persistence import load_lm, save_lm
 from salesformer.models.lm.prediction import (
     check_new_items,
@@ -80,6 +81,8 @@ class FittedLM:
     item_vectors_: np.ndarray
     calibration_: QuantileCalibration
     fit_report_: dict[str, Any]
+    #: The launch regression blended into ``predict_new`` (None: the network alone).
+    launch_blend_: LaunchBlend | None = None
 
 
 @dataclass
@@ -203,6 +206,8 @@ class LMForecaster(LMSettings, FittedLM, Forecaster):
         )
         vectors = self.encode_texts(_texts_for(frame, frame[ITEM_ID].to_numpy()))
         values = forecast_samples(self, samples, vectors, horizon, levels)
+        if self.launch_blend_ is not None:
+            values = self.launch_blend_.apply(values, vectors, price, launches, panel.freq)
         dates = np.concatenate(
             [
                 pd.date_range(start, periods=horizon, freq=panel.freq).to_numpy()

@@ -32,6 +32,7 @@ from salesformer.models.lm.folder import (
     check_lm_folder,
     future_width,
 )
+from salesformer.models.lm.launch import read_launch_blend
 from salesformer.models.lm.samples import Standardizer
 from salesformer.models.lm.training import new_head
 from salesformer.models.lm.training_log import LOG_DIR, tensorboard_available, write_history
@@ -76,6 +77,9 @@ def save_lm(model: LMForecaster, folder: str | Path) -> Path:
                 "fine_tuned_encoder": model.encoder_model_ is not None,
                 "item_ids": [str(i) for i in model.item_ids_],
                 "calibration": model.calibration_.to_json(),
+                "launch_blend": (
+                    None if model.launch_blend_ is None else model.launch_blend_.to_json()
+                ),
             },
             "fit_report": jsonable(model.fit_report_, model.name),
             "versions": library_versions(),
@@ -167,6 +171,7 @@ def load_lm(cls: type[LMForecaster], folder: str | Path, panel: bool = True) -> 
     model.item_ids_ = np.asarray(state["item_ids"], dtype=str)
     model.item_vectors_ = _read_weights(path / VECTORS_FILE, torch=False)["vectors"]
     model.fit_report_ = checked.config.get("fit_report") or {}
+    model.launch_blend_ = read_launch_blend(state.get("launch_blend"), path / CONFIG_FILE)
     if loaded_panel is not None:
         model.panel_ = loaded_panel
     return model

@@ -69,6 +69,8 @@ LM_CONSTRAINTS: dict[str, Constraint] = {
     "history_dropout": Interval(float, 0.0, 1.0),
     "launch_after": Interval(int, 0, 100_000),
     "launch_weight": Interval(float, 0.0, 1000.0),
+    "launch_regression": Boolean(),
+    "launch_network_weight": Interval(float, 0.0, 1.0, none=True),
     "volume_weight": Interval(float, 0.0, 2.0),
     "grad_clip": Interval(float, 1e-6, 1e6),
     "seed": Interval(int, 0, 2**31 - 1),
@@ -141,6 +143,15 @@ class LMSettings:
             count as launches (earlier ones may merely predate the data).
         launch_weight: weight of a launch sample relative to the mean weight of the history
             samples (a launch has no history to take a volume weight from).
+        launch_regression: also learn a ridge regression of launch curves on the LM's text
+            vectors, launch price and launch date from the panel's launches, and blend it into
+            ``predict_new`` with a weight chosen on launches held out by time (see
+            :mod:`.launch`); off: new products from the network alone.
+        launch_network_weight: the network's weight in that blend (the regression has the
+            rest); None (default) chooses it on the fit's own validation launches (the
+            launches of the held-out window, first sold in its last ``horizon`` periods), so
+            that the user's own data decides; a number fixes it (``docs/lm.md``, section
+            "New products").
         volume_weight: samples are weighted by ``(1 + mean sales) ** volume_weight``, moving
             the loss towards high sellers (which dominate WAPE); 0 weights items equally.
         grad_clip: gradient-norm clipping.
@@ -198,6 +209,8 @@ class LMSettings:
     history_dropout: float = 0.1
     launch_after: int = 13
     launch_weight: float = 4.0
+    launch_regression: bool = True
+    launch_network_weight: float | None = None
     volume_weight: float = 0.5
     grad_clip: float = 1.0
     seed: int = 0

@@ -39,6 +39,7 @@ from salesformer.models.lm.encoding import (
     texts_for,
     trainable_encoder,
 )
+from salesformer.models.lm.launch import fit_launch_blend
 from salesformer.models.lm.plan import TrainingPlan
 from salesformer.models.lm.prediction import head_quantiles, tensors
 from salesformer.models.lm.private import (
@@ -151,6 +152,12 @@ def train(model: LMForecaster, panel: Panel, context: TrainingContext | None = N
     model.item_ids_ = wide.item_ids
     model.item_vectors_ = frozen
     model.calibration_, report["calibration"] = calibrate(model, plan.validation)
+    model.launch_blend_ = None
+    if model.launch_regression and privacy is None:
+        origin = plan.target_limit if plan.validation is not None else None
+        model.launch_blend_, report["launch_regression"] = fit_launch_blend(
+            model, wide, panel.freq, origin
+        )
     report["fit_seconds"] = round(time.perf_counter() - started, 2)
     model.fit_report_ = report
 

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException
 from salesformer._version import __version__
 from salesformer.errors import SalesformerError
 from salesformer.service.core import SalesService, ServiceConfig
+from salesformer.service.customer_data import RetentionTimer
 from salesformer.service.guards import (
     BodyLimit,
     RequestMetrics,
@@ -72,9 +73,15 @@ def create_app(config: ServiceConfig, model: Any = None) -> FastAPI:
         watcher = None
         if config.registry_poll:
             watcher = PointerWatcher(reloader, config.registry_poll).start()
+        retention = None
+        if config.customer_data.retain_days is not None:
+            seconds = config.customer_data.retention_check
+            retention = RetentionTimer(service.customer_data, seconds).start()
         yield
         if watcher is not None:
             watcher.stop()
+        if retention is not None:
+            retention.stop()
         service.close()
 
     app = FastAPI(

@@ -134,17 +134,20 @@ def panel_with_events(
         if period <= folded:
             counts["events_in_panel"] += 1
             continue
-        rows.append((event.item_id, period, float(event.quantity), event.price))
+        rows.append((event.item_id, period, float(event.quantity), event))
     if stop is None:
         stop = max((r[1] for r in rows), default=folded + 1) - 1
     kept = [r for r in rows if 0 <= r[1] <= stop]
     counts["events_outside"] = len(rows) - len(kept)
     counts["events_used"] = len(kept)
-    rows = [(i, p, q, np.nan if price is None else float(price)) for i, p, q, price in kept]
-    totals = pd.DataFrame(rows, columns=[ITEM_ID, _PERIOD, "_quantity", "_price"])
+    # a kept daily total (retention) carries the mean of several prices: weight by them
+    weighted = [(i, p, q, (e.price or 0.0) * e.price_weight, e.price_weight) for i, p, q, e in kept]
+    totals = pd.DataFrame(weighted, columns=[ITEM_ID, _PERIOD, "_quantity", "_psum", "_priced"])
     totals = totals.groupby([ITEM_ID, _PERIOD], as_index=False).agg(
-        _quantity=("_quantity", "sum"), _price=("_price", "mean")
+        _quantity=("_quantity", "sum"), _psum=("_psum", "sum"), _priced=("_priced", "sum")
     )
+    totals["_price"] = totals["_psum"] / totals["_priced"].where(totals["_priced"] > 0)
+    totals = totals.drop(columns=["_psum", "_priced"])
     last = grid.index(panel.last_date.to_pydatetime())
     end = stop
     if end <= last:
@@ -283,7 +286,7 @@ def retrain(
     champion = load_model(current.model_dir)
     store = open_store(db)
     try:
-        events = store.iter_events()
+        events = store.iter_sales()
         panel, counts = panel_with_events(champion.panel_, events, until, current.folded_through)
     finally:
         store.close()

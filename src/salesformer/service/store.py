@@ -40,6 +40,11 @@ class Event:
         price: unit price, or None when unknown.
         order_id: the order the sale belongs to, or None.
         customer_id: the customer, or None.
+        count: sales the row stands for: 1 for an event; a day's number of events for the
+            total kept by the retention (:mod:`salesformer.service.customer_data`), which
+            replaces that day's events.
+        priced: for such a total, how many of its events had a price (``price`` is their
+            mean); None for an event.
     """
 
     event_id: str
@@ -49,6 +54,15 @@ class Event:
     price: float | None = None
     order_id: str | None = None
     customer_id: str | None = None
+    count: int = 1
+    priced: int | None = None
+
+    @property
+    def price_weight(self) -> int:
+        """How many priced sales ``price`` is the mean of (0: no price)."""
+        if self.price is None:
+            return 0
+        return 1 if self.priced is None else self.priced
 
     def row(self) -> tuple[Any, ...]:
         return (
@@ -123,6 +137,23 @@ class Store(Protocol):
         """How many events are stored."""
         ...
 
+    def compact(self, before: datetime) -> int:
+        """Replace the events dated before ``before`` by per-item daily totals; how many.
+
+        One transaction: the totals (quantity, price sum and count, events) of each item and
+        UTC day are added to the ``event_totals`` table and the raw rows, with their order and
+        customer ids, are deleted.
+        """
+        ...
+
+    def iter_sales(self) -> Iterator[Event]:
+        """What forecasts read: the kept daily totals, then every stored event (in order).
+
+        Read in one statement, so a :meth:`compact` running at the same time is seen whole
+        or not at all. A total is an :class:`Event` with ``count`` and ``priced`` set.
+        """
+        ...
+
     def add_product(self, item_id: str, record: str) -> str | None:
         """Register a product (JSON record); the record already stored under the id, if any."""
         ...
@@ -155,6 +186,8 @@ class SQLiteStore:
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            # deleted rows (retention) are overwritten, not left readable in free pages
+            self._db.execute("PRAGMA secure_delete=ON")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS events ("
                 "seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE, "
@@ -162,6 +195,7 @@ class SQLiteStore:
                 "order_id TEXT, customer_id TEXT)"
             )
             self._db.execute("CREATE INDEX IF NOT EXISTS events_item ON events (item_id, seq)")
+            self._db.execute(_TOTALS.format(real="REAL"))
         except sqlite3.DatabaseError as exc:
             raise ConfigError(
                 f"--db {str(self.path)!r} cannot be used as an SQLite event store ({exc}); "
@@ -210,6 +244,28 @@ class SQLiteStore:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
 
+    def compact(self, before: datetime) -> int:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(_COMPACT.format(mark="?"), (before.isoformat(),))
+                deleted = self._db.execute(
+                    "DELETE FROM events WHERE ts < ?", (before.isoformat(),)
+                ).rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            if deleted:  # move the overwritten pages out of the write-ahead log as well
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return int(deleted)
+
+    def iter_sales(self) -> Iterator[Event]:
+        with self._lock:
+            batch = self._db.execute(_SALES).fetchall()
+        for row in batch:
+            yield _sale(row)
+
     def add_product(self, item_id: str, record: str) -> str | None:
         """Register a new product (a JSON record); return the record already stored, if any."""
         with self._lock:
@@ -256,6 +312,7 @@ class PostgresStore:
                     "price DOUBLE PRECISION, order_id TEXT, customer_id TEXT)"
                 )
                 cursor.execute("CREATE INDEX IF NOT EXISTS events_item ON events (item_id, seq)")
+                cursor.execute(_TOTALS.format(real="DOUBLE PRECISION"))
             self._db.commit()
         except psycopg.Error as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
@@ -313,6 +370,27 @@ class PostgresStore:
             self._db.commit()
         return int(row[0]) if row else 0
 
+    def compact(self, before: datetime) -> int:
+        with self._lock:
+            try:
+                with self._db.cursor() as cursor:
+                    cursor.execute(_COMPACT.format(mark="%s"), (before.isoformat(),))
+                    cursor.execute("DELETE FROM events WHERE ts < %s", (before.isoformat(),))
+                    deleted = cursor.rowcount
+                self._db.commit()
+            except BaseException:
+                self._db.rollback()
+                raise
+        return int(deleted)
+
+    def iter_sales(self) -> Iterator[Event]:
+        with self._lock, self._db.cursor() as cursor:
+            cursor.execute(_SALES)
+            batch = cursor.fetchall()
+            self._db.commit()
+        for row in batch:
+            yield _sale(row)
+
     def add_product(self, item_id: str, record: str) -> str | None:
         """Register a new product (a JSON record); return the record already stored, if any."""
         with self._lock, self._db.cursor() as cursor:
@@ -358,6 +436,47 @@ _PRODUCTS_POSTGRES = (
     "CREATE TABLE IF NOT EXISTS products (seq BIGSERIAL PRIMARY KEY, "
     "item_id TEXT NOT NULL UNIQUE, record TEXT NOT NULL)"
 )
+
+
+# Daily totals of the events the retention deleted (:meth:`Store.compact`): created on first
+# use. ``day`` is the UTC date as ISO text; ``price_sum`` and ``priced`` give the mean price.
+_TOTALS = (
+    "CREATE TABLE IF NOT EXISTS event_totals (item_id TEXT NOT NULL, day TEXT NOT NULL, "
+    "quantity {real} NOT NULL, price_sum {real} NOT NULL, priced INTEGER NOT NULL, "
+    "events INTEGER NOT NULL, PRIMARY KEY (item_id, day))"
+)
+_COMPACT = (
+    "INSERT INTO event_totals (item_id, day, quantity, price_sum, priced, events) "
+    "SELECT item_id, substr(ts, 1, 10), SUM(quantity), COALESCE(SUM(price), 0), COUNT(price), "
+    "COUNT(*) FROM events WHERE ts < {mark} GROUP BY item_id, substr(ts, 1, 10) "
+    "ON CONFLICT (item_id, day) DO UPDATE SET "
+    "quantity = event_totals.quantity + excluded.quantity, "
+    "price_sum = event_totals.price_sum + excluded.price_sum, "
+    "priced = event_totals.priced + excluded.priced, "
+    "events = event_totals.events + excluded.events"
+)
+_SALES = (
+    "SELECT 0 AS kind, 0 AS seq, CAST(NULL AS TEXT), item_id, day, quantity, price_sum, "
+    "priced, events, CAST(NULL AS TEXT), CAST(NULL AS TEXT) FROM event_totals "
+    "UNION ALL SELECT 1 AS kind, seq, event_id, item_id, ts, quantity, price, CAST(NULL AS "
+    "INTEGER), 1, order_id, customer_id FROM events ORDER BY kind, seq"
+)
+
+
+def _sale(row: Sequence[Any]) -> Event:
+    """An event, or a kept daily total as an :class:`Event` dated at the day's midnight."""
+    kind, _, event_id, item_id, ts, quantity, price, priced, count, order_id, customer = row
+    if kind == 1:
+        return Event.from_row((event_id, item_id, ts, quantity, price, order_id, customer))
+    return Event(
+        f"total:{item_id}:{ts}",
+        str(item_id),
+        datetime.fromisoformat(str(ts)),
+        float(quantity),
+        float(price) / int(priced) if int(priced) else None,
+        count=int(count),
+        priced=int(priced),
+    )
 
 
 def open_store(location: str | Path) -> Store:

@@ -76,9 +76,13 @@ class ItemEvents:
     first: int | None = None
     last: int | None = None
     version: int = 0
+    out_of_stock: set[int] = field(default_factory=set)
 
     def add(self, period: int, quantity: float, price: float | None, priced: int = 1) -> None:
-        """Add sales; ``price`` is the mean of ``priced`` prices (a kept daily total)."""
+        """Add sales; ``price`` is the mean of ``priced`` prices (a kept daily total).
+
+        Periods marked out of stock (:attr:`out_of_stock`) are added by the caller.
+        """
         self.quantity[period] = self.quantity.get(period, 0.0) + quantity
         if price is not None and priced > 0:
             self.price_sum[period] = self.price_sum.get(period, 0.0) + price * priced
@@ -149,6 +153,8 @@ class LiveHistory:
                     continue  # stored, but no forecast reads it (or in the panel already)
                 state = self._items.setdefault(event.item_id, ItemEvents())
                 state.add(period, event.quantity, event.price, event.price_weight)
+                if event.in_stock is False:
+                    state.out_of_stock.add(period)
                 self.clock = max(self.clock, period)
 
     def item_clock(self, state: ItemEvents | None) -> int:
@@ -170,6 +176,7 @@ class LiveHistory:
                 state.first,
                 state.last,
                 state.version,
+                set(state.out_of_stock),
             )
             return copy, self.item_clock(copy)
 

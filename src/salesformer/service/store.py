@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from salesformer.errors import ConfigError, DataValidationError, MissingExtraError
 
-_COLUMNS = ("event_id", "item_id", "ts", "quantity", "price", "order_id", "customer_id")
+_COLUMNS = ("event_id", "item_id", "ts", "quantity", "price", "order_id", "customer_id", "in_stock")
 _POSTGRES_PREFIXES = ("postgresql://", "postgres://")
 
 
@@ -40,6 +40,8 @@ class Event:
         price: unit price, or None when unknown.
         order_id: the order the sale belongs to, or None.
         customer_id: the customer, or None.
+        in_stock: False when the item ran out of stock in the event's period (the period's
+            sales are then not demand: :mod:`salesformer.data.stockouts`); None: not said.
         count: sales the row stands for: 1 for an event; a day's number of events for the
             total kept by the retention (:mod:`salesformer.service.customer_data`), which
             replaces that day's events.
@@ -54,6 +56,7 @@ class Event:
     price: float | None = None
     order_id: str | None = None
     customer_id: str | None = None
+    in_stock: bool | None = None
     count: int = 1
     priced: int | None = None
 
@@ -73,11 +76,12 @@ class Event:
             self.price,
             self.order_id,
             self.customer_id,
+            None if self.in_stock is None else int(self.in_stock),
         )
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> Event:
-        event_id, item_id, ts, quantity, price, order_id, customer_id = row
+        event_id, item_id, ts, quantity, price, order_id, customer_id, in_stock = row
         return cls(
             str(event_id),
             str(item_id),
@@ -86,6 +90,7 @@ class Event:
             None if price is None else float(price),
             order_id,
             customer_id,
+            None if in_stock is None else bool(in_stock),
         )
 
 
@@ -192,8 +197,11 @@ class SQLiteStore:
                 "CREATE TABLE IF NOT EXISTS events ("
                 "seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE, "
                 "item_id TEXT NOT NULL, ts TEXT NOT NULL, quantity REAL NOT NULL, price REAL, "
-                "order_id TEXT, customer_id TEXT)"
+                "order_id TEXT, customer_id TEXT, in_stock INTEGER)"
             )
+            known = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
+            if "in_stock" not in known:  # a store written before availability
+                self._db.execute("ALTER TABLE events ADD COLUMN in_stock INTEGER")
             self._db.execute("CREATE INDEX IF NOT EXISTS events_item ON events (item_id, seq)")
             self._db.execute(_TOTALS.format(real="REAL"))
         except sqlite3.DatabaseError as exc:
@@ -204,7 +212,7 @@ class SQLiteStore:
 
     def add_events(self, events: Sequence[Event]) -> list[Event]:
         insert = (
-            f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (event_id) DO NOTHING"
         )
         select = f"SELECT {', '.join(_COLUMNS)} FROM events WHERE event_id = ?"
@@ -309,8 +317,9 @@ class PostgresStore:
                     "CREATE TABLE IF NOT EXISTS events ("
                     "seq BIGSERIAL PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, "
                     "item_id TEXT NOT NULL, ts TEXT NOT NULL, quantity DOUBLE PRECISION NOT NULL, "
-                    "price DOUBLE PRECISION, order_id TEXT, customer_id TEXT)"
+                    "price DOUBLE PRECISION, order_id TEXT, customer_id TEXT, in_stock INTEGER)"
                 )
+                cursor.execute("ALTER TABLE events ADD COLUMN IF NOT EXISTS in_stock INTEGER")
                 cursor.execute("CREATE INDEX IF NOT EXISTS events_item ON events (item_id, seq)")
                 cursor.execute(_TOTALS.format(real="DOUBLE PRECISION"))
             self._db.commit()
@@ -324,7 +333,7 @@ class PostgresStore:
     def add_events(self, events: Sequence[Event]) -> list[Event]:
         insert = (
             f"INSERT INTO events ({', '.join(_COLUMNS)}) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING"
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING"
         )
         select = f"SELECT {', '.join(_COLUMNS)} FROM events WHERE event_id = %s"
         stored: list[Event] = []
@@ -443,37 +452,41 @@ _PRODUCTS_POSTGRES = (
 _TOTALS = (
     "CREATE TABLE IF NOT EXISTS event_totals (item_id TEXT NOT NULL, day TEXT NOT NULL, "
     "quantity {real} NOT NULL, price_sum {real} NOT NULL, priced INTEGER NOT NULL, "
-    "events INTEGER NOT NULL, PRIMARY KEY (item_id, day))"
+    "events INTEGER NOT NULL, out_of_stock INTEGER NOT NULL, PRIMARY KEY (item_id, day))"
 )
 _COMPACT = (
-    "INSERT INTO event_totals (item_id, day, quantity, price_sum, priced, events) "
+    "INSERT INTO event_totals (item_id, day, quantity, price_sum, priced, events, out_of_stock) "
     "SELECT item_id, substr(ts, 1, 10), SUM(quantity), COALESCE(SUM(price), 0), COUNT(price), "
-    "COUNT(*) FROM events WHERE ts < {mark} GROUP BY item_id, substr(ts, 1, 10) "
+    "COUNT(*), SUM(CASE WHEN in_stock = 0 THEN 1 ELSE 0 END) FROM events WHERE ts < {mark} "
+    "GROUP BY item_id, substr(ts, 1, 10) "
     "ON CONFLICT (item_id, day) DO UPDATE SET "
     "quantity = event_totals.quantity + excluded.quantity, "
     "price_sum = event_totals.price_sum + excluded.price_sum, "
     "priced = event_totals.priced + excluded.priced, "
-    "events = event_totals.events + excluded.events"
+    "events = event_totals.events + excluded.events, "
+    "out_of_stock = event_totals.out_of_stock + excluded.out_of_stock"
 )
 _SALES = (
     "SELECT 0 AS kind, 0 AS seq, CAST(NULL AS TEXT), item_id, day, quantity, price_sum, "
-    "priced, events, CAST(NULL AS TEXT), CAST(NULL AS TEXT) FROM event_totals "
+    "priced, events, CAST(NULL AS TEXT), CAST(NULL AS TEXT), "
+    "CASE WHEN out_of_stock > 0 THEN 0 ELSE NULL END FROM event_totals "
     "UNION ALL SELECT 1 AS kind, seq, event_id, item_id, ts, quantity, price, CAST(NULL AS "
-    "INTEGER), 1, order_id, customer_id FROM events ORDER BY kind, seq"
+    "INTEGER), 1, order_id, customer_id, in_stock FROM events ORDER BY kind, seq"
 )
 
 
 def _sale(row: Sequence[Any]) -> Event:
     """An event, or a kept daily total as an :class:`Event` dated at the day's midnight."""
-    kind, _, event_id, item_id, ts, quantity, price, priced, count, order_id, customer = row
+    kind, _, event_id, item_id, ts, quantity, price, priced, count, order, customer, stock = row
     if kind == 1:
-        return Event.from_row((event_id, item_id, ts, quantity, price, order_id, customer))
+        return Event.from_row((event_id, item_id, ts, quantity, price, order, customer, stock))
     return Event(
         f"total:{item_id}:{ts}",
         str(item_id),
         datetime.fromisoformat(str(ts)),
         float(quantity),
         float(price) / int(priced) if int(priced) else None,
+        in_stock=None if stock is None else bool(stock),
         count=int(count),
         priced=int(priced),
     )

@@ -39,6 +39,7 @@ from salesformer.service.routes import (
     events,
     forecasts,
     items,
+    levels,
     models,
     monitoring,
     system,
@@ -109,6 +110,7 @@ def create_app(config: ServiceConfig, model: Any = None) -> FastAPI:
     app.include_router(system.router(service, config, metrics, read))
     app.include_router(models.router(service, reloader, read, write))
     app.include_router(monitoring.router(service, stock, read))
+    app.include_router(levels.router(service, read))
 
     # the last added runs first: metrics wrap the body limit, so refused bodies are counted
     # too, and the security headers wrap both, so every answer carries them

@@ -1,0 +1,85 @@
+"""``GET /levels/forecast``: category and total forecasts that add up to the items'."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+
+from salesformer.data.contract import DATE, ITEM_ID
+from salesformer.forecasting.levels import BASE_SUFFIX, DEFAULT_RECONCILER, ITEM, LEVEL
+from salesformer.forecasting.protocol import quantile_column
+from salesformer.service.core import SalesService
+from salesformer.service.level_schemas import LevelForecastOut, LevelPointOut, LevelSeriesOut
+from salesformer.service.levels import LevelForecasts
+from salesformer.service.routes.common import ERRORS, QUANTILES_PATTERN, levels_of
+
+
+def router(service: SalesService, read: Any) -> APIRouter:
+    """The route, bound to the app's service (the horizon limit follows the model's)."""
+    router = APIRouter()
+    kept = LevelForecasts()
+
+    @router.get(
+        "/levels/forecast",
+        response_model=LevelForecastOut,
+        responses=ERRORS,
+        dependencies=[read],
+    )
+    def get_level_forecast(
+        levels: str = Query(
+            "category,total",
+            max_length=100,
+            description="Comma-separated levels above the items: category, total.",
+        ),
+        reconcile: str = Query(
+            DEFAULT_RECONCILER,
+            max_length=20,
+            description="ols, wls_struct, mint_shrink or bottom_up (hierarchicalforecast).",
+        ),
+        horizon: int | None = Query(None, ge=1, le=service.live.horizon),
+        quantiles: str | None = Query(None, max_length=600, pattern=QUANTILES_PATTERN),
+        items: bool = Query(False, description="Also list the items' reconciled forecasts."),
+    ) -> LevelForecastOut:
+        """Reconciled forecasts of the categories and the total, as ``predict --levels``.
+
+        Forecast from the served model's panel (``origin``); the first request for a set of
+        levels fits the model on the category and total series (see docs/service.md).
+        """
+        live = service.live
+        steps = live.horizon if horizon is None else horizon
+        qs = levels_of(quantiles)
+        frame = kept.forecast(live, levels, reconcile, steps, qs)
+        if not items:
+            frame = frame.loc[frame[LEVEL] != ITEM]
+        name = str(live.model.name)
+        columns = [quantile_column(name, q) for q in qs]
+        series = []
+        for (level, series_id), rows in frame.groupby([LEVEL, ITEM_ID], sort=False):
+            points = [
+                LevelPointOut(
+                    date=when.date(),
+                    forecast=float(point),
+                    base=float(base),
+                    quantiles=[float(v) for v in values],
+                )
+                for when, point, base, values in zip(
+                    rows[DATE],
+                    rows[name],
+                    rows[f"{name}{BASE_SUFFIX}"],
+                    rows[columns].to_numpy(),
+                    strict=True,
+                )
+            ]
+            series.append(LevelSeriesOut(level=str(level), series_id=str(series_id), points=points))
+        wanted = sorted({str(s) for s in frame[LEVEL]}, key=("item", "category", "total").index)
+        return LevelForecastOut(
+            model=name,
+            origin=live.panel.last_date.date(),
+            levels=wanted,
+            reconcile=reconcile,
+            quantiles=list(qs),
+            series=series,
+        )
+
+    return router

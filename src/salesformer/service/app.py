@@ -110,7 +110,7 @@ def create_app(config: ServiceConfig, model: Any = None) -> FastAPI:
     app.include_router(system.router(service, config, metrics, read))
     app.include_router(models.router(service, reloader, read, write))
     app.include_router(monitoring.router(service, stock, read))
-    app.include_router(levels.router(service, read))
+    app.include_router(levels.router(service, write))
 
     # the last added runs first: metrics wrap the body limit, so refused bodies are counted
     # too, and the security headers wrap both, so every answer carries them

@@ -1,11 +1,14 @@
 """Category and total forecasts in the service (``GET /levels/forecast``).
 
 The answer is what ``salesformer predict --model M --levels ... --reconcile ...`` writes for
-the served model: :func:`salesformer.forecasting.levels.level_forecast` on the model and its
-training panel, one code path for both. Its base forecasts of the upper levels come from a
-clone of the model fitted on the category and total series, which takes as long as a fit:
-the first request for a set of levels, method, horizon and quantiles pays it, and the answer
-is kept for the served model (a switched model starts afresh). The levels are forecast from
+the served model at its horizon with the default quantiles:
+:func:`salesformer.forecasting.levels.level_forecast` on the model and its training panel, one
+code path for both; a shorter ``horizon`` shows its first periods. Its base forecasts of the
+upper levels come from a clone of the model fitted on the category and total series, which
+takes as long as a fit: the first request for a set of levels and a method pays it, and the
+answer is kept for the served model (a switched model starts afresh), so at most
+3 x 4 fits happen per served model. The route needs the API key, as every route that runs
+the encoder does. The levels are forecast from
 the panel's last date (``origin``); live events move the item forecasts of
 ``GET /items/{id}/forecast`` but not these until ``salesformer retrain`` folds them into a new
 version.
@@ -15,12 +18,12 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Sequence
 
 import pandas as pd
 
+from salesformer.data.contract import DATE
 from salesformer.forecasting.levels import check_reconciler, level_forecast, parse_levels
-from salesformer.forecasting.protocol import check_quantiles
+from salesformer.forecasting.protocol import DEFAULT_QUANTILES
 from salesformer.service.live import LiveForecaster
 
 _Key = tuple[object, ...]
@@ -41,9 +44,8 @@ class LevelForecasts:
         levels: str,
         method: str,
         horizon: int,
-        quantiles: Sequence[float],
     ) -> pd.DataFrame:
-        """``level_forecast``'s frame for the served model (see the module docstring).
+        """``level_forecast``'s frame for the served model, its first ``horizon`` periods.
 
         Raises:
             ConfigError: an unknown level or method, a horizon out of range.
@@ -51,13 +53,14 @@ class LevelForecasts:
         """
         wanted = parse_levels(levels)
         check_reconciler(method)
-        levels_q = check_quantiles(quantiles)
         live._check_horizon(horizon)
-        key = (wanted, method, horizon, levels_q)
+        key = (wanted, method)
         with self._lock:  # one fit at a time; a second request for it waits and reuses it
             kept = self._kept.setdefault(live, {})
             if key not in kept:
                 kept[key] = level_forecast(
-                    live.model, wanted, horizon, method=method, quantiles=levels_q
+                    live.model, wanted, live.horizon, method=method, quantiles=DEFAULT_QUANTILES
                 )
-            return kept[key]
+            frame = kept[key]
+        dates = sorted(frame[DATE].unique())[:horizon]
+        return frame.loc[frame[DATE].isin(dates)]

@@ -8,14 +8,14 @@ from fastapi import APIRouter, Query
 
 from salesformer.data.contract import DATE, ITEM_ID
 from salesformer.forecasting.levels import BASE_SUFFIX, DEFAULT_RECONCILER, ITEM, LEVEL
-from salesformer.forecasting.protocol import quantile_column
+from salesformer.forecasting.protocol import DEFAULT_QUANTILES, quantile_column
 from salesformer.service.core import SalesService
 from salesformer.service.level_schemas import LevelForecastOut, LevelPointOut, LevelSeriesOut
 from salesformer.service.levels import LevelForecasts
-from salesformer.service.routes.common import ERRORS, QUANTILES_PATTERN, levels_of
+from salesformer.service.routes.common import ERRORS
 
 
-def router(service: SalesService, read: Any) -> APIRouter:
+def router(service: SalesService, write: Any) -> APIRouter:
     """The route, bound to the app's service (the horizon limit follows the model's)."""
     router = APIRouter()
     kept = LevelForecasts()
@@ -24,7 +24,7 @@ def router(service: SalesService, read: Any) -> APIRouter:
         "/levels/forecast",
         response_model=LevelForecastOut,
         responses=ERRORS,
-        dependencies=[read],
+        dependencies=[write],
     )
     def get_level_forecast(
         levels: str = Query(
@@ -38,18 +38,18 @@ def router(service: SalesService, read: Any) -> APIRouter:
             description="ols, wls_struct, mint_shrink or bottom_up (hierarchicalforecast).",
         ),
         horizon: int | None = Query(None, ge=1, le=service.live.horizon),
-        quantiles: str | None = Query(None, max_length=600, pattern=QUANTILES_PATTERN),
         items: bool = Query(False, description="Also list the items' reconciled forecasts."),
     ) -> LevelForecastOut:
         """Reconciled forecasts of the categories and the total, as ``predict --levels``.
 
-        Forecast from the served model's panel (``origin``); the first request for a set of
-        levels fits the model on the category and total series (see docs/service.md).
+        Forecast from the served model's panel (``origin``) with the quantiles 0.1 ... 0.9;
+        the first request for a set of levels and a method fits the model on the category
+        and total series (see docs/service.md). Needs the API key: it may run a fit.
         """
         live = service.live
         steps = live.horizon if horizon is None else horizon
-        qs = levels_of(quantiles)
-        frame = kept.forecast(live, levels, reconcile, steps, qs)
+        qs = DEFAULT_QUANTILES
+        frame = kept.forecast(live, levels, reconcile, steps)
         if not items:
             frame = frame.loc[frame[LEVEL] != ITEM]
         name = str(live.model.name)

@@ -45,7 +45,7 @@ def test_levels_forecast_is_predict_levels_and_adds_up(loaded_model: Any, tmp_pa
         ols = client.get("/levels/forecast", params={"horizon": 3}).json()
         keyless = client.get("/levels/forecast", headers={"X-API-Key": ""})
         bad = {  # what is sent: what the one-line answer must name
-            ("levels", "brand"): "unknown level",
+            ("levels", "brand"): "got 'brand'",
             ("reconcile", "magic"): "'magic'",
             ("horizon", "0"): "got '0'",
             ("horizon", "99"): "got '99'",

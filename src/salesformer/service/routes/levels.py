@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query
 
@@ -13,6 +13,10 @@ from salesformer.service.core import SalesService
 from salesformer.service.level_schemas import LevelForecastOut, LevelPointOut, LevelSeriesOut
 from salesformer.service.levels import LevelForecasts
 from salesformer.service.routes.common import ERRORS
+
+#: One to three of item, category, total, comma-separated (spaces around allowed).
+LEVELS_PATTERN = r"^\s*(item|category|total)\s*(,\s*(item|category|total)\s*){0,2}$"
+Reconciler = Literal["ols", "wls_struct", "mint_shrink", "bottom_up"]
 
 
 def router(service: SalesService, write: Any) -> APIRouter:
@@ -30,11 +34,11 @@ def router(service: SalesService, write: Any) -> APIRouter:
         levels: str = Query(
             "category,total",
             max_length=100,
+            pattern=LEVELS_PATTERN,
             description="Comma-separated levels above the items: category, total.",
         ),
-        reconcile: str = Query(
+        reconcile: Reconciler = Query(
             DEFAULT_RECONCILER,
-            max_length=20,
             description="ols, wls_struct, mint_shrink or bottom_up (hierarchicalforecast).",
         ),
         horizon: int | None = Query(None, ge=1, le=service.live.horizon),

@@ -121,3 +121,29 @@ def test_stock_outs_reach_the_retrain_panel_and_survive_retention(
         assert IN_STOCK in frame.columns
         out = frame.index[~frame[IN_STOCK].astype(bool)]
         assert list(out) == [(item, pd.Timestamp(_week(loaded_model, 2).date()))]
+
+
+def test_a_store_written_before_availability_gets_the_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # the events table as earlier versions created it
+        db.execute(
+            "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL "
+            "UNIQUE, item_id TEXT NOT NULL, ts TEXT NOT NULL, quantity REAL NOT NULL, "
+            "price REAL, order_id TEXT, customer_id TEXT)"
+        )
+        db.execute(
+            "INSERT INTO events (event_id, item_id, ts, quantity) "
+            "VALUES ('old', 'A', '2024-03-04T10:00:00', 2.0)"
+        )
+    store = open_store(path)
+    new = Event("new", "A", datetime(2024, 3, 5), 0.0, in_stock=False)
+    assert store.add_events([new]) == [new]
+    old = Event("old", "A", datetime(2024, 3, 4, 10), 2.0)
+    assert store.add_events([old]) == []  # an unchanged resend of the old event
+    assert [(e.event_id, e.in_stock) for e in store.iter_events()] == [
+        ("old", None),
+        ("new", False),
+    ]
+    store.close()

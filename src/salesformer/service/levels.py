@@ -22,6 +22,7 @@ import weakref
 import pandas as pd
 
 from salesformer.data.contract import DATE
+from salesformer.errors import ConfigError
 from salesformer.forecasting.levels import check_reconciler, level_forecast, parse_levels
 from salesformer.forecasting.protocol import DEFAULT_QUANTILES
 from salesformer.service.live import LiveForecaster
@@ -52,6 +53,11 @@ class LevelForecasts:
             DataValidationError: ``category`` without a category column, clashing names.
         """
         wanted = parse_levels(levels)
+        if len(wanted) < 2:
+            raise ConfigError(
+                f"levels must name category and/or total (the items are always forecast); got "
+                f"{levels!r}; e.g. levels=category,total"
+            )
         check_reconciler(method)
         live._check_horizon(horizon)
         key = (wanted, method)

@@ -14,8 +14,8 @@ from salesformer.service.level_schemas import LevelForecastOut, LevelPointOut, L
 from salesformer.service.levels import LevelForecasts
 from salesformer.service.routes.common import ERRORS
 
-#: One to three of item, category, total, comma-separated (spaces around allowed).
-LEVELS_PATTERN = r"^\s*(item|category|total)\s*(,\s*(item|category|total)\s*){0,2}$"
+#: category and/or total, comma-separated (the items are always the bottom level).
+LEVELS_PATTERN = r"^\s*(category|total)\s*(,\s*(category|total)\s*)?$"
 Reconciler = Literal["ols", "wls_struct", "mint_shrink", "bottom_up"]
 
 

@@ -199,7 +199,8 @@ def test_an_id_with_a_slash_reads_back(slashed_model: Any, tmp_path: Path) -> No
         assert history.status_code == 200, history.text
         assert history.json()["item_id"] == SLASHED
         assert history.json()["events"][0]["event_id"] == "s1"
-        assert history.json()["history"][-1] == {"date": when.date().isoformat(), "sales": 3.0}
+        last = {"date": when.date().isoformat(), "sales": 3.0, "in_stock": True}
+        assert history.json()["history"][-1] == last
     forecast = client.get(f"/items/{encoded}/forecast").json()
     assert forecast["item_id"] == SLASHED and forecast["origin"] == when.date().isoformat()
     plan = client.get(f"/items/{encoded}/plan", params={"on_hand": 1, "lead_time": 1})

@@ -61,6 +61,18 @@ def serve_command(
     stock: Path | None = typer.Option(
         None, "--stock", help="CSV/parquet of item_id, on_hand, lead_time for the overview."
     ),
+    pseudonymise: bool = typer.Option(
+        False,
+        "--pseudonymise",
+        help="Store keyed hashes of customer ids, never the ids (key: "
+        "$SALESFORMER_PSEUDONYM_KEY, 16+ characters).",
+    ),
+    retain_days: int | None = typer.Option(
+        None,
+        "--retain-days",
+        help="Delete raw events (order and customer ids) older than N days, keeping their "
+        "daily totals for forecasts, monitoring and retraining (default: keep forever).",
+    ),
 ) -> None:
     """Serve live forecasts: POST /events, GET /items/ID/forecast, a dashboard at /."""
     try:
@@ -73,6 +85,7 @@ def serve_command(
         raise MissingExtraError(exc.name or "fastapi", "service") from exc
     from salesformer.errors import ConfigError
     from salesformer.service.core import ServiceConfig, read_api_key
+    from salesformer.service.customer_data import CustomerDataSettings
     from salesformer.service.monitoring import MonitorSettings, parse_windows
 
     if (model is None) == (registry is None):
@@ -98,6 +111,7 @@ def serve_command(
             alert_min_cells=alert_min_cells,
         ),
         stock_file=stock,
+        customer_data=CustomerDataSettings(pseudonymise=pseudonymise, retain_days=retain_days),
     )
     typer.echo(f"loading {model or registry} ...", err=True)
     app = create_app(config)

@@ -12,6 +12,7 @@ from salesformer.data.contract import ACTUAL, CUTOFF, DATE, ITEM_ID, SALES
 from salesformer.evaluation.metrics import SCALE_MAE, evaluate, quantile_columns, scaled_errors
 from salesformer.report import figures
 from salesformer.report.inputs import SEGMENT_COLUMNS, ReportData
+from salesformer.report.levels import stockout_fact
 from salesformer.report.page import Section, chart, definition_list, escape, note, table
 
 #: Columns of the model table: metric key in metrics.json -> header.
@@ -70,6 +71,9 @@ def overview_section(data: ReportData) -> Section:
             f"{forecasts[DATE].min().date()} .. {forecasts[DATE].max().date()}",
         ),
     ]
+    stockouts = stockout_fact(data)
+    if stockouts is not None:
+        pairs.append(stockouts)
     notes = []
     if data.panel is not None:
         panel = data.panel

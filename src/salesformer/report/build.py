@@ -19,6 +19,7 @@ from salesformer.report.accuracy import (
 from salesformer.report.decisions import inventory_section, trends_section
 from salesformer.report.explanations import explanations_section
 from salesformer.report.inputs import ReportData, load_report_data
+from salesformer.report.levels import levels_section
 from salesformer.report.page import Section, render_page
 from salesformer.report.settings import ReportSettings
 from salesformer.report.training import finetune_section, training_section
@@ -30,6 +31,7 @@ SECTIONS: tuple[SectionBuilder, ...] = (
     overview_section,
     models_section,
     segments_section,
+    levels_section,
     forecasts_section,
     calibration_section,
     finetune_section,

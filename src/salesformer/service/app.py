@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException
 from salesformer._version import __version__
 from salesformer.errors import SalesformerError
 from salesformer.service.core import SalesService, ServiceConfig
+from salesformer.service.customer_data import RetentionTimer
 from salesformer.service.guards import (
     BodyLimit,
     RequestMetrics,
@@ -38,6 +39,7 @@ from salesformer.service.routes import (
     events,
     forecasts,
     items,
+    levels,
     models,
     monitoring,
     system,
@@ -72,9 +74,15 @@ def create_app(config: ServiceConfig, model: Any = None) -> FastAPI:
         watcher = None
         if config.registry_poll:
             watcher = PointerWatcher(reloader, config.registry_poll).start()
+        retention = None
+        if config.customer_data.retain_days is not None:
+            seconds = config.customer_data.retention_check
+            retention = RetentionTimer(service.customer_data, seconds).start()
         yield
         if watcher is not None:
             watcher.stop()
+        if retention is not None:
+            retention.stop()
         service.close()
 
     app = FastAPI(
@@ -102,6 +110,7 @@ def create_app(config: ServiceConfig, model: Any = None) -> FastAPI:
     app.include_router(system.router(service, config, metrics, read))
     app.include_router(models.router(service, reloader, read, write))
     app.include_router(monitoring.router(service, stock, read))
+    app.include_router(levels.router(service, write))
 
     # the last added runs first: metrics wrap the body limit, so refused bodies are counted
     # too, and the security headers wrap both, so every answer carries them

@@ -26,6 +26,7 @@ import pandas as pd
 from salesformer.data.contract import ITEM_ID, TEXT
 from salesformer.errors import ConfigError, DataValidationError
 from salesformer.forecasting.protocol import DEFAULT_QUANTILES, check_quantiles, quantile_column
+from salesformer.service.customer_data import CustomerData, CustomerDataSettings
 from salesformer.service.history import LiveHistory
 from salesformer.service.live import LiveForecast, LiveForecaster
 from salesformer.service.monitoring import Monitor, MonitorSettings, start_monitor
@@ -60,6 +61,8 @@ class ServiceConfig:
             (:mod:`salesformer.service.monitoring`).
         stock_file: optional CSV or parquet of stock (``item_id, on_hand, lead_time``) for the
             dashboard's overview (:mod:`salesformer.service.overview`).
+        customer_data: pseudonymous customer ids and the retention of raw events
+            (:mod:`salesformer.service.customer_data`).
     """
 
     model_dir: str | Path
@@ -73,6 +76,7 @@ class ServiceConfig:
     registry_poll: float = 0.0
     monitoring: MonitorSettings = field(default_factory=MonitorSettings)
     stock_file: str | Path | None = None
+    customer_data: CustomerDataSettings = field(default_factory=CustomerDataSettings)
 
     def check(self) -> ServiceConfig:
         """Raise :class:`ConfigError` for a setting out of range; return self."""
@@ -109,6 +113,7 @@ class ServiceConfig:
         if self.registry_poll and self.registry is None:
             raise ConfigError("registry_poll watches a registry; give --registry as well")
         self.monitoring.check()
+        self.customer_data.check()
         return self
 
 
@@ -150,6 +155,8 @@ class SalesService:
         self.config = config
         model_dir = config.model_dir if model_dir is None else model_dir
         self.store = store
+        self.customer_data = CustomerData(config.customer_data, store)
+        self.customer_data.enforce()
         # held while a batch is stored and folded in, and while a new model replays the store
         self._ingest_lock = threading.Lock()
         self._served = self._serving(live, version, folded_through, model_dir)
@@ -171,7 +178,7 @@ class SalesService:
         if folded_through is not None:
             folded = live.grid.index(datetime.combine(folded_through, datetime.min.time()))
         history = live.new_history(folded)
-        history.add(self.store.iter_events())
+        history.add(self.store.iter_sales())
         cache: LRUCache[tuple[Any, ...], LiveForecast] = LRUCache(self.config.forecast_cache)
         monitor = start_monitor(self.config, live, history, model_dir, version)
         return ServedModel(live, history, _titles(live), cache, version, monitor)
@@ -252,7 +259,9 @@ class SalesService:
             EventIdConflictError: an ``event_id`` already stored (or used earlier in the batch)
                 for another sale; nothing is stored.
         """
+        events = self.customer_data.prepare(events)
         self.history.check(events)
+        self.customer_data.check_retained(events)
         check_registered(events, self._served.live, self.products)
         latest = datetime.now(UTC).replace(tzinfo=None) + FUTURE_SLACK
         for position, event in enumerate(events):

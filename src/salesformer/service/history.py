@@ -76,12 +76,17 @@ class ItemEvents:
     first: int | None = None
     last: int | None = None
     version: int = 0
+    out_of_stock: set[int] = field(default_factory=set)
 
-    def add(self, period: int, quantity: float, price: float | None) -> None:
+    def add(self, period: int, quantity: float, price: float | None, priced: int = 1) -> None:
+        """Add sales; ``price`` is the mean of ``priced`` prices (a kept daily total).
+
+        Periods marked out of stock (:attr:`out_of_stock`) are added by the caller.
+        """
         self.quantity[period] = self.quantity.get(period, 0.0) + quantity
-        if price is not None:
-            self.price_sum[period] = self.price_sum.get(period, 0.0) + price
-            self.price_count[period] = self.price_count.get(period, 0) + 1
+        if price is not None and priced > 0:
+            self.price_sum[period] = self.price_sum.get(period, 0.0) + price * priced
+            self.price_count[period] = self.price_count.get(period, 0) + priced
         self.first = period if self.first is None else min(self.first, period)
         self.last = period if self.last is None else max(self.last, period)
         self.version += 1
@@ -143,11 +148,13 @@ class LiveHistory:
                 period = self.grid.index(event.timestamp)
                 if period < 0:
                     continue
-                self.events += 1
+                self.events += event.count
                 if event.item_id not in self.known or period <= self.folded_until:
                     continue  # stored, but no forecast reads it (or in the panel already)
                 state = self._items.setdefault(event.item_id, ItemEvents())
-                state.add(period, event.quantity, event.price)
+                state.add(period, event.quantity, event.price, event.price_weight)
+                if event.in_stock is False:
+                    state.out_of_stock.add(period)
                 self.clock = max(self.clock, period)
 
     def item_clock(self, state: ItemEvents | None) -> int:
@@ -169,6 +176,7 @@ class LiveHistory:
                 state.first,
                 state.last,
                 state.version,
+                set(state.out_of_stock),
             )
             return copy, self.item_clock(copy)
 

@@ -6,10 +6,12 @@ once per (item, origin, horizon), in memory and, by a background thread, in the 
 
 **What is scored.** A forecast period is scored once it is closed: when the service clock
 (the latest period with data of any known item) has moved past it. Its actual is the sum of
-the item's events in that period (0 when none arrived). Scores (WAPE, bias, 80% interval
-coverage: :mod:`salesformer.service.accuracy`) are given overall, per category (when the
-items table has a ``category`` column) and per item, over rolling windows of the last N closed
-periods (``windows``, e.g. 4 and 13 weeks), and per forecast date for the chart.
+the item's events in that period (0 when none arrived); a period an event marked out of stock
+(``in_stock: false``) is not scored, as the backtest leaves stock-outs out. Scores (WAPE,
+bias, 80% interval coverage: :mod:`salesformer.service.accuracy`) are given overall, per
+category (when the items table has a ``category`` column) and per item, over rolling windows
+of the last N closed periods (``windows``, e.g. 4 and 13 weeks), and per forecast date for
+the chart.
 
 **The alert.** It fires when the live WAPE over the shortest window, on at least
 ``alert_min_cells`` cells, exceeds the model's backtest WAPE by more than ``alert_margin``
@@ -375,9 +377,12 @@ class Monitor:
         """The scored cells as a forecast frame (see :mod:`salesformer.service.accuracy`)."""
         keys = [key for key in cells if key[2] <= closed]
         sold: dict[str, dict[int, float]] = {}
+        out: dict[str, set[int]] = {}
         for item in {key[0] for key in keys}:
             state, _ = self.history.snapshot(item)
             sold[item] = state.quantity if state is not None else {}
+            out[item] = state.out_of_stock if state is not None else set()
+        keys = [key for key in keys if key[2] not in out[key[0]]]  # stock-outs: not demand
         frame = pd.DataFrame(
             {
                 ITEM_ID: [k[0] for k in keys],

@@ -97,7 +97,7 @@ class ProductBook:
             product = Product.from_record(record)
             self._products[product.item_id] = product
             self._sales[product.item_id] = _Sales()
-        self.add(store.iter_events())
+        self.add(store.iter_sales())
 
     def knows(self, item_id: str) -> bool:
         return item_id in self._products
@@ -218,13 +218,15 @@ class ProductBook:
         sales = np.zeros(total)
         price = np.full(total, np.nan)
         price[first] = np.nan if product.price is None else float(product.price)
-        sums: dict[int, list[float]] = {}
+        sums: dict[int, list[float]] = {}  # period: [price sum, prices]
         for event, period in zip(events, periods, strict=True):
             sales[period] += event.quantity
-            if event.price is not None:
-                sums.setdefault(period, []).append(float(event.price))
-        for period, seen_prices in sums.items():
-            price[period] = float(np.mean(seen_prices))
+            if event.price is not None and event.price_weight:
+                found = sums.setdefault(period, [0.0, 0.0])
+                found[0] += float(event.price) * event.price_weight
+                found[1] += float(event.price_weight)
+        for period, (price_sum, priced) in sums.items():
+            price[period] = price_sum / priced
         np.clip(sales, 0.0, None, out=sales)
         seen = np.zeros(total, dtype=bool)
         seen[first : clock + 1] = True

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from salesformer.data.availability import IN_STOCK
 from salesformer.data.contract import ACTUAL, DATE, ITEM_ID, SALES, Panel, validate_panel
 from salesformer.errors import ConfigError
 from salesformer.evaluation.metrics import bias, coverage80, quantile_columns, wape, wql
@@ -126,6 +127,7 @@ def panel_with_events(
     folded = -1 if folded_through is None else grid.index(_moment(folded_through))
     stop = None if until is None else grid.index(_moment(until))
     rows = []
+    marked: set[tuple[str, int]] = set()  # (item, period) an event marked out of stock
     for event in events:
         if event.item_id not in known:
             counts["events_unknown_item"] += 1
@@ -134,17 +136,22 @@ def panel_with_events(
         if period <= folded:
             counts["events_in_panel"] += 1
             continue
-        rows.append((event.item_id, period, float(event.quantity), event.price))
+        rows.append((event.item_id, period, float(event.quantity), event))
+        if event.in_stock is False:
+            marked.add((event.item_id, period))
     if stop is None:
         stop = max((r[1] for r in rows), default=folded + 1) - 1
     kept = [r for r in rows if 0 <= r[1] <= stop]
     counts["events_outside"] = len(rows) - len(kept)
     counts["events_used"] = len(kept)
-    rows = [(i, p, q, np.nan if price is None else float(price)) for i, p, q, price in kept]
-    totals = pd.DataFrame(rows, columns=[ITEM_ID, _PERIOD, "_quantity", "_price"])
+    # a kept daily total (retention) carries the mean of several prices: weight by them
+    weighted = [(i, p, q, (e.price or 0.0) * e.price_weight, e.price_weight) for i, p, q, e in kept]
+    totals = pd.DataFrame(weighted, columns=[ITEM_ID, _PERIOD, "_quantity", "_psum", "_priced"])
     totals = totals.groupby([ITEM_ID, _PERIOD], as_index=False).agg(
-        _quantity=("_quantity", "sum"), _price=("_price", "mean")
+        _quantity=("_quantity", "sum"), _psum=("_psum", "sum"), _priced=("_priced", "sum")
     )
+    totals["_price"] = totals["_psum"] / totals["_priced"].where(totals["_priced"] > 0)
+    totals = totals.drop(columns=["_psum", "_priced"])
     last = grid.index(panel.last_date.to_pydatetime())
     end = stop
     if end <= last:
@@ -166,8 +173,13 @@ def panel_with_events(
     frame = frame.merge(totals, on=[ITEM_ID, _PERIOD], how="left")
     added = frame["_quantity"].fillna(0.0).to_numpy()
     frame[SALES] = np.clip(frame[SALES].to_numpy(dtype=float) + added, 0.0, None)
-    covariates = [c for c in panel.sales.columns if c not in (ITEM_ID, DATE, SALES)]
+    covariates = [c for c in panel.sales.columns if c not in (ITEM_ID, DATE, SALES, IN_STOCK)]
     new = frame[_PERIOD] > last
+    if IN_STOCK in frame.columns or marked:
+        keys = zip(frame[ITEM_ID].astype(str), frame[_PERIOD], strict=True)
+        out = np.array([(i, int(p)) in marked for i, p in keys], dtype=bool)
+        held = frame.get(IN_STOCK, pd.Series(True, index=frame.index))
+        frame[IN_STOCK] = held.fillna(True).astype(bool).to_numpy() & ~(out & new.to_numpy())
     for name in covariates:
         if "price" in name.lower():
             frame.loc[new, name] = frame.loc[new, "_price"]
@@ -283,7 +295,7 @@ def retrain(
     champion = load_model(current.model_dir)
     store = open_store(db)
     try:
-        events = store.iter_events()
+        events = store.iter_sales()
         panel, counts = panel_with_events(champion.panel_, events, until, current.folded_through)
     finally:
         store.close()

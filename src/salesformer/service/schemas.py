@@ -6,7 +6,7 @@ import unicodedata
 from datetime import date, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from salesformer.decisions.whatif import DISCOUNT, MAX_DISCOUNT, PRICE, PRICE_REGULAR
 
@@ -98,6 +98,34 @@ class EventIn(_Strict):
     price: Price = None
     order_id: OptionalId = None
     customer_id: OptionalId = None
+    in_stock: bool | None = Field(
+        default=None,
+        description="false: the item ran out of stock in this event's period (its sales are "
+        "not demand); a quantity of 0 reports the stock-out alone.",
+    )
+    stock_on_hand: float | None = Field(
+        default=None,
+        ge=0,
+        le=1e9,
+        allow_inf_nan=False,
+        description="Units left after the event; 0 marks the period out of stock. Give "
+        "in_stock or stock_on_hand, not both.",
+    )
+
+    def availability(self) -> bool | None:
+        """``in_stock`` as stored: from ``in_stock`` or ``stock_on_hand`` (0: out)."""
+        if self.stock_on_hand is not None:
+            return self.stock_on_hand > 0
+        return self.in_stock
+
+    @model_validator(mode="after")
+    def _one_availability(self) -> EventIn:
+        if self.in_stock is not None and self.stock_on_hand is not None:
+            raise ValueError(
+                f"give in_stock or stock_on_hand, not both; got in_stock={self.in_stock} and "
+                f"stock_on_hand={self.stock_on_hand}; keep the one your system records"
+            )
+        return self
 
     @field_validator("timestamp", mode="before")
     @classmethod
@@ -186,11 +214,15 @@ class EventOut(BaseModel):
     price: float | None
     order_id: str | None
     customer_id: str | None
+    in_stock: bool | None = None
 
 
 class HistoryPointOut(BaseModel):
     date: date
     sales: float
+    in_stock: bool = Field(
+        default=True, description="false: out of stock in the period (sales are not demand)."
+    )
 
 
 class ItemOut(BaseModel):

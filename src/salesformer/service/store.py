@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from salesformer.errors import ConfigError, DataValidationError, MissingExtraError
 
-_COLUMNS = ("event_id", "item_id", "ts", "quantity", "price", "order_id", "customer_id")
+_COLUMNS = ("event_id", "item_id", "ts", "quantity", "price", "order_id", "customer_id", "in_stock")
 _POSTGRES_PREFIXES = ("postgresql://", "postgres://")
 
 
@@ -40,6 +40,13 @@ class Event:
         price: unit price, or None when unknown.
         order_id: the order the sale belongs to, or None.
         customer_id: the customer, or None.
+        in_stock: False when the item ran out of stock in the event's period (the period's
+            sales are then not demand: :mod:`salesformer.data.stockouts`); None: not said.
+        count: sales the row stands for: 1 for an event; a day's number of events for the
+            total kept by the retention (:mod:`salesformer.service.customer_data`), which
+            replaces that day's events.
+        priced: for such a total, how many of its events had a price (``price`` is their
+            mean); None for an event.
     """
 
     event_id: str
@@ -49,6 +56,16 @@ class Event:
     price: float | None = None
     order_id: str | None = None
     customer_id: str | None = None
+    in_stock: bool | None = None
+    count: int = 1
+    priced: int | None = None
+
+    @property
+    def price_weight(self) -> int:
+        """How many priced sales ``price`` is the mean of (0: no price)."""
+        if self.price is None:
+            return 0
+        return 1 if self.priced is None else self.priced
 
     def row(self) -> tuple[Any, ...]:
         return (
@@ -59,11 +76,12 @@ class Event:
             self.price,
             self.order_id,
             self.customer_id,
+            None if self.in_stock is None else int(self.in_stock),
         )
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> Event:
-        event_id, item_id, ts, quantity, price, order_id, customer_id = row
+        event_id, item_id, ts, quantity, price, order_id, customer_id, in_stock = row
         return cls(
             str(event_id),
             str(item_id),
@@ -72,6 +90,7 @@ class Event:
             None if price is None else float(price),
             order_id,
             customer_id,
+            None if in_stock is None else bool(in_stock),
         )
 
 
@@ -123,6 +142,23 @@ class Store(Protocol):
         """How many events are stored."""
         ...
 
+    def compact(self, before: datetime) -> int:
+        """Replace the events dated before ``before`` by per-item daily totals; how many.
+
+        One transaction: the totals (quantity, price sum and count, events) of each item and
+        UTC day are added to the ``event_totals`` table and the raw rows, with their order and
+        customer ids, are deleted.
+        """
+        ...
+
+    def iter_sales(self) -> Iterator[Event]:
+        """What forecasts read: the kept daily totals, then every stored event (in order).
+
+        Read in one statement, so a :meth:`compact` running at the same time is seen whole
+        or not at all. A total is an :class:`Event` with ``count`` and ``priced`` set.
+        """
+        ...
+
     def add_product(self, item_id: str, record: str) -> str | None:
         """Register a product (JSON record); the record already stored under the id, if any."""
         ...
@@ -155,13 +191,19 @@ class SQLiteStore:
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            # deleted rows (retention) are overwritten, not left readable in free pages
+            self._db.execute("PRAGMA secure_delete=ON")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS events ("
                 "seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE, "
                 "item_id TEXT NOT NULL, ts TEXT NOT NULL, quantity REAL NOT NULL, price REAL, "
-                "order_id TEXT, customer_id TEXT)"
+                "order_id TEXT, customer_id TEXT, in_stock INTEGER)"
             )
+            known = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
+            if "in_stock" not in known:  # a store written before availability
+                self._db.execute("ALTER TABLE events ADD COLUMN in_stock INTEGER")
             self._db.execute("CREATE INDEX IF NOT EXISTS events_item ON events (item_id, seq)")
+            self._db.execute(_TOTALS.format(real="REAL"))
         except sqlite3.DatabaseError as exc:
             raise ConfigError(
                 f"--db {str(self.path)!r} cannot be used as an SQLite event store ({exc}); "
@@ -170,7 +212,7 @@ class SQLiteStore:
 
     def add_events(self, events: Sequence[Event]) -> list[Event]:
         insert = (
-            f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (event_id) DO NOTHING"
         )
         select = f"SELECT {', '.join(_COLUMNS)} FROM events WHERE event_id = ?"
@@ -209,6 +251,28 @@ class SQLiteStore:
     def count_events(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def compact(self, before: datetime) -> int:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(_COMPACT.format(mark="?"), (before.isoformat(),))
+                deleted = self._db.execute(
+                    "DELETE FROM events WHERE ts < ?", (before.isoformat(),)
+                ).rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            if deleted:  # move the overwritten pages out of the write-ahead log as well
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return int(deleted)
+
+    def iter_sales(self) -> Iterator[Event]:
+        with self._lock:
+            batch = self._db.execute(_SALES).fetchall()
+        for row in batch:
+            yield _sale(row)
 
     def add_product(self, item_id: str, record: str) -> str | None:
         """Register a new product (a JSON record); return the record already stored, if any."""
@@ -253,9 +317,11 @@ class PostgresStore:
                     "CREATE TABLE IF NOT EXISTS events ("
                     "seq BIGSERIAL PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, "
                     "item_id TEXT NOT NULL, ts TEXT NOT NULL, quantity DOUBLE PRECISION NOT NULL, "
-                    "price DOUBLE PRECISION, order_id TEXT, customer_id TEXT)"
+                    "price DOUBLE PRECISION, order_id TEXT, customer_id TEXT, in_stock INTEGER)"
                 )
+                cursor.execute("ALTER TABLE events ADD COLUMN IF NOT EXISTS in_stock INTEGER")
                 cursor.execute("CREATE INDEX IF NOT EXISTS events_item ON events (item_id, seq)")
+                cursor.execute(_TOTALS.format(real="DOUBLE PRECISION"))
             self._db.commit()
         except psycopg.Error as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
@@ -267,7 +333,7 @@ class PostgresStore:
     def add_events(self, events: Sequence[Event]) -> list[Event]:
         insert = (
             f"INSERT INTO events ({', '.join(_COLUMNS)}) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING"
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING"
         )
         select = f"SELECT {', '.join(_COLUMNS)} FROM events WHERE event_id = %s"
         stored: list[Event] = []
@@ -312,6 +378,27 @@ class PostgresStore:
             row = cursor.fetchone()
             self._db.commit()
         return int(row[0]) if row else 0
+
+    def compact(self, before: datetime) -> int:
+        with self._lock:
+            try:
+                with self._db.cursor() as cursor:
+                    cursor.execute(_COMPACT.format(mark="%s"), (before.isoformat(),))
+                    cursor.execute("DELETE FROM events WHERE ts < %s", (before.isoformat(),))
+                    deleted = cursor.rowcount
+                self._db.commit()
+            except BaseException:
+                self._db.rollback()
+                raise
+        return int(deleted)
+
+    def iter_sales(self) -> Iterator[Event]:
+        with self._lock, self._db.cursor() as cursor:
+            cursor.execute(_SALES)
+            batch = cursor.fetchall()
+            self._db.commit()
+        for row in batch:
+            yield _sale(row)
 
     def add_product(self, item_id: str, record: str) -> str | None:
         """Register a new product (a JSON record); return the record already stored, if any."""
@@ -358,6 +445,51 @@ _PRODUCTS_POSTGRES = (
     "CREATE TABLE IF NOT EXISTS products (seq BIGSERIAL PRIMARY KEY, "
     "item_id TEXT NOT NULL UNIQUE, record TEXT NOT NULL)"
 )
+
+
+# Daily totals of the events the retention deleted (:meth:`Store.compact`): created on first
+# use. ``day`` is the UTC date as ISO text; ``price_sum`` and ``priced`` give the mean price.
+_TOTALS = (
+    "CREATE TABLE IF NOT EXISTS event_totals (item_id TEXT NOT NULL, day TEXT NOT NULL, "
+    "quantity {real} NOT NULL, price_sum {real} NOT NULL, priced INTEGER NOT NULL, "
+    "events INTEGER NOT NULL, out_of_stock INTEGER NOT NULL, PRIMARY KEY (item_id, day))"
+)
+_COMPACT = (
+    "INSERT INTO event_totals (item_id, day, quantity, price_sum, priced, events, out_of_stock) "
+    "SELECT item_id, substr(ts, 1, 10), SUM(quantity), COALESCE(SUM(price), 0), COUNT(price), "
+    "COUNT(*), SUM(CASE WHEN in_stock = 0 THEN 1 ELSE 0 END) FROM events WHERE ts < {mark} "
+    "GROUP BY item_id, substr(ts, 1, 10) "
+    "ON CONFLICT (item_id, day) DO UPDATE SET "
+    "quantity = event_totals.quantity + excluded.quantity, "
+    "price_sum = event_totals.price_sum + excluded.price_sum, "
+    "priced = event_totals.priced + excluded.priced, "
+    "events = event_totals.events + excluded.events, "
+    "out_of_stock = event_totals.out_of_stock + excluded.out_of_stock"
+)
+_SALES = (
+    "SELECT 0 AS kind, 0 AS seq, CAST(NULL AS TEXT), item_id, day, quantity, price_sum, "
+    "priced, events, CAST(NULL AS TEXT), CAST(NULL AS TEXT), "
+    "CASE WHEN out_of_stock > 0 THEN 0 ELSE NULL END FROM event_totals "
+    "UNION ALL SELECT 1 AS kind, seq, event_id, item_id, ts, quantity, price, CAST(NULL AS "
+    "INTEGER), 1, order_id, customer_id, in_stock FROM events ORDER BY kind, seq"
+)
+
+
+def _sale(row: Sequence[Any]) -> Event:
+    """An event, or a kept daily total as an :class:`Event` dated at the day's midnight."""
+    kind, _, event_id, item_id, ts, quantity, price, priced, count, order, customer, stock = row
+    if kind == 1:
+        return Event.from_row((event_id, item_id, ts, quantity, price, order, customer, stock))
+    return Event(
+        f"total:{item_id}:{ts}",
+        str(item_id),
+        datetime.fromisoformat(str(ts)),
+        float(quantity),
+        float(price) / int(priced) if int(priced) else None,
+        in_stock=None if stock is None else bool(stock),
+        count=int(count),
+        priced=int(priced),
+    )
 
 
 def open_store(location: str | Path) -> Store:

@@ -87,6 +87,7 @@ def event_of(item: EventIn) -> Event:
         item.price,
         item.order_id,
         item.customer_id,
+        item.availability(),
     )
 
 

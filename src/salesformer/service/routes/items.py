@@ -46,12 +46,18 @@ def router(service: SalesService, read: Any, personal: Any) -> APIRouter:
         Events carry order and customer ids: without the API key they are withheld
         (``events_withheld``), even when reads are open.
         """
+        from salesformer.service.availability import out_of_stock_dates
+
         series = service.item_history(item_id, periods)
+        out = out_of_stock_dates(service, item_id)
         withheld = bool(events) and not keyed
         latest = service.store.latest_events(item_id, events) if events and keyed else []
         return ItemHistoryOut(
             item_id=item_id,
-            history=[HistoryPointOut(date=d.date(), sales=float(v)) for d, v in series.items()],
+            history=[
+                HistoryPointOut(date=d.date(), sales=float(v), in_stock=d.date() not in out)
+                for d, v in series.items()
+            ],
             events=[EventOut(**vars(e)) for e in latest],
             events_withheld=withheld,
         )

@@ -43,6 +43,7 @@ def router(service: SalesService, config: ServiceConfig, metrics: Metrics, read:
     async def get_metrics() -> PlainTextResponse:
         """Request counts, latencies, ingested events and live accuracy (Prometheus text)."""
         text = metrics.render()
+        text += "".join(f"{line}\n" for line in service.customer_data.prometheus_lines())
         if service.monitor is not None:
             text += "\n".join(prometheus_lines(service.monitor.report())) + "\n"
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")

@@ -9,7 +9,9 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,lm,report,multilingual,service,ray,privacy]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,lm,report,multilingual,service,ray,privacy,federated]'
+	# Flower without its own pins (they conflict with typer, rich, fastapi, ...: docs/privacy.md)
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt flwr
 	touch $(STAMP)
 
 demo: $(STAMP)

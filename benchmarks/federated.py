@@ -1,0 +1,221 @@
+"""Federated LM on Online Retail II: 2, 5 and 10 sellers against the same LM trained centrally.
+
+The existing-item protocol of ``benchmarks.online_retail`` (its panel, horizon, cutoffs,
+evaluated series and metrics). At every cutoff the panel known then is split into N sellers
+by a hash of the item id (``salesformer.federated.partitions``); ``salesformer federated``'s
+simulation (a Flower server and one client per seller over the loopback, FedAvg of the
+frozen-encoder LM's head) trains one head, and each seller forecasts its own items with it.
+The central arm is the frozen-encoder LM fitted on all items. Every arm is scored on the same
+cells. Each round's bytes exchanged are recorded.
+
+A client's epoch has ``epoch_samples / N`` windows (``--fed-set`` overrides), so a round over
+N sellers trains on about the windows of one central epoch.
+
+The default is the full protocol (the four test cutoffs); ``--cutoffs validation``, ``--only``
+and ``--max-items`` (the items with the most sales) run less, and the results say so.
+Results: ``<out>/federated.{json,md}``.
+
+Usage::
+
+    python -m benchmarks.federated [--cutoffs test|validation] [--only DATE,...]
+        [--sellers 2,5,10] [--rounds 10] [--seed 0] [--threads 1] [--max-items N]
+        [--lm-set KEY=VALUE ...] [--fed-set KEY=VALUE ...]
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from benchmarks.harness import (
+    ONLINE_RETAIL,
+    RESULTS,
+    argument_parser,
+    machine_line,
+    online_retail_panel,
+    panel_cache_dir,
+    require_file,
+    write_results,
+)
+from benchmarks.online_retail import CUTOFF_SETS, HORIZON, build_model, parse_settings
+from salesformer.data.contract import CUTOFF, DATE, ITEM_ID, SALES, Panel
+from salesformer.evaluation.backtest import BacktestResult, series_facts
+from salesformer.evaluation.metrics import evaluate
+from salesformer.models.lm.settings import asdict_settings
+
+CENTRAL = "LM-frozen"
+METRICS_SHOWN = ("wape", "wql", "mase", "coverage80")
+
+
+def arm_name(sellers: int | None) -> str:
+    """``LM-frozen`` (central) or ``LM-frozen-fed5``."""
+    return CENTRAL if sellers is None else f"{CENTRAL}-fed{sellers}"
+
+
+def top_items(panel: Panel, count: int) -> Panel:
+    """The ``count`` items with the most sales (all when ``count`` is 0)."""
+    if not count:
+        return panel
+    totals = panel.sales.groupby(ITEM_ID)[SALES].sum().nlargest(count)
+    keep = set(totals.index)
+    items = None if panel.items is None else panel.items.loc[panel.items[ITEM_ID].isin(keep)]
+    sales = panel.sales.loc[panel.sales[ITEM_ID].isin(keep)].reset_index(drop=True)
+    return replace(panel, sales=sales, items=items, report={})
+
+
+def fit_arm(
+    panel: Panel, cutoff: pd.Timestamp, sellers: int | None, args: Any
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One arm at one cutoff: its forecasts of every item and its facts."""
+    from salesformer.federated.partitions import split_by_seller
+    from salesformer.federated.run import simulate
+    from salesformer.federated.server import FederationSettings
+
+    model = build_model(CENTRAL, args.seed, args.threads, args.lm_set)
+    known = panel.until(cutoff)
+    future = panel.future_covariates(cutoff, HORIZON)
+    start = time.perf_counter()
+    facts: dict[str, Any] = {"arm": arm_name(sellers), "cutoff": str(cutoff.date())}
+    if sellers is None:
+        model.fit(known)
+        forecast = model.predict(HORIZON, future=future)
+        facts["head_epochs"] = model.fit_report_["head"]["epochs"]
+    else:
+        lm = asdict_settings(model)  # type: ignore[arg-type]
+        lm["epoch_samples"] = max(1, lm["epoch_samples"] // sellers)
+        lm.update(args.fed_set)
+        parts = split_by_seller(known, sellers)
+        settings = FederationSettings(sellers, rounds=args.rounds)
+        models, result = simulate(parts, lm, settings)
+        forecast = pd.concat(
+            [
+                m.predict(HORIZON, future=future.loc[future[ITEM_ID].isin(m.item_ids_)])
+                for m in models.values()
+            ],
+            ignore_index=True,
+        )
+        report = result.report()
+        facts.update(
+            rounds=len(report["rounds"]),
+            bytes_per_round=report["bytes_per_round"],
+            bytes_total=report["bytes_total"],
+            valid_loss=[r.get("valid_loss") for r in report["rounds"]],
+            items_per_seller=[len(p.item_ids) for p in parts.values()],
+        )
+    facts["fit_seconds"] = round(time.perf_counter() - start, 1)
+    name = arm_name(sellers)
+    forecast.columns = [
+        name + c[len(model.name) :] if c.startswith(model.name) else c for c in forecast.columns
+    ]
+    print(f"[{name} @ {cutoff.date()}] {facts['fit_seconds']:.0f} s", flush=True)
+    return forecast, facts
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The results as Markdown: accuracy per arm, then rounds and bytes per fit."""
+    prov = report["provenance"]
+    lines = [
+        "# Federated LM on Online Retail II",
+        "",
+        f"Cutoffs run: {', '.join(report['cutoffs'])} ({report['cutoff_note']}); horizon "
+        f"{HORIZON} weeks; {report['items_note']}; {report['cells']} evaluated cells; seed "
+        f"{report['seed']}; {report['rounds']} rounds of FedAvg, 1 local epoch. Generated by "
+        f"`{prov.get('command', '?')}` at commit {prov.get('commit', '?')}.",
+        "",
+        "| arm | " + " | ".join(METRICS_SHOWN) + " |",
+        "|---|" + "---|" * len(METRICS_SHOWN),
+    ]
+    for row in report["overall"]:
+        cells = " | ".join(f"{row[m]:.3f}" for m in METRICS_SHOWN)
+        lines.append(f"| {row['model']} | {cells} |")
+    lines += [
+        "",
+        "## Fits",
+        "",
+        "| arm | cutoff | rounds | bytes per round | bytes total | seconds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for fit in report["fits"]:
+        lines.append(
+            f"| {fit['arm']} | {fit['cutoff']} | {fit.get('rounds', '-')} | "
+            f"{fit.get('bytes_per_round', '-')} | {fit.get('bytes_total', '-')} | "
+            f"{fit['fit_seconds']} |"
+        )
+    lines += ["", f"Machine: {report['machine']}."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argument_parser(__doc__, __file__)
+    parser.add_argument("--source", type=Path, default=ONLINE_RETAIL)
+    parser.add_argument("--cutoffs", choices=("test", "validation"), default="test")
+    parser.add_argument("--only", default="", help="comma-separated cutoffs of the set to run")
+    parser.add_argument("--sellers", default="2,5,10")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per fit")
+    parser.add_argument("--max-items", type=int, default=0, help="0: every item")
+    parser.add_argument("--lm-set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--fed-set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    args.lm_set = parse_settings(args.lm_set)
+    args.fed_set = parse_settings(args.fed_set)
+    require_file(args.source)
+    chosen = list(CUTOFF_SETS[args.cutoffs])
+    if args.only:
+        only = [c.strip() for c in args.only.split(",") if c.strip()]
+        unknown = sorted(set(only) - set(chosen))
+        if unknown:
+            raise SystemExit(f"--only {unknown} not among the {args.cutoffs} cutoffs {chosen}")
+        chosen = only
+    cutoffs = [pd.Timestamp(c) for c in chosen]
+    panel, _, _ = online_retail_panel(args.source, cache=panel_cache_dir())
+    panel = top_items(panel, args.max_items)
+    arms: list[int | None] = [None, *(int(s) for s in args.sellers.split(",") if s.strip())]
+    frames, fits = [], []
+    for cutoff in cutoffs:
+        series = series_facts(panel, cutoff, 13, 13)
+        actual = panel.window(cutoff, HORIZON)
+        actual = actual.loc[actual[ITEM_ID].isin(series[ITEM_ID]), [ITEM_ID, DATE, SALES]]
+        merged = actual.rename(columns={SALES: "y"})
+        for sellers in arms:
+            forecast, facts = fit_arm(panel, cutoff, sellers, args)
+            merged = merged.merge(forecast, on=[ITEM_ID, DATE], validate="one_to_one")
+            fits.append(facts)
+        merged.insert(1, CUTOFF, cutoff)
+        frames.append(merged)
+    forecasts = pd.concat(frames, ignore_index=True)
+    series = pd.concat([series_facts(panel, c, 13, 13) for c in cutoffs], ignore_index=True)
+    names = [arm_name(s) for s in arms]
+    scored = BacktestResult(forecasts, series, pd.DataFrame(), HORIZON, cutoffs).scored()
+    full = list(CUTOFF_SETS["test"])
+    report = {
+        "cutoffs": chosen,
+        "cutoff_note": "the full protocol" if chosen == full else f"not the full protocol ({full})",
+        "items_note": (
+            f"the {args.max_items} items with the most sales (not every item)"
+            if args.max_items
+            else "every item"
+        ),
+        "seed": args.seed,
+        "rounds": args.rounds,
+        "sellers": arms[1:],
+        "lm_settings": args.lm_set,
+        "fed_settings": args.fed_set,
+        "cells": len(forecasts),
+        "overall": evaluate(scored, models=names).to_dict(orient="records"),
+        "per_cutoff": evaluate(scored, models=names, by=CUTOFF).to_dict(orient="records"),
+        "fits": fits,
+        "machine": machine_line(),
+    }
+    path = write_results("federated", report, markdown, args.out, argv)
+    print(path.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -3,6 +3,8 @@
 Builds the synthetic catalogue of ``benchmarks.scale_ray`` (``--items`` products x ``--weeks``
 weeks, cached under ``--work``) and measures, each job in its own process:
 
+* **validate**: ``validate_panel`` of the catalogue's rows and items as a user passes them
+  (pandas frames with text ids, read before the clock starts);
 * **load**: ``Panel.load`` of the catalogue's folder (read ``panel.parquet`` and validate it);
 * **predict**: a saved LightGBM (fitted once on the catalogue, cached) forecasts every item
   ``--horizon`` weeks ahead: ``load_model(...).predict`` (local) vs ``predict_on_ray`` with 1
@@ -13,8 +15,10 @@ weeks, cached under ``--work``) and measures, each job in its own process:
 with wall seconds and the peak memory of the job's whole process tree (the child and every
 process it started, Ray's included), sampled every 0.2 s as the sum of their proportional set
 sizes (PSS: a page shared by n processes counts 1/n in each, so Ray's object store is counted
-once). Each job runs ``--repeats`` times; the table gives the median and the range. Ray outputs
-are compared with the local ones.
+once), and the CPU seconds of the job's own process (user + system; for Ray the driver only).
+On a machine shared with other work, wall seconds stretch and CPU seconds do not much: both are
+recorded, with the load average. Each job runs ``--repeats`` times; the table gives the median
+and the range. Ray outputs are compared with the local ones.
 
 Results: ``benchmarks/results/local_scale.json`` and ``.md``. Usage::
 
@@ -46,15 +50,24 @@ from benchmarks.harness import (
 )
 from benchmarks.scale_ray import build_catalogue, same_forecasts
 
-JOBS = ("load", "predict", "backtest")
+JOBS = ("validate", "load", "predict", "backtest")
 
 
 def child(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one job (see the module docstring) in this process; its wall seconds."""
     kind, engine, workers = spec["kind"], spec["engine"], spec.get("workers")
     out = Path(spec["out"])
-    started = time.perf_counter()
-    if kind == "load":
+    if kind == "validate":  # the frames as a user passes them (text ids), read before timing
+        import pandas as pd
+
+        from salesformer.data.contract import validate_panel
+
+        sales = pd.read_parquet(Path(spec["panel"]) / "panel.parquet")
+        items = pd.read_parquet(Path(spec["panel"]) / "items.parquet")
+    started, cpu = time.perf_counter(), time.process_time()
+    if kind == "validate":
+        validate_panel(sales, items, freq="W-MON")
+    elif kind == "load":
         from salesformer.data.contract import Panel
 
         Panel.load(spec["panel"])
@@ -94,7 +107,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
                 items_per_part=spec["items_per_part"],
             )
         result.forecasts.to_parquet(out, index=False)
-    return {"seconds": time.perf_counter() - started}
+    return {"seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu}
 
 
 def _tree_pss_mb(root: psutil.Process) -> float:
@@ -133,7 +146,11 @@ def run_child(spec: dict[str, Any], threads: int) -> dict[str, Any]:
     if proc.returncode != 0:
         raise RuntimeError(f"job {spec['kind']}/{spec['engine']} failed ({proc.returncode})")
     facts = json.loads(output.strip().splitlines()[-1])
-    return {"seconds": round(facts["seconds"], 1), "tree_peak_mb": round(peak)}
+    return {
+        "seconds": round(facts["seconds"], 1),
+        "driver_cpu_seconds": round(facts["cpu"], 1),
+        "tree_peak_mb": round(peak),
+    }
 
 
 def fit_lightgbm(panel_dir: Path, model_dir: Path, horizon: int, threads: int) -> None:
@@ -150,12 +167,14 @@ def fit_lightgbm(panel_dir: Path, model_dir: Path, horizon: int, threads: int) -
 
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     seconds = [r["seconds"] for r in runs]
+    cpu = [r["driver_cpu_seconds"] for r in runs]
     peaks = [r["tree_peak_mb"] for r in runs]
     return {
         "runs": len(runs),
         "seconds_median": round(statistics.median(seconds), 1),
         "seconds_min": min(seconds),
         "seconds_max": max(seconds),
+        "driver_cpu_seconds_median": round(statistics.median(cpu), 1),
         "tree_peak_mb_median": round(statistics.median(peaks)),
         "tree_peak_mb_max": max(peaks),
         "each": runs,
@@ -174,14 +193,15 @@ def markdown(result: dict[str, Any]) -> str:
         "the times are noisy).",
         "",
         "| job | engine | workers | items | runs | wall s median [min, max] "
-        "| process-tree peak MB (PSS) | same as local |",
-        "|---|---|---|---|---|---|---|---|",
+        "| driver CPU s median | process-tree peak MB (PSS) | same as local |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         same = {True: "yes", False: "NO", None: "-"}[r.get("same_as_local")]
         lines.append(
             f"| {r['kind']} | {r['engine']} | {r['workers'] or '-'} | {r['items']:,} | "
             f"{r['runs']} | {r['seconds_median']} [{r['seconds_min']}, {r['seconds_max']}] | "
+            f"{r['driver_cpu_seconds_median']} | "
             f"{r['tree_peak_mb_median']} (max {r['tree_peak_mb_max']}) | {same} |"
         )
     return "\n".join(lines) + "\n"
@@ -215,10 +235,12 @@ def main(argv: list[str] | None = None) -> None:
         panel_dir = build_catalogue(work / f"catalogue-{items}-{args.weeks}", items, args.weeks)
         model_dir = work / f"lightgbm-{items}-{args.weeks}"
         for kind in [j for j in args.jobs.split(",") if j]:
+            if kind not in JOBS:
+                parser.error(f"unknown job {kind!r}; use some of {', '.join(JOBS)}")
             if kind == "predict":
                 fit_lightgbm(panel_dir, model_dir, args.horizon, args.threads)
             engines: list[tuple[str, int | None]] = [("local", None)]
-            if kind != "load":
+            if kind in ("predict", "backtest"):
                 engines += [("ray", int(w)) for w in args.workers.split(",") if w]
             reference = None
             for engine, count in engines:
@@ -238,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
                 runs = [run_child(spec, args.threads) for _ in range(args.repeats)]
                 row = {"kind": kind, "engine": engine, "workers": count, "items": items}
                 row.update(_summary(runs))
-                if kind == "load":
+                if kind in ("validate", "load"):
                     row["same_as_local"] = None
                 elif engine == "local":
                     reference, row["same_as_local"] = out, None

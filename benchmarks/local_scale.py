@@ -20,7 +20,7 @@ On a machine shared with other work, wall seconds stretch and CPU seconds do not
 recorded, with the load average. Each job runs ``--repeats`` times; the table gives the median
 and the range. Ray outputs are compared with the local ones.
 
-Results: ``benchmarks/results/local_scale.json`` and ``.md``. Usage::
+Results: ``benchmarks/results/local_scale.json`` and ``.md`` (``--name`` for another name). Usage::
 
     python -m benchmarks.local_scale [--items 25000,100000] [--repeats 3] [--work DIR]
 """
@@ -221,6 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--work", type=Path, default=None, help="folder for catalogues and models")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--name", default="local_scale", help="results file name (no suffix)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
@@ -281,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
         "rows": rows,
     }
     page = markdown(result)
-    write_results("local_scale", result, page, args.out, argv)
+    write_results(args.name, result, page, args.out, argv)
     print(page)
 
 

@@ -33,9 +33,17 @@ from salesformer.data.availability import (
     IN_STOCK,
     availability_columns,
     checked_availability,
-    filled_availability,
 )
+from salesformer.data.frequency import (
+    check_on_grid,
+    infer_freq,
+    refuse_weekly_as_daily,
+    season_length,
+)
+from salesformer.data.grid import ItemCodes, complete_grid, item_codes, order_rows
 from salesformer.errors import DataValidationError
+
+__all__ = ["Panel", "infer_freq", "season_length", "validate_items", "validate_panel"]
 
 ITEM_ID = "item_id"
 DATE = "date"
@@ -52,7 +60,6 @@ DEFAULT_KNOWN_FUTURE = ("price", "discount", "promo", "promotion", "event", "hol
 
 NegativeSalesPolicy = Literal["error", "clip"]
 
-_WEEKDAYS = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")
 _PANEL_FILE = "panel.parquet"
 _ITEMS_FILE = "items.parquet"
 _META_FILE = "panel.json"
@@ -63,83 +70,6 @@ def _examples(values: Iterable[object], limit: int = 5) -> str:
     shown = ", ".join(repr(v) for v in items[:limit])
     more = f", ... ({len(items)} in all)" if len(items) > limit else ""
     return f"[{shown}{more}]"
-
-
-def season_length(freq: str) -> int:
-    """Periods in one seasonal cycle for a panel frequency (52 weekly, 7 daily, 12 monthly)."""
-    if freq.startswith("W"):
-        return 52
-    if freq == "D":
-        return 7
-    if freq in ("MS", "ME", "M"):
-        return 12
-    raise DataValidationError(f"unknown frequency {freq!r}; use one of 'W-MON'..'W-SUN', 'D', 'MS'")
-
-
-def infer_freq(dates: pd.Series | pd.DatetimeIndex) -> str:
-    """Infer the panel frequency from its distinct dates.
-
-    Dates on one weekday are weekly (``W-MON`` ... ``W-SUN``), dates on month starts monthly
-    (``MS``); other dates on whole days are daily (``D``), unless most of them fall on one
-    weekday, which is read as weekly data with stray dates.
-
-    Raises:
-        DataValidationError: when the dates mix frequencies or anchors.
-    """
-    unique = pd.DatetimeIndex(pd.unique(pd.DatetimeIndex(dates))).sort_values()
-    if len(unique) == 0:
-        raise DataValidationError("cannot infer a frequency from no dates; the panel is empty")
-    if len(unique) == 1:
-        return f"W-{_WEEKDAYS[unique[0].weekday()]}"
-    if bool((unique.day == 1).all()):
-        months = unique.year * 12 + unique.month
-        if len(unique) > 2 or (np.diff(months) == 1).all():
-            return "MS"
-    weekdays = pd.Series(unique.weekday).value_counts()
-    gaps = np.diff(unique.asi8) // (86_400 * 10**9)
-    if len(weekdays) == 1:
-        return f"W-{_WEEKDAYS[int(weekdays.index[0])]}"
-    mostly_one_weekday = weekdays.iloc[0] >= 0.6 * len(unique)
-    if int(np.min(gaps)) == 1 and not mostly_one_weekday:
-        return "D"
-    shown = ", ".join(f"{_WEEKDAYS[int(d)]}: {n}" for d, n in weekdays.items())
-    raise DataValidationError(
-        f"dates mix frequencies: weekly-looking dates fall on several weekdays ({shown}); "
-        "put every date on one weekday, the week start ('salesformer prepare csv --freq W-MON "
-        "--aggregate'), or pass freq='D' (--freq D) for daily data"
-    )
-
-
-def _refuse_weekly_as_daily(frame: pd.DataFrame) -> None:
-    """Weekly rows on several weekdays look daily; reading them so would zero-fill 6 days in 7.
-
-    Raises:
-        DataValidationError: when every item's dates are whole weeks apart.
-    """
-    ordered = frame[[ITEM_ID, DATE]].sort_values([ITEM_ID, DATE])
-    gaps = ordered.groupby(ITEM_ID, sort=False)[DATE].diff().dropna().dt.days.to_numpy()
-    if len(gaps) == 0 or (gaps % 7 != 0).any():
-        return
-    weekdays = pd.Series(pd.DatetimeIndex(frame[DATE]).weekday).value_counts()
-    shown = ", ".join(f"{_WEEKDAYS[int(d)]}: {n}" for d, n in weekdays.items())
-    raise DataValidationError(
-        f"the dates are weekly (each item's dates are whole weeks apart) but fall on several "
-        f"weekdays ({shown} rows), so the panel would be read as daily with six empty days a "
-        "week; put each week on one start day: 'salesformer prepare csv --freq W-MON "
-        "--aggregate' (library: freq='W-MON' after summing per week), or pass --freq D if the "
-        "data really is daily"
-    )
-
-
-def _check_on_grid(dates: pd.DatetimeIndex, freq: str) -> None:
-    offset = pd.tseries.frequencies.to_offset(freq)
-    off_grid = [d for d in pd.unique(dates) if not offset.is_on_offset(pd.Timestamp(d))]
-    if off_grid:
-        raise DataValidationError(
-            f"{len(off_grid)} dates are not on the {freq!r} grid, e.g. "
-            f"{_examples([str(pd.Timestamp(d).date()) for d in off_grid])}; "
-            "aggregate them to that frequency first, or give the right frequency"
-        )
 
 
 @dataclass(frozen=True)
@@ -281,7 +211,7 @@ class Panel:
                 raise DataValidationError(
                     f"{str(path / _META_FILE)!r}: {name} must be a list of column names; {hint}"
                 )
-        sales = _read_parquet(path / _PANEL_FILE, hint)
+        sales = _read_parquet(path / _PANEL_FILE, hint, dictionary=ITEM_ID)
         items_path = path / _ITEMS_FILE
         items = _read_parquet(items_path, hint) if items_path.is_file() else None
         panel = validate_panel(sales, items, freq=freq, known_future=known, past_only=past)
@@ -319,10 +249,19 @@ def check_item_ids(ids: pd.Series, where: str) -> None:
         )
 
 
-def _read_parquet(path: Path, hint: str) -> pd.DataFrame:
-    """A Parquet file of a panel folder; a :class:`DataValidationError` when unreadable."""
+def _read_parquet(path: Path, hint: str, dictionary: str | None = None) -> pd.DataFrame:
+    """A Parquet file of a panel folder; a :class:`DataValidationError` when unreadable.
+
+    ``dictionary`` names a text column read as categories (one string per distinct value, not
+    per row: 100x fewer Python strings for ``item_id`` in a long panel); validation turns it
+    back into text.
+    """
     try:
-        return pd.read_parquet(path)
+        import pyarrow.parquet as pq
+
+        columns = pq.read_schema(path).names
+        encoded = [dictionary] if dictionary in columns else None
+        return pq.read_table(path, read_dictionary=encoded).to_pandas()
     except Exception as exc:  # pyarrow raises many types for a damaged file
         first = str(exc).splitlines()[0][:120] if str(exc) else ""
         raise DataValidationError(
@@ -440,25 +379,6 @@ def _coerce_numeric(frame: pd.DataFrame, column: str) -> pd.Series:
     return values.astype(float)
 
 
-def _complete_grid(sales: pd.DataFrame, freq: str, covariates: Sequence[str]) -> pd.DataFrame:
-    """Give every item one row per period from its first date to the panel's last date."""
-    last = sales[DATE].max()
-    firsts = sales.groupby(ITEM_ID, sort=True)[DATE].min()
-    grid_index = pd.date_range(firsts.min(), last, freq=freq)
-    position = pd.Series(np.arange(len(grid_index)), index=grid_index)
-    starts = position.loc[firsts.values].to_numpy()
-    lengths = len(grid_index) - starts
-    ids = np.repeat(firsts.index.to_numpy(), lengths)
-    date_pos = np.concatenate([np.arange(s, len(grid_index)) for s in starts])
-    grid = pd.DataFrame({ITEM_ID: ids, DATE: grid_index[date_pos]})
-    full = grid.merge(sales, on=[ITEM_ID, DATE], how="left", validate="one_to_one")
-    full[SALES] = full[SALES].fillna(0.0)
-    if covariates:
-        full[list(covariates)] = full.groupby(ITEM_ID, sort=False)[list(covariates)].ffill()
-        full[list(covariates)] = full.groupby(ITEM_ID, sort=False)[list(covariates)].bfill()
-    return full
-
-
 def validate_panel(
     sales: pd.DataFrame,
     items: pd.DataFrame | None = None,
@@ -491,24 +411,23 @@ def validate_panel(
     Raises:
         DataValidationError: with what was wrong, what was received and how to fix it.
     """
-    frame, covariates, report = _checked_sales(sales, negative_sales)
+    frame, codes, covariates, report = _checked_sales(sales, negative_sales)
     if freq is None:
         freq = infer_freq(frame[DATE])
         if freq == "D":
-            _refuse_weekly_as_daily(frame)
+            refuse_weekly_as_daily(frame)
     season_length(freq)  # rejects an unknown frequency with a clear message
-    _check_on_grid(pd.DatetimeIndex(frame[DATE]), freq)
+    check_on_grid(pd.DatetimeIndex(frame[DATE]), freq)
     declared_known, past = _covariate_kinds(covariates, known_future, past_only)
 
-    frame = frame.sort_values([ITEM_ID, DATE]).reset_index(drop=True)
-    completed = filled_availability(_complete_grid(frame, freq, covariates))
+    ordered = [ITEM_ID, DATE, SALES, *declared_known, *past, *availability_columns(frame)]
+    completed = complete_grid(frame, codes, freq, ordered)
     report["rows_filled"] = len(completed) - len(frame)
-    report["items"] = int(completed[ITEM_ID].nunique())
+    report["items"] = len(codes.ids)
     report["rows"] = len(completed)
-    clean_items = None if items is None else _checked_items(items, completed)
-    ordered = [ITEM_ID, DATE, SALES, *declared_known, *past, *availability_columns(completed)]
+    clean_items = None if items is None else _checked_items(items, codes.ids)
     return Panel(
-        completed[ordered].reset_index(drop=True),
+        completed,
         clean_items,
         freq,
         tuple(declared_known),
@@ -519,8 +438,9 @@ def validate_panel(
 
 def _checked_sales(
     sales: pd.DataFrame, negative_sales: NegativeSalesPolicy
-) -> tuple[pd.DataFrame, list[str], dict[str, int]]:
-    """The sales frame with typed columns, its covariates and the first report counts."""
+) -> tuple[pd.DataFrame, ItemCodes, list[str], dict[str, int]]:
+    """The sales frame with typed columns, sorted by item and date, its item codes, its
+    covariates and the first report counts."""
     if not isinstance(sales, pd.DataFrame):
         raise DataValidationError(f"sales must be a pandas DataFrame; got {type(sales).__name__}")
     missing = [c for c in (ITEM_ID, DATE, SALES) if c not in sales.columns]
@@ -535,18 +455,20 @@ def _checked_sales(
         raise DataValidationError(
             f"negative_sales must be 'error' or 'clip'; got {negative_sales!r}"
         )
-    frame = sales.copy()
+    frame = sales.copy(deep=False)  # columns are replaced, never written into
     if frame[ITEM_ID].isna().any():
         raise DataValidationError(
             f"column 'item_id': {int(frame[ITEM_ID].isna().sum())} rows have no id; drop them"
         )
-    frame[ITEM_ID] = frame[ITEM_ID].astype(str)
-    check_item_ids(frame[ITEM_ID], "column 'item_id'")
+    codes = item_codes(frame[ITEM_ID])
+    if not codes.all_text or frame[ITEM_ID].dtype != object:
+        frame[ITEM_ID] = codes.column()
+    check_item_ids(pd.Series(codes.ids), "column 'item_id'")
     frame[DATE] = parse_dates(frame[DATE])
     frame = checked_availability(frame)
     covariates = [c for c in frame.columns if c not in (ITEM_ID, DATE, SALES, IN_STOCK)]
     for column in (SALES, *covariates):
-        frame[column] = _coerce_numeric(frame, column)
+        frame[column] = _coerce_numeric(frame, column).to_numpy(dtype=float, copy=True)
 
     report: dict[str, int] = {"input_rows": len(frame)}
     negative = frame[SALES] < 0
@@ -561,15 +483,19 @@ def _checked_sales(
         frame.loc[negative, SALES] = 0.0
     report["negative_sales_clipped"] = int(negative.sum())
 
-    duplicated = frame.duplicated([ITEM_ID, DATE], keep=False)
-    if duplicated.any():
+    order, repeated = order_rows(codes.codes, frame[DATE].to_numpy().view(np.int64))
+    if repeated:
+        duplicated = frame.duplicated([ITEM_ID, DATE], keep=False)
         pairs = frame.loc[duplicated, [ITEM_ID, DATE]].drop_duplicates()
         shown = [f"{i} @ {d.date()}" for i, d in pairs.head(5).itertuples(index=False)]
         raise DataValidationError(
             f"{len(pairs)} (item_id, date) pairs appear more than once, e.g. {shown}; "
             "a panel has one row per item and period: sum the sales per item and date first"
         )
-    return frame, covariates, report
+    if order is not None:
+        frame = frame.take(order).reset_index(drop=True)
+        codes = replace(codes, codes=codes.codes[order])
+    return frame, codes, covariates, report
 
 
 def _covariate_kinds(
@@ -593,10 +519,11 @@ def _covariate_kinds(
     return declared_known, past
 
 
-def _checked_items(items: pd.DataFrame, completed: pd.DataFrame) -> pd.DataFrame:
-    """The validated items table; every item of the panel must be in it."""
+def _checked_items(items: pd.DataFrame, panel_ids: np.ndarray) -> pd.DataFrame:
+    """The validated items table; every item of the panel (``panel_ids``) must be in it."""
     clean_items = validate_items(items)
-    unknown = np.setdiff1d(completed[ITEM_ID].unique(), clean_items[ITEM_ID].to_numpy())
+    # a hash lookup: np.setdiff1d on object arrays took minutes at 100,000 items
+    unknown = panel_ids[~pd.Series(panel_ids).isin(clean_items[ITEM_ID]).to_numpy()]
     if len(unknown):
         raise DataValidationError(
             f"{len(unknown)} items of the panel are not in the items table, e.g. "

@@ -1,0 +1,290 @@
+"""Local engine at scale: loading, batch forecasting and a backtest, next to Ray, in one run.
+
+Builds the synthetic catalogue of ``benchmarks.scale_ray`` (``--items`` products x ``--weeks``
+weeks, cached under ``--work``) and measures, each job in its own process:
+
+* **validate**: ``validate_panel`` of the catalogue's rows and items as a user passes them
+  (pandas frames with text ids, read before the clock starts);
+* **load**: ``Panel.load`` of the catalogue's folder (read ``panel.parquet`` and validate it);
+* **predict**: a saved LightGBM (fitted once on the catalogue, cached) forecasts every item
+  ``--horizon`` weeks ahead: ``load_model(...).predict`` (local) vs ``predict_on_ray`` with 1
+  and 2 workers;
+* **backtest**: ``--backtest-models`` over ``--windows`` cutoffs: ``evaluation.backtest``
+  (local) vs ``backtest_on_ray`` with 1 and 2 workers;
+
+with wall seconds and the peak memory of the job's whole process tree (the child and every
+process it started, Ray's included), sampled every 0.2 s as the sum of their proportional set
+sizes (PSS: a page shared by n processes counts 1/n in each, so Ray's object store is counted
+once), and the CPU seconds of the job's own process (user + system; for Ray the driver only).
+On a machine shared with other work, wall seconds stretch and CPU seconds do not much: both are
+recorded, with the load average. Each job runs ``--repeats`` times; the table gives the median
+and the range. Ray outputs are compared with the local ones.
+
+Results: ``benchmarks/results/local_scale.json`` and ``.md`` (``--name`` for another name). Usage::
+
+    python -m benchmarks.local_scale [--items 25000,100000] [--repeats 3] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from benchmarks.harness import (
+    RESULTS,
+    ROOT,
+    argument_parser,
+    machine_line,
+    module_command,
+    write_results,
+)
+from benchmarks.scale_ray import build_catalogue, same_forecasts
+
+JOBS = ("validate", "load", "predict", "backtest")
+
+
+def child(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one job (see the module docstring) in this process; its wall seconds."""
+    kind, engine, workers = spec["kind"], spec["engine"], spec.get("workers")
+    out = Path(spec["out"])
+    if kind == "validate":  # the frames as a user passes them (text ids), read before timing
+        import pandas as pd
+
+        from salesformer.data.contract import validate_panel
+
+        sales = pd.read_parquet(Path(spec["panel"]) / "panel.parquet")
+        items = pd.read_parquet(Path(spec["panel"]) / "items.parquet")
+    started, cpu = time.perf_counter(), time.process_time()
+    if kind == "validate":
+        validate_panel(sales, items, freq="W-MON")
+    elif kind == "load":
+        from salesformer.data.contract import Panel
+
+        Panel.load(spec["panel"])
+    elif kind == "predict" and engine == "local":
+        from salesformer.models.persist import load_model
+
+        load_model(spec["model"]).predict(spec["horizon"]).to_parquet(out, index=False)
+    elif kind == "predict":
+        from salesformer.distributed.predict import predict_on_ray
+
+        predict_on_ray(
+            spec["model"],
+            out,
+            horizon=spec["horizon"],
+            workers=workers,
+            items_per_part=spec["items_per_part"],
+        )
+    else:
+        from salesformer.data.contract import Panel
+        from salesformer.models.registry import make_model
+
+        models = [make_model(name) for name in spec["models"]]
+        if engine == "local":
+            from salesformer.evaluation.backtest import backtest
+
+            panel = Panel.load(spec["panel"])
+            result = backtest(models, panel, spec["horizon"], n_windows=spec["windows"])
+        else:
+            from salesformer.distributed.backtest import backtest_on_ray
+
+            result, _ = backtest_on_ray(
+                models,
+                spec["panel"],
+                spec["horizon"],
+                n_windows=spec["windows"],
+                workers=workers,
+                items_per_part=spec["items_per_part"],
+            )
+        result.forecasts.to_parquet(out, index=False)
+    return {"seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu}
+
+
+def _tree_pss_mb(root: psutil.Process) -> float:
+    total = 0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            total += proc.memory_full_info().pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied, AttributeError):
+            continue
+    return total / 2**20
+
+
+def run_child(spec: dict[str, Any], threads: int) -> dict[str, Any]:
+    """Run ``spec`` in a fresh process; its wall seconds and its process tree's peak PSS."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "SALESFORMER_BENCH_THREADS": str(threads)}
+    command = module_command("local_scale", "--child", json.dumps(spec))
+    proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    peak = 0.0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        root = psutil.Process(proc.pid)
+        while not done.is_set():
+            try:
+                peak = max(peak, _tree_pss_mb(root))
+            except psutil.NoSuchProcess:
+                return
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    output, _ = proc.communicate()
+    done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"job {spec['kind']}/{spec['engine']} failed ({proc.returncode})")
+    facts = json.loads(output.strip().splitlines()[-1])
+    return {
+        "seconds": round(facts["seconds"], 1),
+        "driver_cpu_seconds": round(facts["cpu"], 1),
+        "tree_peak_mb": round(peak),
+    }
+
+
+def fit_lightgbm(panel_dir: Path, model_dir: Path, horizon: int, threads: int) -> None:
+    """Fit LightGBM on the whole catalogue once and save it (cached)."""
+    if (model_dir / "config.json").is_file():
+        return
+    from salesformer.data.contract import Panel
+    from salesformer.models.persist import save_model
+    from salesformer.models.registry import make_model
+
+    model = make_model("LightGBM", max_horizon=horizon, n_jobs=threads)
+    save_model(model.fit(Panel.load(panel_dir)), model_dir)
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    seconds = [r["seconds"] for r in runs]
+    cpu = [r["driver_cpu_seconds"] for r in runs]
+    peaks = [r["tree_peak_mb"] for r in runs]
+    return {
+        "runs": len(runs),
+        "seconds_median": round(statistics.median(seconds), 1),
+        "seconds_min": min(seconds),
+        "seconds_max": max(seconds),
+        "driver_cpu_seconds_median": round(statistics.median(cpu), 1),
+        "tree_peak_mb_median": round(statistics.median(peaks)),
+        "tree_peak_mb_max": max(peaks),
+        "each": runs,
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        "# Local engine at scale: synthetic catalogue",
+        "",
+        f"`python -m benchmarks.local_scale` on {result['machine']}; {result['weeks']} weeks; "
+        f"batch forecasting with a saved LightGBM ({result['horizon']} weeks); backtest of "
+        f"{', '.join(result['backtest_models'])} over {result['windows']} cutoffs; "
+        f"{result['items_per_part']:,} items per Ray part. Load average before the run: "
+        f"{result['load_before']}, after: {result['load_after']} (a shared machine: "
+        "the times are noisy).",
+        "",
+        "| job | engine | workers | items | runs | wall s median [min, max] "
+        "| driver CPU s median | process-tree peak MB (PSS) | same as local |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        same = {True: "yes", False: "NO", None: "-"}[r.get("same_as_local")]
+        lines.append(
+            f"| {r['kind']} | {r['engine']} | {r['workers'] or '-'} | {r['items']:,} | "
+            f"{r['runs']} | {r['seconds_median']} [{r['seconds_min']}, {r['seconds_max']}] | "
+            f"{r['driver_cpu_seconds_median']} | "
+            f"{r['tree_peak_mb_median']} (max {r['tree_peak_mb_max']}) | {same} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argument_parser(__doc__, __file__)
+    parser.add_argument("--items", default="25000,100000")
+    parser.add_argument("--weeks", type=int, default=104)
+    parser.add_argument("--horizon", type=int, default=8)
+    parser.add_argument("--windows", type=int, default=2)
+    parser.add_argument("--items-per-part", type=int, default=5000)
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--jobs", default=",".join(JOBS))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--backtest-models", default="SeasonalNaive,CrostonSBA,ADIDA")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--work", type=Path, default=None, help="folder for catalogues and models")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--name", default="local_scale", help="results file name (no suffix)")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child is not None:
+        print(json.dumps(child(json.loads(args.child))))
+        return
+    work = args.work or Path(tempfile.gettempdir()) / "salesformer-ray-bench"
+    work.mkdir(parents=True, exist_ok=True)
+    load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    rows: list[dict[str, Any]] = []
+    models = [m for m in args.backtest_models.split(",") if m]
+    for items in [int(s) for s in args.items.split(",") if s]:
+        panel_dir = build_catalogue(work / f"catalogue-{items}-{args.weeks}", items, args.weeks)
+        model_dir = work / f"lightgbm-{items}-{args.weeks}"
+        for kind in [j for j in args.jobs.split(",") if j]:
+            if kind not in JOBS:
+                parser.error(f"unknown job {kind!r}; use some of {', '.join(JOBS)}")
+            if kind == "predict":
+                fit_lightgbm(panel_dir, model_dir, args.horizon, args.threads)
+            engines: list[tuple[str, int | None]] = [("local", None)]
+            if kind in ("predict", "backtest"):
+                engines += [("ray", int(w)) for w in args.workers.split(",") if w]
+            reference = None
+            for engine, count in engines:
+                out = work / f"local-scale-{kind}-{items}-{engine}-{count or 0}.parquet"
+                spec = {
+                    "kind": kind,
+                    "engine": engine,
+                    "workers": count,
+                    "panel": str(panel_dir),
+                    "model": str(model_dir),
+                    "horizon": args.horizon,
+                    "windows": args.windows,
+                    "models": models,
+                    "items_per_part": args.items_per_part,
+                    "out": str(out),
+                }
+                runs = [run_child(spec, args.threads) for _ in range(args.repeats)]
+                row = {"kind": kind, "engine": engine, "workers": count, "items": items}
+                row.update(_summary(runs))
+                if kind in ("validate", "load"):
+                    row["same_as_local"] = None
+                elif engine == "local":
+                    reference, row["same_as_local"] = out, None
+                else:
+                    row["same_as_local"] = same_forecasts(reference, out) if reference else None
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    result = {
+        "machine": machine_line(),
+        "load_before": load_before,
+        "load_after": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+        "weeks": args.weeks,
+        "horizon": args.horizon,
+        "windows": args.windows,
+        "backtest_models": models,
+        "items_per_part": args.items_per_part,
+        "threads": args.threads,
+        "rows": rows,
+    }
+    page = markdown(result)
+    write_results(args.name, result, page, args.out, argv)
+    print(page)
+
+
+if __name__ == "__main__":
+    main()

@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +186,14 @@ def load(store: Path, panel: Panel, runs: dict[str, str], cutoffs: list[pd.Times
         frame[SEGMENT] = segment_labels(frame)
         out[label] = frame
     return out
+
+
+def item_subset(panel: Panel, n_items: int) -> Panel:
+    """``n_items`` items of ``panel`` drawn at random (seed 0), with their whole history."""
+    ids = np.random.default_rng(0).choice(np.sort(panel.item_ids), n_items, replace=False)
+    sales = panel.sales[panel.sales[ITEM_ID].isin(ids)].reset_index(drop=True)
+    items = None if panel.items is None else panel.items[panel.items[ITEM_ID].isin(ids)]
+    return replace(panel, sales=sales, items=items, report={})
 
 
 def combine(rows: pd.DataFrame, weights: dict[str, dict[str, float]]) -> pd.DataFrame:
@@ -392,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reuse", action="store_true", help="skip runs already in --store")
     parser.add_argument("--fill-only", action="store_true", help="only fill the store")
     parser.add_argument("--check", action="store_true", help="also fit the real auto")
+    parser.add_argument(
+        "--items", type=int, default=None, help="a seeded random subset of this many items"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--child", nargs=3, metavar=("PANEL", "NAME", "SEED"), help="internal")
     args = parser.parse_args(argv)
@@ -404,6 +416,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     panel, _, _ = online_retail_panel(args.source, cache=args.store / "panel")
     panel_dir = next((args.store / "panel").iterdir())
+    if args.items is not None:
+        panel = item_subset(panel, args.items)
+        args.store = args.store / f"items{args.items}"
+        panel_dir = args.store / "panel"
+        if not panel_dir.is_dir():
+            panel.save(panel_dir)
     names = [n.strip() for n in args.candidates.split(",") if n.strip()]
     seeds = [int(s) for s in args.lm_seeds.split(",") if s.strip()]
     jobs = [(n, 0, n) for n in names] + [("LM", s, f"LM_s{s}") for s in seeds]
@@ -433,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
         rows, together, weights, combined = replay(frames, list(runs), costs, cutoffs)
         report: dict[str, Any] = {
             "set": set_name,
+            "items": args.items or len(panel.item_ids),
+            "item_subset": args.items is not None,
             "candidates": list(runs),
             "lm_finetune": args.lm_finetune if "LM" in runs else None,
             "validation_cutoffs": [str(c.date()) for c in cutoffs],

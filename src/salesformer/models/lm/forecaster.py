@@ -314,6 +314,8 @@ class LMForecaster(LMSettings, FittedLM, Forecaster):
                 )
             vectors[~known] = self.encode_texts(_texts_for(panel.items, ids[~known]))
         view = copy.copy(self)
+        if hasattr(view, "tokens_"):  # the training items' tokens, not the view's items
+            del view.tokens_
         view.panel_ = panel
         view.item_ids_ = ids
         view.item_vectors_ = vectors

@@ -357,6 +357,34 @@ def check_real(
     return out
 
 
+def reading(rows: list[dict[str, Any]]) -> list[str]:
+    """What the table says about ``refit`` and the rules, computed from its rows."""
+    by = {r["forecast"]: r for r in rows}
+    new, old = by["auto[ensemble, refit=False]"], by["auto[ensemble, refit=True]"]
+    better = sum(
+        new["per_cutoff"][c]["wape"] < old["per_cutoff"][c]["wape"] for c in new["per_cutoff"]
+    )
+    candidates = [r for r in rows if "rule" not in r]
+    best = min(candidates, key=lambda r: r["wape"])
+    out = [
+        f"- Without the second fit (ensemble rule): WAPE {new['wape']:.4f} against "
+        f"{old['wape']:.4f} with it ({new['wape'] - old['wape']:+.4f}; lower at {better} of "
+        f"{len(new['per_cutoff'])} cutoffs), wQL {new['wql']:.4f} against {old['wql']:.4f} "
+        f"({new['wql'] - old['wql']:+.4f}); cost {new['cost_vs_candidates']:.2f}x the "
+        f"candidates together against {old['cost_vs_candidates']:.2f}x.",
+        f"- Best single candidate: {best['forecast']} (WAPE {best['wape']:.4f}, wQL "
+        f"{best['wql']:.4f}).",
+    ]
+    for refit in (True, False):
+        ranked = sorted((r for r in rows if r.get("refit") is refit), key=lambda r: r["wape"])
+        out.append(
+            f"- refit={refit}, rules by WAPE: "
+            + ", ".join(f"{r['rule']} {r['wape']:.4f}" for r in ranked)
+            + "."
+        )
+    return out
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# auto: the second fit (refit) and shrinkage rules, Online Retail II validation",
@@ -379,6 +407,14 @@ def markdown(report: dict[str, Any]) -> str:
             f"{row['seconds']:.0f} | {shown} |"
         )
     lines += ["", f"Candidates together: {report['candidates_seconds']:.0f} s.", ""]
+    if report.get("item_subset"):
+        lines += [
+            f"A seeded random subset of {report['items']} items of the panel (the full panel's "
+            "LightGBM fits did not finish on the shared machine in time); rerun without "
+            "`--items` for the full protocol.",
+            "",
+        ]
+    lines += ["## Reading", "", *reading(report["rows"]), ""]
     if report.get("check"):
         lines += ["## The real AutoForecaster at the last validation cutoff", ""]
         for key, entry in report["check"].items():

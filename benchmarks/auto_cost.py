@@ -501,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.check and set_name == "cheap":
             settings = {n: {"n_jobs": 1} for n in runs if n.startswith("LightGBM")}
             report["check"] = check_real(panel, list(runs), settings, combined, cutoffs[-1])
-        name = "auto_cost" if set_name == "cheap" else f"auto_cost_{set_name}"
+        name = "auto_cost" if set_name == "cheap" else f"auto_cost_with_{runs['LM']}"
         path = write_results(name, report, markdown, args.out, argv)
         print(path.with_suffix(".md").read_text(), flush=True)
     return 0

@@ -2,7 +2,10 @@
 
 ``auto`` fitted at a cutoff ``c`` backtests its candidates on the window of ``HORIZON`` weeks
 that ends at ``c`` (forecasts made at ``c - HORIZON`` weeks), chooses weights per segment, and
-forecasts from ``c`` with the candidates refitted on the whole panel. Every one of those
+forecasts from ``c`` with the candidates refitted on the whole panel: this script replays
+``auto(refit=True)``. The default, ``refit=False``, forecasts with the candidates fitted at
+``c - HORIZON`` and updated to ``c``, forecasts the stores do not hold:
+``python -m benchmarks.auto_cost`` replays both. Every one of those
 forecasts is a plain backtest forecast of a candidate, at cutoff ``c - HORIZON`` or ``c``, so a
 forecast store that holds the candidates at both gives ``auto``'s forecast at ``c`` exactly,
 for any selection rule, without fitting ``auto`` again: the stores ``validation``, ``test`` and

@@ -129,3 +129,24 @@ def test_seed_average_is_the_columnwise_mean_of_the_seeds() -> None:
     assert list(out["M-seed-average"]) == [2.0, 4.0]
     assert list(out["M-seed-average-q90"]) == [3.0, 7.0]
     assert not any(c.startswith("N") for c in out.columns)
+
+
+def test_auto_cost_fits_the_window_before_each_validation_cutoff_first() -> None:
+    from benchmarks.auto_cost import WEEK, fit_order
+    from benchmarks.online_retail import VALIDATION_CUTOFFS
+
+    order = fit_order()
+    assert len(order) == len(set(order)) == 5
+    for cutoff in (pd.Timestamp(c) for c in VALIDATION_CUTOFFS):
+        assert order.index(cutoff - WEEK) < len(order) and cutoff in order
+    # the first two fits already make one whole validation cutoff (its window and itself)
+    assert order[1] - order[0] == WEEK and str(order[1].date()) in VALIDATION_CUTOFFS
+
+
+def test_auto_cost_shrinks_every_segment_towards_the_best_candidate() -> None:
+    from benchmarks.auto_cost import shrunk
+
+    weights = {"(global)": {"A": 0.6, "B": 0.4}, "seg": {"B": 1.0}}
+    out = shrunk(weights, "A", 0.5)
+    assert out == {"(global)": {"A": 0.8, "B": 0.2}, "seg": {"B": 0.5, "A": 0.5}}
+    assert all(abs(sum(w.values()) - 1.0) < 1e-12 for w in out.values())

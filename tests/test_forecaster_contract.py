@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from salesformer.data.contract import DATE, ITEM_ID, SALES, Panel, validate_panel
 from salesformer.data.synthetic import generate_catalogue
-from salesformer.errors import ConfigError, NotFittedError
+from salesformer.errors import ConfigError, DataValidationError, NotFittedError
 from salesformer.models.base import DEFAULT_QUANTILES, Forecaster, quantile_column
 from salesformer.models.registry import STATISTICAL_MODELS, available_models, make_model
 
@@ -244,3 +244,30 @@ def test_daily_panel_forecasts_the_next_days(name: str) -> None:
     for item, rows in out.groupby(ITEM_ID):
         assert list(rows[DATE]) == list(expected), f"wrong dates for {item}"
     assert np.isfinite(out.iloc[:, 2:].to_numpy(dtype=float)).all()
+
+
+def test_update_to_the_fitted_panel_changes_no_forecast(
+    fitted: Forecaster, panel: Panel, forecast: pd.DataFrame
+) -> None:
+    pd.testing.assert_frame_equal(fitted.update(panel).predict(HORIZON), forecast, check_exact=True)
+
+
+def test_update_forecasts_after_the_later_panel_and_leaves_the_model_as_it_was(
+    name: str, panel: Panel
+) -> None:
+    cutoff = panel.dates[-1 - HORIZON]
+    early = build(name).fit(panel.until(cutoff))
+    before = early.predict(HORIZON)
+    out = early.update(panel).predict(HORIZON)
+    assert len(out) == N_ITEMS * HORIZON
+    assert sorted(out[ITEM_ID].unique()) == sorted(panel.item_ids)
+    assert out[DATE].min() == panel.last_date + panel.offset
+    assert out[DATE].max() == panel.future_dates(panel.last_date, HORIZON)[-1]
+    pd.testing.assert_frame_equal(early.predict(HORIZON), before, check_exact=True)
+
+
+def test_update_refuses_a_panel_that_ends_before_the_fitted_one(
+    fitted: Forecaster, panel: Panel
+) -> None:
+    with pytest.raises(DataValidationError, match=r"ends on .* before the fitted panel"):
+        fitted.update(panel.until(panel.dates[-5]))

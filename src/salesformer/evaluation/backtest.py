@@ -54,6 +54,8 @@ class BacktestResult:
     #: Forecasts per level (``level, item_id, cutoff, date, y``, reconciled ``<model>`` and
     #: ``<model>-base``) when the backtest was asked for levels; see :mod:`.levels`.
     levels: pd.DataFrame | None = None
+    #: The models fitted at the last cutoff, by name, when the backtest was asked to keep them.
+    fitted: dict[str, Forecaster] = field(default_factory=dict)
 
     def scored(self) -> pd.DataFrame:
         """Forecasts joined with per-series facts (scales, segments), ready for metrics.
@@ -276,6 +278,7 @@ def backtest(
     plan: pd.DataFrame | None = None,
     levels: Sequence[str] | None = None,
     reconcile: str = DEFAULT_RECONCILER,
+    keep_fitted: bool = False,
 ) -> BacktestResult:
     """Rolling-origin backtest of ``models`` on ``panel``.
 
@@ -296,6 +299,7 @@ def backtest(
         levels: also forecast and score these levels (``category``, ``total``; see
             :mod:`salesformer.forecasting.levels`), reconciled with ``reconcile``.
         reconcile: the reconciliation method (:data:`~salesformer.forecasting.levels.RECONCILERS`).
+        keep_fitted: keep the models fitted at the last cutoff in :attr:`BacktestResult.fitted`.
 
     Returns:
         A :class:`BacktestResult`.
@@ -313,6 +317,7 @@ def backtest(
         check_reconciler(reconcile)
         level_series(panel, wanted)  # a missing category column fails now, not after fits
     frames, facts, timings, level_frames = [], [], [], []
+    kept_models: dict[str, Forecaster] = {}
     for cutoff in stamps:
         series = series_facts(panel, cutoff, min_history, active_within)
         if series.empty:
@@ -337,6 +342,8 @@ def backtest(
                 keys = [LEVEL, ITEM_ID, CUTOFF, DATE, ACTUAL]
                 per_level = window if per_level is None else per_level.merge(window, on=keys)
             timings.append({"model": model.name, "cutoff": cutoff, **seconds})
+            if keep_fitted:
+                kept_models[model.name] = fitted
             if progress is not None:
                 progress(f"{model.name} @ {cutoff.date()}")
         merged.insert(1, CUTOFF, cutoff)
@@ -359,4 +366,5 @@ def backtest(
         horizon=horizon,
         cutoffs=stamps,
         levels=pd.concat(level_frames, ignore_index=True) if level_frames else None,
+        fitted=kept_models,
     )

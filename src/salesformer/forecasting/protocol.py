@@ -138,6 +138,28 @@ def _calendar_values(panel: Panel, grid: pd.DataFrame) -> pd.DataFrame:
     return values[[c for c in values.columns if c in panel.known_future]]
 
 
+def check_extends(fitted: Panel, panel: Panel) -> None:
+    """Raise :class:`DataValidationError` unless ``panel`` can extend ``fitted`` (see
+    :meth:`Forecaster.update`): same frequency and covariates, ending no earlier."""
+    if panel.freq != fitted.freq:
+        raise DataValidationError(
+            f"update: the panel's frequency is {panel.freq!r}, the fitted panel's {fitted.freq!r}; "
+            "give the same shop's panel at the frequency the model was fitted on"
+        )
+    for kind in ("known_future", "past_only"):
+        given, expected = tuple(getattr(panel, kind)), tuple(getattr(fitted, kind))
+        if sorted(given) != sorted(expected):
+            raise DataValidationError(
+                f"update: the panel's {kind} covariates are {list(given)}, the fitted panel's "
+                f"{list(expected)}; give a panel with the covariates the model was fitted on"
+            )
+    if panel.last_date < fitted.last_date:
+        raise DataValidationError(
+            f"update: the panel ends on {panel.last_date.date()}, before the fitted panel "
+            f"({fitted.last_date.date()}); give the fitted history plus the periods since"
+        )
+
+
 #: The longest horizon any forecast may ask for (in periods): 1000 weeks is 19 years, 1000 days
 #: almost 3 years. It bounds the rows and dates a request can make.
 MAX_HORIZON = 1000
@@ -246,6 +268,34 @@ class Forecaster(ABC):
             f"{type(self).__name__} ({self.name}) cannot forecast a subset of its items; "
             "use the local engine for it"
         )
+
+    def update(self, panel: Panel | pd.DataFrame, items: pd.DataFrame | None = None) -> Forecaster:
+        """This fitted model, forecasting from the end of ``panel``, a later panel of the shop.
+
+        ``panel`` extends the fitted panel with more recent periods (and possibly new items):
+        ``model.update(panel).predict(h)`` forecasts the ``h`` periods after ``panel``'s last
+        date. What a model learned stays as fitted (nothing is trained on the new periods);
+        what a forecast reads of an item's history (lags, recent level, the LM's context)
+        comes from ``panel``. Models whose only learned state is each item's own fit (the
+        statistical baselines) are refitted on ``panel``, which is what they learn anyway.
+        The fitted model itself is left unchanged.
+
+        Raises:
+            NotFittedError: before ``fit``.
+            DataValidationError: ``panel`` ends before the fitted panel, or has another
+                frequency or other covariates.
+        """
+        if not hasattr(self, "panel_"):
+            raise NotFittedError(
+                f"{type(self).__name__} is not fitted yet; call .fit(panel) before .update(panel)"
+            )
+        data = as_panel(panel, items)
+        check_extends(self.panel_, data)
+        return self._update(data)
+
+    def _update(self, panel: Panel) -> Forecaster:
+        """:meth:`update` on a checked panel; the default fits a fresh copy on it."""
+        return self.clone().fit(panel)
 
     def shareable(self, horizon: int) -> Forecaster:
         """A copy holding only what :meth:`for_items` needs to forecast ``horizon`` periods.

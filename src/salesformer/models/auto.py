@@ -18,10 +18,15 @@ e.g. ``"long (>26)/smooth"``), and then
   ``"segment"`` scored worst of the four rules.
 
 Segments with fewer than ``min_segment_series`` validation series use the global choice (for
-``"weighted"``, the global weights). Every candidate in use is refitted on the whole panel; at
-prediction each item is classified at the panel's last date (items too young to be validated
-included) and gets its segment's forecast, point and quantile columns alike; items of a segment
-unseen in validation get the global choice.
+``"weighted"``, the global weights). With ``refit=False`` (default) every candidate is fitted
+once: the model fitted for the last validation window (on the panel without that window) is
+kept and forecasts from the panel's end through
+:meth:`~salesformer.forecasting.protocol.Forecaster.update`, reading the whole panel's history
+(the weeks of the validation window included) without training on it, so ``auto`` costs about
+its candidates together. ``refit=True`` refits every candidate in use on the whole panel, a
+second fit of each. At prediction each item is classified at the panel's last date (items
+too young to be validated included) and gets its segment's forecast, point and quantile
+columns alike; items of a segment unseen in validation get the global choice.
 
 A candidate whose extra is not installed (an ``ImportError``) or that fails to fit is skipped
 and named in :attr:`AutoForecaster.report_`; a panel too short for a validation window falls
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,9 +57,10 @@ from salesformer.evaluation.backtest import (
     series_facts,
 )
 from salesformer.evaluation.metrics import evaluate
-from salesformer.forecasting.params import Constraint, Interval, OneOf
+from salesformer.forecasting.params import Boolean, Constraint, Interval, OneOf
 from salesformer.forecasting.protocol import DEFAULT_QUANTILES, Forecaster, quantile_column
 from salesformer.forecasting.saved import jsonable
+from salesformer.models.auto_report import GLOBAL, SEGMENT, describe_report
 from salesformer.models.auto_state import read_auto_state
 from salesformer.models.combination import frame_weights
 from salesformer.models.persist import CANDIDATES_DIR, load_model
@@ -61,9 +68,9 @@ from salesformer.models.registry import coerce_params, make_model, resolve_name
 
 Selection = Literal["segment", "global", "weighted", "ensemble"]
 
-SEGMENT = "segment"
-#: Key of the global choice in :attr:`AutoForecaster.weights_` and the report.
-GLOBAL = "(global)"
+#: ``SEGMENT`` and ``GLOBAL`` (the key of the global choice in :attr:`AutoForecaster.weights_`
+#: and the report) live in :mod:`.auto_report`, imported here under their old names.
+__all__ = ["GLOBAL", "SEGMENT", "AutoForecaster", "inverse_error_weights", "segment_labels"]
 #: Metrics where lower is better, the ones a choice can be made on.
 SELECTION_METRICS: tuple[str, ...] = ("wape", "mae", "rmse", "mse", "mase", "rmsse", "wql")
 _SELECTIONS: tuple[str, ...] = ("segment", "global", "weighted", "ensemble")
@@ -77,6 +84,14 @@ _TOP_WEIGHTED = 3
 def segment_labels(facts: pd.DataFrame) -> pd.Series:
     """``"<history segment>/<intermittency>"`` for each row of :func:`series_facts`."""
     return facts[HISTORY_SEGMENT].astype(str) + "/" + facts[INTERMITTENCY].astype(str)
+
+
+def item_segments(panel: Panel) -> pd.Series:
+    """Each item's segment at the panel's last date (items too young to validate included)."""
+    facts = series_facts(panel, panel.last_date, min_history=0, active_within=None)
+    return pd.Series(
+        segment_labels(facts).to_numpy(), index=facts[ITEM_ID].to_numpy(), name=SEGMENT
+    )
 
 
 def inverse_error_weights(
@@ -115,6 +130,8 @@ class AutoForecaster(Forecaster):
         selection: ``"ensemble"``, ``"segment"``, ``"global"`` or ``"weighted"``.
         metric: validation metric, lower is better (one of :data:`SELECTION_METRICS`).
         min_segment_series: segments with fewer validation series use the global choice.
+        refit: refit the candidates in use on the whole panel after validation (a second fit
+            of each) instead of forecasting with the models fitted for validation.
     """
 
     name = "auto"
@@ -136,6 +153,7 @@ class AutoForecaster(Forecaster):
     selection: Selection = "ensemble"
     metric: str = "wape"
     min_segment_series: int = 30
+    refit: bool = False
 
     # -- settings ------------------------------------------------------------------------
 
@@ -145,6 +163,7 @@ class AutoForecaster(Forecaster):
         "min_segment_series": Interval(int, 1),
         "selection": OneOf(*_SELECTIONS),
         "metric": OneOf(*SELECTION_METRICS),
+        "refit": Boolean(),
     }
 
     def check_params(self) -> None:
@@ -196,11 +215,10 @@ class AutoForecaster(Forecaster):
     def _fit(self, panel: Panel) -> None:
         self.skipped_: list[dict[str, str]] = []
         self.models_: dict[str, Forecaster] = {}
+        self._validated: dict[str, Forecaster] = {}
+        self.seconds_: dict[str, dict[str, float]] = {}
         candidates = self._make_candidates()
-        facts = series_facts(panel, panel.last_date, min_history=0, active_within=None)
-        self.segments_ = pd.Series(
-            segment_labels(facts).to_numpy(), index=facts[ITEM_ID].to_numpy(), name=SEGMENT
-        )
+        self.segments_ = item_segments(panel)
         cutoffs = self._validation_cutoffs(panel)
         report: dict[str, Any] = {
             "metric": self.metric,
@@ -208,6 +226,7 @@ class AutoForecaster(Forecaster):
             "horizon": self.horizon,
             "n_windows": self.n_windows,
             "min_segment_series": self.min_segment_series,
+            "refit": self.refit,
             "panel_last_date": str(panel.last_date.date()),
             "cutoffs": [str(c.date()) for c in cutoffs],
         }
@@ -236,6 +255,8 @@ class AutoForecaster(Forecaster):
             for segment, count in counts.items()
         ]
         report["skipped"] = list(self.skipped_)
+        report["seconds"] = {n: dict(s) for n, s in self.seconds_.items()}
+        self._validated = {}
         self.report_ = report
 
     def _make_candidates(self) -> dict[str, Forecaster]:
@@ -290,6 +311,7 @@ class AutoForecaster(Forecaster):
                     min_history=_MIN_HISTORY,
                     active_within=_ACTIVE_WITHIN,
                     quantiles=DEFAULT_QUANTILES,
+                    keep_fitted=not self.refit,
                 )
             except ImportError as exc:
                 self._skip(name, "not installed", exc)
@@ -297,6 +319,10 @@ class AutoForecaster(Forecaster):
             except Exception as exc:  # a failing candidate must not sink the others
                 self._skip(name, "validation", exc)
                 continue
+            seconds = result.timings[["fit_seconds", "predict_seconds"]].to_numpy().sum()
+            self.seconds_[name] = {"validation": round(float(seconds), 3)}
+            if model.name in result.fitted:
+                self._validated[name] = result.fitted[model.name]
             renamed = {
                 model.name: name,
                 **{
@@ -328,15 +354,24 @@ class AutoForecaster(Forecaster):
         raise self._none_left()
 
     def _refit(self, name: str, model: Forecaster, panel: Panel) -> bool:
-        """Fit a fresh copy of ``model`` on the whole panel; False (and skipped) on failure."""
+        """The final model of ``name``: the one fitted for validation, updated to the whole
+        panel, or (``refit``, or none kept) a fresh copy fitted on it. False (and skipped)
+        on failure."""
+        validated = self._validated.get(name)
+        start = time.perf_counter()
         try:
-            self.models_[name] = model.clone().fit(panel)
+            if validated is None:
+                self.models_[name] = model.clone().fit(panel)
+            else:
+                self.models_[name] = validated.update(panel)
         except ImportError as exc:
             self._skip(name, "not installed", exc)
             return False
         except Exception as exc:  # a failing candidate must not sink the others
-            self._skip(name, "final fit", exc)
+            self._skip(name, "final fit" if validated is None else "update", exc)
             return False
+        final = {"final": round(time.perf_counter() - start, 3)}
+        self.seconds_[name] = {**self.seconds_.get(name, {}), **final}
         return True
 
     def _none_left(self) -> ConfigError:
@@ -471,6 +506,16 @@ class AutoForecaster(Forecaster):
         view.models_ = {name: model.for_items(part) for name, model in self.models_.items()}
         return view
 
+    def _update(self, panel: Panel) -> AutoForecaster:
+        """Same choices and weights; each candidate updated, items classified on ``panel``."""
+        if not hasattr(self, "weights_"):
+            raise NotFittedError("AutoForecaster is not fitted yet; call .fit(panel) first")
+        view = copy.copy(self)
+        view.panel_ = panel
+        view.segments_ = item_segments(panel)
+        view.models_ = {name: model.update(panel) for name, model in self.models_.items()}
+        return view
+
     def shareable(self, horizon: int) -> AutoForecaster:
         """Each candidate's shareable copy, the per-item choices and settings; no panel."""
         if not hasattr(self, "weights_"):
@@ -540,43 +585,4 @@ class AutoForecaster(Forecaster):
         """A few lines on what was chosen where, and why."""
         if not hasattr(self, "report_"):
             raise NotFittedError("AutoForecaster is not fitted yet; call .fit(panel) first")
-        report = self.report_
-        metric = self.metric.upper()
-        lines = []
-        if not report["validated"]:
-            lines.append(f"auto: {report['note']}")
-        else:
-            lines.append(
-                f"auto: selection {self.selection!r} by {metric} on validation cutoffs "
-                f"{', '.join(report['cutoffs'])} (horizon {self.horizon})"
-            )
-            for row in report["segments"]:
-                lines.append(self._describe_segment(row, metric))
-        for skipped in report["skipped"]:
-            lines.append(f"skipped {skipped['model']} ({skipped['stage']}): {skipped['error']}")
-        return "\n".join(lines)
-
-    @staticmethod
-    def _describe_segment(row: dict[str, Any], metric: str) -> str:
-        """``segment long (>26)/smooth (31 series): LightGBM (WAPE 0.610 vs AutoETS 0.660)``."""
-        label = "overall" if row[SEGMENT] == GLOBAL else f"segment {row[SEGMENT]}"
-        scores = {n: s for n, s in row["scores"].items() if s is not None}
-        ranked = sorted(scores, key=lambda n: scores[n])
-        weights = row["weights"]
-
-        def score(name: str) -> str:
-            return f"{scores[name]:.3f}" if name in scores else "n/a"
-
-        if len(weights) > 1:
-            mix = " + ".join(f"{w:.2f} {n}" for n, w in weights.items())
-            body = f"{mix} ({metric} {', '.join(score(n) for n in weights)})"
-        else:
-            chosen = row["choice"]
-            runner = next((n for n in ranked if n != chosen), None)
-            versus = f" vs {runner} {score(runner)}" if runner else ""
-            body = f"{chosen} ({metric} {score(chosen)}{versus})"
-        if row["source"] not in ("segment", "global"):
-            better = ranked and ranked[0] not in weights
-            best = f"; best here {ranked[0]} {score(ranked[0])}" if better else ""
-            body = f"{body} [{row['source']}{best}]"
-        return f"{label} ({row['series']} series): {body}"
+        return describe_report(self.report_, self.selection, self.metric)

@@ -401,6 +401,14 @@ class LightGBMForecaster(Forecaster):
         view.source_ = None if self.shared_ else self
         return view
 
+    def _update(self, panel: Panel) -> LightGBMForecaster:
+        """The same boosters, features built from ``panel`` (see :meth:`Forecaster.update`).
+
+        Items the fitted panel did not hold get no static features (LightGBM's missing
+        values), as an item without text does.
+        """
+        return self.for_items(panel)
+
     def shareable(self, horizon: int) -> LightGBMForecaster:
         """The boosters (and a model retrained for ``horizon`` if it is beyond
         ``max_horizon``), static item features and settings; no training panel."""

@@ -300,6 +300,32 @@ class LMForecaster(LMSettings, FittedLM, Forecaster):
         view.item_vectors_ = self.item_vectors_[positions(self.item_ids_, ids)]
         return view
 
+    def _update(self, panel: Panel) -> LMForecaster:
+        """The same weights, reading ``panel``'s history (see :meth:`Forecaster.update`).
+
+        Items the fitted panel did not hold get their text vectors from the fitted encoder.
+        """
+        if not hasattr(self, "head_"):
+            raise NotFittedError("LMForecaster is not fitted yet; call .fit(panel) first")
+        ids = np.asarray(panel.item_ids, dtype=str)
+        known = np.isin(ids, self.item_ids_)
+        vectors = np.zeros((len(ids), self.item_vectors_.shape[1]), dtype=self.item_vectors_.dtype)
+        vectors[known] = self.item_vectors_[positions(self.item_ids_, ids[known])]
+        if not known.all():
+            if panel.items is None:
+                raise DataValidationError(
+                    f"update: {int((~known).sum())} items are new to the LM and the panel has "
+                    "no items table to read their text from; give the items table"
+                )
+            vectors[~known] = self.encode_texts(_texts_for(panel.items, ids[~known]))
+        view = copy.copy(self)
+        if hasattr(view, "tokens_"):  # the training items' tokens, not the view's items
+            del view.tokens_
+        view.panel_ = panel
+        view.item_ids_ = ids
+        view.item_vectors_ = vectors
+        return view
+
     def shareable(self, horizon: int) -> LMForecaster:
         """A copy without the training panel and tokenised texts, for :meth:`for_items`."""
         self.check_horizon(horizon)

@@ -20,6 +20,48 @@ ONLINE_RETAIL = DATASETS / "online_retail_ii" / "online_retail_ii.parquet"
 STALLION = DATASETS / "stallion" / "stallion.parquet"
 
 
+#: Test modules that may start a local Ray cluster (tests marked ``ray``): one unit of work
+#: under pytest-xdist, so that two Ray clusters never compete for the same cores.
+RAY_MODULES = "test_distributed"
+
+
+def _work_unit(nodeid: str) -> str:
+    """The unit a test is scheduled in: its module, or ``ray`` for the Ray modules."""
+    module = nodeid.split("::", 1)[0]
+    return "ray" if Path(module).name.startswith(RAY_MODULES) else module
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile`` (pyproject's addopts; ``make test`` adds ``-n 2``), Ray modules as one.
+
+    Each module stays on one worker, so its module-scoped fixtures (fitted models) are built
+    once. xdist's own ``loadgroup`` cannot do the Ray grouping: it marks groups by setting
+    ``item._nodeid``, which pytest 9.2 no longer reads (the groups are silently lost).
+    """
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class RayAsOneUnit(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _work_unit(nodeid)
+
+    return RayAsOneUnit(config, log)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse a Ray test outside the Ray modules: the scheduler would run it beside another."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        uses_ray = item.get_closest_marker("ray") is not None or "ray_cluster" in fixtures
+        if uses_ray and _work_unit(item.nodeid) != "ray":
+            raise pytest.UsageError(
+                f"{item.nodeid} starts Ray but its module is not named {RAY_MODULES}*.py; "
+                "move it there, so that parallel runs keep the Ray tests on one worker"
+            )
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Caches (downloads, text embeddings) go to a temporary folder, never the user's."""

@@ -6,6 +6,7 @@ responses are checked against the status codes, content types and bodies the sch
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,8 @@ from salesformer.service.core import ServiceConfig
 pytest_plugins = ["service_support"]  # the service test fixtures
 API_KEY = "test-key-0123456789"
 
-#: Examples per operation. Invalid (negative) requests that pass the schema run the model
-#: (what-if, cold start: about 1.5 s each here), so they get fewer: the schema's own refusals
-#: are cheap and the hardening tests cover the ruled inputs one by one.
+#: Examples per operation. Negative examples are the dearer ones to generate (every mutated
+#: body redraws its id patterns); the hardening tests cover the ruled inputs one by one.
 EXAMPLES = {"positive": 25, "negative": 10}
 #: Keyed GET routes whose inputs are all optional query parameters.
 KEYED_QUERY_ONLY = {"GET /levels/forecast"}
@@ -37,6 +37,34 @@ NO_INPUT = {
     "GET /models/current",
     "POST /models/reload",
 }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _regex_strategies_built_once() -> Iterator[None]:
+    """Build hypothesis' strategy for each regex once per module instead of once per use.
+
+    The id pattern excludes the private-use planes, and hypothesis expands a character range
+    one code point at a time (about 130,000 per plane), so every ``st.from_regex`` of it took
+    seconds, and schemathesis asks for it again for every generated body: nearly all the
+    time of this module went there. A strategy is immutable once built, so reusing it draws
+    exactly the same examples; only the rebuilding is skipped.
+    """
+    from hypothesis.strategies._internal import regex
+    from hypothesis.strategies._internal.lazy import unwrap_strategies
+
+    build: Callable[..., Any] = regex.base_regex_strategy
+    built: dict[tuple[Any, ...], Any] = {}
+
+    def built_once(pattern: Any, *, parsed: Any = None, alphabet: Any) -> Any:
+        chars = None if alphabet is None else unwrap_strategies(alphabet).intervals.intervals
+        key = (pattern.pattern, pattern.flags, chars)
+        if key not in built:
+            built[key] = build(pattern, parsed=parsed, alphabet=alphabet)
+        return built[key]
+
+    regex.base_regex_strategy = built_once
+    yield
+    regex.base_regex_strategy = build
 
 
 @pytest.fixture(scope="module")

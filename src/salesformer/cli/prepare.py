@@ -71,7 +71,8 @@ def _print_summary(table: Any, out: Path, files: list[str]) -> None:
 
     console = Console()
     console.print(table)
-    console.print(f"wrote {out} ({', '.join(files)})")
+    # one line, however long the path: rich would wrap it at 80 columns in a pipe or a log
+    console.print(f"wrote {out} ({', '.join(files)})", soft_wrap=True)
 
 
 def _with_calendar(panel: Panel, holidays: str | None, events: str | None) -> Panel:

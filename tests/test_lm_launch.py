@@ -216,6 +216,7 @@ def test_daily_short_lived_launches_on_any_weekday_are_forecast_from_their_price
         epoch_samples=300,
         hidden_size=16,
         text_size=4,
+        launch_network_weight=0.0,  # this panel's validation window holds no launch to choose on
     ).fit(panel)
     report = model.fit_report_["launch_regression"]
     assert model.launch_blend_ is not None, report
@@ -238,3 +239,30 @@ def test_a_panel_without_launches_has_no_launch_regression(panel: Panel) -> None
     )
     assert features.shape == (0, 5 + 4)
     assert fit_launch_ridge(features, none.curves, none.observed) is None
+
+
+def test_by_default_the_weight_is_chosen_on_held_out_launches_or_the_network_forecasts(
+    tiny_encoder: str,
+) -> None:
+    """The default weight (None) needs launches in the fit's own validation window: this
+    panel's window has none, so the network forecasts alone and the report says why."""
+    pytest.importorskip("torch")
+    from salesformer.models.lm import LMForecaster
+
+    panel, new, _ = _daily_short_lived()
+    model = LMForecaster(
+        encoder=tiny_encoder,
+        finetune="frozen",
+        horizon=14,
+        threads=1,
+        head_epochs=1,
+        epoch_samples=200,
+        hidden_size=16,
+        text_size=4,
+    )
+    assert model.launch_network_weight is None
+    model.fit(panel)
+    report = model.fit_report_["launch_regression"]
+    assert model.launch_blend_ is None
+    assert report["held_out"] < 20 and "held-out launches" in report["skipped"]
+    assert len(model.predict_new(new, horizon=14)) == len(new) * 14

@@ -297,7 +297,9 @@ class AutoForecaster(Forecaster):
 
     def _validate(self, candidates: dict[str, Forecaster], panel: Panel) -> pd.DataFrame | None:
         """Validation forecasts of every candidate that runs, one column set per candidate,
-        with the series facts and ``segment``; None when no candidate ran."""
+        with the series facts and ``segment``; None when no candidate ran. Starts the
+        fit's record of validated models and seconds afresh."""
+        self._validated, self.seconds_ = {}, {}
         merged: pd.DataFrame | None = None
         facts: pd.DataFrame | None = None
         for name, model in candidates.items():

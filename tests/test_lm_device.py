@@ -191,3 +191,169 @@ def test_cli_refuses_a_missing_gpu_before_any_work(
         capsys,
         "apply to the models lm and auto only",
     )
+
+
+# -- inference: predict, new items, explain and the service on a chosen device -------------
+
+
+@pytest.fixture(scope="module")
+def lora_model(panel: Panel, tiny_encoder: str) -> LMForecaster:
+    return LMForecaster(encoder=tiny_encoder, finetune="lora", horizon=4, **TINY).fit(panel)
+
+
+def _new_items() -> pd.DataFrame:
+    return pd.DataFrame(
+        {"item_id": ["new-1", "new-2"], "text": ["red wool scarf", "tea mug"], "price": [9.5, 4.0]}
+    )
+
+
+def test_predict_on_the_cpu_equals_the_default(lora_model: LMForecaster, no_gpu: None) -> None:
+    default, new_default = lora_model.predict(4), lora_model.predict_new(_new_items(), horizon=4)
+    assert lora_model.use_device("cpu") == "cpu"
+    pd.testing.assert_frame_equal(lora_model.predict(4), default)
+    pd.testing.assert_frame_equal(lora_model.predict_new(_new_items(), horizon=4), new_default)
+    assert lora_model.use_device("auto") == "cpu"  # no GPU: auto falls back
+    pd.testing.assert_frame_equal(lora_model.predict(4), default)
+    with pytest.raises(ConfigError, match="sees no CUDA GPU"):
+        lora_model.use_device("cuda")
+    assert lora_model.prediction_device_ == "cpu"  # a refused device changes nothing
+
+
+def test_the_device_branch_moves_inputs_and_returns_cpu_arrays(
+    lora_model: LMForecaster, tiny_encoder: str, panel: Panel
+) -> None:
+    """Without a GPU, 'cpu:0' walks the code of a non-CPU device: the same numbers come back.
+
+    The head, the fine-tuned encoder and the frozen encoder all take the moving branch (the
+    inputs ``.to(device)``, the outputs ``.cpu()``); a tensor left behind would raise on a GPU,
+    which this machine cannot show: that is checked where a GPU runs the suite.
+    """
+    from salesformer.explain import explain
+
+    frozen = LMForecaster(encoder=tiny_encoder, finetune="frozen", horizon=4, **TINY).fit(panel)
+    item = str(panel.item_ids[0])
+    for model in (lora_model, frozen):
+        model.prediction_device_ = "cpu"
+        expected = (model.predict(4), model.predict_new(_new_items(), horizon=4))
+        words = explain(model, item, 4, n_steps=4).words
+        model.prediction_device_ = "cpu:0"
+        try:
+            pd.testing.assert_frame_equal(model.predict(4), expected[0])
+            pd.testing.assert_frame_equal(model.predict_new(_new_items(), horizon=4), expected[1])
+            pd.testing.assert_frame_equal(explain(model, item, 4, n_steps=4).words, words)
+        finally:
+            model.prediction_device_ = "cpu"
+
+
+def test_the_device_is_not_saved(lora_model: LMForecaster, tmp_path: Path, no_gpu: None) -> None:
+    import json
+
+    lora_model.use_device("cpu")
+    folder = lora_model.save(tmp_path / "m")
+    assert "prediction_device" not in (folder / "config.json").read_text()
+    assert "prediction_device_" not in json.loads((folder / "config.json").read_text())["params"]
+    loaded = LMForecaster.load(folder)
+    assert loaded.prediction_device_ == "cpu"
+    pd.testing.assert_frame_equal(loaded.predict(4), lora_model.predict(4))
+
+
+def test_models_without_a_network_ignore_the_device(panel: Panel) -> None:
+    from salesformer.models.registry import build_model
+
+    naive = build_model("Naive", horizon=4).fit(panel)
+    assert naive.use_device("cuda") is None  # no GPU check either: nothing runs there
+
+
+def test_predict_explain_and_serve_take_a_device_on_the_command_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    panel: Panel,
+    tiny_encoder: str,
+    no_gpu: None,
+) -> None:
+    from bad_input_support import invoke
+
+    panel_dir = panel.save(tmp_path / "panel")
+    model_dir = tmp_path / "lm"
+    fit = ["fit", "--panel", str(panel_dir), "--model", "lm", "--horizon", "4"]
+    fit += ["--finetune", "frozen", "--encoder", tiny_encoder, "--out", str(model_dir)]
+    for key, value in TINY.items():
+        fit += ["--set", f"{key}={value}"]
+    assert invoke(fit, capsys)[0] == 0
+    predict = ["predict", "--model", str(model_dir), "--out"]
+    assert invoke([*predict, str(tmp_path / "default.csv")], capsys)[0] == 0
+    code, _, err = invoke([*predict, str(tmp_path / "auto.csv"), "--device", "auto"], capsys)
+    assert code == 0 and "note: no GPU found" in err
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "auto.csv"), pd.read_csv(tmp_path / "default.csv")
+    )
+    refused([*predict, str(tmp_path / "c.csv"), "--device", "cuda"], capsys, "--device cpu")
+    assert not (tmp_path / "c.csv").exists()
+    refused([*predict, str(tmp_path / "g.csv"), "--device", "gpu"], capsys, "device must be")
+    new_items = tmp_path / "new.csv"
+    _new_items().to_csv(new_items, index=False)
+    refused(
+        [*predict, str(tmp_path / "n.csv"), "--new-items", str(new_items), "--device", "mps"],
+        capsys,
+        "no Apple MPS device",
+    )
+    code, _, _ = invoke(
+        [*predict, str(tmp_path / "n.csv"), "--new-items", str(new_items), "--device", "cpu"],
+        capsys,
+    )
+    assert code == 0 and len(pd.read_csv(tmp_path / "n.csv")) == 2 * 4
+    refused(
+        [*predict, str(tmp_path / "r.csv"), "--engine", "ray", "--device", "cpu"],
+        capsys,
+        "--device runs on the local engine",
+    )
+    item = str(panel.item_ids[0])
+    explain = ["explain", "--model", str(model_dir), "--item", item, "--steps", "4"]
+    refused([*explain, "--device", "cuda"], capsys, "sees no CUDA GPU")
+    assert invoke([*explain, "--device", "cpu"], capsys)[0] == 0
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    serve = ["serve", "--model", str(model_dir), "--db", str(tmp_path / "events.db")]
+    refused([*serve, "--device", "cuda:0"], capsys, "sees no CUDA GPU")
+    assert not (tmp_path / "events.db").exists()
+
+
+def test_predict_with_a_model_without_a_network_notes_the_device_is_ignored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], panel: Panel
+) -> None:
+    from bad_input_support import invoke
+
+    panel_dir = panel.save(tmp_path / "panel")
+    fit = ["fit", "--panel", str(panel_dir), "--model", "Naive", "--out", str(tmp_path / "m")]
+    assert invoke(fit, capsys)[0] == 0
+    code, _, err = invoke(
+        [
+            "predict",
+            "--model",
+            str(tmp_path / "m"),
+            "--out",
+            str(tmp_path / "f.csv"),
+            "--device",
+            "cpu",
+        ],
+        capsys,
+    )
+    assert code == 0 and "--device applies to the LM only; model Naive runs on the CPU" in err
+
+
+def test_the_service_checks_its_device(tmp_path: Path) -> None:
+    pytest.importorskip("fastapi")
+    from salesformer.service.core import ServiceConfig
+
+    with pytest.raises(ConfigError, match="device must be one of"):
+        ServiceConfig(model_dir=tmp_path, device="gpu").check()
+    assert ServiceConfig(model_dir=tmp_path).device == "cpu"
+
+
+def test_the_live_service_forecasts_on_its_device(lora_model: LMForecaster, no_gpu: None) -> None:
+    pytest.importorskip("fastapi")
+    from salesformer.service.live import LiveForecaster
+
+    with pytest.raises(ConfigError, match="sees no CUDA GPU"):
+        LiveForecaster(lora_model, "cuda")
+    assert LiveForecaster(lora_model, "auto").model.prediction_device_ == "cpu"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from salesformer.cli.forecast import PREDICT_DEVICE_OPTION
 from salesformer.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -39,11 +40,16 @@ def explain_command(
     word_steps: bool = typer.Option(
         False, "--word-steps", help="LM: also attribute each step's forecast to the words."
     ),
+    device: str | None = PREDICT_DEVICE_OPTION,
 ) -> None:
     """Explain a saved model's forecast for one item."""
     from rich.console import Console
 
-    from salesformer.cli.forecast import model_horizon
+    from salesformer.cli.forecast import (
+        check_prediction_device,
+        model_horizon,
+        use_prediction_device,
+    )
     from salesformer.explain import explain
     from salesformer.models.persist import load_model
 
@@ -55,7 +61,9 @@ def explain_command(
         from salesformer._io import check_output_file
 
         check_output_file(json_out)
+    check_prediction_device(device)
     model = load_model(model_dir)
+    use_prediction_device(model, device)
     if horizon is not None and horizon < 1:
         raise ConfigError(f"--horizon must be >= 1; got {horizon}")
     steps_to_explain = horizon if horizon is not None else model_horizon(model)

@@ -116,6 +116,31 @@ def _device_note(device: str) -> None:
         typer.echo(f"note: {choice.note}", err=True)
 
 
+PREDICT_DEVICE_OPTION = typer.Option(
+    None,
+    "--device",
+    help="LM inference (encoder + head): cpu (the default), auto (a GPU when there is one), "
+    "cuda, cuda:N or mps. Other models run on the CPU.",
+)
+
+
+def check_prediction_device(device: str | None) -> None:
+    """Check ``--device`` before any work (``cuda`` without a GPU fails here); note ``auto``."""
+    if device is not None:
+        _device_note(device)
+
+
+def use_prediction_device(model: Forecaster, device: str | None) -> None:
+    """Forecast with ``model`` on ``device``; a model without a network says it ignores it."""
+    if device is None:
+        return
+    if model.use_device(device) is None:
+        typer.echo(
+            f"note: --device applies to the LM only; model {model.name} runs on the CPU",
+            err=True,
+        )
+
+
 def check_lm_options(names: list[str], finetune: str | None, encoder: str | None) -> None:
     """``--finetune`` / ``--encoder`` need LM or auto among the models."""
     if (finetune is not None or encoder is not None) and not set(names) & set(LM_MODELS):
@@ -409,6 +434,7 @@ def predict_command(
     items_per_part: int | None = ITEMS_PER_PART_OPTION,
     levels: str | None = LEVELS_OPTION,
     reconcile: str = RECONCILE_OPTION,
+    device: str | None = PREDICT_DEVICE_OPTION,
 ) -> None:
     """Forecast every item of the model's panel, or new products from their text."""
     from salesformer.cli.ray_engine import predict_with_ray
@@ -430,11 +456,18 @@ def predict_command(
     if check_engine_options(engine, ray_address, workers, items_per_part):
         if new_items is not None or future is not None:
             raise ConfigError("--new-items and --future run on the local engine; drop --engine ray")
+        if device is not None:
+            raise ConfigError(
+                f"--device runs on the local engine (got --device {device} with --engine ray); "
+                "Ray workers forecast on their CPUs: drop --device or --engine ray"
+            )
         predict_with_ray(model_dir, out, horizon, ray_address, workers, items_per_part)
         return
     frame_new = read_table(new_items, "--new-items") if new_items is not None else None
     plan = read_table(future, "--future") if future is not None else None
+    check_prediction_device(device)
     model = load_model(model_dir)
+    use_prediction_device(model, device)
     if frame_new is not None:
         forecaster = new_item_forecaster(model)
         steps = horizon if horizon is not None else model_horizon(forecaster)

@@ -43,6 +43,12 @@ def serve_command(
         1_048_576, "--max-body-bytes", help="Larger request bodies get 413."
     ),
     threads: int = typer.Option(1, "--threads", help="Torch threads for the forecasting head."),
+    device: str = typer.Option(
+        "cpu",
+        "--device",
+        help="Where the LM forecasts (encoder + head): cpu (the default), auto (a GPU when "
+        "there is one), cuda, cuda:N or mps.",
+    ),
     forecast_cache: int = typer.Option(
         4096, "--forecast-cache", help="Forecasts kept for unchanged items (0: off)."
     ),
@@ -94,6 +100,10 @@ def serve_command(
             f"got {'both' if model else 'neither'}"
         )
     key = read_api_key(api_key_file)
+    if device != "cpu":
+        from salesformer.cli.forecast import check_prediction_device
+
+        check_prediction_device(device)
     config = ServiceConfig(
         model_dir=model or "",
         registry=registry,
@@ -103,6 +113,7 @@ def serve_command(
         protect_reads=protect_reads,
         max_body_bytes=max_body_bytes,
         threads=threads,
+        device=device,
         forecast_cache=forecast_cache,
         monitoring=MonitorSettings(
             enabled=monitor,

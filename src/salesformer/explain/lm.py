@@ -41,7 +41,11 @@ from salesformer.explain.result import (
     unknown_item,
 )
 from salesformer.forecasting.protocol import resolve_future
-from salesformer.models.lm.prediction import origin_samples
+from salesformer.models.lm.prediction import (
+    encoder_on_prediction_device,
+    on_prediction_device,
+    origin_samples,
+)
 from salesformer.models.lm.samples import (
     STATIC_FEATURES,
     Samples,
@@ -106,7 +110,9 @@ def _item_inputs(
     sample = origin_samples(model, wide).take(np.array([row]))  # predict's inputs
 
     def tensor(values: np.ndarray) -> Any:
-        return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+        return on_prediction_device(
+            model, torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+        )
 
     return _ItemInputs(
         hist=tensor(sample.hist),
@@ -220,8 +226,8 @@ def _tokenize(model: Any, text: str, baseline_token: str) -> _Text:
     )
     return _Text(
         text=text,
-        tokens=dict(encoded),
-        baseline_ids=baseline_ids,
+        tokens={name: on_prediction_device(model, value) for name, value in encoded.items()},
+        baseline_ids=on_prediction_device(model, baseline_ids),
         word_of_token=[renumber[key] if key is not None else None for key in keys],
         words=[text[spans[key][0] : spans[key][1]] for key in order],
         spans=[(spans[key][0], spans[key][1]) for key in order],
@@ -248,10 +254,12 @@ class _Forward:
         calibration = model.calibration_
         self.damping: Any = None
         if not calibration.keeps_median and not is_cold(inputs.sample)[0]:
-            self.growth_edges = self.torch.tensor(
-                calibration.growth_edges, dtype=self.torch.float32
+            self.growth_edges = on_prediction_device(
+                model, self.torch.tensor(calibration.growth_edges, dtype=self.torch.float32)
             )
-            self.damping = self.torch.tensor(calibration.damping, dtype=self.torch.float32)
+            self.damping = on_prediction_device(
+                model, self.torch.tensor(calibration.damping, dtype=self.torch.float32)
+            )
 
     def sales(self, hist: Any, mask: Any, static: Any, future: Any, level: Any, text: Any) -> Any:
         """Point forecast, (batch, horizon), from the head's inputs (growth damped as predict)."""
@@ -313,9 +321,9 @@ def _integrate(
         internal_batch_size=max(steps, 1) * horizon,
     )
     with torch.no_grad():
-        at_input = function(*inputs)[0].numpy().astype(float)
-        at_base = function(*baselines)[0].numpy().astype(float)
-    return tuple(a.detach().numpy().astype(float) for a in attributions), at_input, at_base
+        at_input = function(*inputs)[0].cpu().numpy().astype(float)
+        at_base = function(*baselines)[0].cpu().numpy().astype(float)
+    return tuple(a.detach().cpu().numpy().astype(float) for a in attributions), at_input, at_base
 
 
 def _integrate_total(
@@ -337,9 +345,9 @@ def _integrate_total(
         internal_batch_size=max(steps, 1),
     )
     with torch.no_grad():
-        at_input = function(*inputs)[0].numpy().astype(float)
-        at_base = function(*baselines)[0].numpy().astype(float)
-    return tuple(a.detach().numpy().astype(float) for a in attributions), at_input, at_base
+        at_input = function(*inputs)[0].cpu().numpy().astype(float)
+        at_base = function(*baselines)[0].cpu().numpy().astype(float)
+    return tuple(a.detach().cpu().numpy().astype(float) for a in attributions), at_input, at_base
 
 
 def _word_attributions(
@@ -516,12 +524,13 @@ def explain_lm(
     inputs = _item_inputs(model, item_id, horizon, future)
     text = _tokenize(model, _item_text(model, item_id), baseline_token)
     forward = _Forward(model, inputs, horizon)
-    words, by_step, word_record, word_base, forecast = _word_attributions(
-        forward, text, horizon, n_steps, word_steps
-    )
-    signals, signal_record, signal_base = _signal_attributions(
-        forward, text, horizon, max(n_steps, 128)
-    )
+    with encoder_on_prediction_device(model, forward.encoder):
+        words, by_step, word_record, word_base, forecast = _word_attributions(
+            forward, text, horizon, n_steps, word_steps
+        )
+        signals, signal_record, signal_base = _signal_attributions(
+            forward, text, horizon, max(n_steps, 128)
+        )
     notes = [
         f"words: integrated gradients from a text of [{baseline_token.upper()}] tokens "
         f"({n_steps} steps); signals: from no history, typical prices, mean covariates "
@@ -566,13 +575,16 @@ def forecast_with_texts(
     forward = _Forward(model, inputs, horizon)
     base = shared_encoder(model.encoder, model.max_length, model.pooling)
     out = []
-    with torch.no_grad():
+    with torch.no_grad(), encoder_on_prediction_device(model, forward.encoder):
         for text in texts:
             tokens = base.tokenize([text if text.strip() else str(item_id)])
+            tokens = {name: on_prediction_device(model, value) for name, value in tokens.items()}
             pooled = forward.pooled(forward.embed(tokens["input_ids"]), tokens)
             x = inputs
             out.append(
-                forward.sales(x.hist, x.hist_mask, x.static, x.future, x.level, pooled)[0].numpy()
+                forward.sales(x.hist, x.hist_mask, x.static, x.future, x.level, pooled)[0]
+                .cpu()
+                .numpy()
             )
     return np.asarray(out, dtype=float).reshape(len(texts), horizon)
 

@@ -297,6 +297,14 @@ class Forecaster(ABC):
         """:meth:`update` on a checked panel; the default fits a fresh copy on it."""
         return self.clone().fit(panel)
 
+    def use_device(self, device: str = "cpu") -> str | None:
+        """Run this model's forecasts on ``device`` (``auto``, ``cpu``, ``cuda``, ``mps``).
+
+        Returns the device its network now runs on, or None for a model without one: it
+        forecasts on the CPU and ignores ``device`` (the default). The device is never saved.
+        """
+        return None
+
     def shareable(self, horizon: int) -> Forecaster:
         """A copy holding only what :meth:`for_items` needs to forecast ``horizon`` periods.
 

@@ -518,6 +518,11 @@ class AutoForecaster(Forecaster):
         view.models_ = {name: model.update(panel) for name, model in self.models_.items()}
         return view
 
+    def use_device(self, device: str = "cpu") -> str | None:
+        """Every kept candidate with a network (the LM) forecasts on ``device``."""
+        used = [model.use_device(device) for model in self.models_.values()]
+        return next((found for found in used if found is not None), None)
+
     def shareable(self, horizon: int) -> AutoForecaster:
         """Each candidate's shareable copy, the per-item choices and settings; no panel."""
         if not hasattr(self, "weights_"):

@@ -32,6 +32,7 @@ from salesformer.service.live import LiveForecast, LiveForecaster
 from salesformer.service.monitoring import Monitor, MonitorSettings, start_monitor
 from salesformer.service.products import Product, ProductBook, check_registered
 from salesformer.service.store import Event, Store, open_store
+from salesformer.text.device import DEVICES, valid_device
 
 API_KEY_ENV = "SALESFORMER_API_KEY"
 K = TypeVar("K")
@@ -52,6 +53,8 @@ class ServiceConfig:
             data); the dashboard page then asks for it.
         max_body_bytes: larger request bodies are refused with 413.
         threads: torch threads for the forecasting head.
+        device: where the LM's encoder and head run: ``cpu`` (the default), ``auto``,
+            ``cuda``, ``cuda:N`` or ``mps`` (not saved with the model).
         forecast_cache: forecasts kept for unchanged items (LRU entries; 0 turns it off).
         registry: a model registry (:mod:`salesformer.models.versions`): serve its promoted
             version instead of ``model_dir``, and switch on :meth:`SalesService.reload`.
@@ -71,6 +74,7 @@ class ServiceConfig:
     protect_reads: bool = False
     max_body_bytes: int = 1_048_576
     threads: int = 1
+    device: str = "cpu"
     forecast_cache: int = 4096
     registry: str | Path | None = None
     registry_poll: float = 0.0
@@ -106,6 +110,11 @@ class ServiceConfig:
             )
         if not 1 <= self.threads <= 64:
             raise ConfigError(f"threads must be in [1, 64]; got {self.threads}")
+        if not valid_device(self.device):
+            raise ConfigError(
+                f"device must be one of {list(DEVICES)} or cuda:N; got {self.device!r}; "
+                "use cpu (the default) or auto"
+            )
         if not (self.registry_poll == 0 or 0.1 <= self.registry_poll <= 3600):
             raise ConfigError(
                 f"registry_poll must be 0 (off) or in [0.1, 3600] seconds; got {self.registry_poll}"
@@ -226,7 +235,7 @@ class SalesService:
         from salesformer.text.encoder import import_torch
 
         import_torch().set_num_threads(int(config.threads))
-        live = LiveForecaster(model)
+        live = LiveForecaster(model, config.device)
         return cls(config, live, open_store(config.db), version, folded, model_dir)
 
     def swap(
@@ -244,7 +253,7 @@ class SalesService:
         new model gets a monitor of its own (its version, its backtest accuracy); the old
         monitor writes what it holds and stops.
         """
-        live = LiveForecaster(model)
+        live = LiveForecaster(model, self.config.device)
         with self._ingest_lock:
             old = self._served
             self._served = self._serving(live, version, folded_through, model_dir)

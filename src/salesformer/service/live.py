@@ -50,9 +50,10 @@ class LiveForecaster:
 
     Args:
         model: a fitted (loaded) :class:`~salesformer.models.lm.LMForecaster`.
+        device: where its encoder and head run (:meth:`LMForecaster.use_device`).
     """
 
-    def __init__(self, model: Forecaster) -> None:
+    def __init__(self, model: Forecaster, device: str = "cpu") -> None:
         if type(model).__name__ != "LMForecaster":  # checked by name: no torch import here
             raise ConfigError(
                 f"the service forecasts live with the LM forecaster only; the model folder holds "
@@ -78,6 +79,7 @@ class LiveForecaster:
         self.horizon = int(self.model.horizon)
         self.levels = tuple(float(q) for q in self.model.levels)
         self._dates: dict[int, pd.DatetimeIndex] = {}
+        self.model.use_device(device)
         self.model.head_.eval()  # inference only, from here on
         self._encode_lock = threading.Lock()
 

@@ -65,6 +65,7 @@ from salesformer.models.lm.prediction import tensors as _tensors
 from salesformer.models.lm.samples import Standardizer, Wide, cold_samples
 from salesformer.models.lm.settings import FINETUNE_MODES, LMSettings
 from salesformer.models.lm.training import new_head, train
+from salesformer.text.device import select_device
 from salesformer.text.encoder import Encoder, shared_encoder
 
 
@@ -83,6 +84,8 @@ class FittedLM:
     fit_report_: dict[str, Any]
     #: The launch regression blended into ``predict_new`` (None: the network alone).
     launch_blend_: LaunchBlend | None = None
+    #: Where forecasts run (:meth:`LMForecaster.use_device`); never saved, a load is on the CPU.
+    prediction_device_: str = "cpu"
 
 
 @dataclass
@@ -225,12 +228,38 @@ class LMForecaster(LMSettings, FittedLM, Forecaster):
             )
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
-        """Text vectors of ``texts`` with the model's (possibly fine-tuned) encoder."""
+        """Text vectors of ``texts`` with the model's (possibly fine-tuned) encoder.
+
+        The encoder runs on :attr:`prediction_device_`; the vectors are CPU arrays.
+        """
         base = shared_encoder(self.encoder, self.max_length, self.pooling)
+        device = self.prediction_device_
         if self.encoder_model_ is None:
-            return base.encode(texts, cache_dir=self.cache_dir)
+            return base.encode(texts, cache_dir=self.cache_dir, device=device)
         tokens = base.tokenize(texts)
-        return _encode_tokens(self.encoder_model_, tokens, 256, base.pooling)
+        return _encode_tokens(self.encoder_model_, tokens, 256, base.pooling, device)
+
+    def use_device(self, device: str = "cpu") -> str:
+        """Forecast on ``device`` from now on: the head and fine-tuned encoder move there.
+
+        ``auto`` takes a GPU when torch sees one, else the CPU (:func:`select_device`);
+        ``cuda`` or ``mps`` where there is none is a :class:`ConfigError`. Forecasts come
+        back as CPU arrays. The device is not saved (``save`` writes CPU tensors) and a
+        loaded model forecasts on the CPU until this is called.
+
+        Returns:
+            The device chosen (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``).
+        """
+        if not hasattr(self, "head_"):
+            raise NotFittedError(
+                "LMForecaster is not fitted yet; call .fit(panel) before .use_device(device)"
+            )
+        chosen = select_device(device).device
+        self.head_.to(chosen)
+        if self.encoder_model_ is not None:
+            self.encoder_model_.to(chosen)
+        self.prediction_device_ = chosen
+        return chosen
 
     _encode_texts = encode_texts  # the name before it was public
 

@@ -9,8 +9,10 @@ forecast of an item is the same number, bit for bit, whichever of them computes 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -89,6 +91,9 @@ def head_quantiles(model: LMForecaster, samples: Samples, vectors: np.ndarray) -
     padding an item's forecast would depend (in the last float bits) on how many items were
     forecast with it. Padded, forecasting a part of the items (the Ray engine, the service)
     gives exactly the numbers of forecasting them all.
+
+    The head runs on the model's ``prediction_device_`` (:meth:`LMForecaster.use_device`);
+    the inputs go there and the quantiles come back as a CPU array.
     """
     torch = import_torch()
     model.head_.eval()
@@ -104,7 +109,8 @@ def head_quantiles(model: LMForecaster, samples: Samples, vectors: np.ndarray) -
             rows = len(part)
             padded = max(ROW_BLOCK, -(-rows // ROW_BLOCK) * ROW_BLOCK)
             inputs = [torch.cat([x, x.new_zeros((padded - rows, *x.shape[1:]))]) for x in inputs]
-            outputs.append(model.head_(*inputs)[:rows].float().numpy())
+            inputs = [on_prediction_device(model, x) for x in inputs]
+            outputs.append(model.head_(*inputs)[:rows].float().cpu().numpy())
     if not outputs:
         return np.zeros((0, model.horizon, len(model.levels)), dtype=np.float32)
     return np.concatenate(outputs)
@@ -142,6 +148,29 @@ def interpolate_levels(values: np.ndarray, levels: np.ndarray, q: float) -> np.n
     share = (q - levels[lower]) / (levels[upper] - levels[lower])
     result: np.ndarray = values[:, lower] * (1 - share) + values[:, upper] * share
     return result
+
+
+def on_prediction_device(model: Any, value: Any) -> Any:
+    """A tensor on the model's ``prediction_device_`` (the same tensor on the CPU)."""
+    device = getattr(model, "prediction_device_", "cpu")
+    return value if device == "cpu" else value.to(device)
+
+
+@contextlib.contextmanager
+def encoder_on_prediction_device(model: Any, encoder: Any) -> Iterator[None]:
+    """The frozen (shared) ``encoder`` on the model's prediction device meanwhile, then back.
+
+    A fine-tuned encoder is the model's own and moved by :meth:`LMForecaster.use_device`.
+    """
+    device = getattr(model, "prediction_device_", "cpu")
+    moved = model.encoder_model_ is None and device != "cpu"
+    if moved:
+        encoder.to(device)
+    try:
+        yield
+    finally:
+        if moved:
+            encoder.to("cpu")
 
 
 def tensors(samples: Samples) -> dict[str, Any]:

@@ -41,10 +41,15 @@ from benchmarks.harness import (
     require_file,
     write_results,
 )
-from benchmarks.online_retail import CUTOFF_SETS, HORIZON, build_model, parse_settings
+from benchmarks.online_retail import (
+    HORIZON,
+    build_model,
+    parse_settings,
+    score_arms,
+    select_cutoffs,
+)
 from salesformer.data.contract import CUTOFF, DATE, ITEM_ID, SALES, Panel
-from salesformer.evaluation.backtest import BacktestResult, series_facts
-from salesformer.evaluation.metrics import evaluate
+from salesformer.evaluation.backtest import series_facts
 from salesformer.models.lm.settings import asdict_settings
 
 CENTRAL = "LM-frozen"
@@ -166,13 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     args.lm_set = parse_settings(args.lm_set)
     args.fed_set = parse_settings(args.fed_set)
     require_file(args.source)
-    chosen = list(CUTOFF_SETS[args.cutoffs])
-    if args.only:
-        only = [c.strip() for c in args.only.split(",") if c.strip()]
-        unknown = sorted(set(only) - set(chosen))
-        if unknown:
-            raise SystemExit(f"--only {unknown} not among the {args.cutoffs} cutoffs {chosen}")
-        chosen = only
+    chosen = select_cutoffs(args.cutoffs, args.only)
     cutoffs = [pd.Timestamp(c) for c in chosen]
     panel, _, _ = online_retail_panel(args.source, cache=panel_cache_dir())
     panel = top_items(panel, args.max_items)
@@ -190,13 +189,9 @@ def main(argv: list[str] | None = None) -> None:
         merged.insert(1, CUTOFF, cutoff)
         frames.append(merged)
     forecasts = pd.concat(frames, ignore_index=True)
-    series = pd.concat([series_facts(panel, c, 13, 13) for c in cutoffs], ignore_index=True)
     names = [arm_name(s) for s in arms]
-    scored = BacktestResult(forecasts, series, pd.DataFrame(), HORIZON, cutoffs).scored()
-    full = list(CUTOFF_SETS["test"])
     report = {
-        "cutoffs": chosen,
-        "cutoff_note": "the full protocol" if chosen == full else f"not the full protocol ({full})",
+        **score_arms(panel, forecasts, chosen, names),
         "items_note": (
             f"the {args.max_items} items with the most sales (not every item)"
             if args.max_items
@@ -207,9 +202,6 @@ def main(argv: list[str] | None = None) -> None:
         "sellers": arms[1:],
         "lm_settings": args.lm_set,
         "fed_settings": args.fed_set,
-        "cells": len(forecasts),
-        "overall": evaluate(scored, models=names).to_dict(orient="records"),
-        "per_cutoff": evaluate(scored, models=names, by=CUTOFF).to_dict(orient="records"),
         "fits": fits,
         "machine": machine_line(),
     }

@@ -58,7 +58,7 @@ from benchmarks.harness import (
     write_results,
 )
 from salesformer.data.contract import CUTOFF, DATE, ITEM_ID, TEXT, Panel
-from salesformer.evaluation.backtest import HISTORY_SEGMENT, BacktestResult, backtest
+from salesformer.evaluation.backtest import HISTORY_SEGMENT, BacktestResult, backtest, series_facts
 from salesformer.evaluation.metrics import METRICS, evaluate
 from salesformer.models.base import Forecaster
 from salesformer.models.registry import BASELINES
@@ -85,6 +85,39 @@ SEEDED = (*LM_MODES, NO_TEXT, "auto")
 SEEDS = (0, 1, 2)
 DEFAULT_MODELS = (*BASELINES, "LightGBM-text", *LM_MODES, NO_TEXT, "auto")
 HEADLINE_METRICS = ("wape", "wql", "mase", "coverage80")
+
+
+def select_cutoffs(kind: str, only: str) -> list[str]:
+    """The cutoffs of the set ``kind`` (``test``/``validation``), or the comma-separated ``only``
+    among them; exits with the reason when ``only`` names a cutoff outside the set."""
+    chosen = list(CUTOFF_SETS[kind])
+    if only:
+        picked = [c.strip() for c in only.split(",") if c.strip()]
+        unknown = sorted(set(picked) - set(chosen))
+        if unknown:
+            raise SystemExit(f"--only {unknown} not among the {kind} cutoffs {chosen}")
+        chosen = picked
+    return chosen
+
+
+def score_arms(
+    panel: Panel, forecasts: pd.DataFrame, cutoffs: list[str], names: list[str]
+) -> dict[str, Any]:
+    """Overall and per-cutoff metrics of the ``names`` columns of ``forecasts`` (``item_id,
+    cutoff, date, y`` + one column set per arm) on the protocol's series, with how much of the
+    test protocol the cutoffs cover."""
+    stamps = [pd.Timestamp(c) for c in cutoffs]
+    series = pd.concat([series_facts(panel, c, 13, 13) for c in stamps], ignore_index=True)
+    scored = BacktestResult(forecasts, series, pd.DataFrame(), HORIZON, stamps).scored()
+    full = list(CUTOFF_SETS["test"])
+    note = "the full protocol" if list(cutoffs) == full else f"not the full protocol ({full})"
+    return {
+        "cutoffs": list(cutoffs),
+        "cutoff_note": note,
+        "cells": len(forecasts),
+        "overall": evaluate(scored, models=names).to_dict(orient="records"),
+        "per_cutoff": evaluate(scored, models=names, by=CUTOFF).to_dict(orient="records"),
+    }
 
 
 def parse_settings(pairs: list[str]) -> dict[str, Any]:

@@ -40,10 +40,15 @@ from benchmarks.harness import (
     require_file,
     write_results,
 )
-from benchmarks.online_retail import CUTOFF_SETS, HORIZON, build_model, parse_settings
+from benchmarks.online_retail import (
+    HORIZON,
+    build_model,
+    parse_settings,
+    score_arms,
+    select_cutoffs,
+)
 from salesformer.data.contract import CUTOFF, DATE, ITEM_ID, SALES
-from salesformer.evaluation.backtest import BacktestResult, series_facts
-from salesformer.evaluation.metrics import evaluate
+from salesformer.evaluation.backtest import series_facts
 
 #: Settings of the private arms (on top of the LM's defaults); ``--dp-set`` overrides them.
 DP_SETTINGS: dict[str, Any] = {"batch_items": 256, "origins_per_item": 2, "head_epochs": 10}
@@ -152,13 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.dp_set = parse_settings(args.dp_set)
     require_file(args.source)
-    chosen = list(CUTOFF_SETS[args.cutoffs])
-    if args.only:
-        only = [c.strip() for c in args.only.split(",") if c.strip()]
-        unknown = sorted(set(only) - set(chosen))
-        if unknown:
-            raise SystemExit(f"--only {unknown} not among the {args.cutoffs} cutoffs {chosen}")
-        chosen = only
+    chosen = select_cutoffs(args.cutoffs, args.only)
     cutoffs = [pd.Timestamp(c) for c in chosen]
     epsilons = [float(e) for e in args.epsilons.split(",") if e.strip()]
     panel, _, _ = online_retail_panel(args.source, cache=panel_cache_dir())
@@ -174,22 +173,14 @@ def main(argv: list[str] | None = None) -> None:
     forecasts = frames[0]
     for frame in frames[1:]:
         forecasts = forecasts.merge(frame, on=keys, how="inner", validate="one_to_one")
-    series = pd.concat([series_facts(panel, c, 13, 13) for c in cutoffs], ignore_index=True)
     names = [arm_name(e) for e in [None, *epsilons]]
-    scored = BacktestResult(forecasts, series, pd.DataFrame(), HORIZON, cutoffs).scored()
-    full = list(CUTOFF_SETS["test"])
-    note = "the full protocol" if chosen == full else f"not the full protocol ({full})"
     report = {
-        "cutoffs": chosen,
-        "cutoff_note": note,
+        **score_arms(panel, forecasts, chosen, names),
         "seed": args.seed,
         "jobs": args.jobs,
         "delta": args.delta,
         "epsilons": epsilons,
         "dp_settings": {**DP_SETTINGS, **args.dp_set},
-        "cells": len(forecasts),
-        "overall": evaluate(scored, models=names).to_dict(orient="records"),
-        "per_cutoff": evaluate(scored, models=names, by=CUTOFF).to_dict(orient="records"),
         "fits": fits,
         "machine": machine_line(),
     }

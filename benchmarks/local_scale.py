@@ -54,59 +54,27 @@ JOBS = ("validate", "load", "predict", "backtest")
 
 
 def child(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run one job (see the module docstring) in this process; its wall seconds."""
-    kind, engine, workers = spec["kind"], spec["engine"], spec.get("workers")
-    out = Path(spec["out"])
+    """Run one measured job (``spec`` from :func:`main`) and return its wall and driver CPU
+    seconds. Batch forecasts and backtests run as ``benchmarks.scale_ray`` runs them."""
+    kind = spec["kind"]
+    if kind not in ("validate", "load"):
+        from benchmarks.scale_ray import child as scale_ray_child
+
+        cpu = time.process_time()
+        facts = scale_ray_child(spec)
+        return {"seconds": facts["seconds"], "cpu": time.process_time() - cpu}
+    from salesformer.data.contract import Panel, validate_panel
+
     if kind == "validate":  # the frames as a user passes them (text ids), read before timing
         import pandas as pd
-
-        from salesformer.data.contract import validate_panel
 
         sales = pd.read_parquet(Path(spec["panel"]) / "panel.parquet")
         items = pd.read_parquet(Path(spec["panel"]) / "items.parquet")
     started, cpu = time.perf_counter(), time.process_time()
     if kind == "validate":
         validate_panel(sales, items, freq="W-MON")
-    elif kind == "load":
-        from salesformer.data.contract import Panel
-
-        Panel.load(spec["panel"])
-    elif kind == "predict" and engine == "local":
-        from salesformer.models.persist import load_model
-
-        load_model(spec["model"]).predict(spec["horizon"]).to_parquet(out, index=False)
-    elif kind == "predict":
-        from salesformer.distributed.predict import predict_on_ray
-
-        predict_on_ray(
-            spec["model"],
-            out,
-            horizon=spec["horizon"],
-            workers=workers,
-            items_per_part=spec["items_per_part"],
-        )
     else:
-        from salesformer.data.contract import Panel
-        from salesformer.models.registry import make_model
-
-        models = [make_model(name) for name in spec["models"]]
-        if engine == "local":
-            from salesformer.evaluation.backtest import backtest
-
-            panel = Panel.load(spec["panel"])
-            result = backtest(models, panel, spec["horizon"], n_windows=spec["windows"])
-        else:
-            from salesformer.distributed.backtest import backtest_on_ray
-
-            result, _ = backtest_on_ray(
-                models,
-                spec["panel"],
-                spec["horizon"],
-                n_windows=spec["windows"],
-                workers=workers,
-                items_per_part=spec["items_per_part"],
-            )
-        result.forecasts.to_parquet(out, index=False)
+        Panel.load(spec["panel"])
     return {"seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu}
 
 
@@ -250,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
                     "kind": kind,
                     "engine": engine,
                     "workers": count,
+                    "items": items,
                     "panel": str(panel_dir),
                     "model": str(model_dir),
                     "horizon": args.horizon,

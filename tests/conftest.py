@@ -33,14 +33,14 @@ def _work_unit(nodeid: str) -> str:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """``--dist loadfile`` (pyproject's addopts; ``make test`` adds ``-n 2``), Ray modules as one.
+    """Under ``-n N`` (``make test`` adds ``-n 2``): by module, with the Ray modules as one unit.
 
     Each module stays on one worker, so its module-scoped fixtures (fitted models) are built
     once. xdist's own ``loadgroup`` cannot do the Ray grouping: it marks groups by setting
     ``item._nodeid``, which pytest 9.2 no longer reads (the groups are silently lost).
     """
-    if config.getvalue("dist") != "loadfile":
-        return None
+    if config.getvalue("dist") not in ("load", "loadfile"):
+        return None  # an explicit other --dist (worksteal, loadscope, ...) is xdist's own
     from xdist.scheduler import LoadFileScheduling
 
     class RayAsOneUnit(LoadFileScheduling):

@@ -20,13 +20,15 @@ error; a LoRA fit with gradient checkpointing runs; and with torch capped to ``-
 GPU memory, ``auto_batch`` halves a batch of 1024 items until it fits (or the fit stops with the
 one-line out-of-memory error). Fits: every encoder of ``--encoders`` that loads (a name or a
 folder; ``DIR/minilm`` for MiniLM; all-mpnet-base-v2 only where its five packages are
-installed, since at 420 MB it cannot travel), frozen and LoRA, trained until ``--cutoff`` and
-scored on the 8 weeks after it (a validation cutoff: nothing here is chosen from test windows).
+installed, since at about 400 MB it cannot travel), frozen and LoRA, trained until the
+validation cutoff 2011-05-02 and scored on the 8 weeks after it (nothing here is chosen from
+test windows).
 
 Usage::
 
     python -m benchmarks.gpu_check --prepare .gpu_check [--items 400]
-    python -m benchmarks.gpu_check --data .gpu_check --out benchmarks/results
+    PYTHONPATH=src HF_HUB_OFFLINE=1 python3 -m benchmarks.gpu_check --data .gpu_check --out "$OUT"
+    python -m benchmarks.gpu_check --cpu-dry-run --encoders minilm --out /tmp/dry
 """
 
 from __future__ import annotations

@@ -69,7 +69,8 @@ def check_level_options(
 DEVICE_OPTION = typer.Option(
     None,
     "--device",
-    help="LM training: auto (a GPU when there is one, the default), cpu, cuda, cuda:N or mps.",
+    help="LM training: auto (a GPU when there is one, the default), cpu, cuda, cuda:N or mps; "
+    "with --engine ray a GPU per worker (auto, cuda) or cpu.",
 )
 LORA_TARGETS_OPTION = typer.Option(
     None,

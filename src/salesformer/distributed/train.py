@@ -375,7 +375,8 @@ def _model_snapshot(
         encoder.load_state_dict(state.best_states["encoder"], strict=False)
         snapshot.encoder_model_ = encoder
         pooling = model.encoder_info_.get("pooling", "mean")
-        snapshot.item_vectors_ = _encode_tokens(encoder, model.tokens_, 256, pooling)
+        device = str(next(encoder.parameters()).device)  # a GPU worker's encoder stays there
+        snapshot.item_vectors_ = _encode_tokens(encoder, model.tokens_, 256, pooling, device)
     snapshot.item_ids_ = item_ids
     stage = "head" if state.label == "head" else "finetune_stage"
     snapshot.fit_report_ = {

@@ -114,9 +114,13 @@ def test_out_of_memory_halves_the_batch_and_the_fit_uses_the_size_that_fitted(
     # with batch_items=2 set by hand
     assert histories(auto) == histories(by_hand)
     pd.testing.assert_frame_equal(auto.predict(4), by_hand.predict(4))
-    saved = json.loads((auto.save(tmp_path / "m") / "config.json").read_text())
+    folder = auto.save(tmp_path / "m")
+    saved = json.loads((folder / "config.json").read_text())
     assert saved["fit_report"]["auto_batch"]["lora"]["used"] == 2
     assert saved["params"]["auto_batch"] is True and saved["params"]["batch_items"] == 8
+    loaded = LMForecaster.load(folder)
+    assert loaded.fit_report_["auto_batch"] == chosen
+    pd.testing.assert_frame_equal(loaded.predict(4), auto.predict(4))
 
 
 def test_a_batch_over_the_headroom_is_halved_without_running_out(

@@ -69,7 +69,8 @@ def check_level_options(
 DEVICE_OPTION = typer.Option(
     None,
     "--device",
-    help="LM training: auto (a GPU when there is one, the default), cpu, cuda, cuda:N or mps.",
+    help="LM training: auto (a GPU when there is one, the default), cpu, cuda, cuda:N or mps; "
+    "with --engine ray a GPU per worker (auto, cuda) or cpu.",
 )
 LORA_TARGETS_OPTION = typer.Option(
     None,
@@ -80,12 +81,18 @@ LORA_TARGETS_OPTION = typer.Option(
 
 
 def lm_device_overrides(
-    names: list[str], device: str | None, lora_targets: str | None, overrides: Any
+    names: list[str],
+    device: str | None,
+    lora_targets: str | None,
+    overrides: Any,
+    on_this_machine: bool = True,
 ) -> None:
     """Put ``--device`` and ``--lora-targets`` into the LM's settings; say where it trains.
 
     The choice is checked now (``--device cuda`` without a GPU fails before any work); with
-    ``--device auto`` on a machine without a GPU one note line goes to stderr.
+    ``--device auto`` on a machine without a GPU one note line goes to stderr. Where the LM
+    trains elsewhere (``on_this_machine`` False: Ray Train workers) the engine checks the
+    device against the cluster's GPUs instead.
     """
     if device is None and lora_targets is None:
         return
@@ -105,7 +112,8 @@ def lm_device_overrides(
         lm["lora_target_modules"] = modules
     if device is not None:
         lm["device"] = device
-        _device_note(device)
+        if on_this_machine:
+            _device_note(device)
 
 
 def _device_note(device: str) -> None:
@@ -377,7 +385,9 @@ def fit_command(
 
     ray_options = RayFitOptions.check(name, engine, ray_address, workers, checkpoint_dir)
     private_overrides(name, engine, dp_epsilon, dp_delta, overrides)
-    lm_device_overrides([name], device, lora_targets, overrides)
+    lm_device_overrides(
+        [name], device, lora_targets, overrides, on_this_machine=ray_options.engine != "ray"
+    )
     forecaster = build_model(name, horizon, finetune, encoder, overrides)
     given = {**overrides.get(name, {}), **overrides.get(None, {})}
     if hasattr(forecaster, "max_horizon") and "max_horizon" not in given:

@@ -1,10 +1,10 @@
 """Training the LM forecaster with Ray Train: data-parallel workers, checkpoints, resume.
 
 :func:`fit_lm_on_ray` runs :meth:`LMForecaster._fit <salesformer.models.lm.LMForecaster>` on
-``workers`` Ray Train workers (``TorchTrainer``, gloo on CPU). Every worker builds the same
-training plan (same seed, same batches); each computes the loss on its shard of every batch
-(rows ``rank::workers``), the gradients are averaged over the workers, and every worker takes
-the same optimizer step, so the run has the steps of a local fit (see
+``workers`` Ray Train workers (``TorchTrainer``: gloo on CPUs, NCCL on GPUs). Every worker
+builds the same training plan (same seed, same batches); each computes the loss on its shard
+of every batch (rows ``rank::workers``), the gradients are averaged over the workers, and
+every worker takes the same optimizer step, so the run has the steps of a local fit (see
 :mod:`salesformer.models.lm.context`). Validation runs on every worker and rank 0's loss
 decides early stopping everywhere.
 
@@ -14,6 +14,12 @@ After each epoch rank 0 reports a checkpoint: a model folder that ``LMForecaster
 group (up to ``max_failures`` times) and the workers carry on after the last finished epoch.
 The frozen embeddings are computed once, in parallel, by :func:`.embeddings.encode_on_ray`
 and handed to the workers.
+
+Workers train on a GPU each when the model's ``device`` asks for one and the cluster has them
+(:func:`worker_resources`): ``auto`` takes one GPU per worker when the cluster reports at
+least one per worker, else the CPUs (with a note); ``cuda`` requires them; ``cpu`` never uses
+them. Ray assigns each worker its GPU, and the worker trains on the device
+``ray.train.torch.get_device()`` names, so ``cuda:N`` and ``mps`` are refused here.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +67,72 @@ def run_name(model: LMForecaster, panel: Panel) -> str:
     if panel.items is not None:
         digest.update(pd.util.hash_pandas_object(panel.items, index=False).to_numpy().tobytes())
     return f"lm-{digest.hexdigest()[:16]}"
+
+
+@dataclass(frozen=True)
+class WorkerResources:
+    """What each Ray Train worker asks for: CPUs (torch threads) and whether one GPU.
+
+    Attributes:
+        threads: CPUs per worker (its torch threads).
+        use_gpu: one GPU per worker; the worker trains on it.
+        note: why ``auto`` stayed on the CPUs (None when nothing needs saying).
+    """
+
+    threads: int
+    use_gpu: bool
+    note: str | None = None
+
+    def scaling(self, workers: int) -> dict[str, Any]:
+        """The keyword arguments of Ray Train's ``ScalingConfig``."""
+        per_worker: dict[str, float] = {"CPU": self.threads}
+        if self.use_gpu:
+            per_worker["GPU"] = 1
+        return {"num_workers": workers, "use_gpu": self.use_gpu, "resources_per_worker": per_worker}
+
+
+def worker_resources(device: str, workers: int, threads: int, gpus: float) -> WorkerResources:
+    """The resources of ``workers`` workers for the LM's ``device`` on a cluster of ``gpus``.
+
+    Raises:
+        ConfigError: ``cuda`` with fewer GPUs than workers, or ``cuda:N`` / ``mps``.
+    """
+    if device == "mps" or device.startswith("cuda:"):
+        raise ConfigError(
+            f"--device {device} does not apply to --engine ray: Ray assigns each worker its "
+            "GPU; use --device cuda (one GPU per worker), auto or cpu"
+        )
+    enough = gpus >= workers
+    if device == "cuda" and not enough:
+        fewer = f"--workers {int(gpus)}, " if gpus >= 1 else ""
+        raise ConfigError(
+            f"--device cuda with --engine ray needs one GPU per worker; the Ray cluster "
+            f"reports {gpus:g} GPU(s) for {workers} workers; use {fewer}--device auto or "
+            "--device cpu"
+        )
+    if device == "cpu" or not enough:
+        note = None
+        if device == "auto" and gpus > 0:
+            note = (
+                f"the Ray cluster reports {gpus:g} GPU(s) for {workers} workers; the workers "
+                f"train on their CPUs (--workers {int(gpus)} would train on the GPUs)"
+            )
+        return WorkerResources(threads, False, note)
+    return WorkerResources(threads, True)
+
+
+def cluster_gpus(ray: Any) -> float:
+    """GPUs the Ray cluster reports (0 when it has none)."""
+    return float(ray.cluster_resources().get("GPU", 0))
+
+
+def worker_device(use_gpu: bool) -> str:
+    """The device a Ray Train worker trains on: its assigned GPU, or the CPU."""
+    if not use_gpu:
+        return "cpu"
+    import ray.train.torch
+
+    return str(ray.train.torch.get_device())
 
 
 def _check_settings(workers: int, max_failures: int) -> None:
@@ -114,6 +187,9 @@ def fit_lm_on_ray(
     started = time.perf_counter()
     local_cpus = max(workers * threads, os.cpu_count() or 1)  # a local Ray: enough for all
     with ray_session(address, None if address else local_cpus) as ray:
+        resources = worker_resources(model.device, workers, threads, cluster_gpus(ray))
+        if resources.note is not None:
+            say(f"note: {resources.note}")
         texts = _texts_for(panel.items, Wide.from_panel(panel).item_ids)
         embeddings = encode_on_ray(
             model.encoder,
@@ -123,7 +199,8 @@ def fit_lm_on_ray(
             workers=workers,
             progress=say,
         )
-        say(f"training on {workers} Ray workers; checkpoints in {root}/{name}")
+        on = "a GPU each" if resources.use_gpu else "CPUs"
+        say(f"training on {workers} Ray workers ({on}); checkpoints in {root}/{name}")
         result = _run_trainer(
             ray,
             config={
@@ -131,9 +208,10 @@ def fit_lm_on_ray(
                 "panel": panel,
                 "embeddings": embeddings,
                 "threads": threads,
+                "use_gpu": resources.use_gpu,
             },
             workers=workers,
-            threads=threads,
+            resources=resources,
             storage=root,
             name=name,
             max_failures=max_failures,
@@ -192,7 +270,7 @@ def _run_trainer(
     *,
     config: dict[str, Any],
     workers: int,
-    threads: int,
+    resources: WorkerResources,
     storage: str,
     name: str,
     max_failures: int,
@@ -204,10 +282,8 @@ def _run_trainer(
     trainer = TorchTrainer(
         _train_worker,
         train_loop_config=config,
-        torch_config=TorchConfig(backend="gloo"),
-        scaling_config=ScalingConfig(
-            num_workers=workers, use_gpu=False, resources_per_worker={"CPU": threads}
-        ),
+        torch_config=TorchConfig(backend="nccl" if resources.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(**resources.scaling(workers)),
         run_config=RunConfig(
             name=name,
             storage_path=storage_path,
@@ -253,7 +329,8 @@ def _train_worker(config: dict[str, Any]) -> None:
         if (Path(restored) / DONE_FILE).is_file():
             return  # the fit finished before the restart; its last checkpoint is the model
     params = dict(config["params"])
-    params.update(threads=int(config["threads"]), progress=False)
+    device = worker_device(bool(config.get("use_gpu", False)))
+    params.update(threads=int(config["threads"]), progress=False, device=device)
     if rank != 0:
         params["log_dir"] = None
     model = LMForecaster(**params)
@@ -261,12 +338,13 @@ def _train_worker(config: dict[str, Any]) -> None:
     panel = config["panel"]
     model.panel_ = panel
     embeddings = np.array(config["embeddings"], dtype=np.float32)  # writable copy
-    context = _RayContext(rank, world, embeddings, model, restored)
+    context = _RayContext(rank, world, embeddings, model, restored, device)
     train(model, panel, context)
     model.fit_report_["engine"] = {
         "engine": "ray",
         "workers": world,
         "threads_per_worker": int(config["threads"]),
+        "gpus_per_worker": 1 if config.get("use_gpu") else 0,
         "resumed_from": context.resumed_from,
     }
     if rank == 0:
@@ -297,7 +375,8 @@ def _model_snapshot(
         encoder.load_state_dict(state.best_states["encoder"], strict=False)
         snapshot.encoder_model_ = encoder
         pooling = model.encoder_info_.get("pooling", "mean")
-        snapshot.item_vectors_ = _encode_tokens(encoder, model.tokens_, 256, pooling)
+        device = str(next(encoder.parameters()).device)  # a GPU worker's encoder stays there
+        snapshot.item_vectors_ = _encode_tokens(encoder, model.tokens_, 256, pooling, device)
     snapshot.item_ids_ = item_ids
     stage = "head" if state.label == "head" else "finetune_stage"
     snapshot.fit_report_ = {
@@ -320,10 +399,11 @@ class _RayContext(DataParallelContext):
         embeddings: np.ndarray,
         model: LMForecaster,
         restored: str | None,
+        device: str = "cpu",
     ) -> None:
         from salesformer.models.lm.samples import Wide
 
-        super().__init__(rank, world, embeddings)
+        super().__init__(rank, world, embeddings, device)
         self.model = model
         self.frozen = embeddings
         self.restored = restored
@@ -365,4 +445,11 @@ class _RayContext(DataParallelContext):
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-__all__ = ["DONE_FILE", "default_storage", "fit_lm_on_ray", "run_name"]
+__all__ = [
+    "DONE_FILE",
+    "WorkerResources",
+    "default_storage",
+    "fit_lm_on_ray",
+    "run_name",
+    "worker_resources",
+]

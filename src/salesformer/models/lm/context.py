@@ -10,6 +10,8 @@ call the hooks of a :class:`TrainingContext`:
 * :meth:`~TrainingContext.sync` copies rank 0's weights to every rank when a stage starts;
 * :meth:`~TrainingContext.agree` makes every rank use rank 0's validation loss, so early
   stopping decides alike everywhere;
+* :meth:`~TrainingContext.smallest` gives every rank the smallest of the ranks' values (the
+  batch size each probed on its GPU, :mod:`salesformer.models.lm.batch_size`);
 * :meth:`~TrainingContext.epoch_end` and :meth:`~TrainingContext.resume` save a stage's state
   after each epoch and read it back after a restart.
 
@@ -90,6 +92,10 @@ class TrainingContext:
         """Rank 0's value on every rank (here: ``value``)."""
         return value
 
+    def smallest(self, value: int) -> int:
+        """The smallest of the ranks' ``value`` on every rank (here: ``value``)."""
+        return value
+
     def epoch_end(self, state: StageState) -> None:
         """Called after each epoch's validation (a checkpoint hook; nothing locally)."""
 
@@ -111,10 +117,19 @@ class DataParallelContext(TrainingContext):
     optimizer steps are those of a single-process run.
     """
 
-    def __init__(self, rank: int, world: int, embeddings: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        rank: int,
+        world: int,
+        embeddings: np.ndarray | None = None,
+        device: str = "cpu",
+    ) -> None:
         self.rank = int(rank)
         self.world = int(world)
         self.embeddings = embeddings
+        #: Where this rank trains; the small tensors of ``agree`` and ``smallest`` go there
+        #: (NCCL, the backend of GPU workers, reduces only tensors on the GPU).
+        self.device = device
         self._dist = import_torch().distributed
 
     def shard(self, samples: Samples) -> tuple[Samples, float]:
@@ -147,9 +162,15 @@ class DataParallelContext(TrainingContext):
 
     def agree(self, value: float) -> float:
         torch = import_torch()
-        box = torch.tensor([value], dtype=torch.float64)
+        box = torch.tensor([value], dtype=torch.float64, device=self.device)
         self._dist.broadcast(box, src=0)
         return float(box[0])
+
+    def smallest(self, value: int) -> int:
+        torch = import_torch()
+        box = torch.tensor([int(value)], dtype=torch.int64, device=self.device)
+        self._dist.all_reduce(box, op=self._dist.ReduceOp.MIN)
+        return int(box[0])
 
 
 __all__ = ["DataParallelContext", "StageState", "TrainingContext", "cell_weight"]

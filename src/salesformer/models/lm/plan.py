@@ -98,13 +98,17 @@ class TrainingPlan:
             launch_weight=launch_weight,
         )
 
-    def batches(self, model: LMSettings, rng: np.random.Generator) -> list[Samples]:
-        """One epoch: items shuffled into groups, several origins drawn per item."""
+    def batches(
+        self, model: LMSettings, rng: np.random.Generator, batch_items: int | None = None
+    ) -> list[Samples]:
+        """One epoch: items shuffled into groups of ``batch_items`` (default: the setting's),
+        several origins drawn per item."""
+        size = int(model.batch_items if batch_items is None else batch_items)
         passes = max(1, math.ceil(model.epoch_samples / (len(self.items) * model.origins_per_item)))
         order = np.concatenate([rng.permutation(self.items) for _ in range(passes)])
         out = []
-        for start in range(0, len(order), model.batch_items):
-            out.append(self.group_samples(model, order[start : start + model.batch_items], rng))
+        for start in range(0, len(order), size):
+            out.append(self.group_samples(model, order[start : start + size], rng))
         return out
 
     def group_samples(

@@ -63,6 +63,7 @@ LM_CONSTRAINTS: dict[str, Constraint] = {
     "finetune_epochs": Interval(int, 0, 1000),
     "patience": Interval(int, 1, 1000),
     "batch_items": Interval(int, 1, 100_000),
+    "auto_batch": Boolean(),
     "origins_per_item": Interval(int, 1, 10_000),
     "epoch_samples": Interval(int, 1, 10**9),
     "max_origins": Interval(int, 1, 100_000),
@@ -134,6 +135,10 @@ class LMSettings:
         finetune_epochs: epochs of stage 2 (``lora`` / ``full``).
         patience: epochs without validation improvement before stage 1 stops.
         batch_items: items per batch; the encoder runs once per item of a batch.
+        auto_batch: on a CUDA GPU, probe each training stage's memory before it starts and
+            halve ``batch_items`` until a batch fits with headroom (the size used is in the
+            fit report's ``auto_batch``; :mod:`.batch_size`); on a CPU or MPS, and for a
+            private fit, ``batch_items`` as given.
         origins_per_item: origins drawn per item and batch.
         epoch_samples: least samples per epoch; small panels pass over their items several
             times per epoch, so that validation is not run after every few steps.
@@ -203,6 +208,7 @@ class LMSettings:
     finetune_epochs: int = 2
     patience: int = 3
     batch_items: int = 64
+    auto_batch: bool = True
     origins_per_item: int = 8
     epoch_samples: int = 20_000
     max_origins: int = 104

@@ -28,6 +28,7 @@ import numpy as np
 from salesformer.data.contract import Panel
 from salesformer.errors import DataValidationError
 from salesformer.models.lm.accelerate import Accelerator
+from salesformer.models.lm.batch_size import fitting_batch_items
 from salesformer.models.lm.calibration import QuantileCalibration, fit_on_samples
 from salesformer.models.lm.context import StageState, TrainingContext
 from salesformer.models.lm.encoding import (
@@ -123,7 +124,9 @@ def train(model: LMForecaster, panel: Panel, context: TrainingContext | None = N
         trainer.accelerator = accelerator
         vectors = accelerator.put(torch.from_numpy(frozen))
         with accelerator.memory_guard(model, "training the head"):
-            report["head"] = trainer.run(frozen_stage(model, head, vectors))
+            head_stage = frozen_stage(model, head, vectors)
+            trainer.batch_items = fitting_batch_items(trainer, head_stage, report)
+            report["head"] = trainer.run(head_stage)
     if privacy is None and model.finetune != "frozen" and model.finetune_epochs > 0:
         size = sum(p.numel() for p in base.model.parameters())
         checkpointing = accelerator.checkpointing(model, size)
@@ -132,6 +135,7 @@ def train(model: LMForecaster, panel: Panel, context: TrainingContext | None = N
             model, head, encoder, model.tokens_, trainer.best_loss, base.pooling, accelerator
         )
         with accelerator.memory_guard(model, f"fine-tuning the encoder ({model.finetune})"):
+            trainer.batch_items = fitting_batch_items(trainer, stage, report)
             report["finetune_stage"] = outcome = trainer.run(stage)
         if not outcome["improved"]:
             encoder = None  # stage 1 was better on validation: keep it whole
@@ -354,6 +358,7 @@ class Trainer:
         self.torch = import_torch()
         self.levels = self.torch.tensor(model.levels, dtype=self.torch.float32)
         self.accelerator: Accelerator | None = None  # None: the CPU, float32
+        self.batch_items = int(model.batch_items)  # a stage's probed size (.batch_size)
 
     def run(self, stage: Stage) -> dict[str, Any]:
         """Train ``stage`` for its epochs; the modules end in their best state on validation.
@@ -396,7 +401,7 @@ class Trainer:
         """One pass over the epoch's batches; returns the mean training loss."""
         torch = self.torch
         context = self.context
-        batches = self.plan.batches(self.model, self.rng)
+        batches = self.plan.batches(self.model, self.rng, self.batch_items)
         self.head.train()
         if "encoder" in stage.modules:
             stage.modules["encoder"].eval()  # no dropout inside the encoder: as for the head

@@ -112,15 +112,18 @@ class RecordingClient(SellerClient):
     """A seller's client that keeps a copy of everything it sends to the server."""
 
     sent: ClassVar[list[tuple[str, Any]]] = []
+    names: ClassVar[list[list[str]]] = []
 
     def get_parameters(self, config: Any) -> Any:
         out = super().get_parameters(config)
         RecordingClient.sent.append(("parameters", out))
+        RecordingClient.names.append(self.learner.weight_names())
         return out
 
     def fit(self, parameters: Any, config: Any) -> Any:
         out = super().fit(parameters, config)
         RecordingClient.sent.append(("fit", out))
+        RecordingClient.names.append(self.learner.weight_names())
         return out
 
     def evaluate(self, parameters: Any, config: Any) -> Any:
@@ -129,14 +132,32 @@ class RecordingClient(SellerClient):
         return out
 
 
+@pytest.mark.parametrize("finetune", ["frozen", "lora"])
 def test_clients_send_weights_and_counts_never_rows(
-    train_panel: Panel, lm: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    train_panel: Panel,
+    lm: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    finetune: str,
 ) -> None:
-    RecordingClient.sent = []
+    RecordingClient.sent, RecordingClient.names = [], []
     monkeypatch.setattr(federation, "SellerClient", RecordingClient)
     parts = split_by_seller(train_panel, 2)
-    models, result = simulate(parts, {**lm, "head_epochs": 1}, FederationSettings(2, rounds=2))
-    shapes = [tuple(t.shape) for t in next(iter(models.values())).head_.state_dict().values()]
+    settings = {**lm, "head_epochs": 1, "finetune": finetune}
+    models, result = simulate(parts, settings, FederationSettings(2, rounds=2))
+    first = next(iter(models.values()))
+    shapes = [tuple(t.shape) for t in first.head_.state_dict().values()]
+    if finetune == "lora":  # the adapter's arrays follow the head's, nothing of the encoder else
+        adapter = {k: v for k, v in first.encoder_model_.state_dict().items() if "lora_" in k}
+        assert adapter and len(adapter) < len(first.encoder_model_.state_dict())
+        shapes += [tuple(v.shape) for v in adapter.values()]
+    else:
+        assert first.encoder_model_ is None
+    for names in RecordingClient.names:
+        assert all(
+            n.startswith("head.") or (n.startswith("encoder.") and "lora_" in n) for n in names
+        )
+        assert any("lora_" in n for n in names) == (finetune == "lora"), names
     kinds = [kind for kind, _ in RecordingClient.sent]
     assert kinds.count("fit") == 4 and kinds.count("evaluate") == 4
     raw = b""
@@ -148,7 +169,7 @@ def test_clients_send_weights_and_counts_never_rows(
             assert set(metrics) == ({"train_loss"} if kind == "fit" else {"valid_loss"})
             assert all(isinstance(v, float) for v in metrics.values())
         if kind != "evaluate":
-            # nothing but the head's weight arrays: no more arrays, no other shapes or types
+            # nothing but the head's (and adapter's) arrays: no more, no other shapes or types
             assert [tuple(a.shape) for a in arrays] == shapes
             assert all(a.dtype == np.float32 for a in arrays)
             raw += b"".join(a.tobytes() for a in arrays)
@@ -163,16 +184,56 @@ def test_clients_send_weights_and_counts_never_rows(
     assert report["partitions"] == sorted(parts) and report["bytes_per_round"] > 0
     loaded = LMForecaster.load(out / "seller-01")
     np.testing.assert_array_equal(loaded.predict(4)["LM"], models["seller-01"].predict(4)["LM"])
+    if finetune == "lora":  # every seller holds the global adapter, trained away from zero
+        states = [m.encoder_model_.state_dict() for m in models.values()]
+        for name in adapter:
+            np.testing.assert_array_equal(states[0][name].numpy(), states[1][name].numpy())
+        assert any("lora_B" in n and states[0][n].abs().max() > 0 for n in adapter)
 
 
-def test_client_level_dp_noises_the_global_weights(train_panel: Panel, lm: dict[str, Any]) -> None:
+def test_client_level_dp_noises_the_global_weights_and_reports_its_epsilon(
+    train_panel: Panel, lm: dict[str, Any], tmp_path: Path
+) -> None:
     parts = split_by_seller(train_panel, 2)
     quick = {**lm, "head_epochs": 1}
     _, plain = simulate(parts, quick, FederationSettings(2, rounds=1))
-    _, noisy = simulate(parts, quick, FederationSettings(2, rounds=1, dp_noise=0.5, dp_clip=0.1))
-    assert "DP" in noisy.report()["strategy"]
+    budget = FederationSettings(2, rounds=1, dp_epsilon=4.0, dp_delta=1e-5, dp_clip=0.1)
+    models, noisy = simulate(parts, quick, budget)
+    assert "DP" in noisy.report()["strategy"] and plain.report()["client_privacy"] is None
     differences = [np.abs(a - b).max() for a, b in zip(plain.weights, noisy.weights, strict=True)]
     assert max(differences) > 1e-3  # clipped and noised, not the plain average
+    privacy = noisy.report()["client_privacy"]
+    assert 3.5 < privacy["epsilon"] <= 4.0 and privacy["delta"] == 1e-5
+    assert privacy["accountant"] == "rdp" and privacy["unit"].startswith("seller")
+    save_simulation(tmp_path / "dp", models, noisy)
+    config = json.loads((tmp_path / "dp" / "seller-01" / "config.json").read_text())
+    assert config["privacy"]["epsilon"] == privacy["epsilon"]
+
+
+def _classic_rdp_epsilon(noise: float, rounds: int, delta: float) -> float:
+    """The textbook RDP-to-DP bound of ``rounds`` Gaussian mechanisms (an upper bound)."""
+    orders = np.linspace(1.01, 200, 20000)
+    return float(np.min(rounds * orders / (2 * noise**2) + np.log(1 / delta) / (orders - 1)))
+
+
+def test_client_level_epsilon_accounting_and_impossible_budgets() -> None:
+    from salesformer.federated.privacy import plan, spent
+
+    for noise, rounds in ((1.0, 1), (2.0, 10), (5.0, 50)):
+        epsilon = spent(noise, rounds, 1e-5).epsilon
+        bound = _classic_rdp_epsilon(noise, rounds, 1e-5)
+        assert 0.7 * bound <= epsilon <= bound, (noise, rounds, epsilon, bound)
+    assert spent(2.0, 20, 1e-5).epsilon > spent(2.0, 10, 1e-5).epsilon
+    assert spent(3.0, 10, 1e-5).epsilon < spent(2.0, 10, 1e-5).epsilon
+    planned = plan(8.0, 1e-5, 10, 10)
+    assert 7.5 < planned.epsilon <= 8.0
+    assert spent(planned.noise_multiplier, 10, 1e-5).epsilon == planned.epsilon
+    with pytest.raises(ConfigError, match="drown every update"):
+        plan(0.5, 1e-5, 10, 2)
+    with pytest.raises(ConfigError, match="cannot be met"):
+        plan(0.01, 1e-5, 10, 1000)
+    with pytest.raises(ConfigError, match="not both"):
+        FederationSettings(2, dp_noise=1.0, dp_epsilon=1.0).check()
 
 
 def _cli(*args: str) -> list[str]:
@@ -272,6 +333,10 @@ def test_bad_federated_input_is_one_line_and_exit_2(
             "HOST:PORT",
         ),
         (
+            ["server", "--clients", "2", "--dp-epsilon", "0.5", "--out", str(tmp_path / "o6")],
+            "cannot be met",
+        ),
+        (
             [
                 "simulate",
                 "--partitions",
@@ -279,9 +344,9 @@ def test_bad_federated_input_is_one_line_and_exit_2(
                 "--out",
                 str(tmp_path / "o5"),
                 "--set",
-                "finetune=lora",
+                "finetune=full",
             ],
-            "frozen",
+            "finetune=lora",
         ),
     ]
     for args, expected in cases:

@@ -25,6 +25,7 @@ from salesformer.errors import ConfigError, SalesformerError
 from salesformer.federated.client import SellerClient
 from salesformer.federated.flower import import_flwr
 from salesformer.federated.learner import LocalLearner
+from salesformer.federated.privacy import ClientPrivacy
 from salesformer.federated.server import FederationSettings, make_strategy
 from salesformer.models.lm import LMForecaster
 
@@ -50,6 +51,7 @@ class FederationResult:
     rounds: list[dict[str, Any]]
     seconds: float
     settings: FederationSettings
+    privacy: ClientPrivacy | None = None
 
     def report(self) -> dict[str, Any]:
         sent = [r["bytes_to_clients"] + r["bytes_from_clients"] for r in self.rounds]
@@ -59,8 +61,8 @@ class FederationResult:
             "bytes_per_round": int(np.mean(sent)) if sent else 0,
             "bytes_total": int(sum(sent)),
             "seconds": round(self.seconds, 2),
-            "strategy": "FedAvg"
-            + (" + server-side fixed clipping DP" if self.settings.dp_noise else ""),
+            "strategy": "FedAvg" + (" + server-side fixed clipping DP" if self.privacy else ""),
+            "client_privacy": None if self.privacy is None else self.privacy.to_json(),
         }
 
 
@@ -102,7 +104,8 @@ def serve(
             "check that every client reached the server (see the server's log)"
         )
     weights = parameters_to_ndarrays(metered.latest)
-    return FederationResult(weights, metered.report(), time.perf_counter() - started, settings)
+    seconds = time.perf_counter() - started
+    return FederationResult(weights, metered.report(), seconds, settings, metered.privacy)
 
 
 def join(address: str, client: SellerClient, max_wait: float = 300.0) -> None:

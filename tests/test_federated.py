@@ -370,3 +370,82 @@ def test_a_seller_with_other_covariates_is_refused(train_panel: Panel, lm: dict[
     weights = learner.weights()
     with pytest.raises(ConfigError, match="same encoder"):
         learner.set_weights([*weights[:-1], np.zeros((3, 3), dtype=np.float32)])
+
+
+def _certificates(folder: Path, name: str) -> tuple[Path, Path, Path]:
+    """A self-signed CA and a server certificate it signs for 127.0.0.1 / localhost (PEM)."""
+    import datetime as dt
+    import ipaddress
+
+    x509 = pytest.importorskip("cryptography.x509", reason="TLS test needs 'cryptography'")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def subject(common: str) -> Any:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(subject(f"{name} CA"))
+        .issuer_name(subject(f"{name} CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject("localhost"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = (folder / "ca.pem", folder / "server.pem", folder / "server.key")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+def test_tls_round_completes_and_a_client_trusting_another_ca_cannot_join(
+    train_panel: Panel, lm: dict[str, Any], tmp_path: Path
+) -> None:
+    from salesformer.federated.run import FederationError
+    from salesformer.federated.tls import ServerCertificates
+
+    ca, cert, key = _certificates(tmp_path / "good", "salesformer test")
+    other_ca, _, _ = _certificates(tmp_path / "other", "someone else")
+    server = ServerCertificates.from_files(ca, cert, key)
+    assert server is not None
+    parts = split_by_seller(train_panel, 2)
+    quick = {**lm, "head_epochs": 1}
+    models, result = simulate(
+        parts, quick, FederationSettings(2, rounds=1), (server, ca.read_bytes())
+    )
+    assert len(result.report()["rounds"]) == 1 and len(models) == 2
+    short = FederationSettings(2, rounds=1, connect_timeout=8)
+    with pytest.raises(FederationError):  # the server's certificate is not signed by that CA
+        simulate(parts, quick, short, (server, other_ca.read_bytes()))
+    with pytest.raises(ConfigError, match="ssl-keyfile"):
+        ServerCertificates.from_files(ca, cert, None)
+    (tmp_path / "der.key").write_bytes(b"\x30\x82 not pem")
+    with pytest.raises(ConfigError, match="not PEM"):
+        ServerCertificates.from_files(ca, cert, tmp_path / "der.key")

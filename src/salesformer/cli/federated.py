@@ -124,19 +124,30 @@ def server_command(
     dp_clip: float = _CLIP,
     dp_epsilon: float | None = _EPSILON,
     dp_delta: float = _DELTA,
+    ssl_ca_certfile: Path | None = typer.Option(
+        None, "--ssl-ca-certfile", help="TLS: the CA certificate (PEM) that signed the server's."
+    ),
+    ssl_certfile: Path | None = typer.Option(
+        None, "--ssl-certfile", help="TLS: the server's certificate (PEM)."
+    ),
+    ssl_keyfile: Path | None = typer.Option(
+        None, "--ssl-keyfile", help="TLS: the server's private key (PEM)."
+    ),
 ) -> None:
     """Run the federation's server until every round is done."""
     from salesformer._io import check_output_dir
     from salesformer.federated.run import check_address
+    from salesformer.federated.tls import ServerCertificates
 
     check_output_dir(out, "federated")
     check_address(address)
+    certificates = ServerCertificates.from_files(ssl_ca_certfile, ssl_certfile, ssl_keyfile)
     federation = _federation(
         clients, rounds, local_epochs, (dp_noise, dp_clip, dp_epsilon, dp_delta)
     )
     from salesformer.federated.run import save_server, serve
 
-    result = serve(address, federation)
+    result = serve(address, federation, certificates=certificates)
     save_server(out, result)
     _summary(result.report())
     typer.echo(f"wrote {out}")
@@ -150,14 +161,21 @@ def client_command(
     horizon: int = _HORIZON,
     encoder: str | None = _ENCODER,
     settings: list[str] | None = _SET,
+    root_certificates: Path | None = typer.Option(
+        None,
+        "--root-certificates",
+        help="TLS: the CA certificate (PEM) that signed the server's; without it, plain gRPC.",
+    ),
 ) -> None:
     """Train with the server from this seller's panel; write this seller's model."""
     from salesformer._io import check_output_dir
     from salesformer.data.contract import Panel
     from salesformer.federated.run import check_address
+    from salesformer.federated.tls import read_pem
 
     check_output_dir(out, "model")
     check_address(address)
+    root = None if root_certificates is None else read_pem(root_certificates, "--root-certificates")
     lm = lm_settings(horizon, encoder, settings)
     panel = Panel.load(partition)
     from salesformer.federated.client import SellerClient
@@ -166,7 +184,7 @@ def client_command(
     from salesformer.models.persist import save_model
 
     client = SellerClient(LocalLearner(panel, lm))
-    join(address, client)
+    join(address, client, root_certificate=root)
     if client.rounds == 0:
         raise ConfigError(f"the server at {address} ran no training round with this client")
     facts = {"role": "client", "server": address, "rounds": client.rounds}

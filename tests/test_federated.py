@@ -338,6 +338,32 @@ def test_bad_federated_input_is_one_line_and_exit_2(
         ),
         (
             [
+                "server",
+                "--clients",
+                "2",
+                "--ssl-certfile",
+                str(single),
+                "--out",
+                str(tmp_path / "o7"),
+            ],
+            "--ssl-keyfile",
+        ),
+        (
+            [
+                "client",
+                "--address",
+                "127.0.0.1:9",
+                "--partition",
+                str(single / "only"),
+                "--root-certificates",
+                str(tmp_path / "no-ca.pem"),
+                "--out",
+                str(tmp_path / "o8"),
+            ],
+            "not a file",
+        ),
+        (
+            [
                 "simulate",
                 "--partitions",
                 str(single),

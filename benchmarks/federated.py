@@ -40,10 +40,15 @@ from benchmarks.harness import (
     ONLINE_RETAIL,
     RESULTS,
     argument_parser,
+    items_note,
     machine_line,
+    metrics_table,
     online_retail_panel,
+    over_seeds,
     panel_cache_dir,
     require_file,
+    sample_items,
+    top_items,
     write_results,
 )
 from benchmarks.online_retail import (
@@ -53,7 +58,6 @@ from benchmarks.online_retail import (
     score_arms,
     select_cutoffs,
 )
-from benchmarks.subsets import items_note, metrics_table, over_seeds, sample_items, top_items
 from salesformer.data.contract import CUTOFF, DATE, ITEM_ID, SALES, Panel
 from salesformer.evaluation.backtest import series_facts
 from salesformer.models.lm.settings import asdict_settings

@@ -37,10 +37,14 @@ from benchmarks.harness import (
     ONLINE_RETAIL,
     RESULTS,
     argument_parser,
+    items_note,
     machine_line,
+    metrics_table,
     online_retail_panel,
+    over_seeds,
     panel_cache_dir,
     require_file,
+    sample_items,
     write_results,
 )
 from benchmarks.online_retail import (
@@ -50,7 +54,6 @@ from benchmarks.online_retail import (
     score_arms,
     select_cutoffs,
 )
-from benchmarks.subsets import items_note, metrics_table, over_seeds, sample_items
 from salesformer.data.contract import CUTOFF, DATE, ITEM_ID, SALES
 from salesformer.evaluation.backtest import series_facts
 

@@ -191,13 +191,25 @@ def test_clients_send_weights_and_counts_never_rows(
         assert any("lora_B" in n and states[0][n].abs().max() > 0 for n in adapter)
 
 
+class KeptClient(SellerClient):
+    """A seller's client that keeps itself in a list (to read what it learned)."""
+
+    made: ClassVar[list[SellerClient]] = []
+
+    def __init__(self, learner: LocalLearner) -> None:
+        super().__init__(learner)
+        KeptClient.made.append(self)
+
+
 def test_client_level_dp_noises_the_global_weights_and_reports_its_epsilon(
-    train_panel: Panel, lm: dict[str, Any], tmp_path: Path
+    train_panel: Panel, lm: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     parts = split_by_seller(train_panel, 2)
     quick = {**lm, "head_epochs": 1}
     _, plain = simulate(parts, quick, FederationSettings(2, rounds=1))
     budget = FederationSettings(2, rounds=1, dp_epsilon=4.0, dp_delta=1e-5, dp_clip=0.1)
+    KeptClient.made = []
+    monkeypatch.setattr(federation, "SellerClient", KeptClient)
     models, noisy = simulate(parts, quick, budget)
     assert "DP" in noisy.report()["strategy"] and plain.report()["client_privacy"] is None
     differences = [np.abs(a - b).max() for a, b in zip(plain.weights, noisy.weights, strict=True)]
@@ -205,6 +217,11 @@ def test_client_level_dp_noises_the_global_weights_and_reports_its_epsilon(
     privacy = noisy.report()["client_privacy"]
     assert 3.5 < privacy["epsilon"] <= 4.0 and privacy["delta"] == 1e-5
     assert privacy["accountant"] == "rdp" and privacy["unit"].startswith("seller")
+    # a remote client learns the guarantee from the server's round settings
+    assert len(KeptClient.made) == 2
+    for client in KeptClient.made:
+        assert client.privacy is not None
+        assert round(client.privacy["epsilon"], 4) == privacy["epsilon"]
     save_simulation(tmp_path / "dp", models, noisy)
     config = json.loads((tmp_path / "dp" / "seller-01" / "config.json").read_text())
     assert config["privacy"]["epsilon"] == privacy["epsilon"]

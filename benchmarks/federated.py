@@ -12,20 +12,25 @@ A client's epoch has ``epoch_samples / N`` windows (``--fed-set`` overrides), so
 N sellers trains on about the windows of one central epoch.
 
 The default is the full protocol (the four test cutoffs); ``--cutoffs validation``, ``--only``
-and ``--max-items`` (the items with the most sales) run less, and the results say so.
+``--max-items`` (the items with the most sales) and ``--sample-items`` (items drawn at random,
+seeded by ``--item-seed``) run less, and the results say so. Each arm runs once per seed of
+``--seeds``; the table gives the mean and [min, max] over seeds. ``--finetune lora`` runs the
+LoRA-fine-tuned LM instead (central ``LM-lora``; FedAvg of the head and the LoRA adapter),
+``--finetune frozen,lora`` both in one run; results with LoRA go to
+``federated_lora.{json,md}``.
 Results: ``<out>/federated.{json,md}``.
 
 Usage::
 
     python -m benchmarks.federated [--cutoffs test|validation] [--only DATE,...]
-        [--sellers 2,5,10] [--rounds 10] [--seed 0] [--threads 1] [--max-items N]
+        [--sellers 2,5,10] [--rounds 10] [--seeds 0,1,2] [--threads 1] [--max-items N]
+        [--sample-items N --item-seed 0] [--finetune frozen,lora]
         [--lm-set KEY=VALUE ...] [--fed-set KEY=VALUE ...]
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +40,15 @@ from benchmarks.harness import (
     ONLINE_RETAIL,
     RESULTS,
     argument_parser,
+    items_note,
     machine_line,
+    metrics_table,
     online_retail_panel,
+    over_seeds,
     panel_cache_dir,
     require_file,
+    sample_items,
+    top_items,
     write_results,
 )
 from benchmarks.online_retail import (
@@ -53,38 +63,31 @@ from salesformer.evaluation.backtest import series_facts
 from salesformer.models.lm.settings import asdict_settings
 
 CENTRAL = "LM-frozen"
-METRICS_SHOWN = ("wape", "wql", "mase", "coverage80")
+#: The central arm per ``--finetune`` (the federated arms average the head, and the adapter).
+CENTRAL_BY_MODE = {"frozen": "LM-frozen", "lora": "LM-lora"}
 
 
-def arm_name(sellers: int | None) -> str:
-    """``LM-frozen`` (central) or ``LM-frozen-fed5``."""
-    return CENTRAL if sellers is None else f"{CENTRAL}-fed{sellers}"
-
-
-def top_items(panel: Panel, count: int) -> Panel:
-    """The ``count`` items with the most sales (all when ``count`` is 0)."""
-    if not count:
-        return panel
-    totals = panel.sales.groupby(ITEM_ID)[SALES].sum().nlargest(count)
-    keep = set(totals.index)
-    items = None if panel.items is None else panel.items.loc[panel.items[ITEM_ID].isin(keep)]
-    sales = panel.sales.loc[panel.sales[ITEM_ID].isin(keep)].reset_index(drop=True)
-    return replace(panel, sales=sales, items=items, report={})
+def arm_name(sellers: int | None, central: str = CENTRAL) -> str:
+    """``LM-frozen`` (central) or ``LM-frozen-fed5`` (``LM-lora...`` with ``--finetune lora``)."""
+    return central if sellers is None else f"{central}-fed{sellers}"
 
 
 def fit_arm(
-    panel: Panel, cutoff: pd.Timestamp, sellers: int | None, args: Any
+    panel: Panel, cutoff: pd.Timestamp, arm: tuple[str, int | None], args: Any
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """One arm at one cutoff: its forecasts of every item and its facts."""
     from salesformer.federated.partitions import split_by_seller
     from salesformer.federated.run import simulate
     from salesformer.federated.server import FederationSettings
 
-    model = build_model(CENTRAL, args.seed, args.threads, args.lm_set)
+    mode, sellers = arm
+    central = CENTRAL_BY_MODE[mode]
+    model = build_model(central, args.seed, args.threads, args.lm_set)
     known = panel.until(cutoff)
     future = panel.future_covariates(cutoff, HORIZON)
     start = time.perf_counter()
-    facts: dict[str, Any] = {"arm": arm_name(sellers), "cutoff": str(cutoff.date())}
+    name = arm_name(sellers, central)
+    facts: dict[str, Any] = {"arm": name, "cutoff": str(cutoff.date())}
     if sellers is None:
         model.fit(known)
         forecast = model.predict(HORIZON, future=future)
@@ -112,7 +115,6 @@ def fit_arm(
             items_per_seller=[len(p.item_ids) for p in parts.values()],
         )
     facts["fit_seconds"] = round(time.perf_counter() - start, 1)
-    name = arm_name(sellers)
     forecast.columns = [
         name + c[len(model.name) :] if c.startswith(model.name) else c for c in forecast.columns
     ]
@@ -121,37 +123,52 @@ def fit_arm(
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """The results as Markdown: accuracy per arm, then rounds and bytes per fit."""
+    """The results as Markdown: accuracy per arm (over seeds), then rounds and bytes per fit."""
     prov = report["provenance"]
     lines = [
         "# Federated LM on Online Retail II",
         "",
         f"Cutoffs run: {', '.join(report['cutoffs'])} ({report['cutoff_note']}); horizon "
-        f"{HORIZON} weeks; {report['items_note']}; {report['cells']} evaluated cells; seed "
-        f"{report['seed']}; {report['rounds']} rounds of FedAvg, 1 local epoch. Generated by "
+        f"{HORIZON} weeks; {report['items_note']}; {report['cells']} evaluated cells; seeds "
+        f"{report['seeds']} (mean [min, max] over seeds); {report['rounds']} rounds of FedAvg, "
+        f"1 local epoch; encoder {', '.join(report.get('finetune', ['frozen']))}; LM settings "
+        f"{report['lm_settings']}. Generated by "
         f"`{prov.get('command', '?')}` at commit {prov.get('commit', '?')}.",
         "",
-        "| arm | " + " | ".join(METRICS_SHOWN) + " |",
-        "|---|" + "---|" * len(METRICS_SHOWN),
-    ]
-    for row in report["overall"]:
-        cells = " | ".join(f"{row[m]:.3f}" for m in METRICS_SHOWN)
-        lines.append(f"| {row['model']} | {cells} |")
-    lines += [
+        *metrics_table(report["summary"]),
         "",
         "## Fits",
         "",
-        "| arm | cutoff | rounds | bytes per round | bytes total | seconds |",
-        "|---|---|---|---|---|---|",
+        "| arm | seed | cutoff | rounds | bytes per round | bytes total | seconds |",
+        "|---|---|---|---|---|---|---|",
     ]
     for fit in report["fits"]:
         lines.append(
-            f"| {fit['arm']} | {fit['cutoff']} | {fit.get('rounds', '-')} | "
-            f"{fit.get('bytes_per_round', '-')} | {fit.get('bytes_total', '-')} | "
-            f"{fit['fit_seconds']} |"
+            f"| {fit['arm']} | {fit.get('seed', '-')} | {fit['cutoff']} | "
+            f"{fit.get('rounds', '-')} | {fit.get('bytes_per_round', '-')} | "
+            f"{fit.get('bytes_total', '-')} | {fit['fit_seconds']} |"
         )
     lines += ["", f"Machine: {report['machine']}."]
     return "\n".join(lines) + "\n"
+
+
+def run_seed(
+    panel: Panel, cutoffs: list[pd.Timestamp], arms: list[tuple[str, int | None]], args: Any
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Every arm at every cutoff with ``args.seed``: the forecasts and each fit's facts."""
+    frames, fits = [], []
+    for cutoff in cutoffs:
+        series = series_facts(panel, cutoff, 13, 13)
+        actual = panel.window(cutoff, HORIZON)
+        actual = actual.loc[actual[ITEM_ID].isin(series[ITEM_ID]), [ITEM_ID, DATE, SALES]]
+        merged = actual.rename(columns={SALES: "y"})
+        for arm in arms:
+            forecast, facts = fit_arm(panel, cutoff, arm, args)
+            merged = merged.merge(forecast, on=[ITEM_ID, DATE], validate="one_to_one")
+            fits.append({**facts, "seed": args.seed})
+        merged.insert(1, CUTOFF, cutoff)
+        frames.append(merged)
+    return pd.concat(frames, ignore_index=True), fits
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -160,10 +177,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cutoffs", choices=("test", "validation"), default="test")
     parser.add_argument("--only", default="", help="comma-separated cutoffs of the set to run")
     parser.add_argument("--sellers", default="2,5,10")
+    parser.add_argument("--finetune", default="frozen", help="frozen, lora or frozen,lora")
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per fit")
-    parser.add_argument("--max-items", type=int, default=0, help="0: every item")
+    parser.add_argument("--max-items", type=int, default=0, help="the N top-selling items")
+    parser.add_argument("--sample-items", type=int, default=0, help="N items drawn at random")
+    parser.add_argument("--item-seed", type=int, default=0, help="seed of --sample-items")
     parser.add_argument("--lm-set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--fed-set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -173,39 +193,44 @@ def main(argv: list[str] | None = None) -> None:
     require_file(args.source)
     chosen = select_cutoffs(args.cutoffs, args.only)
     cutoffs = [pd.Timestamp(c) for c in chosen]
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     panel, _, _ = online_retail_panel(args.source, cache=panel_cache_dir())
-    panel = top_items(panel, args.max_items)
-    arms: list[int | None] = [None, *(int(s) for s in args.sellers.split(",") if s.strip())]
-    frames, fits = [], []
-    for cutoff in cutoffs:
-        series = series_facts(panel, cutoff, 13, 13)
-        actual = panel.window(cutoff, HORIZON)
-        actual = actual.loc[actual[ITEM_ID].isin(series[ITEM_ID]), [ITEM_ID, DATE, SALES]]
-        merged = actual.rename(columns={SALES: "y"})
-        for sellers in arms:
-            forecast, facts = fit_arm(panel, cutoff, sellers, args)
-            merged = merged.merge(forecast, on=[ITEM_ID, DATE], validate="one_to_one")
-            fits.append(facts)
-        merged.insert(1, CUTOFF, cutoff)
-        frames.append(merged)
-    forecasts = pd.concat(frames, ignore_index=True)
-    names = [arm_name(s) for s in arms]
-    report = {
-        **score_arms(panel, forecasts, chosen, names),
-        "items_note": (
-            f"the {args.max_items} items with the most sales (not every item)"
-            if args.max_items
-            else "every item"
-        ),
-        "seed": args.seed,
-        "rounds": args.rounds,
-        "sellers": arms[1:],
-        "lm_settings": args.lm_set,
-        "fed_settings": args.fed_set,
-        "fits": fits,
-        "machine": machine_line(),
-    }
-    path = write_results("federated", report, markdown, args.out, argv)
+    panel = sample_items(top_items(panel, args.max_items), args.sample_items, args.item_seed)
+    modes = [m.strip() for m in args.finetune.split(",") if m.strip()]
+    if not modes or set(modes) - set(CENTRAL_BY_MODE):
+        raise SystemExit(
+            f"--finetune takes {sorted(CENTRAL_BY_MODE)}, comma-separated; got {modes}"
+        )
+    sellers = [int(s) for s in args.sellers.split(",") if s.strip()]
+    arms: list[tuple[str, int | None]] = [(m, n) for m in modes for n in [None, *sellers]]
+    names = [arm_name(n, CENTRAL_BY_MODE[m]) for m, n in arms]
+    fits: list[dict[str, Any]] = []
+    scored: dict[int, dict[str, Any]] = {}
+    for seed in seeds:  # the results are rewritten after each seed: a cut-short run keeps its seeds
+        args.seed = seed
+        forecasts, seed_fits = run_seed(panel, cutoffs, arms, args)
+        fits += seed_fits
+        scored[seed] = score_arms(panel, forecasts, chosen, names)
+        first = scored[seeds[0]]
+        report = {
+            "cutoffs": first["cutoffs"],
+            "cutoff_note": first["cutoff_note"],
+            "cells": first["cells"],
+            "summary": over_seeds({s: r["overall"] for s, r in scored.items()}),
+            "per_seed": scored,
+            "items_note": items_note(args.sample_items, args.item_seed, args.max_items),
+            "seeds": list(scored),
+            "seeds_requested": seeds,
+            "rounds": args.rounds,
+            "sellers": sellers,
+            "lm_settings": args.lm_set,
+            "fed_settings": args.fed_set,
+            "finetune": modes,
+            "fits": fits,
+            "machine": machine_line(),
+        }
+        name = "_".join(["federated", *(m for m in modes if m != "frozen")])
+        path = write_results(name, report, markdown, args.out, argv)
     print(path.with_suffix(".md").read_text())
 
 

@@ -150,3 +150,23 @@ def test_auto_cost_shrinks_every_segment_towards_the_best_candidate() -> None:
     out = shrunk(weights, "A", 0.5)
     assert out == {"(global)": {"A": 0.8, "B": 0.2}, "seg": {"B": 0.5, "A": 0.5}}
     assert all(abs(sum(w.values()) - 1.0) < 1e-12 for w in out.values())
+
+
+def test_item_sample_is_seeded_and_spread_is_over_seeds() -> None:
+    from salesformer.data.synthetic import generate_catalogue
+
+    panel = generate_catalogue(n_items=30, n_weeks=20, seed=1).panel()
+    first = harness.sample_items(panel, 10, seed=3)
+    assert len(first.item_ids) == 10 and set(first.item_ids) <= set(panel.item_ids)
+    assert list(harness.sample_items(panel, 10, seed=3).item_ids) == list(first.item_ids)
+    assert set(harness.sample_items(panel, 10, seed=4).item_ids) != set(first.item_ids)
+    assert set(first.items["item_id"]) == set(first.item_ids)
+    assert harness.sample_items(panel, 0, seed=3) is panel
+    runs = {
+        0: [{"model": "A", "wape": 0.5, "wql": 0.4, "mase": 1.0, "coverage80": 0.8}],
+        1: [{"model": "A", "wape": 0.7, "wql": 0.2, "mase": 1.2, "coverage80": 0.6}],
+    }
+    (row,) = harness.over_seeds(runs)
+    assert row["seeds"] == 2 and row["wape"] == pytest.approx(0.6)
+    assert (row["wape_min"], row["wape_max"]) == (0.5, 0.7)
+    assert harness.cell(row, "wql") == "0.300 [0.200, 0.400]"

@@ -112,15 +112,18 @@ class RecordingClient(SellerClient):
     """A seller's client that keeps a copy of everything it sends to the server."""
 
     sent: ClassVar[list[tuple[str, Any]]] = []
+    names: ClassVar[list[list[str]]] = []
 
     def get_parameters(self, config: Any) -> Any:
         out = super().get_parameters(config)
         RecordingClient.sent.append(("parameters", out))
+        RecordingClient.names.append(self.learner.weight_names())
         return out
 
     def fit(self, parameters: Any, config: Any) -> Any:
         out = super().fit(parameters, config)
         RecordingClient.sent.append(("fit", out))
+        RecordingClient.names.append(self.learner.weight_names())
         return out
 
     def evaluate(self, parameters: Any, config: Any) -> Any:
@@ -129,14 +132,32 @@ class RecordingClient(SellerClient):
         return out
 
 
+@pytest.mark.parametrize("finetune", ["frozen", "lora"])
 def test_clients_send_weights_and_counts_never_rows(
-    train_panel: Panel, lm: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    train_panel: Panel,
+    lm: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    finetune: str,
 ) -> None:
-    RecordingClient.sent = []
+    RecordingClient.sent, RecordingClient.names = [], []
     monkeypatch.setattr(federation, "SellerClient", RecordingClient)
     parts = split_by_seller(train_panel, 2)
-    models, result = simulate(parts, {**lm, "head_epochs": 1}, FederationSettings(2, rounds=2))
-    shapes = [tuple(t.shape) for t in next(iter(models.values())).head_.state_dict().values()]
+    settings = {**lm, "head_epochs": 1, "finetune": finetune}
+    models, result = simulate(parts, settings, FederationSettings(2, rounds=2))
+    first = next(iter(models.values()))
+    shapes = [tuple(t.shape) for t in first.head_.state_dict().values()]
+    if finetune == "lora":  # the adapter's arrays follow the head's, nothing of the encoder else
+        adapter = {k: v for k, v in first.encoder_model_.state_dict().items() if "lora_" in k}
+        assert adapter and len(adapter) < len(first.encoder_model_.state_dict())
+        shapes += [tuple(v.shape) for v in adapter.values()]
+    else:
+        assert first.encoder_model_ is None
+    for names in RecordingClient.names:
+        assert all(
+            n.startswith("head.") or (n.startswith("encoder.") and "lora_" in n) for n in names
+        )
+        assert any("lora_" in n for n in names) == (finetune == "lora"), names
     kinds = [kind for kind, _ in RecordingClient.sent]
     assert kinds.count("fit") == 4 and kinds.count("evaluate") == 4
     raw = b""
@@ -148,7 +169,7 @@ def test_clients_send_weights_and_counts_never_rows(
             assert set(metrics) == ({"train_loss"} if kind == "fit" else {"valid_loss"})
             assert all(isinstance(v, float) for v in metrics.values())
         if kind != "evaluate":
-            # nothing but the head's weight arrays: no more arrays, no other shapes or types
+            # nothing but the head's (and adapter's) arrays: no more, no other shapes or types
             assert [tuple(a.shape) for a in arrays] == shapes
             assert all(a.dtype == np.float32 for a in arrays)
             raw += b"".join(a.tobytes() for a in arrays)
@@ -163,16 +184,73 @@ def test_clients_send_weights_and_counts_never_rows(
     assert report["partitions"] == sorted(parts) and report["bytes_per_round"] > 0
     loaded = LMForecaster.load(out / "seller-01")
     np.testing.assert_array_equal(loaded.predict(4)["LM"], models["seller-01"].predict(4)["LM"])
+    if finetune == "lora":  # every seller holds the global adapter, trained away from zero
+        states = [m.encoder_model_.state_dict() for m in models.values()]
+        for name in adapter:
+            np.testing.assert_array_equal(states[0][name].numpy(), states[1][name].numpy())
+        assert any("lora_B" in n and states[0][n].abs().max() > 0 for n in adapter)
 
 
-def test_client_level_dp_noises_the_global_weights(train_panel: Panel, lm: dict[str, Any]) -> None:
+class KeptClient(SellerClient):
+    """A seller's client that keeps itself in a list (to read what it learned)."""
+
+    made: ClassVar[list[SellerClient]] = []
+
+    def __init__(self, learner: LocalLearner) -> None:
+        super().__init__(learner)
+        KeptClient.made.append(self)
+
+
+def test_client_level_dp_noises_the_global_weights_and_reports_its_epsilon(
+    train_panel: Panel, lm: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     parts = split_by_seller(train_panel, 2)
     quick = {**lm, "head_epochs": 1}
     _, plain = simulate(parts, quick, FederationSettings(2, rounds=1))
-    _, noisy = simulate(parts, quick, FederationSettings(2, rounds=1, dp_noise=0.5, dp_clip=0.1))
-    assert "DP" in noisy.report()["strategy"]
+    budget = FederationSettings(2, rounds=1, dp_epsilon=4.0, dp_delta=1e-5, dp_clip=0.1)
+    KeptClient.made = []
+    monkeypatch.setattr(federation, "SellerClient", KeptClient)
+    models, noisy = simulate(parts, quick, budget)
+    assert "DP" in noisy.report()["strategy"] and plain.report()["client_privacy"] is None
     differences = [np.abs(a - b).max() for a, b in zip(plain.weights, noisy.weights, strict=True)]
     assert max(differences) > 1e-3  # clipped and noised, not the plain average
+    privacy = noisy.report()["client_privacy"]
+    assert 3.5 < privacy["epsilon"] <= 4.0 and privacy["delta"] == 1e-5
+    assert privacy["accountant"] == "rdp" and privacy["unit"].startswith("seller")
+    # a remote client learns the guarantee from the server's round settings
+    assert len(KeptClient.made) == 2
+    for client in KeptClient.made:
+        assert client.privacy is not None
+        assert round(client.privacy["epsilon"], 4) == privacy["epsilon"]
+    save_simulation(tmp_path / "dp", models, noisy)
+    config = json.loads((tmp_path / "dp" / "seller-01" / "config.json").read_text())
+    assert config["privacy"]["epsilon"] == privacy["epsilon"]
+
+
+def _classic_rdp_epsilon(noise: float, rounds: int, delta: float) -> float:
+    """The textbook RDP-to-DP bound of ``rounds`` Gaussian mechanisms (an upper bound)."""
+    orders = np.linspace(1.01, 200, 20000)
+    return float(np.min(rounds * orders / (2 * noise**2) + np.log(1 / delta) / (orders - 1)))
+
+
+def test_client_level_epsilon_accounting_and_impossible_budgets() -> None:
+    from salesformer.federated.privacy import plan, spent
+
+    for noise, rounds in ((1.0, 1), (2.0, 10), (5.0, 50)):
+        epsilon = spent(noise, rounds, 1e-5).epsilon
+        bound = _classic_rdp_epsilon(noise, rounds, 1e-5)
+        assert 0.7 * bound <= epsilon <= bound, (noise, rounds, epsilon, bound)
+    assert spent(2.0, 20, 1e-5).epsilon > spent(2.0, 10, 1e-5).epsilon
+    assert spent(3.0, 10, 1e-5).epsilon < spent(2.0, 10, 1e-5).epsilon
+    planned = plan(8.0, 1e-5, 10, 10)
+    assert 7.5 < planned.epsilon <= 8.0
+    assert spent(planned.noise_multiplier, 10, 1e-5).epsilon == planned.epsilon
+    with pytest.raises(ConfigError, match="drown every update"):
+        plan(0.5, 1e-5, 10, 2)
+    with pytest.raises(ConfigError, match="cannot be met"):
+        plan(0.01, 1e-5, 10, 1000)
+    with pytest.raises(ConfigError, match="not both"):
+        FederationSettings(2, dp_noise=1.0, dp_epsilon=1.0).check()
 
 
 def _cli(*args: str) -> list[str]:
@@ -272,6 +350,36 @@ def test_bad_federated_input_is_one_line_and_exit_2(
             "HOST:PORT",
         ),
         (
+            ["server", "--clients", "2", "--dp-epsilon", "0.5", "--out", str(tmp_path / "o6")],
+            "cannot be met",
+        ),
+        (
+            [
+                "server",
+                "--clients",
+                "2",
+                "--ssl-certfile",
+                str(single),
+                "--out",
+                str(tmp_path / "o7"),
+            ],
+            "--ssl-keyfile",
+        ),
+        (
+            [
+                "client",
+                "--address",
+                "127.0.0.1:9",
+                "--partition",
+                str(single / "only"),
+                "--root-certificates",
+                str(tmp_path / "no-ca.pem"),
+                "--out",
+                str(tmp_path / "o8"),
+            ],
+            "not a file",
+        ),
+        (
             [
                 "simulate",
                 "--partitions",
@@ -279,9 +387,9 @@ def test_bad_federated_input_is_one_line_and_exit_2(
                 "--out",
                 str(tmp_path / "o5"),
                 "--set",
-                "finetune=lora",
+                "finetune=full",
             ],
-            "frozen",
+            "finetune=lora",
         ),
     ]
     for args, expected in cases:
@@ -305,3 +413,82 @@ def test_a_seller_with_other_covariates_is_refused(train_panel: Panel, lm: dict[
     weights = learner.weights()
     with pytest.raises(ConfigError, match="same encoder"):
         learner.set_weights([*weights[:-1], np.zeros((3, 3), dtype=np.float32)])
+
+
+def _certificates(folder: Path, name: str) -> tuple[Path, Path, Path]:
+    """A self-signed CA and a server certificate it signs for 127.0.0.1 / localhost (PEM)."""
+    import datetime as dt
+    import ipaddress
+
+    x509 = pytest.importorskip("cryptography.x509", reason="TLS test needs 'cryptography'")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def subject(common: str) -> Any:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(subject(f"{name} CA"))
+        .issuer_name(subject(f"{name} CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject("localhost"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = (folder / "ca.pem", folder / "server.pem", folder / "server.key")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+def test_tls_round_completes_and_a_client_trusting_another_ca_cannot_join(
+    train_panel: Panel, lm: dict[str, Any], tmp_path: Path
+) -> None:
+    from salesformer.federated.run import FederationError
+    from salesformer.federated.tls import ServerCertificates
+
+    ca, cert, key = _certificates(tmp_path / "good", "salesformer test")
+    other_ca, _, _ = _certificates(tmp_path / "other", "someone else")
+    server = ServerCertificates.from_files(ca, cert, key)
+    assert server is not None
+    parts = split_by_seller(train_panel, 2)
+    quick = {**lm, "head_epochs": 1}
+    models, result = simulate(
+        parts, quick, FederationSettings(2, rounds=1), (server, ca.read_bytes())
+    )
+    assert len(result.report()["rounds"]) == 1 and len(models) == 2
+    short = FederationSettings(2, rounds=1, connect_timeout=8)
+    with pytest.raises(FederationError):  # the server's certificate is not signed by that CA
+        simulate(parts, quick, short, (server, other_ca.read_bytes()))
+    with pytest.raises(ConfigError, match="ssl-keyfile"):
+        ServerCertificates.from_files(ca, cert, None)
+    (tmp_path / "der.key").write_bytes(b"\x30\x82 not pem")
+    with pytest.raises(ConfigError, match="not PEM"):
+        ServerCertificates.from_files(ca, cert, tmp_path / "der.key")

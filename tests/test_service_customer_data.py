@@ -18,7 +18,7 @@ pytest.importorskip("torch")
 from fastapi.testclient import TestClient
 
 from salesformer.cli.main import run
-from salesformer.decisions.pseudonym import PSEUDONYM_KEY_ENV, pseudonymise
+from salesformer.decisions.pseudonym import PSEUDONYM_KEY_ENV, pseudonymise, pseudonymise_orders
 from salesformer.errors import ConfigError
 from salesformer.service.app import create_app
 from salesformer.service.core import SalesService, ServiceConfig
@@ -31,6 +31,7 @@ API_KEY = "test-key-0123456789"
 KEY = {"X-API-Key": API_KEY}
 SECRET = "a-secret-pseudonym-key-0123"
 CLEAR = "CUSTOMER-IN-CLEAR-4711"
+ORDERS = ("ORDER-IN-CLEAR-581", "ORDER-IN-CLEAR-582", "ORDER-IN-CLEAR-582")  # two lines of one
 
 
 def _config(db: str, **customer: Any) -> ServiceConfig:
@@ -58,7 +59,7 @@ def test_pseudonymised_ids_never_appear_in_clear_in_the_store(
     sale = {"item_id": item, "timestamp": when.isoformat(), "quantity": 2.0}
     batch = {
         "events": [
-            {**sale, "event_id": f"e{i}", "customer_id": CLEAR, "order_id": f"o{i}"}
+            {**sale, "event_id": f"e{i}", "customer_id": CLEAR, "order_id": ORDERS[i]}
             for i in range(3)
         ]
     }
@@ -70,12 +71,18 @@ def test_pseudonymised_ids_never_appear_in_clear_in_the_store(
         shown = client.get(f"/items/{item}/history", params={"events": 3}, headers=KEY).json()
     expected = pseudonymise([CLEAR], SECRET.encode())[0]
     assert {e["customer_id"] for e in shown["events"]} == {expected}
+    orders = pseudonymise_orders(ORDERS, SECRET.encode())
+    assert [e["order_id"] for e in sorted(shown["events"], key=lambda e: e["event_id"])] == orders
+    assert orders[1] == orders[2] != orders[0]  # an order's lines still belong together
+    assert pseudonymise_orders([CLEAR], SECRET.encode())[0][2:] != expected[2:]  # own domain
     with sqlite3.connect(db) as raw:
         stored = {r[0] for r in raw.execute("SELECT customer_id FROM events")}
-    assert stored == {expected}
+        stored_orders = {r[0] for r in raw.execute("SELECT order_id FROM events")}
+    assert stored == {expected} and stored_orders == set(orders)
     content = _file_bytes(db)
     assert CLEAR.encode() not in content
-    assert expected.encode() in content
+    assert b"ORDER-IN-CLEAR" not in content and b"IN-CLEAR" not in content
+    assert expected.encode() in content and orders[0].encode() in content
 
 
 def test_pseudonymising_without_a_key_stops_the_start(

@@ -30,10 +30,14 @@ _NOISE = typer.Option(
     None, "--dp-noise", help="Client-level DP: noise multiplier on the clipped updates."
 )
 _CLIP = typer.Option(1.0, "--dp-clip", help="Client-level DP: L2 bound of each client's update.")
+_EPSILON = typer.Option(
+    None, "--dp-epsilon", help="Client-level DP budget: sets the noise (instead of --dp-noise)."
+)
+_DELTA = typer.Option(1e-5, "--dp-delta", help="Client-level DP: the delta of the epsilon.")
 
 
 def lm_settings(horizon: int, encoder: str | None, settings: list[str] | None) -> dict[str, Any]:
-    """The LM's settings from the command line (head over frozen embeddings)."""
+    """The LM's settings from the command line (frozen encoder, or LoRA)."""
     from salesformer.models.lm.settings import asdict_settings
     from salesformer.models.registry import LM, build_model, parse_settings
 
@@ -46,12 +50,13 @@ def lm_settings(horizon: int, encoder: str | None, settings: list[str] | None) -
             "federated training trains the LM only; got settings for "
             f"{sorted(map(str, overrides))}; use --set KEY=VALUE or --set LM.KEY=VALUE"
         )
-    if given.get("finetune", "frozen") != "frozen":
+    finetune = given.pop("finetune", "frozen")
+    if finetune not in ("frozen", "lora"):
         raise ConfigError(
-            "federated training averages the head over frozen text embeddings; got "
-            f"finetune={given['finetune']!r}; leave finetune out"
+            "federated training averages the head (and the LoRA adapter); got "
+            f"finetune={finetune!r}; use --set finetune=frozen (default) or --set finetune=lora"
         )
-    model = build_model(LM, horizon, "frozen", encoder, {LM: given})
+    model = build_model(LM, horizon, finetune, encoder, {LM: given})
     model.check_params()
     return asdict_settings(model)  # type: ignore[arg-type]
 
@@ -87,6 +92,8 @@ def simulate_command(
     local_epochs: int = _LOCAL,
     dp_noise: float | None = _NOISE,
     dp_clip: float = _CLIP,
+    dp_epsilon: float | None = _EPSILON,
+    dp_delta: float = _DELTA,
 ) -> None:
     """Run a server and one client per partition on this machine (gRPC on the loopback)."""
     from salesformer._io import check_output_dir
@@ -95,7 +102,9 @@ def simulate_command(
     check_output_dir(out, "federated")
     lm = lm_settings(horizon, encoder, settings)
     parts = load_partitions(partitions)
-    federation = _federation(len(parts), rounds, local_epochs, dp_noise, dp_clip)
+    federation = _federation(
+        len(parts), rounds, local_epochs, (dp_noise, dp_clip, dp_epsilon, dp_delta)
+    )
     from salesformer.federated.run import save_simulation, simulate
 
     models, result = simulate(parts, lm, federation)
@@ -113,17 +122,32 @@ def server_command(
     local_epochs: int = _LOCAL,
     dp_noise: float | None = _NOISE,
     dp_clip: float = _CLIP,
+    dp_epsilon: float | None = _EPSILON,
+    dp_delta: float = _DELTA,
+    ssl_ca_certfile: Path | None = typer.Option(
+        None, "--ssl-ca-certfile", help="TLS: the CA certificate (PEM) that signed the server's."
+    ),
+    ssl_certfile: Path | None = typer.Option(
+        None, "--ssl-certfile", help="TLS: the server's certificate (PEM)."
+    ),
+    ssl_keyfile: Path | None = typer.Option(
+        None, "--ssl-keyfile", help="TLS: the server's private key (PEM)."
+    ),
 ) -> None:
     """Run the federation's server until every round is done."""
     from salesformer._io import check_output_dir
     from salesformer.federated.run import check_address
+    from salesformer.federated.tls import ServerCertificates
 
     check_output_dir(out, "federated")
     check_address(address)
-    federation = _federation(clients, rounds, local_epochs, dp_noise, dp_clip)
+    certificates = ServerCertificates.from_files(ssl_ca_certfile, ssl_certfile, ssl_keyfile)
+    federation = _federation(
+        clients, rounds, local_epochs, (dp_noise, dp_clip, dp_epsilon, dp_delta)
+    )
     from salesformer.federated.run import save_server, serve
 
-    result = serve(address, federation)
+    result = serve(address, federation, certificates=certificates)
     save_server(out, result)
     _summary(result.report())
     typer.echo(f"wrote {out}")
@@ -137,14 +161,21 @@ def client_command(
     horizon: int = _HORIZON,
     encoder: str | None = _ENCODER,
     settings: list[str] | None = _SET,
+    root_certificates: Path | None = typer.Option(
+        None,
+        "--root-certificates",
+        help="TLS: the CA certificate (PEM) that signed the server's; without it, plain gRPC.",
+    ),
 ) -> None:
     """Train with the server from this seller's panel; write this seller's model."""
     from salesformer._io import check_output_dir
     from salesformer.data.contract import Panel
     from salesformer.federated.run import check_address
+    from salesformer.federated.tls import read_pem
 
     check_output_dir(out, "model")
     check_address(address)
+    root = None if root_certificates is None else read_pem(root_certificates, "--root-certificates")
     lm = lm_settings(horizon, encoder, settings)
     panel = Panel.load(partition)
     from salesformer.federated.client import SellerClient
@@ -153,21 +184,30 @@ def client_command(
     from salesformer.models.persist import save_model
 
     client = SellerClient(LocalLearner(panel, lm))
-    join(address, client)
+    join(address, client, root_certificate=root)
     if client.rounds == 0:
         raise ConfigError(f"the server at {address} ran no training round with this client")
-    model = client.learner.fitted({"role": "client", "server": address, "rounds": client.rounds})
+    facts = {"role": "client", "server": address, "rounds": client.rounds}
+    model = client.learner.fitted({**facts, "client_privacy": client.privacy})
     save_model(model, out)
     typer.echo(f"trained {client.rounds} rounds with {address}; wrote {out}")
 
 
 def _federation(
-    clients: int, rounds: int, local_epochs: int, dp_noise: float | None, dp_clip: float
+    clients: int,
+    rounds: int,
+    local_epochs: int,
+    dp: tuple[float | None, float, float | None, float],
 ) -> Any:
+    """The federation's settings; with client-level DP, its budget is checked here."""
     from salesformer.federated.server import FederationSettings
 
-    settings = FederationSettings(clients, rounds, local_epochs, dp_noise, dp_clip)
+    noise, clip, epsilon, delta = dp
+    settings = FederationSettings(
+        clients, rounds, local_epochs, noise, clip, dp_epsilon=epsilon, dp_delta=delta
+    )
     settings.check()
+    settings.privacy()  # an impossible budget is an error before anything starts
     return settings
 
 
@@ -179,3 +219,10 @@ def _summary(report: dict[str, Any]) -> None:
             f"{record['bytes_to_clients'] + record['bytes_from_clients']:,} bytes exchanged"
         )
     typer.echo(f"{report['bytes_per_round']:,} bytes per round on average ({report['strategy']})")
+    privacy = report.get("client_privacy")
+    if privacy:
+        typer.echo(
+            f"client-level DP: epsilon {privacy['epsilon']:g} at delta {privacy['delta']:g} "
+            f"({privacy['accountant']} accountant, noise multiplier "
+            f"{privacy['noise_multiplier']:.4g}, {privacy['rounds']} rounds, unit: one seller)"
+        )

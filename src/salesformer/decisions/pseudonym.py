@@ -47,3 +47,16 @@ def pseudonymise(ids: Iterable[str], key: bytes) -> list[str]:
         "c_" + hmac.new(key, str(i).encode("utf-8"), hashlib.sha256).hexdigest()[:PSEUDONYM_HEX]
         for i in ids
     ]
+
+
+def pseudonymise_orders(ids: Iterable[str], key: bytes) -> list[str]:
+    """``o_`` plus 16 hex characters of HMAC-SHA256(key, "order:" + id), for each order ID.
+
+    The ``order:`` prefix separates the two kinds of ID: an order and a customer that share
+    an ID string get unrelated pseudonyms. The same order ID gives the same pseudonym, so an
+    order's lines still belong together.
+    """
+    return [
+        "o_" + hmac.new(key, f"order:{i}".encode(), hashlib.sha256).hexdigest()[:PSEUDONYM_HEX]
+        for i in ids
+    ]

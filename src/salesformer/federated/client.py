@@ -7,6 +7,7 @@ messages).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,8 @@ from flwr.common import Config, NDArrays, Scalar  # noqa: E402
 
 #: The round setting the server sends: local epochs per round.
 LOCAL_EPOCHS = "local_epochs"
+#: Sent with the round's settings under client-level DP: the guarantee of the whole run.
+DP_EPSILON, DP_DELTA, DP_NOISE = "dp_epsilon", "dp_delta", "dp_noise_multiplier"
 
 
 class SellerClient(NumPyClient):
@@ -29,6 +32,7 @@ class SellerClient(NumPyClient):
     def __init__(self, learner: LocalLearner) -> None:
         self.learner = learner
         self.rounds = 0
+        self.privacy: dict[str, Any] | None = None  # the server's client-level DP, if any
 
     def get_parameters(self, config: Config) -> NDArrays:
         return self.learner.weights()
@@ -36,7 +40,15 @@ class SellerClient(NumPyClient):
     def fit(self, parameters: NDArrays, config: Config) -> tuple[NDArrays, int, dict[str, Scalar]]:
         self.learner.set_weights(parameters)
         self.rounds += 1
-        metrics = self.learner.train(int(_number(config.get(LOCAL_EPOCHS, 1))))
+        if DP_EPSILON in config:
+            self.privacy = {
+                "epsilon": _number(config[DP_EPSILON]),
+                "delta": _number(config.get(DP_DELTA)),
+                "noise_multiplier": _number(config.get(DP_NOISE)),
+                "unit": "seller (client)",
+            }
+        epochs = _number(config.get(LOCAL_EPOCHS, 1))
+        metrics = self.learner.train(int(epochs) if math.isfinite(epochs) else 1)
         return self.learner.weights(), self.learner.windows, dict(metrics)
 
     def evaluate(
@@ -49,4 +61,4 @@ class SellerClient(NumPyClient):
 
 
 def _number(value: Any) -> float:
-    return float(value) if isinstance(value, int | float | np.number) else 1.0
+    return float(value) if isinstance(value, int | float | np.number) else math.nan

@@ -25,7 +25,9 @@ from salesformer.errors import ConfigError, SalesformerError
 from salesformer.federated.client import SellerClient
 from salesformer.federated.flower import import_flwr
 from salesformer.federated.learner import LocalLearner
+from salesformer.federated.privacy import ClientPrivacy
 from salesformer.federated.server import FederationSettings, make_strategy
+from salesformer.federated.tls import ServerCertificates
 from salesformer.models.lm import LMForecaster
 
 import_flwr()
@@ -50,6 +52,7 @@ class FederationResult:
     rounds: list[dict[str, Any]]
     seconds: float
     settings: FederationSettings
+    privacy: ClientPrivacy | None = None
 
     def report(self) -> dict[str, Any]:
         sent = [r["bytes_to_clients"] + r["bytes_from_clients"] for r in self.rounds]
@@ -59,8 +62,8 @@ class FederationResult:
             "bytes_per_round": int(np.mean(sent)) if sent else 0,
             "bytes_total": int(sum(sent)),
             "seconds": round(self.seconds, 2),
-            "strategy": "FedAvg"
-            + (" + server-side fixed clipping DP" if self.settings.dp_noise else ""),
+            "strategy": "FedAvg" + (" + server-side fixed clipping DP" if self.privacy else ""),
+            "client_privacy": None if self.privacy is None else self.privacy.to_json(),
         }
 
 
@@ -76,12 +79,16 @@ def check_address(address: str) -> str:
 
 
 def serve(
-    address: str, settings: FederationSettings, abort: threading.Event | None = None
+    address: str,
+    settings: FederationSettings,
+    abort: threading.Event | None = None,
+    certificates: ServerCertificates | None = None,
 ) -> FederationResult:
     """Run the server at ``address`` until its rounds are done; the global weights.
 
     The server waits at most ``settings.connect_timeout`` seconds for its clients (and stops
-    waiting when ``abort`` is set), then raises :class:`FederationError`.
+    waiting when ``abort`` is set), then raises :class:`FederationError`. With
+    ``certificates`` it accepts TLS connections only.
     """
     flwr = import_flwr()
     from flwr.common import parameters_to_ndarrays
@@ -95,6 +102,7 @@ def serve(
         ),
         strategy=strategy,
         client_manager=BoundedClientManager(settings.connect_timeout, abort),
+        certificates=None if certificates is None else certificates.flower(),
     )
     if metered.latest is None or len(metered.rounds) < settings.rounds:
         raise FederationError(
@@ -102,20 +110,29 @@ def serve(
             "check that every client reached the server (see the server's log)"
         )
     weights = parameters_to_ndarrays(metered.latest)
-    return FederationResult(weights, metered.report(), time.perf_counter() - started, settings)
+    seconds = time.perf_counter() - started
+    return FederationResult(weights, metered.report(), seconds, settings, metered.privacy)
 
 
-def join(address: str, client: SellerClient, max_wait: float = 300.0) -> None:
+def join(
+    address: str,
+    client: SellerClient,
+    max_wait: float = 300.0,
+    root_certificate: bytes | None = None,
+) -> None:
     """Connect ``client`` to the server at ``address`` and serve it until it is done.
 
     Waits up to ``max_wait`` seconds for the server to listen (clients may start first).
+    With ``root_certificate`` (PEM) the connection is TLS, and the server's certificate must
+    be signed by it; without, plain gRPC.
     """
     flwr = import_flwr()
     wait_for_server(check_address(address), max_wait)
     flwr.client.start_client(
         server_address=check_address(address),
         client=client.to_client(),
-        insecure=True,
+        insecure=root_certificate is None,
+        root_certificates=root_certificate,
         max_wait_time=max_wait,
     )
 
@@ -164,12 +181,16 @@ def free_port() -> int:
 
 
 def simulate(
-    partitions: dict[str, Panel], lm: dict[str, Any], settings: FederationSettings
+    partitions: dict[str, Panel],
+    lm: dict[str, Any],
+    settings: FederationSettings,
+    tls: tuple[ServerCertificates, bytes] | None = None,
 ) -> tuple[dict[str, LMForecaster], FederationResult]:
     """A federation on this machine: one server, one client thread per partition.
 
     Returns each partition's fitted LM (the global head with the partition's own items) and
-    the server's result.
+    the server's result. ``tls``: the server's certificates and the clients' root
+    certificate, for TLS on the loopback too (as between machines).
     """
     if settings.clients != len(partitions):
         raise ConfigError(
@@ -184,7 +205,8 @@ def simulate(
 
     def run_client(client: SellerClient) -> None:
         try:
-            join(address, client, max_wait=settings.connect_timeout)
+            root = None if tls is None else tls[1]
+            join(address, client, max_wait=settings.connect_timeout, root_certificate=root)
         except BaseException as exc:  # reported after the server stops
             errors.append(exc)
             abort.set()
@@ -196,7 +218,7 @@ def simulate(
     for thread in threads:
         thread.start()
     try:
-        result = serve(address, settings, abort)
+        result = serve(address, settings, abort, None if tls is None else tls[0])
     finally:
         for thread in threads:
             thread.join(timeout=60)

@@ -1,11 +1,13 @@
 """Customer data in the service: pseudonymous customer ids and a retention period.
 
-**Pseudonyms** (``serve --pseudonymise``): every event's ``customer_id`` is replaced, before
-it is stored, by its keyed hash (HMAC-SHA256, the key in ``SALESFORMER_PSEUDONYM_KEY``, as
-``recommend --pseudonymise`` does: :mod:`salesformer.decisions.pseudonym`), so the store never
-holds a customer id in clear. The same id and key give the same pseudonym, so a resent event is
-still recognised as a duplicate, and pseudonyms line up with those of ``recommend``. Without a
-key the service does not start.
+**Pseudonyms** (``serve --pseudonymise``): every event's ``customer_id`` and ``order_id`` are
+replaced, before they are stored, by keyed hashes (HMAC-SHA256, the key in
+``SALESFORMER_PSEUDONYM_KEY``, as ``recommend --pseudonymise`` does for customers:
+:mod:`salesformer.decisions.pseudonym`; order ids are hashed in their own domain, ``o_...``),
+so the store never holds a customer or order id in clear. The same id and key give the same
+pseudonym, so a resent event is still recognised as a duplicate, an order's lines stay
+together, and customer pseudonyms line up with those of ``recommend``. Without a key the
+service does not start.
 
 **Retention** (``serve --retain-days N``): events dated before the start of the UTC day N days
 ago are replaced by per-item daily totals (units, price sum and count, number of events; table
@@ -27,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
 
-from salesformer.decisions.pseudonym import pseudonym_key, pseudonymise
+from salesformer.decisions.pseudonym import pseudonym_key, pseudonymise, pseudonymise_orders
 from salesformer.errors import ConfigError, DataValidationError
 from salesformer.service.store import Event, Store
 
@@ -41,7 +43,7 @@ class CustomerDataSettings:
     """What the service does with customer data.
 
     Attributes:
-        pseudonymise: store keyed hashes of customer ids instead of the ids.
+        pseudonymise: store keyed hashes of customer and order ids instead of the ids.
         retain_days: keep raw events for this many days (None: forever).
         retention_check: seconds between retention runs after the one at start-up.
     """
@@ -90,13 +92,18 @@ class CustomerData:
         self.cutoff: datetime | None = None
 
     def prepare(self, events: Sequence[Event]) -> list[Event]:
-        """The events as they are to be stored: customer ids pseudonymised when asked."""
+        """The events as they are to be stored: customer and order ids pseudonymised when asked."""
         if self._key is None:
             return list(events)
-        named = [e.customer_id for e in events if e.customer_id is not None]
-        pseudonyms = iter(pseudonymise(named, self._key))
+        customers = pseudonymise([e.customer_id or "" for e in events], self._key)
+        orders = pseudonymise_orders([e.order_id or "" for e in events], self._key)
         return [
-            e if e.customer_id is None else replace(e, customer_id=next(pseudonyms)) for e in events
+            replace(
+                e,
+                customer_id=None if e.customer_id is None else customer,
+                order_id=None if e.order_id is None else order,
+            )
+            for e, customer, order in zip(events, customers, orders, strict=True)
         ]
 
     def cutoff_at(self, now: datetime | None = None) -> datetime | None:

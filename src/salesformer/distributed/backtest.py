@@ -40,16 +40,14 @@ from salesformer._io import atomic_file
 from salesformer.data.availability import availability_columns
 from salesformer.data.contract import ACTUAL, CUTOFF, DATE, ITEM_ID, SALES, Panel, validate_panel
 from salesformer.distributed.engine import check_workers, cluster_workers, ray_session
-from salesformer.distributed.parts import PanelLayout, Part, iter_parts, read_items, scan_panel
-from salesformer.distributed.pool import (
-    PartProgress,
-    RunReport,
-    Stopwatch,
-    new_tracker,
-    peak_rss_mb,
-    run_parts,
-    start_workers,
+from salesformer.distributed.executors import (
+    Executor,
+    RayExecutor,
+    check_part_size,
+    local_executor,
 )
+from salesformer.distributed.parts import PanelLayout, Part, iter_parts, read_items, scan_panel
+from salesformer.distributed.pool import PartProgress, RunReport, Stopwatch, peak_rss_mb
 from salesformer.distributed.predict import check_splittable
 from salesformer.errors import ConfigError
 from salesformer.evaluation.backtest import BacktestResult, resolve_cutoffs, series_facts
@@ -103,19 +101,15 @@ def fit_global(
     model_index: int,
     cutoff: pd.Timestamp,
     horizon: int,
-    parts: list[Any],
+    parts: list[Part],
     freq: str,
     known_future: tuple[str, ...],
     past_only: tuple[str, ...],
 ) -> tuple[Forecaster, float]:
     """Phase 2: fit one global model on every item up to ``cutoff``; its shareable copy."""
-    import ray
-
     models: list[Forecaster] = shared[0]
     items: pa.Table | None = shared[1]
-    loaded: list[Part] = ray.get(parts)
-    sales = pa.concat_tables([p.sales for p in loaded]).to_pandas()
-    del loaded
+    sales = pa.concat_tables([p.sales for p in parts]).to_pandas()
     full = validate_panel(
         sales,
         None if items is None else items.to_pandas(),
@@ -195,33 +189,31 @@ def _check_models(models: Sequence[Forecaster]) -> list[Forecaster]:
 
 
 @dataclass
-class _RayRun:
-    """The workers of a Ray backtest and the parts they read.
+class _Run:
+    """The executor of a backtest and the parts it reads.
 
-    The global fits read every part: only then do the parts stay in the object store between
-    the passes (``keep_parts``); otherwise the second pass streams them from the file again,
-    so the object store (and the workers mapping it) holds only the parts in flight.
+    The global fits read every part: only then are the parts kept between the passes
+    (``keep_parts``; on Ray, in the object store); otherwise the second pass streams them
+    from the file again, so only the parts in flight are held.
     """
 
-    ray: Any
-    actors: list[Any]
-    tracker: Any
+    executor: Executor
     layout: PanelLayout
     items_per_part: int
     keep_parts: bool
     part_refs: list[Any] = field(default_factory=list)
 
     def stored_parts(self) -> Iterator[tuple[int, Any]]:
-        """``(index, ObjectRef)`` of every part, put in the object store as it is read."""
+        """``(index, handle)`` of every part, kept (when asked) as it is read."""
         for part in iter_parts(self.layout.folder, self.items_per_part, self.layout):
-            ref = self.ray.put(part)
+            handle = self.executor.keep(part)
             if self.keep_parts:
-                self.part_refs.append(ref)
-            yield part.index, ref
+                self.part_refs.append(handle)
+            yield part.index, handle
 
 
 def _survey(
-    run: _RayRun,
+    run: _Run,
     models_ref: Any,
     options: dict[str, Any],
     levels: tuple[float, ...],
@@ -237,9 +229,7 @@ def _survey(
         for key, rows in result["errors"].items():
             errors.setdefault(key, []).append(np.array(rows))  # a copy: see _owned
 
-    run_parts(
-        run.ray,
-        run.actors,
+    run.executor.map_parts(
         run.stored_parts(),
         survey_part,
         [models_ref],
@@ -247,7 +237,6 @@ def _survey(
         take_survey,
         total=total,
         progress=progress,
-        tracker=run.tracker,
     )
     active = [c for c in range(len(counts)) if counts[c] > 0]
     # workers get each pool's quantile table, not the pool: bounded whatever the items
@@ -257,20 +246,20 @@ def _survey(
 
 
 def _start_global_fits(
-    run: _RayRun,
+    run: _Run,
     chosen: list[Forecaster],
     models_ref: Any,
     active: list[int],
     stamps: list[pd.Timestamp],
     horizon: int,
 ) -> tuple[list[Key], list[Any], dict[Key, Any]]:
-    """Start the fit of each global model at each active cutoff, one per worker in turn.
+    """Start the fit of each global model at each active cutoff (on Ray, one per worker in turn).
 
-    Returns the ``(model, cutoff)`` keys, the references of the fitted models and of their
-    fit seconds.
+    Returns the ``(model, cutoff)`` keys, the handles of the fitted models and of their fit
+    seconds.
     """
     layout = run.layout
-    items_ref = run.ray.put(read_items(layout.folder))
+    items_ref = run.executor.share(read_items(layout.folder))
     fitted_keys: list[Key] = []
     fitted_refs: list[Any] = []
     fit_seconds: dict[Key, Any] = {}
@@ -278,19 +267,18 @@ def _start_global_fits(
         if _is_local(model):
             continue
         for c in active:
-            actor = run.actors[len(fitted_keys) % len(run.actors)]
-            model_ref, seconds_ref = actor.call.options(num_returns=2).remote(
+            model_ref, seconds_ref = run.executor.call(
                 fit_global,
                 [models_ref, items_ref],
                 {
                     "model_index": m,
                     "cutoff": stamps[c],
                     "horizon": horizon,
-                    "parts": list(run.part_refs),
                     "freq": layout.freq,
                     "known_future": layout.known_future,
                     "past_only": layout.past_only,
                 },
+                list(run.part_refs),
             )
             fitted_keys.append((m, c))
             fitted_refs.append(model_ref)
@@ -299,7 +287,7 @@ def _start_global_fits(
 
 
 def _forecast_pass(
-    run: _RayRun,
+    run: _Run,
     shared: list[Any],
     options: dict[str, Any],
     out_forecasts: str | Path | None,
@@ -311,9 +299,7 @@ def _forecast_pass(
         staging = None if out_forecasts is None else stack.enter_context(atomic_file(out_forecasts))
         collected = _Collector(len(options["stamps"]), staging)
         try:
-            run_parts(
-                run.ray,
-                run.actors,
+            run.executor.map_parts(
                 enumerate(run.part_refs) if run.keep_parts else run.stored_parts(),
                 forecast_part,
                 shared,
@@ -321,11 +307,98 @@ def _forecast_pass(
                 collected.add,
                 total=total,
                 progress=progress,
-                tracker=run.tracker,
             )
         finally:
             collected.close()
     return collected
+
+
+@dataclass(frozen=True)
+class Windows:
+    """The cutoffs and evaluation rules of a backtest (see :func:`backtest_on_ray`)."""
+
+    cutoffs: Sequence[str | pd.Timestamp] | None = None
+    n_windows: int | None = None
+    step: int | None = None
+    min_history: int = 13
+    active_within: int | None = 13
+
+
+def backtest_parts(
+    executor: Executor,
+    models: Sequence[Forecaster],
+    layout: PanelLayout,
+    horizon: int,
+    windows: Windows,
+    *,
+    quantiles: Sequence[float] = DEFAULT_QUANTILES,
+    items_per_part: int = 2000,
+    out_forecasts: str | Path | None = None,
+    progress: PartProgress | None = None,
+) -> tuple[BacktestResult, RunReport]:
+    """The one backtest driver over parts of items; ``executor`` decides where parts run.
+
+    Args:
+        executor: :mod:`salesformer.distributed.executors`; the result does not depend on it.
+        models: checked forecasters (:func:`check_part_models`).
+        layout: the panel folder's :func:`scan_panel`.
+        horizon, windows, quantiles, items_per_part, out_forecasts, progress: as for
+            :func:`backtest_on_ray`.
+    """
+    watch = Stopwatch()
+    chosen = list(models)
+    levels = check_quantiles(quantiles)
+    stamps = resolve_cutoffs(
+        layout.dates_panel(), horizon, windows.cutoffs, windows.n_windows, windows.step
+    )
+    n_parts = layout.n_parts(items_per_part)
+    total = 2 * n_parts
+    report = RunReport(
+        model=",".join(m.name for m in chosen), horizon=horizon, items=layout.n_items
+    )
+    rules = {"stamps": stamps, "horizon": horizon, "min_history": windows.min_history}
+    rules["active_within"] = windows.active_within
+    keep = any(not _is_local(model) for model in chosen)
+    run = _Run(executor, layout, items_per_part, keep)
+    models_ref = executor.share(chosen)
+    survey = {**rules, "dates": layout.dates}
+    active, pooled = _survey(run, models_ref, survey, levels, total, progress)
+    fitted_keys, fitted_refs, fit_seconds = _start_global_fits(
+        run, chosen, models_ref, active, stamps, horizon
+    )
+    pooled_ref = executor.share(pooled)
+    del pooled
+    options = {**rules, "active": active, "fitted_keys": fitted_keys, "quantiles": levels}
+    shared = [models_ref, pooled_ref, *(executor.shared_result(ref) for ref in fitted_refs)]
+    second = (lambda done, _t: progress(n_parts + done, total)) if progress else None
+    collected = _forecast_pass(run, shared, options, out_forecasts, total, second)
+    global_seconds = {key: float(executor.value(ref)) for key, ref in fit_seconds.items()}
+    run.part_refs.clear()
+    result = collected.result(
+        chosen, stamps, horizon, global_seconds, windows.min_history, windows.active_within
+    )
+    report.parts = n_parts
+    report.rows = len(result.forecasts)
+    executor.fill(report)
+    report.driver_peak_rss_mb = round(peak_rss_mb(), 1)
+    report.seconds = watch.seconds()
+    return result, report
+
+
+def _checked(
+    models: Sequence[Forecaster],
+    workers: int | None,
+    quantiles: Sequence[float],
+    items_per_part: int,
+    out_forecasts: str | Path | None,
+) -> list[Forecaster]:
+    chosen = _check_models(models)
+    check_workers(workers)
+    check_quantiles(quantiles)
+    check_part_size(items_per_part)
+    if out_forecasts is not None and Path(out_forecasts).suffix.lower() != ".parquet":
+        raise ConfigError(f"out_forecasts must end in .parquet; got {str(out_forecasts)!r}")
+    return chosen
 
 
 def backtest_on_ray(
@@ -364,48 +437,71 @@ def backtest_on_ray(
         local backtest's (its timings add up the work of all workers).
     """
     watch = Stopwatch()
-    chosen = _check_models(models)
-    check_workers(workers)
-    levels = check_quantiles(quantiles)
-    if out_forecasts is not None and Path(out_forecasts).suffix.lower() != ".parquet":
-        raise ConfigError(f"out_forecasts must end in .parquet; got {str(out_forecasts)!r}")
+    chosen = _checked(models, workers, quantiles, items_per_part, out_forecasts)
     layout = scan_panel(panel_folder)
-    stamps = resolve_cutoffs(layout.dates_panel(), horizon, cutoffs, n_windows, step)
-    n_parts = layout.n_parts(items_per_part)
-    total = 2 * n_parts
-    report = RunReport(
-        model=",".join(m.name for m in chosen), horizon=horizon, items=layout.n_items
-    )
-    windows = {"stamps": stamps, "horizon": horizon, "min_history": min_history}
-    windows["active_within"] = active_within
+    windows = Windows(cutoffs, n_windows, step, min_history, active_within)
     with ray_session(address, workers) as ray:
-        n_workers = cluster_workers(ray, workers)
-        actors = start_workers(ray, n_workers)
-        keep = any(not _is_local(model) for model in chosen)
-        run = _RayRun(ray, actors, new_tracker(ray, actors), layout, items_per_part, keep)
-        models_ref = ray.put(chosen)
-        survey = {**windows, "dates": layout.dates}
-        active, pooled = _survey(run, models_ref, survey, levels, total, progress)
-        fitted_keys, fitted_refs, fit_seconds = _start_global_fits(
-            run, chosen, models_ref, active, stamps, horizon
-        )
-        pooled_ref = ray.put(pooled)
-        del pooled
-        options = {**windows, "active": active, "fitted_keys": fitted_keys, "quantiles": levels}
-        shared = [models_ref, pooled_ref, *fitted_refs]
-        second = (lambda done, _t: progress(n_parts + done, total)) if progress else None
-        collected = _forecast_pass(run, shared, options, out_forecasts, total, second)
-        global_seconds = {key: float(ray.get(ref)) for key, ref in fit_seconds.items()}
-        for actor in actors:
-            ray.kill(actor)
-    result = collected.result(chosen, stamps, horizon, global_seconds, min_history, active_within)
-    report.parts = n_parts
-    report.rows = len(result.forecasts)
-    report.workers = n_workers
-    run.tracker.fill(report)
-    report.driver_peak_rss_mb = round(peak_rss_mb(), 1)
-    report.seconds = watch.seconds()
+        executor = RayExecutor(ray, cluster_workers(ray, workers))
+        try:
+            result, report = backtest_parts(
+                executor,
+                chosen,
+                layout,
+                horizon,
+                windows,
+                quantiles=quantiles,
+                items_per_part=items_per_part,
+                out_forecasts=out_forecasts,
+                progress=progress,
+            )
+        finally:
+            executor.close()
+    report.seconds = watch.seconds()  # the start of Ray included
     return result, report
+
+
+def backtest_local(
+    models: Sequence[Forecaster],
+    panel_folder: str | Path,
+    horizon: int,
+    cutoffs: Sequence[str | pd.Timestamp] | None = None,
+    *,
+    n_windows: int | None = None,
+    step: int | None = None,
+    min_history: int = 13,
+    active_within: int | None = 13,
+    quantiles: Sequence[float] = DEFAULT_QUANTILES,
+    workers: int | None = None,
+    items_per_part: int = 2000,
+    out_forecasts: str | Path | None = None,
+    progress: PartProgress | None = None,
+) -> tuple[BacktestResult, RunReport]:
+    """Rolling-origin backtest of a saved panel on this machine, part by part.
+
+    The driver of :func:`backtest_on_ray`, with the parts run in this process (``workers=1``)
+    or a local process pool; the result equals :func:`salesformer.evaluation.backtest.backtest`'s.
+
+    Args:
+        workers: processes (default: one per usable core, at most one per part; 1 runs in
+            this process).
+        models, panel_folder, horizon, cutoffs, n_windows, step, min_history, active_within,
+        quantiles, items_per_part, out_forecasts, progress: as for :func:`backtest_on_ray`.
+    """
+    chosen = _checked(models, workers, quantiles, items_per_part, out_forecasts)
+    layout = scan_panel(panel_folder)
+    windows = Windows(cutoffs, n_windows, step, min_history, active_within)
+    with local_executor(workers, layout.n_parts(items_per_part)) as executor:
+        return backtest_parts(
+            executor,
+            chosen,
+            layout,
+            horizon,
+            windows,
+            quantiles=quantiles,
+            items_per_part=items_per_part,
+            out_forecasts=out_forecasts,
+            progress=progress,
+        )
 
 
 def _owned(frame: pd.DataFrame) -> pd.DataFrame:

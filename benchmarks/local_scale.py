@@ -193,11 +193,13 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['items_per_part']:,} items per part (local and Ray). Local workers 1 = in "
         "the driver process, 2 = a process pool of 2. Load average before the run: "
         f"{result['load_before']}, after: {result['load_after']} (a shared machine: "
-        "the times are noisy).",
+        "the times are noisy; the last column is the 1-minute load average when each job "
+        "ended)."
+        + ("" if result.get("complete", True) else " **Run cut short: only the jobs listed ran.**"),
         "",
         "| job | engine | workers | items | runs | wall s median [min, max] "
-        "| driver CPU s median | process-tree peak MB (PSS) | same as local, 1 worker |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| driver CPU s median | process-tree peak MB (PSS) | same as local, 1 worker | load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         same = {True: "yes", False: "NO", None: "-"}[r.get("same_as_local")]
@@ -205,7 +207,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {r['kind']} | {r['engine']} | {r['workers'] or '-'} | {r['items']:,} | "
             f"{r['runs']} | {r['seconds_median']} [{r['seconds_min']}, {r['seconds_max']}] | "
             f"{r['driver_cpu_seconds_median']} | "
-            f"{r['tree_peak_mb_median']} (max {r['tree_peak_mb_max']}) | {same} |"
+            f"{r['tree_peak_mb_median']} (max {r['tree_peak_mb_max']}) | {same} | "
+            f"{r.get('load_after', '-')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -275,10 +278,25 @@ def main(argv: list[str] | None = None) -> None:
                     reference, row["same_as_local"] = out, None
                 else:
                     row["same_as_local"] = same_forecasts(reference, out) if reference else None
+                row["load_after"] = round(os.getloadavg()[0], 1)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+                _write(args, argv, load_before, models, rows, complete=False)
+    print(_write(args, argv, load_before, models, rows, complete=True))
+
+
+def _write(
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    load_before: str,
+    models: list[str],
+    rows: list[dict[str, Any]],
+    complete: bool,
+) -> str:
+    """Write the results so far (after every job, so that a run cut short keeps its rows)."""
     result = {
         "machine": machine_line(),
+        "complete": complete,
         "load_before": load_before,
         "load_after": " ".join(f"{x:.1f}" for x in os.getloadavg()),
         "weeks": args.weeks,
@@ -291,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     page = markdown(result)
     write_results(args.name, result, page, args.out, argv)
-    print(page)
+    return page
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
-"""Rolling-origin backtests on Ray, equal to :func:`salesformer.evaluation.backtest.backtest`.
+"""The backtest driver over parts of items, on any executor; equal to the whole-panel backtest.
 
-The panel is streamed in parts of whole items (:func:`~salesformer.distributed.parts.iter_parts`)
-and each part is put once in Ray's object store. Then, on a pool of worker actors:
+:func:`backtest_parts` is the one driver; :func:`backtest_local` runs it in this process or a
+local process pool, :func:`backtest_on_ray` on Ray (:mod:`.executors`). Its result equals
+:func:`salesformer.evaluation.backtest.backtest`'s on the same panel.
+
+The panel is streamed in parts of whole items (:func:`~salesformer.distributed.parts.iter_parts`);
+on Ray each part is put once in the object store. Then, on the executor's workers:
 
 1. **survey** (one job per part): how many items each cutoff evaluates, and, for the
    statistical models with conformal quantiles, each item's calibration errors at each
@@ -15,11 +19,11 @@ and each part is put once in Ray's object store. Then, on a pool of worker actor
    the global models forecast the part through :meth:`for_items`; actuals and series facts
    are joined as the local backtest joins them.
 
-The driver holds the parts' object references, the pooled calibration errors and the scored
-forecasts it returns (what :class:`BacktestResult` holds), never the panel itself. What it
-keeps of a part's result it copies out of the object store (:func:`_owned`): Ray hands
-numeric columns over as read-only views of the store, and a view that stays referenced keeps
-its object pinned there, so the store could never reuse that memory.
+The driver holds the parts' handles (on Ray, object references), the pooled calibration
+errors and the scored forecasts it returns (what :class:`BacktestResult` holds), never the
+panel itself. What it keeps of a part's result it copies (:func:`~.collect.owned`): Ray hands
+numeric columns over as read-only views of its object store, and a view that stays referenced
+keeps its object pinned there, so the store could never reuse that memory.
 """
 
 from __future__ import annotations
@@ -34,11 +38,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from salesformer._io import atomic_file
-from salesformer.data.availability import availability_columns
-from salesformer.data.contract import ACTUAL, CUTOFF, DATE, ITEM_ID, SALES, Panel, validate_panel
+from salesformer.data.contract import CUTOFF, DATE, ITEM_ID, Panel, validate_panel
+from salesformer.distributed.collect import Collector
 from salesformer.distributed.engine import check_workers, cluster_workers, ray_session
 from salesformer.distributed.executors import (
     Executor,
@@ -50,7 +53,12 @@ from salesformer.distributed.parts import PanelLayout, Part, iter_parts, read_it
 from salesformer.distributed.pool import PartProgress, RunReport, Stopwatch, peak_rss_mb
 from salesformer.distributed.predict import check_splittable
 from salesformer.errors import ConfigError
-from salesformer.evaluation.backtest import BacktestResult, resolve_cutoffs, series_facts
+from salesformer.evaluation.backtest import (
+    BacktestResult,
+    resolve_cutoffs,
+    series_facts,
+    window_actuals,
+)
 from salesformer.forecasting.protocol import DEFAULT_QUANTILES, Forecaster, check_quantiles
 from salesformer.models.conformal import error_quantiles
 from salesformer.models.statistical import _StatsForecastModel
@@ -151,10 +159,7 @@ def forecast_part(
         if series.empty:
             continue
         future = panel.future_covariates(cutoff, horizon)
-        actual = panel.window(cutoff, horizon)
-        kept = [ITEM_ID, DATE, SALES, *availability_columns(actual)]  # stock-outs: not scored
-        actual = actual.loc[actual[ITEM_ID].isin(series[ITEM_ID]), kept]
-        merged = actual.rename(columns={SALES: ACTUAL})
+        merged = window_actuals(panel, cutoff, horizon, series)
         for m, model in enumerate(models):
             start = time.perf_counter()
             if (m, c) in fitted:
@@ -173,6 +178,13 @@ def forecast_part(
         frames.append((c, merged))
         facts.append((c, series))
     return {"frames": frames, "facts": facts, "timings": timings}
+
+
+def split_into_parts(models: Sequence[Forecaster]) -> bool:
+    """Whether every model runs in the parts driver (statistical, or with :meth:`for_items`)."""
+    return all(
+        _is_local(model) or type(model).for_items is not Forecaster.for_items for model in models
+    )
 
 
 def _check_models(models: Sequence[Forecaster]) -> list[Forecaster]:
@@ -227,7 +239,7 @@ def _survey(
     def take_survey(_index: int, result: dict[str, Any]) -> None:
         counts[:] += np.asarray(result["counts"], dtype=int)
         for key, rows in result["errors"].items():
-            errors.setdefault(key, []).append(np.array(rows))  # a copy: see _owned
+            errors.setdefault(key, []).append(np.array(rows))  # a copy: see collect.owned
 
     run.executor.map_parts(
         run.stored_parts(),
@@ -293,11 +305,11 @@ def _forecast_pass(
     out_forecasts: str | Path | None,
     total: int,
     progress: PartProgress | None,
-) -> _Collector:
+) -> Collector:
     """The second pass: every part's scored forecasts, collected (and written when asked)."""
     with ExitStack() as stack:
         staging = None if out_forecasts is None else stack.enter_context(atomic_file(out_forecasts))
-        collected = _Collector(len(options["stamps"]), staging)
+        collected = Collector(len(options["stamps"]), staging)
         try:
             run.executor.map_parts(
                 enumerate(run.part_refs) if run.keep_parts else run.stored_parts(),
@@ -501,86 +513,4 @@ def backtest_local(
             items_per_part=items_per_part,
             out_forecasts=out_forecasts,
             progress=progress,
-        )
-
-
-def _owned(frame: pd.DataFrame) -> pd.DataFrame:
-    """A copy of ``frame`` in the driver's own memory.
-
-    A frame from ``ray.get`` holds its numeric columns as read-only views of Ray's object
-    store; kept, they pin the part's result there for the whole job (the store cannot reuse
-    it, so every later part lands on fresh store pages, which each worker then maps: its
-    resident memory grew with the number of parts). The copy lets the store free it.
-    """
-    return frame.copy(deep=True)
-
-
-class _Collector:
-    """Scored forecasts, facts and timings of the parts, and the optional streamed file."""
-
-    def __init__(self, n_cutoffs: int, path: Path | None) -> None:
-        self.frames: list[list[pd.DataFrame]] = [[] for _ in range(n_cutoffs)]
-        self.facts: list[list[pd.DataFrame]] = [[] for _ in range(n_cutoffs)]
-        self.seconds: dict[Key, list[float]] = {}
-        self._path = path
-        self._writer: pq.ParquetWriter | None = None
-
-    def add(self, _index: int, result: dict[str, Any]) -> None:
-        for c, frame in result["frames"]:
-            self.frames[c].append(_owned(frame))
-        for c, facts in result["facts"]:
-            self.facts[c].append(_owned(facts))
-        for m, c, fit, predict in result["timings"]:
-            totals = self.seconds.setdefault((m, c), [0.0, 0.0])
-            totals[0] += fit
-            totals[1] += predict
-        if self._path is not None and result["frames"]:
-            table = pa.Table.from_pandas(
-                pd.concat([f for _, f in result["frames"]], ignore_index=True),
-                preserve_index=False,
-            )
-            if self._writer is None:
-                self._writer = pq.ParquetWriter(self._path, table.schema)
-            self._writer.write_table(table)
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-
-    def result(
-        self,
-        models: list[Forecaster],
-        stamps: list[pd.Timestamp],
-        horizon: int,
-        global_seconds: dict[Key, float],
-        min_history: int,
-        active_within: int | None,
-    ) -> BacktestResult:
-        frames = [pd.concat(f, ignore_index=True) for f in self.frames if f]
-        if not frames:
-            raise ConfigError(
-                f"no item qualifies for evaluation at cutoffs {[str(c.date()) for c in stamps]} "
-                f"(min_history={min_history}, active_within={active_within}); lower them or "
-                "choose later cutoffs"
-            )
-        forecasts = pd.concat(frames, ignore_index=True)
-        forecasts = forecasts.sort_values([CUTOFF, ITEM_ID, DATE]).reset_index(drop=True)
-        series = pd.concat([pd.concat(f, ignore_index=True) for f in self.facts if f])
-        timings = [
-            {
-                "model": model.name,
-                "cutoff": stamps[c],
-                "fit_seconds": global_seconds.get((m, c), 0.0) + self.seconds[(m, c)][0],
-                "predict_seconds": self.seconds[(m, c)][1],
-            }
-            for c in range(len(stamps))
-            for m, model in enumerate(models)
-            if (m, c) in self.seconds
-        ]
-        return BacktestResult(
-            forecasts=forecasts,
-            series=series.reset_index(drop=True),
-            timings=pd.DataFrame(timings),
-            horizon=horizon,
-            cutoffs=list(stamps),
         )

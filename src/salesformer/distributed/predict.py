@@ -1,4 +1,9 @@
-"""Batch forecasting of a saved model's whole catalogue on Ray.
+"""Batch forecasting of a saved model's whole catalogue, part by part, on any executor.
+
+:func:`predict_parts` is the one driver; :func:`predict_local` runs it in this process or a
+local process pool, :func:`predict_on_ray` on Ray (:mod:`.executors`). What follows says
+"Ray's object store" and "workers"; locally, the pool's processes get the shared objects
+pickled once, and in-process jobs use them as they are.
 
 The driver loads the model once (as ``salesformer predict`` does; an LM without its training
 panel), makes its :meth:`~salesformer.forecasting.Forecaster.shareable` copy for the horizon
@@ -66,6 +71,18 @@ def load_for_workers(model_dir: str | Path) -> Forecaster:
     path = Path(model_dir)
     config = read_config(path)
     return model_class(str(config["model"])).load_for_parts(path)
+
+
+def splits_into_parts(model_dir: str | Path) -> bool:
+    """Whether the saved model's kind forecasts parts of its items (:func:`predict_parts`).
+
+    Statistical models are fitted part by part; the others need their own :meth:`for_items`.
+    """
+    from salesformer.models.persist import read_config
+    from salesformer.models.registry import model_class
+
+    kind = model_class(str(read_config(Path(model_dir))["model"]))
+    return issubclass(kind, _StatsForecastModel) or kind.for_items is not Forecaster.for_items
 
 
 def check_splittable(model: Forecaster) -> None:

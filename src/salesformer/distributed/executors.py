@@ -213,6 +213,19 @@ def _pool_call(
     return job(_resolve(shared), parts=parts, **options)
 
 
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def _one_thread_each() -> None:
+    """A pool process's numeric libraries use one thread, unless the environment says otherwise.
+
+    As Ray does for an actor of one CPU: N processes of N threads each would oversubscribe the
+    cores. It runs before the jobs import LightGBM or torch.
+    """
+    for name in _THREAD_VARIABLES:
+        os.environ.setdefault(name, "1")
+
+
 @dataclass(frozen=True)
 class _Half:
     """One of the two values of a :meth:`LocalPool.call` future."""
@@ -234,7 +247,9 @@ class LocalPool:
             raise ValueError(f"a LocalPool needs >= 2 workers; got {workers}; use InProcess")
         self.workers = workers
         context = multiprocessing.get_context("spawn")
-        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        self._pool = ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_one_thread_each
+        )
         self._tracker = empty_tracker(workers)
 
     def __enter__(self) -> LocalPool:

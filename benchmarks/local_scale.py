@@ -7,10 +7,11 @@ weeks, cached under ``--work``) and measures, each job in its own process:
   (pandas frames with text ids, read before the clock starts);
 * **load**: ``Panel.load`` of the catalogue's folder (read ``panel.parquet`` and validate it);
 * **predict**: a saved LightGBM (fitted once on the catalogue, cached) forecasts every item
-  ``--horizon`` weeks ahead: ``load_model(...).predict`` (local) vs ``predict_on_ray`` with 1
-  and 2 workers;
-* **backtest**: ``--backtest-models`` over ``--windows`` cutoffs: ``evaluation.backtest``
-  (local) vs ``backtest_on_ray`` with 1 and 2 workers;
+  ``--horizon`` weeks ahead through the one batch-forecasting driver over parts of items:
+  ``predict_local`` in this process (``--local-workers 1``) or a local process pool of N,
+  next to ``predict_on_ray`` with 1 and 2 workers (``--workers``);
+* **backtest**: ``--backtest-models`` over ``--windows`` cutoffs, the same way:
+  ``backtest_local`` (in this process, a pool of N) vs ``backtest_on_ray`` with 1 and 2 workers;
 
 with wall seconds and the peak memory of the job's whole process tree (the child and every
 process it started, Ray's included), sampled every 0.2 s as the sum of their proportional set
@@ -55,14 +56,18 @@ JOBS = ("validate", "load", "predict", "backtest")
 
 def child(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one measured job (``spec`` from :func:`main`) and return its wall and driver CPU
-    seconds. Batch forecasts and backtests run as ``benchmarks.scale_ray`` runs them."""
+    seconds. Ray's batch forecasts and backtests run as ``benchmarks.scale_ray`` runs them;
+    the local engine's run through the same driver (:func:`predict_local`,
+    :func:`backtest_local`) in this process (``workers`` 1) or a process pool."""
     kind = spec["kind"]
-    if kind not in ("validate", "load"):
+    if kind in ("predict", "backtest") and spec["engine"] == "ray":
         from benchmarks.scale_ray import child as scale_ray_child
 
         cpu = time.process_time()
         facts = scale_ray_child(spec)
         return {"seconds": facts["seconds"], "cpu": time.process_time() - cpu}
+    if kind in ("predict", "backtest"):
+        return _local_child(spec)
     from salesformer.data.contract import Panel, validate_panel
 
     if kind == "validate":  # the frames as a user passes them (text ids), read before timing
@@ -75,6 +80,35 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         validate_panel(sales, items, freq="W-MON")
     else:
         Panel.load(spec["panel"])
+    return {"seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu}
+
+
+def _local_child(spec: dict[str, Any]) -> dict[str, Any]:
+    """A batch forecast or a backtest on the local engine with ``spec['workers']`` processes."""
+    started, cpu = time.perf_counter(), time.process_time()
+    if spec["kind"] == "predict":
+        from salesformer.distributed.predict import predict_local
+
+        predict_local(
+            spec["model"],
+            spec["out"],
+            horizon=spec["horizon"],
+            workers=spec["workers"],
+            items_per_part=spec["items_per_part"],
+        )
+    else:
+        from salesformer.distributed.backtest import backtest_local
+        from salesformer.models.registry import make_model
+
+        result, _ = backtest_local(
+            [make_model(name) for name in spec["models"]],
+            spec["panel"],
+            spec["horizon"],
+            n_windows=spec["windows"],
+            workers=spec["workers"],
+            items_per_part=spec["items_per_part"],
+        )
+        result.forecasts.to_parquet(spec["out"], index=False)
     return {"seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu}
 
 
@@ -156,13 +190,16 @@ def markdown(result: dict[str, Any]) -> str:
         f"`python -m benchmarks.local_scale` on {result['machine']}; {result['weeks']} weeks; "
         f"batch forecasting with a saved LightGBM ({result['horizon']} weeks); backtest of "
         f"{', '.join(result['backtest_models'])} over {result['windows']} cutoffs; "
-        f"{result['items_per_part']:,} items per Ray part. Load average before the run: "
+        f"{result['items_per_part']:,} items per part (local and Ray). Local workers 1 = in "
+        "the driver process, 2 = a process pool of 2. Load average before the run: "
         f"{result['load_before']}, after: {result['load_after']} (a shared machine: "
-        "the times are noisy).",
+        "the times are noisy; the last column is the 1-minute load average when each job "
+        "ended)."
+        + ("" if result.get("complete", True) else " **Run cut short: only the jobs listed ran.**"),
         "",
         "| job | engine | workers | items | runs | wall s median [min, max] "
-        "| driver CPU s median | process-tree peak MB (PSS) | same as local |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| driver CPU s median | process-tree peak MB (PSS) | same as local, 1 worker | load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         same = {True: "yes", False: "NO", None: "-"}[r.get("same_as_local")]
@@ -170,7 +207,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {r['kind']} | {r['engine']} | {r['workers'] or '-'} | {r['items']:,} | "
             f"{r['runs']} | {r['seconds_median']} [{r['seconds_min']}, {r['seconds_max']}] | "
             f"{r['driver_cpu_seconds_median']} | "
-            f"{r['tree_peak_mb_median']} (max {r['tree_peak_mb_max']}) | {same} |"
+            f"{r['tree_peak_mb_median']} (max {r['tree_peak_mb_max']}) | {same} | "
+            f"{r.get('load_after', '-')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -182,7 +220,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--horizon", type=int, default=8)
     parser.add_argument("--windows", type=int, default=2)
     parser.add_argument("--items-per-part", type=int, default=5000)
-    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--workers", default="1,2", help="Ray workers, one run each")
+    parser.add_argument(
+        "--local-workers", default="1,2", help="local engine: 1 = in this process, N = a pool"
+    )
     parser.add_argument("--jobs", default=",".join(JOBS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backtest-models", default="SeasonalNaive,CrostonSBA,ADIDA")
@@ -210,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
                 fit_lightgbm(panel_dir, model_dir, args.horizon, args.threads)
             engines: list[tuple[str, int | None]] = [("local", None)]
             if kind in ("predict", "backtest"):
+                engines = [("local", int(w)) for w in args.local_workers.split(",") if w]
                 engines += [("ray", int(w)) for w in args.workers.split(",") if w]
             reference = None
             for engine, count in engines:
@@ -232,14 +274,29 @@ def main(argv: list[str] | None = None) -> None:
                 row.update(_summary(runs))
                 if kind in ("validate", "load"):
                     row["same_as_local"] = None
-                elif engine == "local":
+                elif reference is None:
                     reference, row["same_as_local"] = out, None
                 else:
                     row["same_as_local"] = same_forecasts(reference, out) if reference else None
+                row["load_after"] = round(os.getloadavg()[0], 1)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+                _write(args, argv, load_before, models, rows, complete=False)
+    print(_write(args, argv, load_before, models, rows, complete=True))
+
+
+def _write(
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    load_before: str,
+    models: list[str],
+    rows: list[dict[str, Any]],
+    complete: bool,
+) -> str:
+    """Write the results so far (after every job, so that a run cut short keeps its rows)."""
     result = {
         "machine": machine_line(),
+        "complete": complete,
         "load_before": load_before,
         "load_after": " ".join(f"{x:.1f}" for x in os.getloadavg()),
         "weeks": args.weeks,
@@ -252,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     page = markdown(result)
     write_results(args.name, result, page, args.out, argv)
-    print(page)
+    return page
 
 
 if __name__ == "__main__":

@@ -15,9 +15,10 @@ from pandas.testing import assert_frame_equal
 from salesformer.cli.main import run
 from salesformer.data.contract import ITEM_ID, Panel
 from salesformer.data.synthetic import generate_catalogue
-from salesformer.distributed.backtest import backtest_on_ray
+from salesformer.distributed.backtest import backtest_local, backtest_on_ray
+from salesformer.distributed.executors import usable_cores
 from salesformer.distributed.pool import RunReport
-from salesformer.distributed.predict import predict_on_ray
+from salesformer.distributed.predict import predict_local, predict_on_ray
 from salesformer.evaluation.backtest import backtest
 from salesformer.models.persist import load_model, save_model
 from salesformer.models.registry import make_model
@@ -151,6 +152,31 @@ def test_backtest_equals_local(panel_dir: Path, tmp_path: Path) -> None:
     check_memory(report, {"survey_part": 6, "forecast_part": 6})
 
 
+def test_one_driver_local_pool_and_ray_agree(panel_dir: Path, tmp_path: Path) -> None:
+    """The same driver on a local pool of 2 and on 2 Ray workers: equal outputs, and the
+    same memory facts per part and pass."""
+    models = [
+        make_model("CrostonSBA", intervals="conformal", n_windows=3),
+        make_model("LightGBM", **FAST_LGBM),
+    ]
+    on_ray, ray_report = backtest_on_ray(models, panel_dir, H, n_windows=1, items_per_part=9)
+    local, local_report = backtest_local(
+        models, panel_dir, H, n_windows=1, items_per_part=9, workers=2
+    )
+    assert_frame_equal(local.forecasts, on_ray.forecasts)
+    assert_frame_equal(local.series, on_ray.series)
+    assert (local_report.parts, local_report.workers) == (ray_report.parts, 2)
+    check_memory(local_report, {"survey_part": 4, "forecast_part": 4})
+
+    folder = saved_model("SeasonalNaive", {}, panel_dir, tmp_path)
+    predict_on_ray(folder, tmp_path / "ray.parquet", horizon=H, items_per_part=9)
+    report = predict_local(folder, tmp_path / "pool.parquet", horizon=H, items_per_part=9)
+    assert report.workers == min(usable_cores(), 4)  # the default: one per core, <= parts
+    ray_file = pd.read_parquet(tmp_path / "ray.parquet")
+    assert_frame_equal(pd.read_parquet(tmp_path / "pool.parquet"), ray_file)
+    check_memory(report, {"calibrate_part": 4, "forecast_items_part": 4})
+
+
 def invoke(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as info:
         run(args)
@@ -193,7 +219,7 @@ def test_cli_errors_are_one_line(
     model = saved_model("Naive", {}, panel_dir, tmp_path)
     base = ["predict", "--model", str(model), "--out", str(tmp_path / "f.parquet")]
     for extra, message in (
-        (["--workers", "2"], "--workers only apply to the Ray engine"),
+        (["--ray-address", "auto"], "--ray-address only apply to the Ray engine"),
         (["--engine", "spark"], "unknown engine"),
         (["--engine", "ray", "--workers", "0"], "workers must be"),
     ):

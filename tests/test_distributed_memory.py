@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from salesformer.distributed import memory
-from salesformer.distributed.backtest import _Collector
+from salesformer.distributed.collect import Collector
 from salesformer.distributed.memory import (
     PeakSampler,
     memory_from_text,
@@ -136,7 +136,7 @@ def test_driver_keeps_copies_not_object_store_views() -> None:
     values.flags.writeable = False  # as ray.get hands numeric columns over: store views
     frame = pd.DataFrame(values, columns=["x"], copy=False)
     assert np.shares_memory(frame["x"].to_numpy(), values)
-    collector = _Collector(1, None)
+    collector = Collector(1, None)
     collector.add(0, {"frames": [(0, frame)], "facts": [(0, frame)], "timings": []})
     for kept in (collector.frames[0][0], collector.facts[0][0]):
         assert not np.shares_memory(kept["x"].to_numpy(), values)

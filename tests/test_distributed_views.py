@@ -218,19 +218,24 @@ def test_bad_part_size(saved: Path, size: Any) -> None:
 # -- engine options ------------------------------------------------------------------------
 
 
+def test_ray_address_needs_the_ray_engine() -> None:
+    with pytest.raises(ConfigError, match="--ray-address only apply to the Ray engine"):
+        check_engine_options("local", "auto", None, None)
+
+
 @pytest.mark.parametrize(
-    ("address", "workers", "size", "named"),
-    [
-        ("auto", None, None, "--ray-address"),
-        (None, 2, None, "--workers"),
-        (None, None, 5, "--items"),
-    ],
+    ("workers", "size", "named"), [(0, None, "workers must be"), (None, 0, "--items-per-part")]
 )
-def test_ray_options_need_the_ray_engine(
-    address: str | None, workers: int | None, size: int | None, named: str
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_engine_options_are_checked_for_both_engines(
+    engine: str, workers: int | None, size: int | None, named: str
 ) -> None:
+    """``--workers`` and ``--items-per-part`` apply to the local engine too (its pool)."""
+    if engine == "ray":
+        pytest.importorskip("ray")
     with pytest.raises(ConfigError, match=named):
-        check_engine_options("local", address, workers, size)
+        check_engine_options(engine, None, workers, size)
+    assert check_engine_options("local", None, 2, 5) is False
 
 
 def test_unknown_engine_and_missing_ray(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -199,11 +199,19 @@ def backtest_command(
     lm_device_overrides(names, device, lora_targets, overrides)
 
     plan = read_table(future, "--future") if future is not None else None
-    if check_engine_options(engine, ray_address, workers, items_per_part):
-        from salesformer.cli.ray_engine import backtest_models, backtest_with_ray
+    on_ray = check_engine_options(engine, ray_address, workers, items_per_part)
+    if on_ray and plan is not None:
+        raise ConfigError("--future runs on the local engine; drop --engine ray")
+    chosen = None
+    if plan is None and wanted is None:  # the parts driver: Ray, or local where models split
+        from salesformer.cli.ray_engine import backtest_models
+        from salesformer.distributed.backtest import split_into_parts
 
-        if plan is not None:
-            raise ConfigError("--future runs on the local engine; drop --engine ray")
+        chosen = backtest_models(names, horizon, finetune, encoder, overrides)
+        if not (on_ray or split_into_parts(chosen)):
+            chosen = None
+    if chosen is not None:
+        from salesformer.cli.ray_engine import backtest_in_parts, backtest_with_ray
 
         windows = {
             "cutoffs": _split(cutoffs) or None,
@@ -212,9 +220,16 @@ def backtest_command(
             "min_history": min_history,
             "active_within": active_within or None,
         }
-        chosen = backtest_models(names, horizon, finetune, encoder, overrides)
-        result = backtest_with_ray(
-            panel, chosen, horizon, windows, ray_address, workers, items_per_part
+        if on_ray:
+            result = backtest_with_ray(
+                panel, chosen, horizon, windows, ray_address, workers, items_per_part
+            )
+        else:
+            result = backtest_in_parts(panel, chosen, horizon, windows, workers, items_per_part)
+    elif workers is not None or items_per_part is not None:
+        raise ConfigError(
+            "--workers and --items-per-part split the backtest into parts of items; --future "
+            "and --levels (or a model that cannot forecast parts) run it in one piece: drop them"
         )
     else:
         result = run_backtest(

@@ -447,8 +447,9 @@ def predict_command(
     device: str | None = PREDICT_DEVICE_OPTION,
 ) -> None:
     """Forecast every item of the model's panel, or new products from their text."""
-    from salesformer.cli.ray_engine import predict_with_ray
+    from salesformer.cli.ray_engine import predict_in_parts, predict_with_ray
     from salesformer.distributed.engine import check_engine_options
+    from salesformer.distributed.predict import splits_into_parts
     from salesformer.models.persist import load_model
 
     check_table_out(out)
@@ -463,7 +464,8 @@ def predict_command(
             f"--levels is not combined with --future yet (got --levels {levels}); forecast the "
             "plan without --levels, or the levels without --future"
         )
-    if check_engine_options(engine, ray_address, workers, items_per_part):
+    on_ray = check_engine_options(engine, ray_address, workers, items_per_part)
+    if on_ray:
         if new_items is not None or future is not None:
             raise ConfigError("--new-items and --future run on the local engine; drop --engine ray")
         if device is not None:
@@ -473,6 +475,16 @@ def predict_command(
             )
         predict_with_ray(model_dir, out, horizon, ray_address, workers, items_per_part)
         return
+    whole = [new_items, future, wanted, device]
+    if all(option is None for option in whole) and splits_into_parts(model_dir):
+        predict_in_parts(model_dir, out, horizon, workers, items_per_part)
+        return
+    if workers is not None or items_per_part is not None:
+        raise ConfigError(
+            "--workers and --items-per-part split the batch forecast of a model's own items "
+            "into parts; --new-items, --future, --levels and --device (or a model that cannot "
+            "forecast parts) run in one piece: drop them"
+        )
     frame_new = read_table(new_items, "--new-items") if new_items is not None else None
     plan = read_table(future, "--future") if future is not None else None
     check_prediction_device(device)

@@ -1,8 +1,10 @@
-"""The ``--ray-address``, ``--workers`` and ``--items-per-part`` options and the Ray runs.
+"""The ``--ray-address``, ``--workers`` and ``--items-per-part`` options and the part runs.
 
 ``predict`` and ``backtest`` share these options and the runs behind them (a progress bar and
-a summary line around :mod:`salesformer.distributed`); the checks of the options live in
-:mod:`salesformer.distributed.engine`. Nothing here imports Ray or pandas at import time.
+a summary line around :mod:`salesformer.distributed`): one driver over parts of items, run on
+Ray or on the local engine (in this process, or a local process pool with ``--workers N``).
+The checks of the options live in :mod:`salesformer.distributed.engine`. Nothing here imports
+Ray or pandas at import time.
 """
 
 from __future__ import annotations
@@ -29,9 +31,14 @@ RAY_ADDRESS_OPTION = typer.Option(
     help="Existing Ray cluster (host:6379, ray://host:10001, auto); default $RAY_ADDRESS, "
     "else a local Ray.",
 )
-WORKERS_OPTION = typer.Option(None, "--workers", help="Ray workers (default: the cluster's CPUs).")
+WORKERS_OPTION = typer.Option(
+    None,
+    "--workers",
+    help="Ray: workers (default: the cluster's CPUs); local: processes (default: one per core, "
+    "at most one per part; 1: in this process).",
+)
 ITEMS_PER_PART_OPTION = typer.Option(
-    None, "--items-per-part", help="Items per part sent to a Ray worker (default 2000)."
+    None, "--items-per-part", help="Items per part a worker forecasts at once (default 2000)."
 )
 
 
@@ -83,6 +90,71 @@ def predict_with_ray(
         f"({report.workers} workers, {report.parts} parts, {report.seconds:.1f}s); wrote {out}"
     )
     return report
+
+
+def predict_in_parts(
+    model_dir: Path,
+    out: Path,
+    horizon: int | None,
+    workers: int | None,
+    items_per_part: int | None,
+) -> RunReport:
+    """``salesformer predict`` on the local engine: the parts driver, with a progress bar."""
+    import typer
+
+    from salesformer.distributed.predict import predict_local
+
+    with part_progress("predict") as progress:
+        report = predict_local(
+            model_dir,
+            out,
+            horizon=horizon,
+            workers=workers,
+            items_per_part=items_per_part or DEFAULT_ITEMS_PER_PART,
+            progress=progress,
+        )
+    typer.echo(
+        f"forecast {report.items} items x {report.horizon} periods with {report.model} "
+        f"({_where(report.workers)}, {report.parts} parts, {report.seconds:.1f}s); wrote {out}"
+    )
+    return report
+
+
+def _where(workers: int) -> str:
+    return "in this process" if workers == 1 else f"a local pool of {workers} processes"
+
+
+def backtest_in_parts(
+    panel: Path,
+    models: list[Forecaster],
+    horizon: int,
+    windows: dict[str, Any],
+    workers: int | None,
+    items_per_part: int | None,
+) -> BacktestResult:
+    """``salesformer backtest`` on the local engine: the parts driver, with a progress bar.
+
+    ``windows`` is as for :func:`backtest_with_ray`.
+    """
+    import typer
+
+    from salesformer.distributed.backtest import backtest_local
+
+    with part_progress("backtest") as progress:
+        result, report = backtest_local(
+            models,
+            panel,
+            horizon,
+            workers=workers,
+            items_per_part=items_per_part or DEFAULT_ITEMS_PER_PART,
+            progress=progress,
+            **windows,
+        )
+    typer.echo(
+        f"backtest of {report.model}: {report.items} items, {report.parts} parts, "
+        f"{_where(report.workers)}, {report.seconds:.1f}s"
+    )
+    return result
 
 
 def backtest_models(

@@ -1,7 +1,11 @@
-"""Rolling-origin backtests on Ray, equal to :func:`salesformer.evaluation.backtest.backtest`.
+"""The backtest driver over parts of items, on any executor; equal to the whole-panel backtest.
 
-The panel is streamed in parts of whole items (:func:`~salesformer.distributed.parts.iter_parts`)
-and each part is put once in Ray's object store. Then, on a pool of worker actors:
+:func:`backtest_parts` is the one driver; :func:`backtest_local` runs it in this process or a
+local process pool, :func:`backtest_on_ray` on Ray (:mod:`.executors`). Its result equals
+:func:`salesformer.evaluation.backtest.backtest`'s on the same panel.
+
+The panel is streamed in parts of whole items (:func:`~salesformer.distributed.parts.iter_parts`);
+on Ray each part is put once in the object store. Then, on the executor's workers:
 
 1. **survey** (one job per part): how many items each cutoff evaluates, and, for the
    statistical models with conformal quantiles, each item's calibration errors at each
@@ -15,11 +19,11 @@ and each part is put once in Ray's object store. Then, on a pool of worker actor
    the global models forecast the part through :meth:`for_items`; actuals and series facts
    are joined as the local backtest joins them.
 
-The driver holds the parts' object references, the pooled calibration errors and the scored
-forecasts it returns (what :class:`BacktestResult` holds), never the panel itself. What it
-keeps of a part's result it copies out of the object store (:func:`_owned`): Ray hands
-numeric columns over as read-only views of the store, and a view that stays referenced keeps
-its object pinned there, so the store could never reuse that memory.
+The driver holds the parts' handles (on Ray, object references), the pooled calibration
+errors and the scored forecasts it returns (what :class:`BacktestResult` holds), never the
+panel itself. What it keeps of a part's result it copies (:func:`~.collect.owned`): Ray hands
+numeric columns over as read-only views of its object store, and a view that stays referenced
+keeps its object pinned there, so the store could never reuse that memory.
 """
 
 from __future__ import annotations
@@ -34,25 +38,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from salesformer._io import atomic_file
-from salesformer.data.availability import availability_columns
-from salesformer.data.contract import ACTUAL, CUTOFF, DATE, ITEM_ID, SALES, Panel, validate_panel
+from salesformer.data.contract import CUTOFF, DATE, ITEM_ID, Panel, validate_panel
+from salesformer.distributed.collect import Collector
 from salesformer.distributed.engine import check_workers, cluster_workers, ray_session
-from salesformer.distributed.parts import PanelLayout, Part, iter_parts, read_items, scan_panel
-from salesformer.distributed.pool import (
-    PartProgress,
-    RunReport,
-    Stopwatch,
-    new_tracker,
-    peak_rss_mb,
-    run_parts,
-    start_workers,
+from salesformer.distributed.executors import (
+    Executor,
+    RayExecutor,
+    check_part_size,
+    local_executor,
 )
+from salesformer.distributed.parts import PanelLayout, Part, iter_parts, read_items, scan_panel
+from salesformer.distributed.pool import PartProgress, RunReport, Stopwatch, peak_rss_mb
 from salesformer.distributed.predict import check_splittable
 from salesformer.errors import ConfigError
-from salesformer.evaluation.backtest import BacktestResult, resolve_cutoffs, series_facts
+from salesformer.evaluation.backtest import (
+    BacktestResult,
+    resolve_cutoffs,
+    series_facts,
+    window_actuals,
+)
 from salesformer.forecasting.protocol import DEFAULT_QUANTILES, Forecaster, check_quantiles
 from salesformer.models.conformal import error_quantiles
 from salesformer.models.statistical import _StatsForecastModel
@@ -103,19 +109,15 @@ def fit_global(
     model_index: int,
     cutoff: pd.Timestamp,
     horizon: int,
-    parts: list[Any],
+    parts: list[Part],
     freq: str,
     known_future: tuple[str, ...],
     past_only: tuple[str, ...],
 ) -> tuple[Forecaster, float]:
     """Phase 2: fit one global model on every item up to ``cutoff``; its shareable copy."""
-    import ray
-
     models: list[Forecaster] = shared[0]
     items: pa.Table | None = shared[1]
-    loaded: list[Part] = ray.get(parts)
-    sales = pa.concat_tables([p.sales for p in loaded]).to_pandas()
-    del loaded
+    sales = pa.concat_tables([p.sales for p in parts]).to_pandas()
     full = validate_panel(
         sales,
         None if items is None else items.to_pandas(),
@@ -157,10 +159,7 @@ def forecast_part(
         if series.empty:
             continue
         future = panel.future_covariates(cutoff, horizon)
-        actual = panel.window(cutoff, horizon)
-        kept = [ITEM_ID, DATE, SALES, *availability_columns(actual)]  # stock-outs: not scored
-        actual = actual.loc[actual[ITEM_ID].isin(series[ITEM_ID]), kept]
-        merged = actual.rename(columns={SALES: ACTUAL})
+        merged = window_actuals(panel, cutoff, horizon, series)
         for m, model in enumerate(models):
             start = time.perf_counter()
             if (m, c) in fitted:
@@ -181,6 +180,13 @@ def forecast_part(
     return {"frames": frames, "facts": facts, "timings": timings}
 
 
+def split_into_parts(models: Sequence[Forecaster]) -> bool:
+    """Whether every model runs in the parts driver (statistical, or with :meth:`for_items`)."""
+    return all(
+        _is_local(model) or type(model).for_items is not Forecaster.for_items for model in models
+    )
+
+
 def _check_models(models: Sequence[Forecaster]) -> list[Forecaster]:
     names = [m.name for m in models]
     if not names:
@@ -195,33 +201,31 @@ def _check_models(models: Sequence[Forecaster]) -> list[Forecaster]:
 
 
 @dataclass
-class _RayRun:
-    """The workers of a Ray backtest and the parts they read.
+class _Run:
+    """The executor of a backtest and the parts it reads.
 
-    The global fits read every part: only then do the parts stay in the object store between
-    the passes (``keep_parts``); otherwise the second pass streams them from the file again,
-    so the object store (and the workers mapping it) holds only the parts in flight.
+    The global fits read every part: only then are the parts kept between the passes
+    (``keep_parts``; on Ray, in the object store); otherwise the second pass streams them
+    from the file again, so only the parts in flight are held.
     """
 
-    ray: Any
-    actors: list[Any]
-    tracker: Any
+    executor: Executor
     layout: PanelLayout
     items_per_part: int
     keep_parts: bool
     part_refs: list[Any] = field(default_factory=list)
 
     def stored_parts(self) -> Iterator[tuple[int, Any]]:
-        """``(index, ObjectRef)`` of every part, put in the object store as it is read."""
+        """``(index, handle)`` of every part, kept (when asked) as it is read."""
         for part in iter_parts(self.layout.folder, self.items_per_part, self.layout):
-            ref = self.ray.put(part)
+            handle = self.executor.keep(part)
             if self.keep_parts:
-                self.part_refs.append(ref)
-            yield part.index, ref
+                self.part_refs.append(handle)
+            yield part.index, handle
 
 
 def _survey(
-    run: _RayRun,
+    run: _Run,
     models_ref: Any,
     options: dict[str, Any],
     levels: tuple[float, ...],
@@ -235,11 +239,9 @@ def _survey(
     def take_survey(_index: int, result: dict[str, Any]) -> None:
         counts[:] += np.asarray(result["counts"], dtype=int)
         for key, rows in result["errors"].items():
-            errors.setdefault(key, []).append(np.array(rows))  # a copy: see _owned
+            errors.setdefault(key, []).append(np.array(rows))  # a copy: see collect.owned
 
-    run_parts(
-        run.ray,
-        run.actors,
+    run.executor.map_parts(
         run.stored_parts(),
         survey_part,
         [models_ref],
@@ -247,7 +249,6 @@ def _survey(
         take_survey,
         total=total,
         progress=progress,
-        tracker=run.tracker,
     )
     active = [c for c in range(len(counts)) if counts[c] > 0]
     # workers get each pool's quantile table, not the pool: bounded whatever the items
@@ -257,20 +258,20 @@ def _survey(
 
 
 def _start_global_fits(
-    run: _RayRun,
+    run: _Run,
     chosen: list[Forecaster],
     models_ref: Any,
     active: list[int],
     stamps: list[pd.Timestamp],
     horizon: int,
 ) -> tuple[list[Key], list[Any], dict[Key, Any]]:
-    """Start the fit of each global model at each active cutoff, one per worker in turn.
+    """Start the fit of each global model at each active cutoff (on Ray, one per worker in turn).
 
-    Returns the ``(model, cutoff)`` keys, the references of the fitted models and of their
-    fit seconds.
+    Returns the ``(model, cutoff)`` keys, the handles of the fitted models and of their fit
+    seconds.
     """
     layout = run.layout
-    items_ref = run.ray.put(read_items(layout.folder))
+    items_ref = run.executor.share(read_items(layout.folder))
     fitted_keys: list[Key] = []
     fitted_refs: list[Any] = []
     fit_seconds: dict[Key, Any] = {}
@@ -278,19 +279,18 @@ def _start_global_fits(
         if _is_local(model):
             continue
         for c in active:
-            actor = run.actors[len(fitted_keys) % len(run.actors)]
-            model_ref, seconds_ref = actor.call.options(num_returns=2).remote(
+            model_ref, seconds_ref = run.executor.call(
                 fit_global,
                 [models_ref, items_ref],
                 {
                     "model_index": m,
                     "cutoff": stamps[c],
                     "horizon": horizon,
-                    "parts": list(run.part_refs),
                     "freq": layout.freq,
                     "known_future": layout.known_future,
                     "past_only": layout.past_only,
                 },
+                list(run.part_refs),
             )
             fitted_keys.append((m, c))
             fitted_refs.append(model_ref)
@@ -299,21 +299,19 @@ def _start_global_fits(
 
 
 def _forecast_pass(
-    run: _RayRun,
+    run: _Run,
     shared: list[Any],
     options: dict[str, Any],
     out_forecasts: str | Path | None,
     total: int,
     progress: PartProgress | None,
-) -> _Collector:
+) -> Collector:
     """The second pass: every part's scored forecasts, collected (and written when asked)."""
     with ExitStack() as stack:
         staging = None if out_forecasts is None else stack.enter_context(atomic_file(out_forecasts))
-        collected = _Collector(len(options["stamps"]), staging)
+        collected = Collector(len(options["stamps"]), staging)
         try:
-            run_parts(
-                run.ray,
-                run.actors,
+            run.executor.map_parts(
                 enumerate(run.part_refs) if run.keep_parts else run.stored_parts(),
                 forecast_part,
                 shared,
@@ -321,11 +319,98 @@ def _forecast_pass(
                 collected.add,
                 total=total,
                 progress=progress,
-                tracker=run.tracker,
             )
         finally:
             collected.close()
     return collected
+
+
+@dataclass(frozen=True)
+class Windows:
+    """The cutoffs and evaluation rules of a backtest (see :func:`backtest_on_ray`)."""
+
+    cutoffs: Sequence[str | pd.Timestamp] | None = None
+    n_windows: int | None = None
+    step: int | None = None
+    min_history: int = 13
+    active_within: int | None = 13
+
+
+def backtest_parts(
+    executor: Executor,
+    models: Sequence[Forecaster],
+    layout: PanelLayout,
+    horizon: int,
+    windows: Windows,
+    *,
+    quantiles: Sequence[float] = DEFAULT_QUANTILES,
+    items_per_part: int = 2000,
+    out_forecasts: str | Path | None = None,
+    progress: PartProgress | None = None,
+) -> tuple[BacktestResult, RunReport]:
+    """The one backtest driver over parts of items; ``executor`` decides where parts run.
+
+    Args:
+        executor: :mod:`salesformer.distributed.executors`; the result does not depend on it.
+        models: checked forecasters (:func:`check_part_models`).
+        layout: the panel folder's :func:`scan_panel`.
+        horizon, windows, quantiles, items_per_part, out_forecasts, progress: as for
+            :func:`backtest_on_ray`.
+    """
+    watch = Stopwatch()
+    chosen = list(models)
+    levels = check_quantiles(quantiles)
+    stamps = resolve_cutoffs(
+        layout.dates_panel(), horizon, windows.cutoffs, windows.n_windows, windows.step
+    )
+    n_parts = layout.n_parts(items_per_part)
+    total = 2 * n_parts
+    report = RunReport(
+        model=",".join(m.name for m in chosen), horizon=horizon, items=layout.n_items
+    )
+    rules = {"stamps": stamps, "horizon": horizon, "min_history": windows.min_history}
+    rules["active_within"] = windows.active_within
+    keep = any(not _is_local(model) for model in chosen)
+    run = _Run(executor, layout, items_per_part, keep)
+    models_ref = executor.share(chosen)
+    survey = {**rules, "dates": layout.dates}
+    active, pooled = _survey(run, models_ref, survey, levels, total, progress)
+    fitted_keys, fitted_refs, fit_seconds = _start_global_fits(
+        run, chosen, models_ref, active, stamps, horizon
+    )
+    pooled_ref = executor.share(pooled)
+    del pooled
+    options = {**rules, "active": active, "fitted_keys": fitted_keys, "quantiles": levels}
+    shared = [models_ref, pooled_ref, *(executor.shared_result(ref) for ref in fitted_refs)]
+    second = (lambda done, _t: progress(n_parts + done, total)) if progress else None
+    collected = _forecast_pass(run, shared, options, out_forecasts, total, second)
+    global_seconds = {key: float(executor.value(ref)) for key, ref in fit_seconds.items()}
+    run.part_refs.clear()
+    result = collected.result(
+        chosen, stamps, horizon, global_seconds, windows.min_history, windows.active_within
+    )
+    report.parts = n_parts
+    report.rows = len(result.forecasts)
+    executor.fill(report)
+    report.driver_peak_rss_mb = round(peak_rss_mb(), 1)
+    report.seconds = watch.seconds()
+    return result, report
+
+
+def _checked(
+    models: Sequence[Forecaster],
+    workers: int | None,
+    quantiles: Sequence[float],
+    items_per_part: int,
+    out_forecasts: str | Path | None,
+) -> list[Forecaster]:
+    chosen = _check_models(models)
+    check_workers(workers)
+    check_quantiles(quantiles)
+    check_part_size(items_per_part)
+    if out_forecasts is not None and Path(out_forecasts).suffix.lower() != ".parquet":
+        raise ConfigError(f"out_forecasts must end in .parquet; got {str(out_forecasts)!r}")
+    return chosen
 
 
 def backtest_on_ray(
@@ -364,127 +449,68 @@ def backtest_on_ray(
         local backtest's (its timings add up the work of all workers).
     """
     watch = Stopwatch()
-    chosen = _check_models(models)
-    check_workers(workers)
-    levels = check_quantiles(quantiles)
-    if out_forecasts is not None and Path(out_forecasts).suffix.lower() != ".parquet":
-        raise ConfigError(f"out_forecasts must end in .parquet; got {str(out_forecasts)!r}")
+    chosen = _checked(models, workers, quantiles, items_per_part, out_forecasts)
     layout = scan_panel(panel_folder)
-    stamps = resolve_cutoffs(layout.dates_panel(), horizon, cutoffs, n_windows, step)
-    n_parts = layout.n_parts(items_per_part)
-    total = 2 * n_parts
-    report = RunReport(
-        model=",".join(m.name for m in chosen), horizon=horizon, items=layout.n_items
-    )
-    windows = {"stamps": stamps, "horizon": horizon, "min_history": min_history}
-    windows["active_within"] = active_within
+    windows = Windows(cutoffs, n_windows, step, min_history, active_within)
     with ray_session(address, workers) as ray:
-        n_workers = cluster_workers(ray, workers)
-        actors = start_workers(ray, n_workers)
-        keep = any(not _is_local(model) for model in chosen)
-        run = _RayRun(ray, actors, new_tracker(ray, actors), layout, items_per_part, keep)
-        models_ref = ray.put(chosen)
-        survey = {**windows, "dates": layout.dates}
-        active, pooled = _survey(run, models_ref, survey, levels, total, progress)
-        fitted_keys, fitted_refs, fit_seconds = _start_global_fits(
-            run, chosen, models_ref, active, stamps, horizon
-        )
-        pooled_ref = ray.put(pooled)
-        del pooled
-        options = {**windows, "active": active, "fitted_keys": fitted_keys, "quantiles": levels}
-        shared = [models_ref, pooled_ref, *fitted_refs]
-        second = (lambda done, _t: progress(n_parts + done, total)) if progress else None
-        collected = _forecast_pass(run, shared, options, out_forecasts, total, second)
-        global_seconds = {key: float(ray.get(ref)) for key, ref in fit_seconds.items()}
-        for actor in actors:
-            ray.kill(actor)
-    result = collected.result(chosen, stamps, horizon, global_seconds, min_history, active_within)
-    report.parts = n_parts
-    report.rows = len(result.forecasts)
-    report.workers = n_workers
-    run.tracker.fill(report)
-    report.driver_peak_rss_mb = round(peak_rss_mb(), 1)
-    report.seconds = watch.seconds()
+        executor = RayExecutor(ray, cluster_workers(ray, workers))
+        try:
+            result, report = backtest_parts(
+                executor,
+                chosen,
+                layout,
+                horizon,
+                windows,
+                quantiles=quantiles,
+                items_per_part=items_per_part,
+                out_forecasts=out_forecasts,
+                progress=progress,
+            )
+        finally:
+            executor.close()
+    report.seconds = watch.seconds()  # the start of Ray included
     return result, report
 
 
-def _owned(frame: pd.DataFrame) -> pd.DataFrame:
-    """A copy of ``frame`` in the driver's own memory.
+def backtest_local(
+    models: Sequence[Forecaster],
+    panel_folder: str | Path,
+    horizon: int,
+    cutoffs: Sequence[str | pd.Timestamp] | None = None,
+    *,
+    n_windows: int | None = None,
+    step: int | None = None,
+    min_history: int = 13,
+    active_within: int | None = 13,
+    quantiles: Sequence[float] = DEFAULT_QUANTILES,
+    workers: int | None = None,
+    items_per_part: int = 2000,
+    out_forecasts: str | Path | None = None,
+    progress: PartProgress | None = None,
+) -> tuple[BacktestResult, RunReport]:
+    """Rolling-origin backtest of a saved panel on this machine, part by part.
 
-    A frame from ``ray.get`` holds its numeric columns as read-only views of Ray's object
-    store; kept, they pin the part's result there for the whole job (the store cannot reuse
-    it, so every later part lands on fresh store pages, which each worker then maps: its
-    resident memory grew with the number of parts). The copy lets the store free it.
+    The driver of :func:`backtest_on_ray`, with the parts run in this process (``workers=1``)
+    or a local process pool; the result equals :func:`salesformer.evaluation.backtest.backtest`'s.
+
+    Args:
+        workers: processes (default: one per usable core, at most one per part; 1 runs in
+            this process).
+        models, panel_folder, horizon, cutoffs, n_windows, step, min_history, active_within,
+        quantiles, items_per_part, out_forecasts, progress: as for :func:`backtest_on_ray`.
     """
-    return frame.copy(deep=True)
-
-
-class _Collector:
-    """Scored forecasts, facts and timings of the parts, and the optional streamed file."""
-
-    def __init__(self, n_cutoffs: int, path: Path | None) -> None:
-        self.frames: list[list[pd.DataFrame]] = [[] for _ in range(n_cutoffs)]
-        self.facts: list[list[pd.DataFrame]] = [[] for _ in range(n_cutoffs)]
-        self.seconds: dict[Key, list[float]] = {}
-        self._path = path
-        self._writer: pq.ParquetWriter | None = None
-
-    def add(self, _index: int, result: dict[str, Any]) -> None:
-        for c, frame in result["frames"]:
-            self.frames[c].append(_owned(frame))
-        for c, facts in result["facts"]:
-            self.facts[c].append(_owned(facts))
-        for m, c, fit, predict in result["timings"]:
-            totals = self.seconds.setdefault((m, c), [0.0, 0.0])
-            totals[0] += fit
-            totals[1] += predict
-        if self._path is not None and result["frames"]:
-            table = pa.Table.from_pandas(
-                pd.concat([f for _, f in result["frames"]], ignore_index=True),
-                preserve_index=False,
-            )
-            if self._writer is None:
-                self._writer = pq.ParquetWriter(self._path, table.schema)
-            self._writer.write_table(table)
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-
-    def result(
-        self,
-        models: list[Forecaster],
-        stamps: list[pd.Timestamp],
-        horizon: int,
-        global_seconds: dict[Key, float],
-        min_history: int,
-        active_within: int | None,
-    ) -> BacktestResult:
-        frames = [pd.concat(f, ignore_index=True) for f in self.frames if f]
-        if not frames:
-            raise ConfigError(
-                f"no item qualifies for evaluation at cutoffs {[str(c.date()) for c in stamps]} "
-                f"(min_history={min_history}, active_within={active_within}); lower them or "
-                "choose later cutoffs"
-            )
-        forecasts = pd.concat(frames, ignore_index=True)
-        forecasts = forecasts.sort_values([CUTOFF, ITEM_ID, DATE]).reset_index(drop=True)
-        series = pd.concat([pd.concat(f, ignore_index=True) for f in self.facts if f])
-        timings = [
-            {
-                "model": model.name,
-                "cutoff": stamps[c],
-                "fit_seconds": global_seconds.get((m, c), 0.0) + self.seconds[(m, c)][0],
-                "predict_seconds": self.seconds[(m, c)][1],
-            }
-            for c in range(len(stamps))
-            for m, model in enumerate(models)
-            if (m, c) in self.seconds
-        ]
-        return BacktestResult(
-            forecasts=forecasts,
-            series=series.reset_index(drop=True),
-            timings=pd.DataFrame(timings),
-            horizon=horizon,
-            cutoffs=list(stamps),
+    chosen = _checked(models, workers, quantiles, items_per_part, out_forecasts)
+    layout = scan_panel(panel_folder)
+    windows = Windows(cutoffs, n_windows, step, min_history, active_within)
+    with local_executor(workers, layout.n_parts(items_per_part)) as executor:
+        return backtest_parts(
+            executor,
+            chosen,
+            layout,
+            horizon,
+            windows,
+            quantiles=quantiles,
+            items_per_part=items_per_part,
+            out_forecasts=out_forecasts,
+            progress=progress,
         )

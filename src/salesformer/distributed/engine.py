@@ -131,17 +131,14 @@ def check_engine_options(
 ) -> bool:
     """Whether the Ray engine was chosen; a :class:`ConfigError` for options that clash.
 
-    The Ray options only apply to ``--engine ray``; choosing it checks that Ray is installed.
+    ``--workers`` and ``--items-per-part`` apply to both engines (the local engine's workers
+    are processes of a local pool); ``--ray-address`` only to Ray. Choosing Ray checks that
+    Ray is installed.
     """
-    if not ray_chosen(
-        engine,
-        {"--ray-address": address, "--workers": workers, "--items-per-part": items_per_part},
-    ):
-        return False
     check_workers(workers)
     if items_per_part is not None and items_per_part < 1:
         raise ConfigError(f"--items-per-part must be a whole number >= 1; got {items_per_part}")
-    return True
+    return ray_chosen(engine, {"--ray-address": address})
 
 
 def ray_chosen(engine: str, ray_options: dict[str, Any]) -> bool:

@@ -107,30 +107,50 @@ class PartWorker:
     def run(
         self, index: int, job: Job, part: Part, shared: list[Any], options: dict[str, Any]
     ) -> tuple[int, Any, dict[str, Any]]:
-        """``(index, job(part panel, shared objects, **options), memory facts)``.
+        """``(index, job(part panel, shared objects, **options), memory facts)``."""
+        return run_part(index, job, part, lambda: self._resolve(shared), options)
 
-        The facts: ``pid``, ``peak_rss_mb``, ``peak_private_mb`` (during the part) and the
-        fields of :class:`ProcessMemory` after it (None where unknown).
+    def call(
+        self, job: Job, shared: list[Any], options: dict[str, Any], parts: list[Any] | None = None
+    ) -> Any:
+        """``job(shared objects, **options)``: a job on no part (a fit on all items).
+
+        ``parts`` (object references of parts), when given, reach the job as ``parts=`` the
+        :class:`Part` objects.
         """
-        with PeakSampler() as sampler:
-            objects = self._resolve(shared)
-            result = job(part.to_panel(), objects, **options)
-        now = process_memory()
-        peak_rss, peak_private = peak_rss_mb(), sampler.peak_mb
-        if now is not None:  # the kernel updates its peak RSS lazily: it may lag the reading
-            peak_rss = max(peak_rss, now.rss_mb)
-            peak_private = max(peak_private or 0.0, now.private_mb)
-        facts: dict[str, Any] = {
-            "pid": os.getpid(),
-            "peak_rss_mb": round(peak_rss, 1),
-            "peak_private_mb": None if peak_private is None else round(peak_private, 1),
-        }
-        facts.update(asdict(now) if now is not None else {})
-        return index, result, facts
+        import ray
 
-    def call(self, job: Job, shared: list[Any], options: dict[str, Any]) -> Any:
-        """``job(shared objects, **options)``: a job on no part (a fit on all items)."""
-        return job(self._resolve(shared), **options)
+        extra = {} if parts is None else {"parts": ray.get(parts)}
+        return job(self._resolve(shared), **options, **extra)
+
+
+def run_part(
+    index: int,
+    job: Job,
+    part: Part,
+    resolve: Callable[[], list[Any]],
+    options: dict[str, Any],
+) -> tuple[int, Any, dict[str, Any]]:
+    """``(index, job(part panel, resolve(), **options), memory facts)``, in any process.
+
+    The facts: ``pid``, ``peak_rss_mb``, ``peak_private_mb`` (during the part) and the
+    fields of :class:`ProcessMemory` after it (None where unknown).
+    """
+    with PeakSampler() as sampler:
+        objects = resolve()
+        result = job(part.to_panel(), objects, **options)
+    now = process_memory()
+    peak_rss, peak_private = peak_rss_mb(), sampler.peak_mb
+    if now is not None:  # the kernel updates its peak RSS lazily: it may lag the reading
+        peak_rss = max(peak_rss, now.rss_mb)
+        peak_private = max(peak_private or 0.0, now.private_mb)
+    facts: dict[str, Any] = {
+        "pid": os.getpid(),
+        "peak_rss_mb": round(peak_rss, 1),
+        "peak_private_mb": None if peak_private is None else round(peak_private, 1),
+    }
+    facts.update(asdict(now) if now is not None else {})
+    return index, result, facts
 
 
 def start_workers(ray: Any, n_workers: int) -> list[Any]:
@@ -158,6 +178,15 @@ class _Tracker:
             seen = self.private[worker].get(pid, 0.0)
             self.private[worker][pid] = max(facts["peak_private_mb"], seen)
         self.readings.append({"job": job, "part": index, "worker": worker, **facts})
+
+    def slot_of(self, pid: int) -> int:
+        """The worker slot of process ``pid``: the one it ran in before, else the first free."""
+        for slot, seen in enumerate(self.pids):
+            if pid in seen:
+                return slot
+        free = next((slot for slot, seen in enumerate(self.pids) if not seen), 0)
+        self.pids[free].add(pid)
+        return free
 
     def fill(self, report: RunReport) -> None:
         report.worker_peak_rss_mb = [round(max(peaks.values()), 1) for peaks in self.peaks if peaks]
@@ -233,6 +262,11 @@ def run_parts(
             load[slot] += 1
         drain(block=True)
     return next_index
+
+
+def empty_tracker(n_workers: int) -> _Tracker:
+    """A tracker for ``n_workers`` whose processes it learns from their first part."""
+    return _Tracker([set() for _ in range(n_workers)], [{} for _ in range(n_workers)])
 
 
 def new_tracker(ray: Any, workers: list[Any]) -> _Tracker:

@@ -1,4 +1,9 @@
-"""Batch forecasting of a saved model's whole catalogue on Ray.
+"""Batch forecasting of a saved model's whole catalogue, part by part, on any executor.
+
+:func:`predict_parts` is the one driver; :func:`predict_local` runs it in this process or a
+local process pool, :func:`predict_on_ray` on Ray (:mod:`.executors`). What follows says
+"Ray's object store" and "workers"; locally, the pool's processes get the shared objects
+pickled once, and in-process jobs use them as they are.
 
 The driver loads the model once (as ``salesformer predict`` does; an LM without its training
 panel), makes its :meth:`~salesformer.forecasting.Forecaster.shareable` copy for the horizon
@@ -18,7 +23,6 @@ temporary name and renamed at the end, so a failed job leaves no partial output.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +34,14 @@ import pyarrow.parquet as pq
 from salesformer._io import atomic_file
 from salesformer.data.contract import Panel
 from salesformer.distributed.engine import check_workers, cluster_workers, ray_session
-from salesformer.distributed.parts import Part, iter_parts, scan_panel
-from salesformer.distributed.pool import (
-    PartProgress,
-    RunReport,
-    Stopwatch,
-    new_tracker,
-    peak_rss_mb,
-    run_parts,
-    start_workers,
+from salesformer.distributed.executors import (
+    Executor,
+    RayExecutor,
+    check_part_size,
+    local_executor,
 )
+from salesformer.distributed.parts import Part, iter_parts, scan_panel
+from salesformer.distributed.pool import PartProgress, RunReport, Stopwatch, peak_rss_mb
 from salesformer.errors import ConfigError
 from salesformer.forecasting.protocol import (
     DEFAULT_QUANTILES,
@@ -69,6 +71,18 @@ def load_for_workers(model_dir: str | Path) -> Forecaster:
     path = Path(model_dir)
     config = read_config(path)
     return model_class(str(config["model"])).load_for_parts(path)
+
+
+def splits_into_parts(model_dir: str | Path) -> bool:
+    """Whether the saved model's kind forecasts parts of its items (:func:`predict_parts`).
+
+    Statistical models are fitted part by part; the others need their own :meth:`for_items`.
+    """
+    from salesformer.models.persist import read_config
+    from salesformer.models.registry import model_class
+
+    kind = model_class(str(read_config(Path(model_dir))["model"]))
+    return issubclass(kind, _StatsForecastModel) or kind.for_items is not Forecaster.for_items
 
 
 def check_splittable(model: Forecaster) -> None:
@@ -168,27 +182,92 @@ def _prepared_job(model_dir: str | Path, horizon: int | None) -> tuple[int, list
 
 
 def _error_table(
-    run: Any,
+    executor: Executor,
     parts: Iterator[tuple[int, Part]],
     shared: list[Any],
     steps: int,
     dates: pd.DatetimeIndex,
     levels: tuple[float, ...],
+    progress: PartProgress | None,
+    total: int,
 ) -> np.ndarray:
     """The calibration pass: every part's scaled errors, pooled into a quantile table."""
     pooled: list[np.ndarray] = []
-    run(
+    executor.map_parts(
         parts,
         calibrate_part,
         shared,
         {"horizon": steps, "dates": dates},
         # a copy: a kept view of the object store would pin the result there
         lambda _index, rows: pooled.append(np.array(rows)),
+        total=total,
+        progress=progress,
     )
     # workers get the pool's quantile table, not the pool: bounded whatever the items
     table: np.ndarray = error_quantiles(np.vstack(pooled), levels)
     pooled.clear()
     return table
+
+
+def predict_parts(
+    executor: Executor,
+    model_dir: str | Path,
+    out: str | Path,
+    *,
+    horizon: int | None = None,
+    quantiles: Sequence[float] = DEFAULT_QUANTILES,
+    items_per_part: int = 2000,
+    progress: PartProgress | None = None,
+) -> RunReport:
+    """The one batch-forecasting driver: every item of a saved model, part by part.
+
+    Args:
+        executor: where the parts run (:mod:`salesformer.distributed.executors`); the output
+            does not depend on it.
+        model_dir, out, horizon, quantiles, items_per_part, progress: as for
+            :func:`predict_on_ray`.
+
+    Returns:
+        A :class:`RunReport`.
+    """
+    watch = Stopwatch()
+    target, suffix = _output_file(out)
+    levels = check_quantiles(quantiles)
+    layout = scan_panel(Path(model_dir) / PANEL_DIR)
+    steps, objects, job, calibrate = _prepared_job(model_dir, horizon)
+    n_parts = layout.n_parts(items_per_part)
+    total = 2 * n_parts if calibrate else n_parts
+    report = RunReport(model=objects[0].name, horizon=steps, items=layout.n_items)
+
+    def parts() -> Iterator[tuple[int, Part]]:
+        return ((p.index, p) for p in iter_parts(layout.folder, items_per_part, layout))
+
+    shared = [executor.share(objects[0])]
+    if calibrate:
+        table = _error_table(
+            executor, parts(), shared, steps, layout.dates, levels, progress, total
+        )
+        shared.append(executor.share(table))
+    offset = n_parts if calibrate else 0
+    with atomic_file(target) as staging:
+        writer = _OrderedWriter(staging, suffix)
+        try:
+            report.parts = executor.map_parts(
+                parts(),
+                job,
+                shared,
+                {"horizon": steps, "quantiles": levels},
+                lambda _index, table: writer.write(table),
+                total=total,
+                progress=(lambda done, _t: progress(offset + done, total)) if progress else None,
+            )
+        finally:
+            writer.close()
+    report.rows = writer.rows
+    executor.fill(report)
+    report.driver_peak_rss_mb = round(peak_rss_mb(), 1)
+    report.seconds = watch.seconds()
+    return report
 
 
 def predict_on_ray(
@@ -223,47 +302,60 @@ def predict_on_ray(
         ConfigError: for a bad setting, a model that cannot forecast parts, or no Ray.
     """
     watch = Stopwatch()
-    target, suffix = _output_file(out)
+    _output_file(out)
     check_workers(workers)
-    levels = check_quantiles(quantiles)
-    layout = scan_panel(Path(model_dir) / PANEL_DIR)
-    steps, shared, job, calibrate = _prepared_job(model_dir, horizon)
-    n_parts = layout.n_parts(items_per_part)
-    total = 2 * n_parts if calibrate else n_parts
-    report = RunReport(model=shared[0].name, horizon=steps, items=layout.n_items)
-
-    def parts() -> Iterator[tuple[int, Part]]:
-        return ((p.index, p) for p in iter_parts(layout.folder, items_per_part, layout))
-
+    check_quantiles(quantiles)
+    check_part_size(items_per_part)
     with ray_session(address, workers) as ray:
-        n_workers = cluster_workers(ray, workers)
-        actors = start_workers(ray, n_workers)
-        tracker = new_tracker(ray, actors)
-        run = partial(run_parts, ray, actors, total=total, tracker=tracker)
-        if calibrate:
-            calibration = partial(run, progress=progress)
-            shared.append(_error_table(calibration, parts(), shared, steps, layout.dates, levels))
-        offset = n_parts if calibrate else 0
-        with atomic_file(target) as staging:
-            writer = _OrderedWriter(staging, suffix)
-            try:
-                report.parts = run(
-                    parts(),
-                    job,
-                    shared,
-                    {"horizon": steps, "quantiles": levels},
-                    lambda _index, table: writer.write(table),
-                    progress=(
-                        (lambda done, _t: progress(offset + done, total)) if progress else None
-                    ),
-                )
-            finally:
-                writer.close()
-        for actor in actors:
-            ray.kill(actor)
-    report.rows = writer.rows
-    report.workers = n_workers
-    tracker.fill(report)
-    report.driver_peak_rss_mb = round(peak_rss_mb(), 1)
-    report.seconds = watch.seconds()
+        executor = RayExecutor(ray, cluster_workers(ray, workers))
+        try:
+            report = predict_parts(
+                executor,
+                model_dir,
+                out,
+                horizon=horizon,
+                quantiles=quantiles,
+                items_per_part=items_per_part,
+                progress=progress,
+            )
+        finally:
+            executor.close()
+    report.seconds = watch.seconds()  # the start of Ray included
     return report
+
+
+def predict_local(
+    model_dir: str | Path,
+    out: str | Path,
+    *,
+    horizon: int | None = None,
+    quantiles: Sequence[float] = DEFAULT_QUANTILES,
+    workers: int | None = None,
+    items_per_part: int = 2000,
+    progress: PartProgress | None = None,
+) -> RunReport:
+    """Forecast every item of a saved model on this machine, part by part.
+
+    The same driver as :func:`predict_on_ray`, with the parts run in this process
+    (``workers=1``) or in a local process pool of ``workers`` processes.
+
+    Args:
+        workers: processes (default :func:`default_local_workers`: one per usable core, at
+            most one per part; 1 runs in this process).
+        model_dir, out, horizon, quantiles, items_per_part, progress: as for
+            :func:`predict_on_ray`.
+    """
+    _output_file(out)
+    check_workers(workers)
+    check_part_size(items_per_part)
+    n_parts = scan_panel(Path(model_dir) / PANEL_DIR).n_parts(items_per_part)
+    with local_executor(workers, n_parts) as executor:
+        return predict_parts(
+            executor,
+            model_dir,
+            out,
+            horizon=horizon,
+            quantiles=quantiles,
+            items_per_part=items_per_part,
+            progress=progress,
+        )

@@ -7,6 +7,11 @@ sales are not). Forecasts are kept for the *evaluated* items of that cutoff: ite
 period is at least ``min_history`` periods before the cutoff and that sold at least once in the
 ``active_within`` periods up to it. When the panel marks stock-outs (``in_stock``), the
 forecasts keep that column and the metrics leave the out-of-stock cells out.
+
+This is the backtest of a panel in memory, in one piece (with ``plan``, ``levels`` and
+``keep_fitted``). A saved panel folder is backtested part by part by the driver of
+:mod:`salesformer.distributed.backtest` (``salesformer backtest``, on this machine or on Ray),
+which shares :func:`series_facts` and :func:`window_actuals` with it and equals it exactly.
 """
 
 from __future__ import annotations
@@ -244,6 +249,20 @@ def series_facts(
     return facts
 
 
+def window_actuals(
+    panel: Panel, cutoff: pd.Timestamp, horizon: int, series: pd.DataFrame
+) -> pd.DataFrame:
+    """The actuals of the evaluated items (``series``) in the window after ``cutoff``.
+
+    Columns ``item_id, date, y`` and the stock-out column when the panel has one (those cells
+    are not scored); every backtest driver joins the models' forecasts to this frame.
+    """
+    actual = panel.window(cutoff, horizon)
+    kept = [ITEM_ID, DATE, SALES, *availability_columns(actual)]
+    actual = actual.loc[actual[ITEM_ID].isin(series[ITEM_ID]), kept]
+    return actual.rename(columns={SALES: ACTUAL})
+
+
 def _fit_predict(
     model: Forecaster,
     train: Panel,
@@ -327,10 +346,7 @@ def backtest(
             future = panel.future_covariates(cutoff, horizon)
         else:
             future = backtest_plan(train, cutoff, horizon, plan).future
-        actual = panel.window(cutoff, horizon)
-        kept = [ITEM_ID, DATE, SALES, *availability_columns(actual)]
-        actual = actual.loc[actual[ITEM_ID].isin(series[ITEM_ID]), kept]
-        merged = actual.rename(columns={SALES: ACTUAL})
+        merged = window_actuals(panel, cutoff, horizon, series)
         per_level = None
         for model in models:
             forecast, seconds, fitted = _fit_predict(model, train, horizon, future, quantiles)

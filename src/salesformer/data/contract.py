@@ -62,7 +62,9 @@ NegativeSalesPolicy = Literal["error", "clip"]
 
 _PANEL_FILE = "panel.parquet"
 _ITEMS_FILE = "items.parquet"
-_META_FILE = "panel.json"
+#: The panel folder's metadata file (frequency, covariate roles, calendar).
+PANEL_META_FILE = "panel.json"
+_META_FILE = PANEL_META_FILE
 
 
 def _examples(values: Iterable[object], limit: int = 5) -> str:

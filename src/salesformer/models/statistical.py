@@ -23,7 +23,6 @@ only adapts statsforecast to the :class:`~salesformer.forecasting.protocol.Forec
 from __future__ import annotations
 
 import copy
-import json
 from abc import abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from salesformer.data.stockouts import impute_stockouts
 from salesformer.errors import ConfigError, NotFittedError
 from salesformer.forecasting.params import Boolean, Constraint, Interval, OneOf, Rule
 from salesformer.forecasting.protocol import Forecaster, quantile_column
-from salesformer.forecasting.saved import CONFIG_FILE
+from salesformer.forecasting.saved import CONFIG_FILE, read_json_config
 from salesformer.models.conformal import (
     FitPredict,
     apply_quantiles,
@@ -187,10 +186,10 @@ class _StatsForecastModel(Forecaster):
     def load_for_parts(cls, folder: str | Path) -> Self:
         """The saved settings, *unfitted*: each item's model depends on its own history only,
         so the parts fit it (see :mod:`salesformer.distributed.predict`)."""
-        config = json.loads((Path(folder) / CONFIG_FILE).read_text())
-        model = cls(**cls.coerce_settings(config.get("params") or {}))
-        model.check_params()
-        return model
+        path = Path(folder)
+        hint = "refit the model with 'salesformer fit', or restore the folder from a backup"
+        config = read_json_config(path / CONFIG_FILE, hint)
+        return cls.from_saved_params(config.get("params") or {}, path / CONFIG_FILE, hint)
 
     def _fit(self, panel: Panel) -> None:
         self.source_ = None

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from salesformer._io import atomic_dir
-from salesformer.data.contract import Panel
+from salesformer.data.contract import PANEL_META_FILE, Panel
 from salesformer.errors import ConfigError, NotFittedError
 from salesformer.forecasting.saved import CONFIG_FILE, PANEL_DIR, jsonable, library_versions
 from salesformer.models.lm.calibration import QuantileCalibration
@@ -138,19 +138,14 @@ def load_lm(cls: type[LMForecaster], folder: str | Path, panel: bool = True) -> 
     loaded_panel = Panel.load(path / PANEL_DIR) if panel else None
     if loaded_panel is not None:
         _check_items(path, state["item_ids"], loaded_panel)
-        if tuple(model.standardizer_.names) != tuple(loaded_panel.known_future):
-            raise ConfigError(
-                f"{str(path / CONFIG_FILE)!r}: state.standardizer.names "
-                f"{list(model.standardizer_.names)} are not the saved panel's known-future "
-                f"covariates {list(loaded_panel.known_future)}; {HINT}"
-            )
-        standardizer = model.standardizer_
-        width = future_width(loaded_panel.freq, standardizer.harmonics, len(standardizer.names))
-        if int(state["n_future"]) != width:
-            raise ConfigError(
-                f"{str(path / CONFIG_FILE)!r}: state.n_future is {state['n_future']}, but the "
-                f"saved panel ({loaded_panel.freq}) gives {width} future inputs; {HINT}"
-            )
+        shape: tuple[str, tuple[str, ...]] | None = (
+            loaded_panel.freq,
+            tuple(loaded_panel.known_future),
+        )
+    else:  # parts bring their own panel: check against the saved panel's metadata
+        shape = _saved_panel_shape(path / PANEL_DIR)
+    if shape is not None:
+        _check_future_inputs(path, state, model.standardizer_, *shape)
     base = shared_encoder(model.encoder, model.max_length, model.pooling)
     saved = state["encoder"]
     if saved["revision"] != base.revision:
@@ -175,6 +170,41 @@ def load_lm(cls: type[LMForecaster], folder: str | Path, panel: bool = True) -> 
     if loaded_panel is not None:
         model.panel_ = loaded_panel
     return model
+
+
+def _saved_panel_shape(folder: Path) -> tuple[str, tuple[str, ...]] | None:
+    """The saved panel's frequency and known-future names from its metadata, if readable.
+
+    An unreadable file is left to the panel's own loading, which reports it.
+    """
+    try:
+        meta = json.loads((folder / PANEL_META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or not isinstance(meta.get("freq"), str):
+        return None
+    known = meta.get("known_future") or []
+    if not isinstance(known, list):
+        return None
+    return str(meta["freq"]), tuple(str(name) for name in known)
+
+
+def _check_future_inputs(
+    path: Path, state: dict[str, Any], standardizer: Standardizer, freq: str, known: tuple[str, ...]
+) -> None:
+    """The head's future inputs match the saved panel's covariates and calendar."""
+    if tuple(standardizer.names) != known:
+        raise ConfigError(
+            f"{str(path / CONFIG_FILE)!r}: state.standardizer.names "
+            f"{list(standardizer.names)} are not the saved panel's known-future "
+            f"covariates {list(known)}; {HINT}"
+        )
+    width = future_width(freq, standardizer.harmonics, len(standardizer.names))
+    if int(state["n_future"]) != width:
+        raise ConfigError(
+            f"{str(path / CONFIG_FILE)!r}: state.n_future is {state['n_future']}, but the "
+            f"saved panel ({freq}) gives {width} future inputs; {HINT}"
+        )
 
 
 def _check_items(path: Path, item_ids: list[str], panel: Panel) -> None:

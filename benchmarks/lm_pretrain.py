@@ -8,8 +8,9 @@ arm run once per seed of ``--seeds`` in its own child process:
   ``predict_new`` scored on weeks 0..11 from each launch (WAPE, wQL).
 - ``existing``: the validation cutoffs of ``benchmarks.online_retail`` (horizon 8, the same
   evaluated series: first sold 13 weeks before the cutoff and sold in the 13 weeks up to it).
-  ``--items N`` backtests a seeded sample of N items (the same for every arm and seed) when the
-  whole panel is too slow for the machine; the results file says so.
+  ``--items N`` backtests a seeded sample of N items (the same for every arm and seed) and
+  ``--cutoffs`` some of the validation cutoffs, when the whole protocol is too slow for the
+  machine; the results file says so.
 
 Arms: ``LM-frozen``, ``LM-lora``, ``LM-lora-curves`` (LoRA after the pretraining stage) and
 ``LM-frozen-curves`` (the pretrained adapter, no forecasting fine-tune). Everything else is
@@ -20,7 +21,7 @@ Each run is kept in ``--store`` (``--reuse`` skips finished runs). Results:
 Usage::
 
     python -m benchmarks.lm_pretrain [--parts cold-start,existing] [--arms A,B]
-        [--seeds 0,1,2] [--items N] [--threads 1] [--reuse] [--store DIR]
+        [--seeds 0,1,2] [--items N] [--cutoffs C1,C2] [--threads 1] [--reuse] [--store DIR]
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from benchmarks.harness import (
     run_module,
     write_results,
 )
+from benchmarks.online_retail import select_cutoffs
 
 ARMS: dict[str, dict[str, Any]] = {
     "LM-frozen": {"finetune": "frozen"},
@@ -111,9 +113,9 @@ def run_cold_start(arm: str, seed: int, threads: int) -> dict[str, Any]:
     }
 
 
-def run_existing(arm: str, seed: int, threads: int, items: int) -> dict[str, Any]:
-    """Backtest one arm on the validation cutoffs of the main protocol."""
-    from benchmarks.online_retail import HORIZON, VALIDATION_CUTOFFS, score_arms
+def run_existing(arm: str, seed: int, threads: int, items: int, only: str) -> dict[str, Any]:
+    """Backtest one arm on the validation cutoffs of the main protocol (``only``: some)."""
+    from benchmarks.online_retail import HORIZON, score_arms, select_cutoffs
     from salesformer.evaluation.backtest import backtest
     from salesformer.models.lm import LMForecaster
 
@@ -121,9 +123,10 @@ def run_existing(arm: str, seed: int, threads: int, items: int) -> dict[str, Any
     panel = item_sample(panel, items)
     model = LMForecaster(**lm_settings(arm, seed, threads, HORIZON))
     started = time.perf_counter()
-    result = backtest([model], panel, HORIZON, list(VALIDATION_CUTOFFS))
+    cutoffs = select_cutoffs("validation", only)
+    result = backtest([model], panel, HORIZON, cutoffs)
     seconds = time.perf_counter() - started
-    scores = score_arms(panel, result.forecasts, list(VALIDATION_CUTOFFS), [model.name])
+    scores = score_arms(panel, result.forecasts, cutoffs, [model.name])
     overall = scores["overall"][0]
     per_cutoff = {str(r["cutoff"])[:10]: r["wape"] for r in scores["per_cutoff"]}
     return {
@@ -152,7 +155,7 @@ def run_child(part: str, arm: str, seed: int, args: Any) -> None:
     row = (
         run_cold_start(arm, seed, args.threads)
         if part == "cold-start"
-        else run_existing(arm, seed, args.threads, args.items)
+        else run_existing(arm, seed, args.threads, args.items, args.cutoffs)
     )
     row.update({"part": part, "arm": arm, "seed": seed, "peak_rss_mb": peak_rss_mb()})
     (args.store / f"{part}_{arm}_s{seed}.json").write_text(json.dumps(row, default=str))
@@ -272,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     parser.add_argument("--items", type=int, default=0, help="existing: a seeded item sample")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cutoffs", default="", help="existing: some validation cutoffs")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--store", type=Path, default=RESULTS / "forecasts" / "lm_pretrain")
     parser.add_argument("--reuse", action="store_true", help="skip runs already in --store")
@@ -297,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not (args.reuse and path.is_file()):
                     print(f"[{part} {arm} seed {seed}] ...", flush=True)
                     extra = ["--threads", str(args.threads), "--items", str(args.items)]
+                    extra += ["--cutoffs", args.cutoffs] if args.cutoffs else []
                     run_module(
                         "lm_pretrain",
                         "--child",
@@ -314,11 +319,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     summary = summarise(rows)
     items = "every item" if args.items <= 0 else f"a seeded sample of {args.items} items"
+    cutoffs = ", ".join(select_cutoffs("validation", args.cutoffs))
     report = {
         "protocol": {
             "cold-start": "benchmarks.cold_start validation split (new launches 2010-07-12 .. "
             "2010-10-04, LM history up to 2010-07-05), weeks 0..11, predict_new",
-            "existing": "benchmarks.online_retail validation cutoffs, horizon 8, "
+            "existing": f"benchmarks.online_retail validation cutoffs {cutoffs}, horizon 8, "
             f"{items} (sample seed {ITEM_SAMPLE_SEED}, the same for every arm)",
         },
         "arms": {a: ARMS[a] for a in arms},

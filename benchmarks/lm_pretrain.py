@@ -175,9 +175,9 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 row[f"{column}_max"] = float(values.max())
         kept = [r.get("finetune_stage", {}).get("improved") for r in group["report"]]
         row["finetune_kept"] = sum(bool(k) for k in kept)
-        gaps = [r["pretrain"].get("neighbour_gap") for r in group["report"] if "pretrain" in r]
-        if gaps and all(gaps):
-            row["neighbour_gap"] = {k: float(np.mean([g[k] for g in gaps])) for k in gaps[0]}
+        ranks = [r["pretrain"].get("neighbour_rank") for r in group["report"] if "pretrain" in r]
+        if ranks and all(ranks):
+            row["neighbour_rank"] = {k: float(np.mean([g[k] for g in ranks])) for k in ranks[0]}
         out.append(row)
     return out
 
@@ -220,16 +220,17 @@ def markdown(report: dict[str, Any]) -> str:
             f"{row.get('coverage80', float('nan')):.3f} | "
             f"{row['finetune_kept']}/{len(row['seeds'])} | {row.get('fit_seconds', 0):.0f} |"
         )
-    lines += ["", "## Curve-neighbour gap of the text vectors (mean over seeds)", ""]
+    lines += ["", "## Curve-neighbour rank of the text vectors (mean over seeds)", ""]
     lines += [
-        "Mean cosine of an item's text vector to its curve neighbours minus its mean cosine to "
-        "every item with a curve; held-out items took no part in the pairs.",
+        "How high an item's curve neighbours rank among every item with a curve by text "
+        "cosine (share of items less similar; 0.5 is chance); held-out items took no part "
+        "in the pairs.",
         "",
         "| part | arm | trained before | trained after | held-out before | held-out after |",
         "|---|---|---|---|---|---|",
     ]
     for row in report["summary"]:
-        gap = row.get("neighbour_gap")
+        gap = row.get("neighbour_rank")
         if gap:
             lines.append(
                 f"| {row['part']} | {row['arm']} | {gap['trained_before']:.4f} | "

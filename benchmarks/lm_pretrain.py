@@ -22,6 +22,7 @@ Usage::
 
     python -m benchmarks.lm_pretrain [--parts cold-start,existing] [--arms A,B]
         [--seeds 0,1,2] [--items N] [--cutoffs C1,C2] [--threads 1] [--reuse] [--store DIR]
+        [--collect]  (summarise the finished runs in --store, start none)
 """
 
 from __future__ import annotations
@@ -199,6 +200,12 @@ def _cell(row: dict[str, Any], metric: str) -> str:
     return f"{row[metric]:.3f} [{row[metric + '_min']:.3f}, {row[metric + '_max']:.3f}]"
 
 
+def _kept(row: dict[str, Any]) -> str:
+    if ARMS[row["arm"]]["finetune"] == "frozen":
+        return "-"
+    return f"{row['finetune_kept']}/{len(row['seeds'])}"
+
+
 def markdown(report: dict[str, Any]) -> str:
     prov = report["provenance"]
     lines = [
@@ -208,8 +215,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['seeds']}: mean [min, max]; a win only where the worst seed beats the "
         "other's best. Validation only: no test cutoff or test launch was run.",
         "",
-        f"- cold-start: {report['protocol']['cold-start']}",
-        f"- existing: {report['protocol']['existing']}",
+        *[f"- {part}: {text}" for part, text in report["protocol"].items()],
         "",
         "| part | arm | WAPE | wQL | coverage 10-90 | fine-tune kept | fit s |",
         "|---|---|---|---|---|---|---|",
@@ -218,7 +224,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {row['part']} | {row['arm']} | {_cell(row, 'wape')} | {_cell(row, 'wql')} | "
             f"{row.get('coverage80', float('nan')):.3f} | "
-            f"{row['finetune_kept']}/{len(row['seeds'])} | {row.get('fit_seconds', 0):.0f} |"
+            f"{_kept(row)} | {row.get('fit_seconds', 0):.0f} |"
         )
     lines += ["", "## Curve-neighbour rank of the text vectors (mean over seeds)", ""]
     lines += [
@@ -251,6 +257,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Clear wins", ""]
     for metric in METRICS:
         lines.append(f"- {metric}: " + ("; ".join(clear_wins(report["summary"], metric)) or "none"))
+    if report.get("not_run"):
+        lines += ["", "Runs not finished in time (left out): " + "; ".join(report["not_run"])]
     lines += ["", f"Decision: {report['decision']}", "", machine_line()]
     return "\n".join(lines)
 
@@ -258,7 +266,7 @@ def markdown(report: dict[str, Any]) -> str:
 def decide(summary: list[dict[str, Any]]) -> str:
     """Whether pretraining + LoRA beat the frozen encoder beyond the seed spread on both parts."""
     verdicts = []
-    for part in PARTS:
+    for part in sorted({r["part"] for r in summary}):
         rows = {r["arm"]: r for r in summary if r["part"] == part}
         if "LM-lora-curves" not in rows or "LM-frozen" not in rows:
             verdicts.append(f"{part}: not run")
@@ -281,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", type=Path, default=RESULTS / "forecasts" / "lm_pretrain")
     parser.add_argument("--reuse", action="store_true", help="skip runs already in --store")
     parser.add_argument("--no-write", action="store_true", help="run, write no results file")
+    parser.add_argument(
+        "--collect", action="store_true", help="start no run: summarise the finished ones"
+    )
     parser.add_argument("--child", nargs=3, metavar=("PART", "ARM", "SEED"), help="internal")
     args = parser.parse_args(argv)
     args.store.mkdir(parents=True, exist_ok=True)
@@ -294,12 +305,15 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         sys.exit(f"unknown parts or arms {bad}; parts: {list(PARTS)}, arms: {list(ARMS)}")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    rows = []
+    rows, missing = [], []
     for part in parts:
         for arm in arms:
             for seed in seeds:
                 path = args.store / f"{part}_{arm}_s{seed}.json"
-                if not (args.reuse and path.is_file()):
+                if args.collect and not path.is_file():
+                    missing.append(f"{part} {arm} seed {seed}")
+                    continue
+                if not ((args.reuse or args.collect) and path.is_file()):
                     print(f"[{part} {arm} seed {seed}] ...", flush=True)
                     extra = ["--threads", str(args.threads), "--items", str(args.items)]
                     extra += ["--cutoffs", args.cutoffs] if args.cutoffs else []
@@ -321,18 +335,20 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(rows)
     items = "every item" if args.items <= 0 else f"a seeded sample of {args.items} items"
     cutoffs = ", ".join(select_cutoffs("validation", args.cutoffs))
+    protocol = {
+        "cold-start": "benchmarks.cold_start validation split (new launches 2010-07-12 .. "
+        "2010-10-04, LM history up to 2010-07-05), weeks 0..11, predict_new",
+        "existing": f"benchmarks.online_retail validation cutoffs {cutoffs}, horizon 8, "
+        f"{items} (sample seed {ITEM_SAMPLE_SEED}, the same for every arm)",
+    }
     report = {
-        "protocol": {
-            "cold-start": "benchmarks.cold_start validation split (new launches 2010-07-12 .. "
-            "2010-10-04, LM history up to 2010-07-05), weeks 0..11, predict_new",
-            "existing": f"benchmarks.online_retail validation cutoffs {cutoffs}, horizon 8, "
-            f"{items} (sample seed {ITEM_SAMPLE_SEED}, the same for every arm)",
-        },
+        "protocol": {p: protocol[p] for p in parts},
         "arms": {a: ARMS[a] for a in arms},
         "seeds": seeds,
         "threads": args.threads,
         "items": args.items,
         "summary": summary,
+        "not_run": missing,
         "decision": decide(summary),
         "runs": rows,
     }

@@ -174,3 +174,27 @@ def test_cli_set_reaches_the_setting() -> None:
     model = build_model("lm", horizon=4, overrides=overrides)
     assert isinstance(model, LMForecaster)
     assert (model.pretrain, model.pretrain_epochs) == ("curves", 2)
+
+
+def test_benchmark_calls_a_win_only_beyond_the_seed_spread() -> None:
+    from benchmarks.lm_pretrain import decide, summarise
+
+    def rows(arm: str, wapes: list[float]) -> list[dict[str, Any]]:
+        return [
+            {
+                "part": "cold-start",
+                "arm": arm,
+                "seed": s,
+                "wape": w,
+                "wql": w - 0.1,
+                "coverage80": 0.8,
+                "fit_seconds": 1.0,
+                "report": {},
+            }
+            for s, w in enumerate(wapes)
+        ]
+
+    clear = summarise(rows("LM-frozen", [0.90, 0.92, 0.91]) + rows("LM-lora-curves", [0.85, 0.89]))
+    assert decide(clear) == "cold-start: LM-lora-curves beats LM-frozen"
+    overlap = summarise(rows("LM-frozen", [0.90, 0.92]) + rows("LM-lora-curves", [0.85, 0.905]))
+    assert decide(overlap) == "cold-start: LM-lora-curves does not beat LM-frozen"

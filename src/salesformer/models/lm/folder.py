@@ -270,7 +270,8 @@ def _check_weights(
             f"({len(differ)} tensors differ); {HINT}"
         )
     if state["fine_tuned_encoder"]:
-        if params["finetune"] == "lora":
+        pretrained = params.get("pretrain", "none") != "none"
+        if params["finetune"] == "lora" or (params["finetune"] == "frozen" and pretrained):
             adapter = folder / ADAPTER_DIR
             if not adapter.is_dir():
                 raise ConfigError(f"{str(adapter)!r} (the LoRA adapter) is missing; {HINT}")
@@ -281,7 +282,7 @@ def _check_weights(
         else:
             raise _field(
                 f"{str(folder / CONFIG_FILE)!r} state.fine_tuned_encoder",
-                "is true but params.finetune is 'frozen'",
+                "is true but params.finetune is 'frozen' and params.pretrain is 'none'",
             )
 
 

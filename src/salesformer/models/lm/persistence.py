@@ -57,7 +57,7 @@ def save_lm(model: LMForecaster, folder: str | Path) -> Path:
             str(staging / VECTORS_FILE),
         )
         if model.encoder_model_ is not None:
-            if model.finetune == "lora":
+            if model.adapter_kind == "lora":
                 model.encoder_model_.save_pretrained(str(staging / ADAPTER_DIR))
             else:
                 save_torch(
@@ -235,7 +235,7 @@ def _read_weights(path: Path, torch: bool) -> dict[str, Any]:
 def _fine_tuned_encoder(model: LMForecaster, base: Any, path: Path) -> Any:
     """The fine-tuned encoder: the base with the saved LoRA adapter, or the saved weights."""
     try:
-        if model.finetune == "lora":
+        if model.adapter_kind == "lora":
             peft = import_peft()
             return peft.PeftModel.from_pretrained(
                 copy.deepcopy(base.model), str(path / ADAPTER_DIR)

@@ -23,6 +23,8 @@ from salesformer.text.families import POOLINGS
 
 FineTune = Literal["frozen", "lora", "full"]
 FINETUNE_MODES: tuple[str, ...] = ("frozen", "lora", "full")
+#: Domain pretraining stages of the encoder before the head (see :mod:`.pretrain`).
+PRETRAIN_MODES: tuple[str, ...] = ("none", "curves")
 #: Opacus accountants a private fit may use (see :mod:`.private`).
 DP_ACCOUNTANTS: tuple[str, ...] = ("rdp", "prv")
 #: Encoders whose word embeddings full fine-tuning freezes unless told otherwise (a 250k-piece
@@ -61,6 +63,9 @@ LM_CONSTRAINTS: dict[str, Constraint] = {
     "weight_decay": Interval(float, 0.0, 10.0),
     "head_epochs": Interval(int, 1, 10_000),
     "finetune_epochs": Interval(int, 0, 1000),
+    "pretrain": OneOf(*PRETRAIN_MODES),
+    "pretrain_epochs": Interval(int, 1, 1000),
+    "pretrain_neighbours": Interval(int, 1, 100),
     "patience": Interval(int, 1, 1000),
     "batch_items": Interval(int, 1, 100_000),
     "auto_batch": Boolean(),
@@ -133,6 +138,15 @@ class LMSettings:
         weight_decay: AdamW weight decay.
         head_epochs: most epochs of stage 1 (early stopping usually ends it sooner).
         finetune_epochs: epochs of stage 2 (``lora`` / ``full``).
+        pretrain: ``"curves"`` runs a domain pretraining stage before the head: the encoder
+            (the LoRA adapter, or every weight with ``finetune="full"``) learns to pull
+            together the texts of items whose sales curves correlate, on the history before
+            the validation window (see :mod:`.pretrain`); the head then reads the pretrained
+            vectors and the fine-tune continues from them (with ``finetune="frozen"`` the
+            pretrained adapter is kept as it is). ``"none"`` (default) skips it.
+        pretrain_epochs: epochs of the pretraining stage; an epoch is one pair per item with
+            a curve neighbour, at least 512 and at most 1024 pairs.
+        pretrain_neighbours: an item's positives: its most correlated items by sales curve.
         patience: epochs without validation improvement before stage 1 stops.
         batch_items: items per batch; the encoder runs once per item of a batch.
         auto_batch: on a CUDA GPU, probe each training stage's memory before it starts and
@@ -206,6 +220,9 @@ class LMSettings:
     weight_decay: float = 0.01
     head_epochs: int = 30
     finetune_epochs: int = 2
+    pretrain: str = "none"
+    pretrain_epochs: int = 3
+    pretrain_neighbours: int = 5
     patience: int = 3
     batch_items: int = 64
     auto_batch: bool = True
@@ -253,17 +270,30 @@ class LMSettings:
         """The learned quantile levels, sorted."""
         return check_quantiles(self.quantile_levels)
 
+    @property
+    def adapter_kind(self) -> str:
+        """How a trained encoder is kept: ``"full"`` weights, else a ``"lora"`` adapter
+        (fine-tuned with LoRA, or frozen after a pretraining stage)."""
+        return "full" if self.finetune == "full" else "lora"
+
     def encoder_learning_rate(self) -> float:
         """The encoder's learning rate: ``encoder_lr``, else 5e-4 for LoRA, 3e-5 for full."""
         if self.encoder_lr is not None:
             return float(self.encoder_lr)
-        return 5e-4 if self.finetune == "lora" else 3e-5
+        return 3e-5 if self.adapter_kind == "full" else 5e-4
 
 
 def check_private_settings(settings: LMSettings) -> None:
     """Refuse the settings a private fit cannot honour (``check_params`` calls it)."""
     if not settings.private:
         return
+    if settings.pretrain != "none":
+        raise ConfigError(
+            f"LMForecaster.pretrain={settings.pretrain!r} cannot run with differential "
+            "privacy: the curve-pretraining stage reads every item's sales outside DP-SGD; "
+            f"got pretrain={settings.pretrain!r} with dp_epsilon={settings.dp_epsilon:g}; "
+            "set LM.pretrain=none"
+        )
     if settings.finetune == "full":
         raise ConfigError(
             "LMForecaster.finetune='full' cannot train with differential privacy: per-item "

@@ -116,7 +116,17 @@ def train(model: LMForecaster, panel: Panel, context: TrainingContext | None = N
     }
     log = TrainingLog(model.log_dir) if model.log_dir is not None else None
     encoder = None
-    checkpointing = False
+    pretrained = None  # the encoder after the pretraining stage, if it ran
+    size = sum(p.numel() for p in base.model.parameters())
+    trains_encoder = model.finetune != "frozen" or model.pretrain != "none"
+    checkpointing = accelerator.checkpointing(model, size) and trains_encoder
+    finetuned = False  # whether the encoder changed after the vectors in ``frozen``
+    if privacy is None and model.pretrain != "none":
+        with accelerator.memory_guard(model, "pretraining the encoder on sales curves"):
+            pretrained, frozen, report["pretrain"] = pretrain_stage(
+                model, base, plan, frozen, context, accelerator, checkpointing
+            )
+        encoder = pretrained
     if privacy is not None:
         encoder = train_private(model, plan, head, frozen, base, rng, privacy, report)
     else:
@@ -128,26 +138,31 @@ def train(model: LMForecaster, panel: Panel, context: TrainingContext | None = N
             trainer.batch_items = fitting_batch_items(trainer, head_stage, report)
             report["head"] = trainer.run(head_stage)
     if privacy is None and model.finetune != "frozen" and model.finetune_epochs > 0:
-        size = sum(p.numel() for p in base.model.parameters())
-        checkpointing = accelerator.checkpointing(model, size)
-        encoder = accelerator.put(trainable_encoder(model, base, checkpointing))
+        if encoder is None:
+            encoder = accelerator.put(trainable_encoder(model, base, checkpointing))
         stage = finetune_stage(
             model, head, encoder, model.tokens_, trainer.best_loss, base.pooling, accelerator
         )
         with accelerator.memory_guard(model, f"fine-tuning the encoder ({model.finetune})"):
             trainer.batch_items = fitting_batch_items(trainer, stage, report)
             report["finetune_stage"] = outcome = trainer.run(stage)
-        if not outcome["improved"]:
-            encoder = None  # stage 1 was better on validation: keep it whole
+        finetuned = bool(outcome["improved"])
+        if not finetuned:
+            # stage 1 was better on validation: keep it whole (the run restored the encoder's
+            # best state, which is the pretrained one when the pretraining stage ran)
+            encoder = pretrained
     if not accelerator.on_cpu:
         report["device"] = accelerator.report(checkpointing)
     if log is not None:
         log.close()
+    if privacy is not None:
+        finetuned = encoder is not None
     if encoder is not None:
-        with accelerator.memory_guard(model, "encoding the item texts"):
-            frozen = encode_tokens(
-                encoder, model.tokens_, 256, base.pooling, device=accelerator.device
-            )
+        if finetuned:
+            with accelerator.memory_guard(model, "encoding the item texts"):
+                frozen = encode_tokens(
+                    encoder, model.tokens_, 256, base.pooling, device=accelerator.device
+                )
         encoder = encoder.cpu()
         if checkpointing:
             stop_checkpointing(encoder)
@@ -184,6 +199,51 @@ def calibrate(
         growth_damping=float(model.growth_damping),
         cold=is_cold(validation),
     )
+
+
+def pretrain_stage(
+    model: LMForecaster,
+    base: Any,
+    plan: TrainingPlan,
+    frozen: np.ndarray,
+    context: TrainingContext,
+    accelerator: Accelerator,
+    checkpointing: bool,
+) -> tuple[Any, np.ndarray, dict[str, Any]]:
+    """The curve-pretraining stage (:mod:`.pretrain`): the pretrained encoder (None when the
+    stage is skipped), the item vectors the head then reads, and the stage's report.
+
+    Every rank of a group runs it alike (same panel, same seed); rank 0's weights are then
+    broadcast, so the ranks agree exactly.
+    """
+    from salesformer.models.lm.pretrain import (
+        curve_neighbours,
+        curve_report,
+        pretrain_on_curves,
+        timed_seconds,
+    )
+
+    started = time.perf_counter()
+    found = curve_neighbours(
+        plan.wide,
+        plan.target_limit + 1,
+        width=max(1, round(model.context_ / 13)),
+        min_overlap=max(4, min(model.horizon, model.context_ // 2)),
+        k=model.pretrain_neighbours,
+        rng=np.random.default_rng([model.seed, 16]),
+    )
+    if isinstance(found, str):
+        return None, frozen, {"skipped": found}
+    encoder = accelerator.put(trainable_encoder(model, base, checkpointing))
+    losses = pretrain_on_curves(
+        model, encoder, model.tokens_, found, model.seed, base.pooling, accelerator.device
+    )
+    context.sync(encoder)
+    vectors = encode_tokens(encoder, model.tokens_, 256, base.pooling, device=accelerator.device)
+    report = {"epochs": model.pretrain_epochs, "loss": losses}
+    report.update(curve_report(found, frozen, vectors))
+    report["seconds"] = timed_seconds(started)
+    return encoder, vectors, report
 
 
 def new_head(model: LMForecaster, text_dim: int, n_future: int) -> Any:

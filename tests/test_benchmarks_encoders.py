@@ -1,0 +1,155 @@
+"""The encoders benchmark's bookkeeping: the seeded item subset, the plan of measurements, the
+summary over seeds and the tables (the measurements themselves take minutes each)."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+
+from benchmarks.encoders import ENCODERS, collect, plan_tasks
+from benchmarks.encoders_retail import item_subset, retail_markdown, summarise_arms
+from salesformer.data.contract import ITEM_ID
+from salesformer.data.synthetic import generate_catalogue
+
+MINILM, E5, MPNET = ENCODERS
+
+
+def test_item_subset_is_seeded_and_restricts_sales_and_items() -> None:
+    panel = generate_catalogue(n_items=30, n_weeks=20, seed=0).panel()
+
+    first, again = item_subset(panel, 7), item_subset(panel, 7)
+    other = item_subset(panel, 7, seed=1)
+
+    kept = set(first.item_ids.astype(str))
+    assert len(kept) == 7
+    assert kept == set(again.item_ids.astype(str))
+    assert kept != set(other.item_ids.astype(str))
+    assert set(first.sales[ITEM_ID].astype(str)) == kept
+    assert first.items is not None
+    assert set(first.items[ITEM_ID].astype(str)) == kept
+    assert kept <= set(panel.item_ids.astype(str))
+
+
+def test_item_subset_of_zero_or_too_many_items_keeps_the_panel() -> None:
+    panel = generate_catalogue(n_items=10, n_weeks=20, seed=0).panel()
+    assert item_subset(panel, 0) is panel
+    assert item_subset(panel, 10) is panel
+
+
+def _run(encoder: str, mode: str, seed: int, wape: float, rss: float) -> dict:
+    return {
+        "encoder": encoder,
+        "mode": mode,
+        "seed": seed,
+        "wape": wape,
+        "wql": wape - 0.1,
+        "fit_seconds": 10.0 * (seed + 1),
+        "predict_seconds": 1.0,
+        "peak_rss_mb": rss,
+        "per_cutoff_wape": {"2011-09-26": wape},
+    }
+
+
+def test_summary_over_seeds_per_encoder_and_mode() -> None:
+    runs = [
+        _run(MINILM, "frozen", 0, 0.90, 800),
+        _run(MINILM, "frozen", 1, 0.92, 900),
+        _run(MINILM, "frozen", 2, 0.94, 850),
+        _run(MPNET, "frozen", 0, 0.88, 1600),
+        _run(MINILM, "lora", 0, 0.91, 1200),
+    ]
+    rows = {(r["encoder"], r["mode"]): r for r in summarise_arms(runs)}
+
+    assert set(rows) == {(MINILM, "frozen"), (MPNET, "frozen"), (MINILM, "lora")}
+    frozen = rows[(MINILM, "frozen")]
+    assert frozen["seeds"] == [0, 1, 2]
+    assert frozen["wape"] == pytest.approx(0.92)
+    assert (frozen["wape_min"], frozen["wape_max"]) == (0.90, 0.94)
+    assert frozen["fit_seconds"] == pytest.approx(20.0)
+    assert frozen["peak_rss_mb"] == 900
+    assert frozen["per_cutoff_wape"]["2011-09-26"] == pytest.approx(0.92)
+    assert "network_wape" not in frozen
+    assert rows[(MPNET, "frozen")]["wape"] == 0.88
+
+
+def _args(**given: object) -> argparse.Namespace:
+    settings: dict[str, object] = {
+        "seeds": "0,1",
+        "lora_encoders": f"{MINILM},{MPNET}",
+        "lora_seeds": "0",
+        "existing_items": 0,
+        "existing_seeds": "0",
+        "existing_lora_encoders": "",
+        "langs": "zh",
+        "cold_langs": "zh",
+    }
+    settings.update(given)
+    return argparse.Namespace(**settings)
+
+
+def test_plan_runs_lora_only_for_the_named_encoders_that_are_measured() -> None:
+    skip = {"throughput", "finetune", "catalogue", "synthetic_cold"}
+    tasks = plan_tasks(_args(), [MINILM, E5], skip, ["2011-09-26"])
+
+    cold = [t for t in tasks if t[0] == "cold_lm"]
+    assert [t for t in cold if t[3] == "frozen"] == [
+        ("cold_lm", MINILM, "test", "frozen", "0"),
+        ("cold_lm", E5, "test", "frozen", "0"),
+        ("cold_lm", MINILM, "test", "frozen", "1"),
+        ("cold_lm", E5, "test", "frozen", "1"),
+    ]
+    assert [t for t in cold if t[3] == "lora"] == [("cold_lm", MINILM, "test", "lora", "0")]
+    assert ("cold_baselines", E5, "test") in tasks
+    assert [t for t in tasks if t[0] == "existing"] == [
+        ("existing", MINILM, "frozen", "0", "2011-09-26", "0"),
+        ("existing", E5, "frozen", "0", "2011-09-26", "0"),
+    ]
+    assert not any(t[0] in skip for t in tasks)
+    assert len(set(tasks)) == len(tasks)
+
+
+def test_plan_skips_a_protocol_and_adds_existing_lora() -> None:
+    args = _args(existing_lora_encoders=MPNET, existing_items=500)
+    tasks = plan_tasks(args, [MINILM, MPNET], {"cold_start"}, ["2011-08-29", "2011-09-26"])
+
+    assert not any(t[0].startswith("cold") for t in tasks)
+    assert ("existing", MPNET, "lora", "0", "2011-08-29,2011-09-26", "500") in tasks
+    assert ("throughput", MPNET) in tasks
+    assert ("finetune", MINILM, "lora") in tasks
+
+
+def test_collect_and_tables_show_every_arm_with_its_spread() -> None:
+    baseline = {
+        "launches": 434,
+        "rows": [
+            {"model": "RidgeEmbedding", "wape": 0.922},
+            {"model": "RidgeEmbedding-LM-launches", "wape": 0.964},
+        ],
+        "peak_rss_mb": 700.0,
+    }
+    done: dict[tuple[str, ...], dict | None] = {
+        ("cold_baselines", MINILM, "test"): baseline,
+        ("cold_baselines", MPNET, "test"): None,  # failed
+    }
+    for seed, wape in enumerate((0.91, 0.93)):
+        run = _run(MINILM, "frozen", seed, wape, 1000)
+        run["network_wape"] = wape + 0.01
+        del run["encoder"], run["per_cutoff_wape"]
+        done[("cold_lm", MINILM, "test", "frozen", str(seed))] = run
+    existing = _run(MPNET, "frozen", 0, 0.69, 2000)
+    del existing["encoder"]
+    done[("existing", MPNET, "frozen", "0", "2011-09-26", "300")] = existing
+
+    results = collect(done, [MINILM, MPNET], ["2011-09-26"], 300)
+    page = "\n".join(retail_markdown(results["online_retail"]))
+
+    assert results["online_retail"]["cold_start"]["launches"] == 434
+    assert f"| {MINILM} | frozen | 0,1 | 0.920 [0.910, 0.930] |" in page
+    assert "| 0.930 [0.920, 0.940] |" in page  # the network alone
+    assert f"| {MINILM} | 0.922 | 0.964 |" in page
+    assert f"| {MPNET} | frozen | 0 | 0.690 | 0.590 | 2011-09-26: 0.690 | 11 | 2000 |" in page
+    assert "subset of 300 items" in page
+    assert "not all four test cutoffs" in page
+    assert not np.isnan(results["online_retail"]["existing"]["summary"][0]["wape"])

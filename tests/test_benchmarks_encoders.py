@@ -111,6 +111,12 @@ def test_plan_runs_lora_only_for_the_named_encoders_that_are_measured() -> None:
     ]
     assert not any(t[0] in skip for t in tasks)
     assert len(set(tasks)) == len(tasks)
+    # every encoder's first seed of both protocols before any further seed
+    last_first_seed = tasks.index(("existing", E5, "frozen", "0", "2011-09-26", "0"))
+    assert last_first_seed < tasks.index(("cold_lm", MINILM, "test", "frozen", "1"))
+    assert tasks.index(("cold_lm", MINILM, "test", "lora", "0")) < tasks.index(
+        ("cold_lm", MINILM, "test", "frozen", "1")
+    )
 
 
 def test_plan_skips_a_protocol_and_adds_existing_lora() -> None:

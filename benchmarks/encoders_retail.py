@@ -269,7 +269,9 @@ def retail_markdown(retail: dict[str, Any]) -> list[str]:
         f"series) on cutoff(s) {', '.join(cutoffs) or '-'}"
         + ("" if len(cutoffs) == 4 else " (not all four test cutoffs, for time)")
         + f", {subset}. One backtest per arm and seed, in its own process; seconds: fit + "
-        "predict over the cutoffs; peak RSS of the process.",
+        "predict over the cutoffs; peak RSS of the process. The embedding cache is shared with "
+        "the cold-start fits, so these fits encode only the texts those did not (items first "
+        "sold after the cold-start history).",
         "",
         "| encoder | mode | seeds | WAPE | wQL | WAPE per cutoff | fit + predict s | peak RSS MB |",
         "|---|---|---|---|---|---|---|---|",

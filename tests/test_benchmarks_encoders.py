@@ -185,4 +185,5 @@ def test_collect_writes_the_results_of_the_measurements_already_made(tmp_path: P
     page = (out / "encoders.md").read_text()
     assert f"| {MINILM} | frozen | 0 | 0.910 |" in page
     assert "not measured in this run" in page
+    assert "written with `--collect`" in page
     assert f"cold_baselines / {MINILM} / test." in page

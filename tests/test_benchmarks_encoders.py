@@ -187,3 +187,41 @@ def test_collect_writes_the_results_of_the_measurements_already_made(tmp_path: P
     assert "not measured in this run" in page
     assert "written with `--collect`" in page
     assert f"cold_baselines / {MINILM} / test." in page
+
+
+@pytest.mark.parametrize(("encoder", "reference"), [(MINILM, "0.896"), (MPNET, "-")])
+def test_cold_start_page_shows_the_minilm_reference_only_for_minilm(
+    encoder: str, reference: str
+) -> None:
+    from benchmarks import cold_start
+
+    report = {
+        "counts": {"new_launches": 434, "new_dropped": 0, "training_launches": 910},
+        "protocol": {
+            "split": "test",
+            "new_window": ["2011-01-03", "2011-09-05"],
+            "train_window": ["2010-01-04", "2010-10-04"],
+            "lm_history_cutoff": "2010-12-27",
+            "encoder": encoder,
+        },
+        "seeds": [0],
+        "provenance": {"command": "python -m benchmarks.cold_start", "commit": "abc"},
+        "summary": [
+            {
+                "model": "RidgeEmbedding",
+                "seeds": 1,
+                "wape": 0.92,
+                "mae": 80.0,
+                "wql": None,
+                "fit_seconds": 1.0,
+                "predict_seconds": 0.1,
+            }
+        ],
+        "results": [],
+        "target": {"rule": "r", "status": "s"},
+        "lm_errors": [],
+    }
+    report["counts"]["training_dropped"] = 0
+    page = cold_start.markdown(report)
+    assert f"| RidgeEmbedding | 0.920 | {reference} |" in page
+    assert f"frozen {encoder} embeddings" in page

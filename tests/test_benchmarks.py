@@ -20,7 +20,13 @@ SCRIPTS = sorted(
     path.stem
     for path in (harness.ROOT / "benchmarks").glob("*.py")
     # helpers of the scripts, not scripts themselves
-    if path.name not in ("__init__.py", "harness.py", "encoders_retail.py")
+    if path.name
+    not in (
+        "__init__.py",
+        "harness.py",
+        "encoders_retail.py",
+        "encoders_synthetic.py",
+    )
 )
 
 

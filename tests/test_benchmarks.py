@@ -19,7 +19,14 @@ from benchmarks import harness
 SCRIPTS = sorted(
     path.stem
     for path in (harness.ROOT / "benchmarks").glob("*.py")
-    if path.name not in ("__init__.py", "harness.py")
+    # helpers of the scripts, not scripts themselves
+    if path.name
+    not in (
+        "__init__.py",
+        "harness.py",
+        "encoders_retail.py",
+        "encoders_synthetic.py",
+    )
 )
 
 

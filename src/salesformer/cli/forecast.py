@@ -447,7 +447,7 @@ def predict_command(
     device: str | None = PREDICT_DEVICE_OPTION,
 ) -> None:
     """Forecast every item of the model's panel, or new products from their text."""
-    from salesformer.cli.ray_engine import predict_in_parts, predict_with_ray
+    from salesformer.cli.ray_engine import predict_in_parts
     from salesformer.distributed.engine import check_engine_options
     from salesformer.distributed.predict import splits_into_parts
     from salesformer.models.persist import load_model
@@ -473,7 +473,9 @@ def predict_command(
                 f"--device runs on the local engine (got --device {device} with --engine ray); "
                 "Ray workers forecast on their CPUs: drop --device or --engine ray"
             )
-        predict_with_ray(model_dir, out, horizon, ray_address, workers, items_per_part)
+        predict_in_parts(
+            model_dir, out, horizon, workers, items_per_part, on_ray=True, address=ray_address
+        )
         return
     whole = [new_items, future, wanted, device]
     if all(option is None for option in whole) and splits_into_parts(model_dir):

@@ -62,60 +62,49 @@ def part_progress(description: str) -> Iterator[PartProgress]:
         yield advance
 
 
-def predict_with_ray(
-    model_dir: Path,
-    out: Path,
-    horizon: int | None,
-    address: str | None,
-    workers: int | None,
-    items_per_part: int | None,
-) -> RunReport:
-    """``salesformer predict --engine ray``: the run, with a progress bar and a summary line."""
-    import typer
-
-    from salesformer.distributed.predict import predict_on_ray
-
-    with part_progress("predict on Ray") as progress:
-        report = predict_on_ray(
-            model_dir,
-            out,
-            horizon=horizon,
-            address=address,
-            workers=workers,
-            items_per_part=items_per_part or DEFAULT_ITEMS_PER_PART,
-            progress=progress,
-        )
-    typer.echo(
-        f"forecast {report.items} items x {report.horizon} periods with {report.model} on Ray "
-        f"({report.workers} workers, {report.parts} parts, {report.seconds:.1f}s); wrote {out}"
-    )
-    return report
-
-
 def predict_in_parts(
     model_dir: Path,
     out: Path,
     horizon: int | None,
     workers: int | None,
     items_per_part: int | None,
+    *,
+    on_ray: bool = False,
+    address: str | None = None,
 ) -> RunReport:
-    """``salesformer predict`` on the local engine: the parts driver, with a progress bar."""
+    """``salesformer predict`` over parts: on the local engine, or on Ray with ``on_ray``.
+
+    One run with a progress bar and a summary line; the engine is only the executor.
+    """
     import typer
 
-    from salesformer.distributed.predict import predict_local
+    from salesformer.distributed.predict import predict_local, predict_on_ray
 
-    with part_progress("predict") as progress:
-        report = predict_local(
-            model_dir,
-            out,
-            horizon=horizon,
-            workers=workers,
-            items_per_part=items_per_part or DEFAULT_ITEMS_PER_PART,
-            progress=progress,
-        )
+    size = items_per_part or DEFAULT_ITEMS_PER_PART
+    with part_progress("predict on Ray" if on_ray else "predict") as progress:
+        if on_ray:
+            report = predict_on_ray(
+                model_dir,
+                out,
+                horizon=horizon,
+                address=address,
+                workers=workers,
+                items_per_part=size,
+                progress=progress,
+            )
+        else:
+            report = predict_local(
+                model_dir,
+                out,
+                horizon=horizon,
+                workers=workers,
+                items_per_part=size,
+                progress=progress,
+            )
+    where = f"on Ray ({report.workers} workers" if on_ray else f"({_where(report.workers)}"
     typer.echo(
         f"forecast {report.items} items x {report.horizon} periods with {report.model} "
-        f"({_where(report.workers)}, {report.parts} parts, {report.seconds:.1f}s); wrote {out}"
+        f"{where}, {report.parts} parts, {report.seconds:.1f}s); wrote {out}"
     )
     return report
 

@@ -15,6 +15,7 @@ from salesformer.errors import ConfigError
 from salesformer.models.lm.launch import (
     ALPHAS,
     MIN_LAUNCHES,
+    UNDECIDED_WEIGHT,
     LaunchBlend,
     LaunchRidge,
     PanelLaunches,
@@ -241,11 +242,10 @@ def test_a_panel_without_launches_has_no_launch_regression(panel: Panel) -> None
     assert fit_launch_ridge(features, none.curves, none.observed) is None
 
 
-def test_by_default_the_weight_is_chosen_on_held_out_launches_or_the_network_forecasts(
-    tiny_encoder: str,
-) -> None:
-    """The default weight (None) needs launches in the fit's own validation window: this
-    panel's window has none, so the network forecasts alone and the report says why."""
+def test_by_default_too_few_held_out_launches_give_equal_weights(tiny_encoder: str) -> None:
+    """The default weight (None) is chosen on launches in the fit's own validation window:
+    this panel's window has too few, so the network and the regression get equal weights and
+    the report says why."""
     pytest.importorskip("torch")
     from salesformer.models.lm import LMForecaster
 
@@ -263,6 +263,57 @@ def test_by_default_the_weight_is_chosen_on_held_out_launches_or_the_network_for
     assert model.launch_network_weight is None
     model.fit(panel)
     report = model.fit_report_["launch_regression"]
-    assert model.launch_blend_ is None
-    assert report["held_out"] < 20 and "held-out launches" in report["skipped"]
+    assert model.launch_blend_ is not None and model.launch_blend_.weight == UNDECIDED_WEIGHT
+    assert report["held_out"] < 20 and "held-out launches" in report["undecided"]
+    assert "weight_chosen_on_held_out" not in report
     assert len(model.predict_new(new, horizon=14)) == len(new) * 14
+
+
+def _launch_panel(first_weeks: np.ndarray, weeks: int = 80) -> Panel:
+    """Weekly panel: one item per entry of ``first_weeks``, selling a decaying curve from
+    there whose scale follows the item's price; one long-lived item sold from the start."""
+    rng = np.random.default_rng(0)
+    dates = pd.date_range("2022-01-03", periods=weeks, freq="W-MON")
+    rows = [("old", d, 5.0, 1.0) for d in dates]
+    for i, first in enumerate(first_weeks):
+        price = float(rng.choice([2.0, 20.0]))
+        for t in range(int(first), weeks):
+            rows.append((f"n{i}", dates[t], float(rng.poisson(60 / price + 1)), price))
+    frame = pd.DataFrame(rows, columns=[ITEM_ID, "date", "sales", "price"])
+    ids = ["old"] + [f"n{i}" for i in range(len(first_weeks))]
+    items = pd.DataFrame({ITEM_ID: ids, "text": [f"product {i}" for i in ids]})
+    return validate_panel(frame, items, freq="W-MON")
+
+
+@pytest.mark.parametrize("fair", [True, False])
+def test_held_out_launches_decide_the_weight_only_when_the_regression_before_them_is_whole(
+    fair: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The weight comes from the held-out launches only when the regression fitted on the
+    launches before them saw every step of the curve (at least MIN_LAUNCHES launches each);
+    otherwise equal weights, and the report says why."""
+    from types import SimpleNamespace
+
+    import salesformer.models.lm.launch as launch
+
+    rng = np.random.default_rng(1)
+    low = 14 if fair else 66  # launches from week 66 on: none seen for 8 weeks by week 71
+    panel = _launch_panel(np.sort(rng.integers(low, 80, size=300)))
+    wide = Wide.from_panel(panel)
+    vectors = rng.normal(size=(len(wide.item_ids), 5))
+    model = SimpleNamespace(
+        horizon=8, item_vectors_=vectors, launch_network_weight=None, launch_after=13
+    )
+    monkeypatch.setattr(launch, "network_launch_points", lambda m, v, *a: np.zeros((len(v), 8)))
+    blend, report = launch.fit_launch_blend(model, wide, panel.freq, wide.n_history - 1 - 8)
+    assert blend is not None and report["held_out"] >= launch.MIN_HELD_OUT
+    per_step = report["launches_before_held_out_per_step"]
+    if fair:
+        assert min(per_step) >= MIN_LAUNCHES
+        # a network forecasting zero loses to a regression that knows the price
+        assert report["weight_chosen_on_held_out"] == blend.weight < 0.5
+        assert "undecided" not in report
+    else:
+        assert min(per_step) < MIN_LAUNCHES
+        assert blend.weight == UNDECIDED_WEIGHT and "weight_chosen_on_held_out" not in report
+        assert "steps" in report["undecided"]

@@ -13,11 +13,19 @@ for the point forecast (the quantiles move with it). ``weight`` is chosen on lau
 by time, as the task is: the launches inside the fit's validation window (first sale in the
 last ``horizon`` periods), which the network never trained on, forecast by the network and by
 a ridge fitted on the launches before them (their curves cut at the validation origin); the
-weight with the lowest WAPE over their observed cells wins (``launch_network_weight=None``;
-the default is a fixed weight, see :class:`~.settings.LMSettings`). With too few held-out
-launches (:data:`MIN_HELD_OUT`) or training launches (:data:`MIN_LAUNCHES`), or when the
-regression's cross-validation picks the largest penalty (its features say nothing a mean
-curve does not), the network alone forecasts.
+weight with the lowest WAPE over their observed cells wins (``launch_network_weight=None``,
+the default; a number fixes the weight).
+
+That comparison is fair only when the regression fitted before the window could learn every
+step of the curve: at least :data:`MIN_LAUNCHES` launches before the window observed at each
+step. In a short panel it cannot (the launches before the window are seen for their first
+weeks only, and the later steps copy the last learnt one), and it then loses to a network
+whose launch forecasts are close to zero for the wrong reason. Then, and when there are too
+few held-out launches (:data:`MIN_HELD_OUT`), the two are combined with equal weights
+(:data:`UNDECIDED_WEIGHT`): the usual choice when the evidence cannot estimate weights. With
+too few launches for a regression at all, or when the regression's cross-validation picks
+the largest penalty (its features say nothing a mean curve does not), the network alone
+forecasts.
 
 The ridge's penalty is chosen by forward-chaining cross-validation over the launches in
 launch order (absolute error, as WAPE), among :data:`ALPHAS`.
@@ -40,6 +48,9 @@ ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-1, 4, 21))
 MIN_LAUNCHES = 20
 #: Fewest held-out launches the blend weight is chosen on (else the network alone).
 MIN_HELD_OUT = 20
+#: The network's weight when the held-out launches cannot decide it (too few of them, or a
+#: regression before them that could not learn every step): equal weights.
+UNDECIDED_WEIGHT = 0.5
 #: Blend weights of the network tried on the held-out launches.
 WEIGHTS: tuple[float, ...] = tuple(float(w) for w in np.round(np.linspace(0.0, 1.0, 21), 2))
 #: Forward-chaining folds of the penalty's cross-validation.
@@ -293,12 +304,21 @@ def fit_launch_blend(
             "no better than a mean launch curve, so the network alone"
         )
         return None, report
-    chosen = None
+    chosen, undecided = None, "no validation window"
     if validation_origin is not None:
         earlier = PanelLaunches.find(wide, model.launch_after, steps, validation_origin)
         check = fit_launch_ridge(features(earlier), earlier.curves, earlier.observed)
         held = np.flatnonzero(wide.first[everything.items] > validation_origin)
         report["held_out"] = len(held)
+        per_step = earlier.observed.sum(axis=0) if len(earlier) else np.zeros(steps, int)
+        report["launches_before_held_out_per_step"] = [int(n) for n in per_step]
+        if len(held) < MIN_HELD_OUT:
+            undecided = f"{len(held)} held-out launches (fewer than {MIN_HELD_OUT})"
+        elif check is None or int(per_step.min()) < MIN_LAUNCHES:
+            undecided = (
+                f"the regression before the held-out launches saw at least {MIN_LAUNCHES} "
+                f"launches at only {int((per_step >= MIN_LAUNCHES).sum())} of {steps} steps"
+            )
         if check is not None and len(held) >= MIN_HELD_OUT:
             network = network_launch_points(
                 model,
@@ -311,19 +331,22 @@ def fit_launch_blend(
             chosen, scores = choose_weight(
                 network, regression, everything.curves[held], everything.observed[held]
             )
-            report["weight_chosen_on_held_out"] = chosen
             report["held_out_wape"] = {
                 "network": scores[1.0],
                 "regression": scores[0.0],
-                "chosen": scores[chosen],
+                "best": scores[chosen],
             }
-    weight = chosen if fixed is None else float(fixed)
-    if weight is None:
-        report["skipped"] = (
-            f"launch_network_weight is None and fewer than {MIN_HELD_OUT} held-out launches "
-            f"(or {MIN_LAUNCHES} before them) to choose it on: the network alone"
-        )
-        return None, report
+            if int(per_step.min()) >= MIN_LAUNCHES:
+                report["weight_chosen_on_held_out"] = chosen
+            else:
+                chosen = None
+    if fixed is not None:
+        weight = float(fixed)
+    elif chosen is not None:
+        weight = chosen
+    else:
+        weight = UNDECIDED_WEIGHT
+        report["undecided"] = f"{undecided}: equal weights"
     report["weight"] = weight
     return LaunchBlend(ridge, weight), report
 

@@ -169,8 +169,9 @@ class LMSettings:
         launch_network_weight: the network's weight in that blend (the regression has the
             rest); None (default) chooses it on the fit's own validation launches (the
             launches of the held-out window, first sold in its last ``horizon`` periods), so
-            that the user's own data decides; a number fixes it (``docs/lm.md``, section
-            "New products").
+            that the user's own data decides, when there are enough of them and the
+            regression fitted before them saw every step; otherwise equal weights (0.5); a
+            number fixes it (``docs/lm.md``, section "New products").
         volume_weight: samples are weighted by ``(1 + mean sales) ** volume_weight``, moving
             the loss towards high sellers (which dominate WAPE); 0 weights items equally.
         grad_clip: gradient-norm clipping.

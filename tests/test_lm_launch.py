@@ -14,6 +14,7 @@ from salesformer.data.synthetic import generate_catalogue
 from salesformer.errors import ConfigError
 from salesformer.models.lm.launch import (
     ALPHAS,
+    MEAN_LEVELS,
     MIN_LAUNCHES,
     UNDECIDED_WEIGHT,
     LaunchBlend,
@@ -150,10 +151,8 @@ def test_lm_forecasts_new_items_through_the_blend_and_saves_it(
     )
     network = model.predict_new(new) if model.launch_blend_ is None else None
     dim = model.item_vectors_.shape[1]
-    model.launch_blend_ = LaunchBlend(
-        LaunchRidge(np.zeros((dim + 4, model.horizon)), np.full(model.horizon, 50.0), 1.0, 0.0),
-        0.0,
-    )
+    ridge_coef, ridge_intercept = np.zeros((dim + 4, model.horizon)), np.full(model.horizon, 50.0)
+    model.launch_blend_ = LaunchBlend(LaunchRidge(ridge_coef, ridge_intercept, 1.0, 0.0), 0.0)
     blended = model.predict_new(new)
     np.testing.assert_allclose(blended["LM"], 50.0)  # weight 0: the regression alone
     if network is not None:
@@ -161,6 +160,15 @@ def test_lm_forecasts_new_items_through_the_blend_and_saves_it(
     loaded = LMForecaster.load(model.save(tmp_path / "model"))
     assert loaded.launch_blend_ is not None
     pd.testing.assert_frame_equal(loaded.predict_new(new), blended)
+    # weight 1: the network's mean-type forecast (the average of its MEAN_LEVELS quantiles),
+    # not its median; the quantiles move with the point
+    model.launch_blend_ = None
+    alone = model.predict_new(new, quantiles=MEAN_LEVELS)
+    model.launch_blend_ = LaunchBlend(LaunchRidge(ridge_coef, ridge_intercept, 1.0, 0.0), 1.0)
+    mean_type = model.predict_new(new, quantiles=MEAN_LEVELS)
+    quantiles = alone[[c for c in alone.columns if c.startswith("LM-q")]].to_numpy()
+    np.testing.assert_allclose(mean_type["LM"], quantiles.mean(axis=1), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(mean_type["LM"], alone["LM"])  # the median differs from the mean
 
 
 def _daily_short_lived(seed: int = 0) -> tuple[Panel, pd.DataFrame, np.ndarray]:

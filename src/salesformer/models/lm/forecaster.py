@@ -53,7 +53,7 @@ from salesformer.models.lm.context import TrainingContext
 from salesformer.models.lm.encoding import encode_tokens as _encode_tokens
 from salesformer.models.lm.encoding import texts_for as _texts_for
 from salesformer.models.lm.encoding import trainable_encoder
-from salesformer.models.lm.launch import LaunchBlend
+from salesformer.models.lm.launch import LaunchBlend, network_means
 from salesformer.models.lm.persistence import load_lm, save_lm
 from salesformer.models.lm.prediction import (
     check_new_items,
@@ -210,7 +210,8 @@ class LMForecaster(LMSettings, FittedLM, Forecaster):
         vectors = self.encode_texts(_texts_for(frame, frame[ITEM_ID].to_numpy()))
         values = forecast_samples(self, samples, vectors, horizon, levels)
         if self.launch_blend_ is not None:
-            values = self.launch_blend_.apply(values, vectors, price, launches, panel.freq)
+            mean = network_means(self, samples, vectors, horizon)
+            values = self.launch_blend_.apply(values, vectors, price, launches, panel.freq, mean)
         dates = np.concatenate(
             [
                 pd.date_range(start, periods=horizon, freq=panel.freq).to_numpy()

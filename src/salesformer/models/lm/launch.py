@@ -9,7 +9,11 @@ date's calendar position. :meth:`LMForecaster.predict_new` forecasts
 
     ``weight * network + (1 - weight) * ridge``
 
-for the point forecast (the quantiles move with it). ``weight`` is chosen on launches held out
+for the point forecast (the quantiles move with it), where ``network`` is the mean of the
+network's predictive distribution (the average of its quantiles at :data:`MEAN_LEVELS`), a
+mean like the regression's least-squares fit, rather than its median: on launches, whose
+weekly sales are mostly small with a few large, the median is close to zero and mixing it
+with a mean mixes two different targets. ``weight`` is chosen on launches held out
 by time, as the task is: the launches inside the fit's validation window (first sale in the
 last ``horizon`` periods), which the network never trained on, forecast by the network and by
 a ridge fitted on the launches before them (their curves cut at the validation origin); the
@@ -51,6 +55,8 @@ MIN_HELD_OUT = 20
 #: The network's weight when the held-out launches cannot decide it (too few of them, or a
 #: regression before them that could not learn every step): equal weights.
 UNDECIDED_WEIGHT = 0.5
+#: Quantile levels whose average is the network's mean-type launch forecast in the blend.
+MEAN_LEVELS: tuple[float, ...] = tuple(float(q) for q in np.round(np.arange(0.05, 1.0, 0.1), 2))
 #: Blend weights of the network tried on the held-out launches.
 WEIGHTS: tuple[float, ...] = tuple(float(w) for w in np.round(np.linspace(0.0, 1.0, 21), 2))
 #: Forward-chaining folds of the penalty's cross-validation.
@@ -233,26 +239,39 @@ class LaunchBlend:
         price: np.ndarray,
         dates: pd.DatetimeIndex,
         freq: str,
+        network_mean: np.ndarray | None = None,
     ) -> np.ndarray:
         """Blend the network's launch forecast ``values`` (``(n * horizon, 1 + quantiles)``,
-        item-major, point first) with the regression's: the point becomes the blend and every
-        quantile moves by the same amount (clipped at 0, kept in order)."""
+        item-major, point first) with the regression's: the point becomes
+        ``weight * network_mean + (1 - weight) * regression`` (``network_mean``, one value per
+        row, from :func:`network_means`; the network's point when None) and every quantile
+        moves by the same amount (clipped at 0, kept in order)."""
         n = len(price)
         horizon = len(values) // max(n, 1)
         features = launch_features(vectors, price, dates, freq, self.ridge.price_fill)
         ridge = self.ridge.predict(features)[:, :horizon].reshape(-1)
         point = values[:, 0]
-        shift = (self.weight * point + (1.0 - self.weight) * ridge) - point
+        network = point if network_mean is None else np.asarray(network_mean, dtype=float)
+        shift = (self.weight * network + (1.0 - self.weight) * ridge) - point
         moved = np.clip(values + shift[:, None], 0.0, None)
         moved[:, 1:] = np.sort(moved[:, 1:], axis=1)
         return moved
 
 
+def network_means(model: Any, samples: Any, vectors: np.ndarray, horizon: int) -> np.ndarray:
+    """The network's mean-type forecast of cold ``samples``, one value per (item, step) row,
+    item-major: the average of its quantiles at :data:`MEAN_LEVELS`."""
+    from salesformer.models.lm.prediction import forecast_samples
+
+    values = forecast_samples(model, samples, vectors, horizon, MEAN_LEVELS)
+    return np.asarray(values[:, 1:], dtype=float).mean(axis=1)
+
+
 def network_launch_points(
     model: Any, vectors: np.ndarray, price: np.ndarray, dates: pd.DatetimeIndex, freq: str
 ) -> np.ndarray:
-    """The network's point forecast of launches, ``(n, horizon)``, as ``predict_new`` makes it."""
-    from salesformer.models.lm.prediction import forecast_samples
+    """The network's part of the blend for launches, ``(n, horizon)``: its mean-type forecast
+    (:func:`network_means`), as ``predict_new`` blends it."""
     from salesformer.models.lm.samples import cold_samples
 
     ok = np.isfinite(price) & (price > 0)
@@ -265,8 +284,7 @@ def network_launch_points(
         freq=freq,
         standardizer=model.standardizer_,
     )
-    values = forecast_samples(model, samples, vectors, model.horizon, (0.5,))
-    return np.asarray(values[:, 0]).reshape(len(price), model.horizon)
+    return network_means(model, samples, vectors, model.horizon).reshape(len(price), model.horizon)
 
 
 def fit_launch_blend(

@@ -300,8 +300,33 @@ def lm_report_line(report: dict[str, Any]) -> str:
         kept = "kept" if stage.get("improved") else "not better, head kept"
         parts.append(f"{report.get('finetune')} {_loss(stage.get('best_valid'))} ({kept})")
     line = f"LM: fit {report.get('fit_seconds', '?')} s; " + ", ".join(parts)
+    launches = launch_line(report.get("launch_regression"))
+    if launches is not None:
+        line = f"{line}\n{launches}"
     private = privacy_line(report)
     return line if private is None else f"{line}\n{private}"
+
+
+def launch_line(report: Any) -> str | None:
+    """How ``predict --new-items`` will forecast new products, from the fit's launch report
+    (``None`` when the fit learned none, as a private fit does)."""
+    if not isinstance(report, dict):
+        return None
+    launches = report.get("launches", 0)
+    if "weight" not in report:
+        reason = report.get("skipped", "no launch regression")
+        return f"new products: the network alone ({launches} launches in the panel; {reason})"
+    weight = float(report["weight"])
+    if "weight_chosen_on_held_out" in report:
+        how = f"chosen on {report.get('held_out')} held-out launches"
+    elif "undecided" in report:
+        how = str(report["undecided"])
+    else:
+        how = "fixed by launch_network_weight"
+    return (
+        f"new products: network {weight:.2f} + launch regression {1 - weight:.2f} "
+        f"({launches} launches in the panel; {how})"
+    )
 
 
 def _loss(value: Any) -> str:

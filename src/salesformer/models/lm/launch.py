@@ -50,7 +50,7 @@ from salesformer.models.lm.samples import Wide, calendar
 ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-1, 4, 21))
 #: Fewest launches (with their first period observed) a launch regression is fitted from.
 MIN_LAUNCHES = 20
-#: Fewest held-out launches the blend weight is chosen on (else the network alone).
+#: Fewest held-out launches the blend weight is chosen on (else equal weights).
 MIN_HELD_OUT = 20
 #: The network's weight when the held-out launches cannot decide it (too few of them, or a
 #: regression before them that could not learn every step): equal weights.

@@ -14,14 +14,14 @@ The default is the full protocol (the four test cutoffs); ``--cutoffs validation
 ``--item-seed``), and the results say which ran; each arm runs once per seed of ``--seeds``
 (mean [min, max] over seeds); ``--jobs 4`` runs the arms in
 parallel processes (their fit seconds then share the cores). Results:
-``<out>/privacy.{json,md}``.
+``<out>/<name>.{json,md}`` (``--name``, default ``privacy``).
 
 Usage::
 
     python -m benchmarks.privacy [--cutoffs test|validation] [--only DATE,...]
         [--epsilons 1,4,8] [--delta 1e-5] [--seeds 0,1,2] [--threads 1] [--jobs 1]
         [--sample-items N --item-seed 0]
-        [--dp-set KEY=VALUE ...]
+        [--dp-set KEY=VALUE ...] [--out DIR] [--name privacy]
 """
 
 from __future__ import annotations
@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--item-seed", type=int, default=0, help="seed of --sample-items")
     parser.add_argument("--dp-set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--name", default="privacy", help="results file name (no suffix)")
     args = parser.parse_args(argv)
     args.dp_set = parse_settings(args.dp_set)
     require_file(args.source)
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
             seed = seeds[len(done) // len(arms) - 1]
             scored[seed] = score_arms(panel, merge_arms(done[-len(arms) :]), chosen, names)
             path = write_results(
-                "privacy", report(scored, done, seeds, epsilons, args), markdown, args.out, argv
+                args.name, report(scored, done, seeds, epsilons, args), markdown, args.out, argv
             )
     print(path.with_suffix(".md").read_text())
 

@@ -177,3 +177,12 @@ def test_item_sample_is_seeded_and_spread_is_over_seeds() -> None:
     assert row["seeds"] == 2 and row["wape"] == pytest.approx(0.6)
     assert (row["wape_min"], row["wape_max"]) == (0.5, 0.7)
     assert harness.cell(row, "wql") == "0.300 [0.200, 0.400]"
+
+
+def test_privacy_help_names_the_results_file_option(capsys: pytest.CaptureFixture[str]) -> None:
+    module = importlib.import_module("benchmarks.privacy")
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    printed = capsys.readouterr().out
+    assert "--name" in printed
+    assert "results file name" in printed

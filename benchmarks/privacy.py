@@ -113,10 +113,16 @@ def load_panel(args: Any) -> Any:
     return sample_items(panel, args.sample_items, args.item_seed)
 
 
+_WORKER_PANEL: dict[tuple[Any, ...], Any] = {}
+
+
 def _run_arm_alone(job: tuple[list[pd.Timestamp], float | None, int, Any]) -> Any:
-    """:func:`run_arm` in a worker process, which loads the (cached) panel itself."""
+    """:func:`run_arm` in a worker process, which loads the (cached) panel itself, once."""
     cutoffs, epsilon, seed, args = job
-    return run_arm(load_panel(args), cutoffs, epsilon, seed, args)
+    key = (str(args.source), args.sample_items, args.item_seed)
+    if key not in _WORKER_PANEL:
+        _WORKER_PANEL[key] = load_panel(args)
+    return run_arm(_WORKER_PANEL[key], cutoffs, epsilon, seed, args)
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -173,23 +179,40 @@ def main(argv: list[str] | None = None) -> None:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     panel = load_panel(args)
     arms: list[float | None] = [None, *epsilons]
-    jobs = [(cutoffs, e, seed, args) for seed in seeds for e in arms]
+    # one process per arm, cutoff and seed (their fit seconds share the cores), in seed then
+    # cutoff order; the results are rewritten after each cutoff's arms: a cut-short run keeps
+    # its finished seeds, or, before the first seed ends, that seed's finished cutoffs
+    jobs = [([cutoff], e, seed, args) for seed in seeds for cutoff in cutoffs for e in arms]
     names = [arm_name(e) for e in arms]
     done: list[Any] = []
-    scored: dict[int, dict[str, Any]] = {}
+    finished: dict[int, list[tuple[str, Any]]] = {}
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        # one process per arm and seed (their fit seconds share the cores); in seed order, and
-        # the results are rewritten after each seed: a cut-short run keeps its finished seeds
-        for result in pool.map(_run_arm_alone, jobs):
+        for job, result in zip(jobs, pool.map(_run_arm_alone, jobs), strict=True):
             done.append(result)
             if len(done) % len(arms):
                 continue
-            seed = seeds[len(done) // len(arms) - 1]
-            scored[seed] = score_arms(panel, merge_arms(done[-len(arms) :]), chosen, names)
+            cutoff, seed = str(job[0][0].date()), job[2]
+            finished.setdefault(seed, []).append((cutoff, merge_arms(done[-len(arms) :])))
+            scored = score_finished(panel, finished, chosen, names)
             path = write_results(
                 args.name, report(scored, done, seeds, epsilons, args), markdown, args.out, argv
             )
     print(path.with_suffix(".md").read_text())
+
+
+def score_finished(
+    panel: Any, finished: dict[int, list[tuple[str, Any]]], chosen: list[str], names: list[str]
+) -> dict[int, dict[str, Any]]:
+    """Scores of the seeds that ran every cutoff of ``chosen``; while none has, the first
+    seed's scores on its finished cutoffs (the results then say which cutoffs ran)."""
+    complete = [s for s, parts in finished.items() if len(parts) == len(chosen)]
+    seeds = complete or list(finished)[:1]
+    scored = {}
+    for seed in seeds:
+        parts = finished[seed]
+        frames = pd.concat([frame for _, frame in parts], ignore_index=True)
+        scored[seed] = score_arms(panel, frames, [c for c, _ in parts], names)
+    return scored
 
 
 def merge_arms(done: list[tuple[pd.DataFrame, list[dict[str, Any]]]]) -> pd.DataFrame:

@@ -139,6 +139,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         *metrics_table(report["summary"]),
         "",
+        *per_cutoff_table(report),
         "## Privacy spent per fit",
         "",
         "| arm | seed | cutoff | items | epsilon spent | noise multiplier | steps | fit s |",
@@ -153,6 +154,31 @@ def markdown(report: dict[str, Any]) -> str:
         )
     lines += ["", f"Machine: {report['machine']}."]
     return "\n".join(lines) + "\n"
+
+
+def per_cutoff_table(report: dict[str, Any]) -> list[str]:
+    """WAPE / wQL of each arm at each cutoff, mean over the seeds (Markdown lines)."""
+    cells: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for scored in report["per_seed"].values():
+        for row in scored["per_cutoff"]:
+            by_cutoff = cells.setdefault(row["model"], {})
+            by_cutoff.setdefault(str(row["cutoff"])[:10], []).append((row["wape"], row["wql"]))
+    cutoffs = list(report["cutoffs"])
+    lines = [
+        "## WAPE / wQL per cutoff (mean over seeds)",
+        "",
+        "| arm | " + " | ".join(cutoffs) + " |",
+        "|---|" + "---|" * len(cutoffs),
+    ]
+    for arm, by_cutoff in cells.items():
+        values = []
+        for cutoff in cutoffs:
+            pairs = by_cutoff.get(cutoff, [])
+            wape = sum(w for w, _ in pairs) / max(len(pairs), 1)
+            wql = sum(q for _, q in pairs) / max(len(pairs), 1)
+            values.append(f"{wape:.3f} / {wql:.3f}" if pairs else "-")
+        lines.append(f"| {arm} | " + " | ".join(values) + " |")
+    return [*lines, ""]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,14 +14,14 @@ The default is the full protocol (the four test cutoffs); ``--cutoffs validation
 ``--item-seed``), and the results say which ran; each arm runs once per seed of ``--seeds``
 (mean [min, max] over seeds); ``--jobs 4`` runs the arms in
 parallel processes (their fit seconds then share the cores). Results:
-``<out>/privacy.{json,md}``.
+``<out>/<name>.{json,md}`` (``--name``, default ``privacy``).
 
 Usage::
 
     python -m benchmarks.privacy [--cutoffs test|validation] [--only DATE,...]
         [--epsilons 1,4,8] [--delta 1e-5] [--seeds 0,1,2] [--threads 1] [--jobs 1]
         [--sample-items N --item-seed 0]
-        [--dp-set KEY=VALUE ...]
+        [--dp-set KEY=VALUE ...] [--out DIR] [--name privacy]
 """
 
 from __future__ import annotations
@@ -113,10 +113,16 @@ def load_panel(args: Any) -> Any:
     return sample_items(panel, args.sample_items, args.item_seed)
 
 
+_WORKER_PANEL: dict[tuple[Any, ...], Any] = {}
+
+
 def _run_arm_alone(job: tuple[list[pd.Timestamp], float | None, int, Any]) -> Any:
-    """:func:`run_arm` in a worker process, which loads the (cached) panel itself."""
+    """:func:`run_arm` in a worker process, which loads the (cached) panel itself, once."""
     cutoffs, epsilon, seed, args = job
-    return run_arm(load_panel(args), cutoffs, epsilon, seed, args)
+    key = (str(args.source), args.sample_items, args.item_seed)
+    if key not in _WORKER_PANEL:
+        _WORKER_PANEL[key] = load_panel(args)
+    return run_arm(_WORKER_PANEL[key], cutoffs, epsilon, seed, args)
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -133,6 +139,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         *metrics_table(report["summary"]),
         "",
+        *per_cutoff_table(report),
         "## Privacy spent per fit",
         "",
         "| arm | seed | cutoff | items | epsilon spent | noise multiplier | steps | fit s |",
@@ -149,6 +156,31 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def per_cutoff_table(report: dict[str, Any]) -> list[str]:
+    """WAPE / wQL of each arm at each cutoff, mean over the seeds (Markdown lines)."""
+    cells: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for scored in report["per_seed"].values():
+        for row in scored["per_cutoff"]:
+            by_cutoff = cells.setdefault(row["model"], {})
+            by_cutoff.setdefault(str(row["cutoff"])[:10], []).append((row["wape"], row["wql"]))
+    cutoffs = list(report["cutoffs"])
+    lines = [
+        "## WAPE / wQL per cutoff (mean over seeds)",
+        "",
+        "| arm | " + " | ".join(cutoffs) + " |",
+        "|---|" + "---|" * len(cutoffs),
+    ]
+    for arm, by_cutoff in cells.items():
+        values = []
+        for cutoff in cutoffs:
+            pairs = by_cutoff.get(cutoff, [])
+            wape = sum(w for w, _ in pairs) / max(len(pairs), 1)
+            wql = sum(q for _, q in pairs) / max(len(pairs), 1)
+            values.append(f"{wape:.3f} / {wql:.3f}" if pairs else "-")
+        lines.append(f"| {arm} | " + " | ".join(values) + " |")
+    return [*lines, ""]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argument_parser(__doc__, __file__)
     parser.add_argument("--source", type=Path, default=ONLINE_RETAIL)
@@ -163,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--item-seed", type=int, default=0, help="seed of --sample-items")
     parser.add_argument("--dp-set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--name", default="privacy", help="results file name (no suffix)")
     args = parser.parse_args(argv)
     args.dp_set = parse_settings(args.dp_set)
     require_file(args.source)
@@ -172,23 +205,40 @@ def main(argv: list[str] | None = None) -> None:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     panel = load_panel(args)
     arms: list[float | None] = [None, *epsilons]
-    jobs = [(cutoffs, e, seed, args) for seed in seeds for e in arms]
+    # one process per arm, cutoff and seed (their fit seconds share the cores), in seed then
+    # cutoff order; the results are rewritten after each cutoff's arms: a cut-short run keeps
+    # its finished seeds, or, before the first seed ends, that seed's finished cutoffs
+    jobs = [([cutoff], e, seed, args) for seed in seeds for cutoff in cutoffs for e in arms]
     names = [arm_name(e) for e in arms]
     done: list[Any] = []
-    scored: dict[int, dict[str, Any]] = {}
+    finished: dict[int, list[tuple[str, Any]]] = {}
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        # one process per arm and seed (their fit seconds share the cores); in seed order, and
-        # the results are rewritten after each seed: a cut-short run keeps its finished seeds
-        for result in pool.map(_run_arm_alone, jobs):
+        for job, result in zip(jobs, pool.map(_run_arm_alone, jobs), strict=True):
             done.append(result)
             if len(done) % len(arms):
                 continue
-            seed = seeds[len(done) // len(arms) - 1]
-            scored[seed] = score_arms(panel, merge_arms(done[-len(arms) :]), chosen, names)
+            cutoff, seed = str(job[0][0].date()), job[2]
+            finished.setdefault(seed, []).append((cutoff, merge_arms(done[-len(arms) :])))
+            scored = score_finished(panel, finished, chosen, names)
             path = write_results(
-                "privacy", report(scored, done, seeds, epsilons, args), markdown, args.out, argv
+                args.name, report(scored, done, seeds, epsilons, args), markdown, args.out, argv
             )
     print(path.with_suffix(".md").read_text())
+
+
+def score_finished(
+    panel: Any, finished: dict[int, list[tuple[str, Any]]], chosen: list[str], names: list[str]
+) -> dict[int, dict[str, Any]]:
+    """Scores of the seeds that ran every cutoff of ``chosen``; while none has, the first
+    seed's scores on its finished cutoffs (the results then say which cutoffs ran)."""
+    complete = [s for s, parts in finished.items() if len(parts) == len(chosen)]
+    seeds = complete or list(finished)[:1]
+    scored = {}
+    for seed in seeds:
+        parts = finished[seed]
+        frames = pd.concat([frame for _, frame in parts], ignore_index=True)
+        scored[seed] = score_arms(panel, frames, [c for c, _ in parts], names)
+    return scored
 
 
 def merge_arms(done: list[tuple[pd.DataFrame, list[dict[str, Any]]]]) -> pd.DataFrame:

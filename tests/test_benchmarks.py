@@ -177,3 +177,26 @@ def test_item_sample_is_seeded_and_spread_is_over_seeds() -> None:
     assert row["seeds"] == 2 and row["wape"] == pytest.approx(0.6)
     assert (row["wape_min"], row["wape_max"]) == (0.5, 0.7)
     assert harness.cell(row, "wql") == "0.300 [0.200, 0.400]"
+
+
+def test_privacy_help_names_the_results_file_option(capsys: pytest.CaptureFixture[str]) -> None:
+    module = importlib.import_module("benchmarks.privacy")
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    printed = capsys.readouterr().out
+    assert "--name" in printed
+    assert "results file name" in printed
+
+
+def test_privacy_per_cutoff_table_averages_the_seeds() -> None:
+    from benchmarks.privacy import per_cutoff_table
+
+    def scored(wape: float) -> dict[str, object]:
+        rows = [{"model": "LM-frozen", "cutoff": "2011-07-04 00:00:00", "wape": wape, "wql": 0.5}]
+        return {"per_cutoff": rows}
+
+    report = {"cutoffs": ["2011-07-04", "2011-08-01"], "per_seed": {0: scored(0.6), 1: scored(0.7)}}
+    lines = per_cutoff_table(report)
+
+    assert "| arm | 2011-07-04 | 2011-08-01 |" in lines
+    assert "| LM-frozen | 0.650 / 0.500 | - |" in lines  # a cutoff not run shows as "-"

@@ -82,6 +82,9 @@ def test_private_lora_fit_stays_within_budget(small_panel: Panel, tiny_encoder: 
     assert spent["accountant"] == "prv" and spent["epsilon"] <= 2.0
     assert spent["steps"] == 3 * 3  # two head epochs and one LoRA epoch, three steps each
     assert model.encoder_model_ is not None  # the adapter trained under DP is kept
+    # PEFT starts each lora_B at zero: non-zero ones are the DP optimizer's steps on the adapter
+    adapters = [p for n, p in model.encoder_model_.named_parameters() if "lora_B" in n]
+    assert adapters and all(float(p.detach().abs().sum()) > 0 for p in adapters)
 
 
 def test_impossible_budget_is_refused_before_training(

@@ -338,7 +338,7 @@ def parse_dates(values: pd.Series) -> pd.Series:
             f"{_examples([str(v) for v in with_time.unique()])}; a panel has one row per item "
             "and period: aggregate events with 'salesformer prepare csv --freq W-MON'"
         )
-    return parsed.astype("datetime64[ns]")
+    return parsed.astype("datetime64[ns]")  # a copy: the panel never shares the input's arrays
 
 
 def parse_numbers(raw: pd.Series, column: str) -> pd.Series:
@@ -360,26 +360,28 @@ def parse_numbers(raw: pd.Series, column: str) -> pd.Series:
     return values
 
 
-def _coerce_numeric(frame: pd.DataFrame, column: str) -> pd.Series:
+def _coerce_numeric(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """A numeric column as a new float array (never a view of ``frame``'s), every value finite."""
     values = parse_numbers(frame[column], column)
-    infinite = np.isinf(values.to_numpy(dtype=float, na_value=np.nan))
+    array = np.array(values.to_numpy(dtype=float, na_value=np.nan), dtype=float, copy=True)
+    infinite = np.isinf(array)
     if infinite.any():
         raise DataValidationError(
             f"column {column!r}: {int(infinite.sum())} of {len(values)} values are infinite, "
             f"e.g. {_examples(values[infinite].unique())}; every value must be a finite "
             "number: fix or drop those rows"
         )
-    if values.isna().any():
-        n = int(values.isna().sum())
+    missing = np.isnan(array)
+    if missing.any():
         raise DataValidationError(
-            f"column {column!r}: {n} of {len(values)} values are missing (NaN); "
+            f"column {column!r}: {int(missing.sum())} of {len(values)} values are missing (NaN); "
             + (
                 "sales must be given for every row (use 0 for no sales)"
                 if column == SALES
                 else "fill them (e.g. carry the last price forward) or drop the column"
             )
         )
-    return values.astype(float)
+    return array
 
 
 def validate_panel(
@@ -461,11 +463,11 @@ def _checked_sales(
     codes = item_codes(sales[ITEM_ID])  # the ids stay codes until the grid is complete
     check_item_ids(pd.Series(codes.ids), "column 'item_id'")
     # every column of the checked frame is a new array (the grid keeps them without copying)
-    columns: dict[str, np.ndarray] = {DATE: parse_dates(sales[DATE]).to_numpy(copy=True)}
+    columns: dict[str, np.ndarray] = {DATE: parse_dates(sales[DATE]).to_numpy()}
     flags = availability_of(sales)
     covariates = [c for c in sales.columns if c not in (ITEM_ID, DATE, SALES, *AVAILABILITY)]
     for column in (SALES, *covariates):
-        columns[column] = _coerce_numeric(sales, column).to_numpy(dtype=float, copy=True)
+        columns[column] = _coerce_numeric(sales, column)
     if flags is not None:
         columns[IN_STOCK] = flags.to_numpy(dtype=bool, copy=True)
 

@@ -49,9 +49,10 @@ from benchmarks.harness import (
     module_command,
     write_results,
 )
-from benchmarks.scale_ray import build_catalogue, same_forecasts
+from benchmarks.scale_ray import build_catalogue, fit_lm, same_forecasts
 
 JOBS = ("validate", "load", "predict", "backtest")
+PREDICT_MODELS = ("LightGBM", "LM")
 
 
 def child(spec: dict[str, Any]) -> dict[str, Any]:
@@ -188,7 +189,8 @@ def markdown(result: dict[str, Any]) -> str:
         "# Local engine at scale: synthetic catalogue",
         "",
         f"`python -m benchmarks.local_scale` on {result['machine']}; {result['weeks']} weeks; "
-        f"batch forecasting with a saved LightGBM ({result['horizon']} weeks); backtest of "
+        f"batch forecasting ({result['horizon']} weeks) with saved models (LightGBM; LM: the "
+        "frozen-encoder LM of `benchmarks.scale_ray`); backtest of "
         f"{', '.join(result['backtest_models'])} over {result['windows']} cutoffs; "
         f"{result['items_per_part']:,} items per part (local and Ray). Local workers 1 = in "
         "the driver process, 2 = a process pool of 2. Load average before the run: "
@@ -203,12 +205,18 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for r in result["rows"]:
         same = {True: "yes", False: "NO", None: "-"}[r.get("same_as_local")]
+        job = f"{r['kind']} ({r['model']})" if r.get("model") else r["kind"]
         lines.append(
-            f"| {r['kind']} | {r['engine']} | {r['workers'] or '-'} | {r['items']:,} | "
+            f"| {job} | {r['engine']} | {r['workers'] or '-'} | {r['items']:,} | "
             f"{r['runs']} | {r['seconds_median']} [{r['seconds_min']}, {r['seconds_max']}] | "
             f"{r['driver_cpu_seconds_median']} | "
             f"{r['tree_peak_mb_median']} (max {r['tree_peak_mb_max']}) | {same} | "
             f"{r.get('load_after', '-')} |"
+        )
+    for items, facts in sorted(result.get("lm_fits", {}).items()):
+        lines.append(
+            f"\nThe LM at {int(items):,} items was fitted once before the runs (not timed in "
+            f"the table): {facts.get('fit_seconds')} s, peak RSS {facts.get('peak_rss_mb')} MB."
         )
     return "\n".join(lines) + "\n"
 
@@ -225,6 +233,12 @@ def main(argv: list[str] | None = None) -> None:
         "--local-workers", default="1,2", help="local engine: 1 = in this process, N = a pool"
     )
     parser.add_argument("--jobs", default=",".join(JOBS))
+    parser.add_argument(
+        "--predict-models",
+        default="LightGBM",
+        help="saved models of the predict job: LightGBM and/or LM (the frozen-encoder LM of "
+        "benchmarks.scale_ray, fitted once per catalogue and cached; slow to fit)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backtest-models", default="SeasonalNaive,CrostonSBA,ADIDA")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -240,22 +254,33 @@ def main(argv: list[str] | None = None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
     rows: list[dict[str, Any]] = []
+    fits: dict[int, dict[str, Any]] = {}
     models = [m for m in args.backtest_models.split(",") if m]
     for items in [int(s) for s in args.items.split(",") if s]:
         panel_dir = build_catalogue(work / f"catalogue-{items}-{args.weeks}", items, args.weeks)
-        model_dir = work / f"lightgbm-{items}-{args.weeks}"
+        jobs: list[tuple[str, str | None]] = []
         for kind in [j for j in args.jobs.split(",") if j]:
             if kind not in JOBS:
                 parser.error(f"unknown job {kind!r}; use some of {', '.join(JOBS)}")
-            if kind == "predict":
+            names = [m for m in args.predict_models.split(",") if m] if kind == "predict" else []
+            jobs += [(kind, name) for name in names] if names else [(kind, None)]
+        for kind, predictor in jobs:
+            if predictor is not None and predictor not in PREDICT_MODELS:
+                parser.error(f"unknown --predict-models {predictor!r}; use LightGBM and/or LM")
+            model_dir = work / f"lightgbm-{items}-{args.weeks}"
+            if predictor == "LightGBM":
                 fit_lightgbm(panel_dir, model_dir, args.horizon, args.threads)
+            elif predictor == "LM":
+                model_dir = work / f"lm-{items}-{args.weeks}"
+                fits[items] = fit_lm(panel_dir, model_dir, args.horizon, args.threads)
             engines: list[tuple[str, int | None]] = [("local", None)]
             if kind in ("predict", "backtest"):
                 engines = [("local", int(w)) for w in args.local_workers.split(",") if w]
                 engines += [("ray", int(w)) for w in args.workers.split(",") if w]
             reference = None
             for engine, count in engines:
-                out = work / f"local-scale-{kind}-{items}-{engine}-{count or 0}.parquet"
+                tag = f"{kind}-{predictor}" if predictor else kind
+                out = work / f"local-scale-{tag}-{items}-{engine}-{count or 0}.parquet"
                 spec = {
                     "kind": kind,
                     "engine": engine,
@@ -271,6 +296,8 @@ def main(argv: list[str] | None = None) -> None:
                 }
                 runs = [run_child(spec, args.threads) for _ in range(args.repeats)]
                 row = {"kind": kind, "engine": engine, "workers": count, "items": items}
+                if predictor:
+                    row["model"] = predictor
                 row.update(_summary(runs))
                 if kind in ("validate", "load"):
                     row["same_as_local"] = None
@@ -281,8 +308,8 @@ def main(argv: list[str] | None = None) -> None:
                 row["load_after"] = round(os.getloadavg()[0], 1)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-                _write(args, argv, load_before, models, rows, complete=False)
-    print(_write(args, argv, load_before, models, rows, complete=True))
+                _write(args, argv, load_before, models, rows, fits, complete=False)
+    print(_write(args, argv, load_before, models, rows, fits, complete=True))
 
 
 def _write(
@@ -291,6 +318,7 @@ def _write(
     load_before: str,
     models: list[str],
     rows: list[dict[str, Any]],
+    lm_fits: dict[int, dict[str, Any]],
     complete: bool,
 ) -> str:
     """Write the results so far (after every job, so that a run cut short keeps its rows)."""
@@ -306,6 +334,7 @@ def _write(
         "items_per_part": args.items_per_part,
         "threads": args.threads,
         "rows": rows,
+        "lm_fits": {str(k): v for k, v in lm_fits.items()},
     }
     page = markdown(result)
     write_results(args.name, result, page, args.out, argv)

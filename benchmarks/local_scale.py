@@ -51,7 +51,7 @@ from benchmarks.harness import (
 )
 from benchmarks.scale_ray import build_catalogue, fit_lm, same_forecasts
 
-JOBS = ("validate", "load", "predict", "backtest")
+JOBS = ("validate", "load", "predict", "backtest", "startup")
 PREDICT_MODELS = ("LightGBM", "LM")
 
 
@@ -61,6 +61,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     the local engine's run through the same driver (:func:`predict_local`,
     :func:`backtest_local`) in this process (``workers`` 1) or a process pool."""
     kind = spec["kind"]
+    if kind == "startup":
+        return _startup_child(spec)
     if kind in ("predict", "backtest") and spec["engine"] == "ray":
         from benchmarks.scale_ray import child as scale_ray_child
 
@@ -113,6 +115,46 @@ def _local_child(spec: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu}
 
 
+def warm_up(objects: list[Any], parts: Any = None) -> tuple[int, float]:
+    """A worker's first task: import what a batch-forecasting part needs (the library's part
+    driver, pandas, pyarrow, LightGBM); its process id and the seconds the imports took."""
+    started = time.perf_counter()
+    import lightgbm  # noqa: F401
+
+    import salesformer.distributed.predict
+    import salesformer.models.registry  # noqa: F401
+
+    return os.getpid(), time.perf_counter() - started
+
+
+def _startup_child(spec: dict[str, Any]) -> dict[str, Any]:
+    """Start ``spec['workers']`` workers (a local process pool or Ray actors) and run
+    :func:`warm_up` once on each: the fixed cost a job pays before its first part."""
+    started, cpu = time.perf_counter(), time.process_time()
+    workers = spec["workers"]
+    if spec["engine"] == "ray":
+        from salesformer.distributed.engine import ray_session
+        from salesformer.distributed.pool import start_workers
+
+        with ray_session(workers=workers) as ray:
+            actors = start_workers(ray, workers)
+            facts = ray.get([actor.call.remote(warm_up, [], {}) for actor in actors])
+            seconds = time.perf_counter() - started
+    else:
+        from salesformer.distributed.executors import LocalPool
+
+        with LocalPool(workers) as pool:
+            halves = [pool.call(warm_up, [], {}, []) for _ in range(workers)]  # (pid, seconds)
+            facts = [(pool.value(pid), pool.value(took)) for pid, took in halves]
+            seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "cpu": time.process_time() - cpu,
+        "processes": len({pid for pid, _ in facts}),
+        "import_seconds": max(took for _, took in facts),
+    }
+
+
 def _tree_pss_mb(root: psutil.Process) -> float:
     total = 0
     for proc in [root, *root.children(recursive=True)]:
@@ -126,6 +168,8 @@ def _tree_pss_mb(root: psutil.Process) -> float:
 def run_child(spec: dict[str, Any], threads: int) -> dict[str, Any]:
     """Run ``spec`` in a fresh process; its wall seconds and its process tree's peak PSS."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "SALESFORMER_BENCH_THREADS": str(threads)}
+    # pool processes and Ray workers import this module (the startup job's task) from the root
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     command = module_command("local_scale", "--child", json.dumps(spec))
     proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     peak = 0.0
@@ -149,11 +193,14 @@ def run_child(spec: dict[str, Any], threads: int) -> dict[str, Any]:
     if proc.returncode != 0:
         raise RuntimeError(f"job {spec['kind']}/{spec['engine']} failed ({proc.returncode})")
     facts = json.loads(output.strip().splitlines()[-1])
-    return {
+    out = {
         "seconds": round(facts["seconds"], 1),
         "driver_cpu_seconds": round(facts["cpu"], 1),
         "tree_peak_mb": round(peak),
     }
+    if "import_seconds" in facts:  # the startup job: processes started and their imports
+        out.update(processes=facts["processes"], import_seconds=round(facts["import_seconds"], 1))
+    return out
 
 
 def fit_lightgbm(panel_dir: Path, model_dir: Path, horizon: int, threads: int) -> None:
@@ -212,6 +259,20 @@ def markdown(result: dict[str, Any]) -> str:
             f"{r['driver_cpu_seconds_median']} | "
             f"{r['tree_peak_mb_median']} (max {r['tree_peak_mb_max']}) | {same} | "
             f"{r.get('load_after', '-')} |"
+        )
+    startups = [r for r in result["rows"] if r["kind"] == "startup"]
+    if startups:
+        shown = "; ".join(
+            f"{r['engine']} {r['workers']}: "
+            + ", ".join(
+                f"{e.get('processes')} started, {e.get('import_seconds')} s" for e in r["each"]
+            )
+            for r in startups
+        )
+        lines.append(
+            "\nstartup = start the workers (a spawned process pool, or Ray and its actors) and "
+            "run one task on each that imports the library's part driver and LightGBM; per run, "
+            f"the distinct worker processes that ran it and the slowest import: {shown}."
         )
     for items, facts in sorted(result.get("lm_fits", {}).items()):
         lines.append(
@@ -274,9 +335,15 @@ def main(argv: list[str] | None = None) -> None:
                 model_dir = work / f"lm-{items}-{args.weeks}"
                 fits[items] = fit_lm(panel_dir, model_dir, args.horizon, args.threads)
             engines: list[tuple[str, int | None]] = [("local", None)]
-            if kind in ("predict", "backtest"):
+            if kind in ("predict", "backtest", "startup"):
                 engines = [("local", int(w)) for w in args.local_workers.split(",") if w]
                 engines += [("ray", int(w)) for w in args.workers.split(",") if w]
+            if kind == "startup":  # one local worker is this process: nothing to start
+                engines = [
+                    (engine, count)
+                    for engine, count in engines
+                    if engine == "ray" or (count or 0) > 1
+                ]
             reference = None
             for engine, count in engines:
                 tag = f"{kind}-{predictor}" if predictor else kind
@@ -299,7 +366,7 @@ def main(argv: list[str] | None = None) -> None:
                 if predictor:
                     row["model"] = predictor
                 row.update(_summary(runs))
-                if kind in ("validate", "load"):
+                if kind in ("validate", "load", "startup"):
                     row["same_as_local"] = None
                 elif reference is None:
                     reference, row["same_as_local"] = out, None

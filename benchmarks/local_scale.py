@@ -5,13 +5,18 @@ weeks, cached under ``--work``) and measures, each job in its own process:
 
 * **validate**: ``validate_panel`` of the catalogue's rows and items as a user passes them
   (pandas frames with text ids, read before the clock starts);
+* **validate_raw**: the same, on raw rows (:func:`raw_rows`: 30% of the weeks after each
+  item's first dropped, the rest shuffled), so that validation sorts and fills the grid;
 * **load**: ``Panel.load`` of the catalogue's folder (read ``panel.parquet`` and validate it);
-* **predict**: a saved LightGBM (fitted once on the catalogue, cached) forecasts every item
+* **predict**: a saved model (``--predict-models``: LightGBM and/or the frozen-encoder LM of
+  ``benchmarks.scale_ray``; fitted once on the catalogue, cached) forecasts every item
   ``--horizon`` weeks ahead through the one batch-forecasting driver over parts of items:
   ``predict_local`` in this process (``--local-workers 1``) or a local process pool of N,
   next to ``predict_on_ray`` with 1 and 2 workers (``--workers``);
 * **backtest**: ``--backtest-models`` over ``--windows`` cutoffs, the same way:
   ``backtest_local`` (in this process, a pool of N) vs ``backtest_on_ray`` with 1 and 2 workers;
+* **startup**: the fixed cost before the first part: start a local pool of N (N > 1) or Ray
+  with N actors, and run one task on each worker that imports what a part needs;
 
 with wall seconds and the peak memory of the job's whole process tree (the child and every
 process it started, Ray's included), sampled every 0.2 s as the sum of their proportional set
@@ -39,6 +44,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import psutil
 
 from benchmarks.harness import (
@@ -50,8 +57,9 @@ from benchmarks.harness import (
     write_results,
 )
 from benchmarks.scale_ray import build_catalogue, fit_lm, same_forecasts
+from salesformer.data.contract import ITEM_ID
 
-JOBS = ("validate", "load", "predict", "backtest", "startup")
+JOBS = ("validate", "validate_raw", "load", "predict", "backtest", "startup")
 PREDICT_MODELS = ("LightGBM", "LM")
 
 
@@ -73,17 +81,28 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         return _local_child(spec)
     from salesformer.data.contract import Panel, validate_panel
 
-    if kind == "validate":  # the frames as a user passes them (text ids), read before timing
+    if kind in ("validate", "validate_raw"):  # frames as a user passes them, read untimed
         import pandas as pd
 
         sales = pd.read_parquet(Path(spec["panel"]) / "panel.parquet")
         items = pd.read_parquet(Path(spec["panel"]) / "items.parquet")
+        if kind == "validate_raw":
+            sales = raw_rows(sales)
     started, cpu = time.perf_counter(), time.process_time()
-    if kind == "validate":
+    if kind in ("validate", "validate_raw"):
         validate_panel(sales, items, freq="W-MON")
     else:
         Panel.load(spec["panel"])
     return {"seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu}
+
+
+def raw_rows(sales: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """The panel's rows as raw input: 30% of the rows after each item's first dropped (weeks
+    without a sale), the rest shuffled, the ids as text; validation has to sort and fill."""
+    rng = np.random.default_rng(seed)
+    first = ~sales[ITEM_ID].duplicated().to_numpy()
+    kept = sales.loc[first | (rng.random(len(sales)) > 0.3)]
+    return kept.sample(frac=1.0, random_state=seed).reset_index(drop=True)
 
 
 def _local_child(spec: dict[str, Any]) -> dict[str, Any]:
@@ -366,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
                 if predictor:
                     row["model"] = predictor
                 row.update(_summary(runs))
-                if kind in ("validate", "load", "startup"):
+                if kind in ("validate", "validate_raw", "load", "startup"):
                     row["same_as_local"] = None
                 elif reference is None:
                     reference, row["same_as_local"] = out, None

@@ -132,7 +132,7 @@ def complete_grid(
             if name not in (ITEM_ID, DATE):
                 out[name] = frame[name].to_numpy()
         return pd.DataFrame(out, columns=list(columns), copy=False)
-    # row r of the grid: item row_item[r], period date_pos[r]; rows of frame land at ``target``
+    # grid row r belongs to item row_item[r]; the rows of frame land at ``target``
     shift = np.cumsum(lengths) - lengths - starts  # grid row of item i's period p: shift[i] + p
     target = shift[item] + position
     row_item = np.repeat(np.arange(n_items), lengths)

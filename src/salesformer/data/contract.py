@@ -29,11 +29,8 @@ import pandas as pd
 
 from salesformer._io import atomic_dir
 from salesformer._version import __version__
-from salesformer.data.availability import (
-    IN_STOCK,
-    availability_columns,
-    checked_availability,
-)
+from salesformer.data.availability import AVAILABILITY_COLUMNS as AVAILABILITY
+from salesformer.data.availability import IN_STOCK, availability_columns, availability_of
 from salesformer.data.frequency import (
     check_on_grid,
     infer_freq,
@@ -65,6 +62,8 @@ _ITEMS_FILE = "items.parquet"
 #: The panel folder's metadata file (frequency, covariate roles, calendar).
 PANEL_META_FILE = "panel.json"
 _META_FILE = PANEL_META_FILE
+_DAY_NS = 86_400 * 10**9
+_TICKS_PER_DAY = {"s": 86_400, "ms": 86_400 * 10**3, "us": 86_400 * 10**6, "ns": _DAY_NS}
 
 
 def _examples(values: Iterable[object], limit: int = 5) -> str:
@@ -315,29 +314,31 @@ def parse_dates(values: pd.Series) -> pd.Series:
         DataValidationError: values that are not dates, missing dates or times of day.
     """
     if pd.api.types.is_datetime64_any_dtype(values):
-        parsed = values
+        parsed = values  # nothing to parse, nothing that fails to parse
     else:
         parsed = pd.to_datetime(values, errors="coerce", format="mixed")
-    bad = values[parsed.isna() & values.notna()]
-    if len(bad):
+        bad = values[parsed.isna() & values.notna()]
+        if len(bad):
+            raise DataValidationError(
+                f"column 'date': {len(bad)} values are not dates, e.g. "
+                f"{_examples(bad.unique())}; use ISO dates such as 2011-03-07"
+            )
+    missing = parsed.isna()
+    if missing.any():
         raise DataValidationError(
-            f"column 'date': {len(bad)} values are not dates, e.g. {_examples(bad.unique())}; "
-            "use ISO dates such as 2011-03-07"
-        )
-    if parsed.isna().any():
-        raise DataValidationError(
-            f"column 'date': {int(parsed.isna().sum())} rows have no date (NaN); drop or fill them"
+            f"column 'date': {int(missing.sum())} rows have no date (NaN); drop or fill them"
         )
     if getattr(parsed.dt, "tz", None) is not None:
         parsed = parsed.dt.tz_localize(None)
-    with_time = parsed[parsed != parsed.dt.normalize()]
+    unit, _ = np.datetime_data(parsed.dtype)  # pandas holds s, ms, us or ns
+    with_time = parsed[parsed.to_numpy().view(np.int64) % _TICKS_PER_DAY[unit] != 0]
     if len(with_time):
         raise DataValidationError(
             f"column 'date': {len(with_time)} values carry a time of day, e.g. "
             f"{_examples([str(v) for v in with_time.unique()])}; a panel has one row per item "
             "and period: aggregate events with 'salesformer prepare csv --freq W-MON'"
         )
-    return parsed.astype("datetime64[ns]")
+    return parsed.astype("datetime64[ns]")  # a copy: the panel never shares the input's arrays
 
 
 def parse_numbers(raw: pd.Series, column: str) -> pd.Series:
@@ -359,26 +360,28 @@ def parse_numbers(raw: pd.Series, column: str) -> pd.Series:
     return values
 
 
-def _coerce_numeric(frame: pd.DataFrame, column: str) -> pd.Series:
+def _coerce_numeric(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """A numeric column as a new float array (never a view of ``frame``'s), every value finite."""
     values = parse_numbers(frame[column], column)
-    infinite = np.isinf(values.to_numpy(dtype=float, na_value=np.nan))
+    array = np.array(values.to_numpy(dtype=float, na_value=np.nan), dtype=float, copy=True)
+    infinite = np.isinf(array)
     if infinite.any():
         raise DataValidationError(
             f"column {column!r}: {int(infinite.sum())} of {len(values)} values are infinite, "
             f"e.g. {_examples(values[infinite].unique())}; every value must be a finite "
             "number: fix or drop those rows"
         )
-    if values.isna().any():
-        n = int(values.isna().sum())
+    missing = np.isnan(array)
+    if missing.any():
         raise DataValidationError(
-            f"column {column!r}: {n} of {len(values)} values are missing (NaN); "
+            f"column {column!r}: {int(missing.sum())} of {len(values)} values are missing (NaN); "
             + (
                 "sales must be given for every row (use 0 for no sales)"
                 if column == SALES
                 else "fill them (e.g. carry the last price forward) or drop the column"
             )
         )
-    return values.astype(float)
+    return array
 
 
 def validate_panel(
@@ -417,7 +420,7 @@ def validate_panel(
     if freq is None:
         freq = infer_freq(frame[DATE])
         if freq == "D":
-            refuse_weekly_as_daily(frame)
+            refuse_weekly_as_daily(codes.codes, frame[DATE].to_numpy())
     season_length(freq)  # rejects an unknown frequency with a clear message
     check_on_grid(pd.DatetimeIndex(frame[DATE]), freq)
     declared_known, past = _covariate_kinds(covariates, known_future, past_only)
@@ -457,47 +460,50 @@ def _checked_sales(
         raise DataValidationError(
             f"negative_sales must be 'error' or 'clip'; got {negative_sales!r}"
         )
-    frame = sales.copy(deep=False)  # columns are replaced, never written into
-    if frame[ITEM_ID].isna().any():
-        raise DataValidationError(
-            f"column 'item_id': {int(frame[ITEM_ID].isna().sum())} rows have no id; drop them"
-        )
-    codes = item_codes(frame[ITEM_ID])
-    if not codes.all_text or frame[ITEM_ID].dtype != object:
-        frame[ITEM_ID] = codes.column()
+    codes = item_codes(sales[ITEM_ID])  # the ids stay codes until the grid is complete
     check_item_ids(pd.Series(codes.ids), "column 'item_id'")
-    frame[DATE] = parse_dates(frame[DATE])
-    frame = checked_availability(frame)
-    covariates = [c for c in frame.columns if c not in (ITEM_ID, DATE, SALES, IN_STOCK)]
+    # every column of the checked frame is a new array (the grid keeps them without copying)
+    columns: dict[str, np.ndarray] = {DATE: parse_dates(sales[DATE]).to_numpy()}
+    flags = availability_of(sales)
+    covariates = [c for c in sales.columns if c not in (ITEM_ID, DATE, SALES, *AVAILABILITY)]
     for column in (SALES, *covariates):
-        frame[column] = _coerce_numeric(frame, column).to_numpy(dtype=float, copy=True)
+        columns[column] = _coerce_numeric(sales, column)
+    if flags is not None:
+        columns[IN_STOCK] = flags.to_numpy(dtype=bool, copy=True)
 
-    report: dict[str, int] = {"input_rows": len(frame)}
-    negative = frame[SALES] < 0
+    report: dict[str, int] = {"input_rows": len(sales)}
+    negative = columns[SALES] < 0
     if negative.any():
         if negative_sales == "error":
             raise DataValidationError(
                 f"column 'sales': {int(negative.sum())} negative values (returns?), e.g. "
-                f"{_examples(frame.loc[negative, SALES].unique())}; demand cannot be negative: "
+                f"{_examples(pd.unique(columns[SALES][negative]))}; demand cannot be negative: "
                 "remove returns, or clip them to 0 "
                 "(negative_sales='clip', CLI --negative-sales clip)"
             )
-        frame.loc[negative, SALES] = 0.0
+        columns[SALES][negative] = 0.0
     report["negative_sales_clipped"] = int(negative.sum())
 
-    order, repeated = order_rows(codes.codes, frame[DATE].to_numpy().view(np.int64))
+    days = columns[DATE].view(np.int64) // _DAY_NS  # whole days: parse_dates refuses times
+    order, repeated = order_rows(codes.codes, days)
     if repeated:
-        duplicated = frame.duplicated([ITEM_ID, DATE], keep=False)
-        pairs = frame.loc[duplicated, [ITEM_ID, DATE]].drop_duplicates()
-        shown = [f"{i} @ {d.date()}" for i, d in pairs.head(5).itertuples(index=False)]
-        raise DataValidationError(
-            f"{len(pairs)} (item_id, date) pairs appear more than once, e.g. {shown}; "
-            "a panel has one row per item and period: sum the sales per item and date first"
-        )
+        _refuse_repeated_pairs(codes, columns[DATE])
     if order is not None:
-        frame = frame.take(order).reset_index(drop=True)
-        codes = replace(codes, codes=codes.codes[order])
-    return frame, codes, covariates, report
+        columns = {name: values.take(order) for name, values in columns.items()}
+        codes = replace(codes, codes=codes.codes.take(order))
+    return pd.DataFrame(columns, copy=False), codes, covariates, report
+
+
+def _refuse_repeated_pairs(codes: ItemCodes, dates: np.ndarray) -> None:
+    """Raise for (item_id, date) pairs that appear more than once (rows in input order)."""
+    rows = pd.DataFrame({ITEM_ID: codes.codes, DATE: dates})
+    pairs = rows.loc[rows.duplicated(keep=False)].drop_duplicates()
+    first = pairs.head(5)
+    shown = [f"{codes.ids[i]} @ {pd.Timestamp(d).date()}" for i, d in first.to_numpy().tolist()]
+    raise DataValidationError(
+        f"{len(pairs)} (item_id, date) pairs appear more than once, e.g. {shown}; "
+        "a panel has one row per item and period: sum the sales per item and date first"
+    )
 
 
 def _covariate_kinds(

@@ -15,6 +15,7 @@ from salesformer.errors import DataValidationError
 
 ITEM_ID = "item_id"
 DATE = "date"
+_DAY_NS = 86_400 * 10**9
 _WEEKDAYS = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")
 
 
@@ -70,17 +71,21 @@ def infer_freq(dates: pd.Series | pd.DatetimeIndex) -> str:
     )
 
 
-def refuse_weekly_as_daily(frame: pd.DataFrame) -> None:
+def refuse_weekly_as_daily(item: np.ndarray, dates: np.ndarray) -> None:
     """Weekly rows on several weekdays look daily; reading them so would zero-fill 6 days in 7.
+
+    Args:
+        item: the rows' item codes, sorted (rows in item, then date order).
+        dates: the rows' dates (``datetime64[ns]``, whole days), in the same order.
 
     Raises:
         DataValidationError: when every item's dates are whole weeks apart.
     """
-    ordered = frame[[ITEM_ID, DATE]].sort_values([ITEM_ID, DATE])
-    gaps = ordered.groupby(ITEM_ID, sort=False)[DATE].diff().dropna().dt.days.to_numpy()
+    stamps = np.asarray(dates, dtype="datetime64[ns]").view(np.int64)
+    gaps = np.diff(stamps)[item[1:] == item[:-1]] // _DAY_NS
     if len(gaps) == 0 or (gaps % 7 != 0).any():
         return
-    weekdays = pd.Series(pd.DatetimeIndex(frame[DATE]).weekday).value_counts()
+    weekdays = pd.Series(pd.DatetimeIndex(dates).weekday).value_counts()
     shown = ", ".join(f"{_WEEKDAYS[int(d)]}: {n}" for d, n in weekdays.items())
     raise DataValidationError(
         f"the dates are weekly (each item's dates are whole weeks apart) but fall on several "

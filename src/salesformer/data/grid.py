@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from salesformer.data.availability import IN_STOCK
+from salesformer.errors import DataValidationError
 
 ITEM_ID = "item_id"
 DATE = "date"
@@ -47,12 +48,19 @@ class ItemCodes:
 
 
 def item_codes(values: pd.Series) -> ItemCodes:
-    """Factorise an ``item_id`` column without missing values into sorted text codes.
+    """Factorise an ``item_id`` column into sorted text codes.
 
     Ids that differ before conversion to text but read the same after (``1`` and ``"1"``) get
     one code, as ``values.astype(str)`` would make them equal.
+
+    Raises:
+        DataValidationError: rows without an id (missing values are found by the factorisation,
+            not by a separate pass over the column).
     """
     raw_codes, uniques = pd.factorize(values, sort=False)
+    missing = int(np.count_nonzero(raw_codes < 0))
+    if missing:
+        raise DataValidationError(f"column 'item_id': {missing} rows have no id; drop them")
     as_text = pd.Index(uniques).astype(str)
     all_text = pd.api.types.infer_dtype(uniques, skipna=False) == "string"
     text_codes, text_ids = pd.factorize(np.asarray(as_text, dtype=object), sort=True)
@@ -70,10 +78,20 @@ def order_rows(codes: np.ndarray, stamps: np.ndarray) -> tuple[np.ndarray | None
         same = codes[1:] == codes[:-1]
         if not bool(np.any(same & (stamps[1:] <= stamps[:-1]))):
             return None, False
-    order = np.lexsort((stamps, codes))
+    order = _item_date_order(codes, stamps)
     codes, stamps = codes[order], stamps[order]
     repeated = np.any((codes[1:] == codes[:-1]) & (stamps[1:] == stamps[:-1]))
     return order, bool(repeated)
+
+
+def _item_date_order(codes: np.ndarray, stamps: np.ndarray) -> np.ndarray:
+    """Row order by item code, then date: one sort of a single int64 key (code, then the row's
+    offset from the first date) where it fits in 63 bits, else a two-key lexsort (slower)."""
+    low, high = int(stamps.min()), int(stamps.max())
+    n_codes = int(codes.max()) + 1
+    if (high - low + 1) * n_codes < 2**62:
+        return np.argsort(codes * (high - low + 1) + (stamps - low))
+    return np.lexsort((stamps, codes))
 
 
 def complete_grid(
@@ -84,41 +102,48 @@ def complete_grid(
     ``frame`` must be sorted by item and date, one row per item and date, with dates on the
     ``freq`` grid, and ``codes`` its item codes. Periods without a row get ``sales`` 0, the
     covariates (every other column) of the item's previous row (an item's first period always
-    has a row) and, when the frame has ``in_stock``, True.
+    has a row) and, when the frame has ``in_stock``, True. A frame without gaps (a saved
+    panel) is the grid already: its columns are kept as they are, not scattered and gathered.
+
+    The result holds ``frame``'s value arrays where it can (no copy): the caller passes a frame
+    whose arrays it owns.
 
     Returns:
         The completed frame with ``columns`` (``item_id``, ``date`` and columns of ``frame``),
         in that order.
     """
     stamps = frame[DATE].to_numpy(dtype="datetime64[ns]")
-    grid = pd.date_range(stamps.min(), stamps.max(), freq=freq)
-    grid_ns = grid.asi8
+    grid_ns = pd.date_range(stamps.min(), stamps.max(), freq=freq).asi8
     position = np.searchsorted(grid_ns, stamps.view(np.int64))
     item = codes.codes
     n_items = len(codes.ids)
     is_first = np.ones(len(item), dtype=bool)
     is_first[1:] = item[1:] != item[:-1]
     first_rows = np.flatnonzero(is_first)
-    present = item[first_rows]
     starts = np.zeros(n_items, dtype=np.int64)
-    starts[present] = position[first_rows]
-    lengths = np.zeros(n_items, dtype=np.int64)
-    lengths[present] = len(grid_ns) - starts[present]
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    starts[item[first_rows]] = position[first_rows]
+    lengths = len(grid_ns) - starts  # every item has a first row (codes come from the rows)
     total = int(lengths.sum())
-    target = offsets[item] + position - starts[item]
+    out: dict[str, object] = {}
+    if total == len(item):  # no gaps: each item has a row for every period of its grid
+        out[ITEM_ID] = codes.column()
+        out[DATE] = stamps
+        for name in columns:
+            if name not in (ITEM_ID, DATE):
+                out[name] = frame[name].to_numpy()
+        return pd.DataFrame(out, columns=list(columns), copy=False)
+    # grid row r belongs to item row_item[r]; the rows of frame land at ``target``
+    shift = np.cumsum(lengths) - lengths - starts  # grid row of item i's period p: shift[i] + p
+    target = shift[item] + position
     row_item = np.repeat(np.arange(n_items), lengths)
-    date_pos = np.arange(total) - np.repeat(offsets - starts, lengths)
+    out[ITEM_ID] = codes.ids.take(row_item)
+    out[DATE] = grid_ns[np.arange(total) - shift[row_item]].view("datetime64[ns]")
     observed = np.zeros(total, dtype=bool)
     observed[target] = True
-    source = np.zeros(total, dtype=np.int64)
-    source[target] = np.arange(len(item))
-    last_seen = np.maximum.accumulate(np.where(observed, np.arange(total), 0))
-    carried = source[last_seen]
-    out: dict[str, object] = {
-        ITEM_ID: codes.ids.take(row_item),
-        DATE: grid_ns[date_pos].view("datetime64[ns]"),
-    }
+    # frame is sorted as the grid is, so the k-th observed grid row is frame row k: a grid row's
+    # last observed row is the count of observed rows up to it, minus one (never another item's:
+    # an item's first period is observed)
+    carried = np.cumsum(observed) - 1
     for name in columns:
         if name in (ITEM_ID, DATE):
             continue

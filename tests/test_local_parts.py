@@ -98,6 +98,9 @@ def test_bad_settings_are_config_errors(panel_dir: Path, tmp_path: Path) -> None
         backtest_local([make_model("Naive")], panel_dir, H, items_per_part=0)
     with pytest.raises(ConfigError, match="workers must be a whole number >= 1; got 0"):
         predict_local(tmp_path / "nope", tmp_path / "o.csv", workers=0)
+    # checked before the model folder is read or a pool starts, as on Ray
+    with pytest.raises(ConfigError, match="quantiles must lie strictly between 0 and 1"):
+        predict_local(tmp_path / "nope", tmp_path / "o.csv", quantiles=(0.5, 1.5))
 
 
 def invoke(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -152,6 +152,17 @@ class _OrderedWriter:
             self.writer.close()
 
 
+def _check_settings(
+    out: str | Path, workers: int | None, quantiles: Sequence[float], items_per_part: int
+) -> None:
+    """The checks of :func:`predict_on_ray` and :func:`predict_local`, before any worker starts
+    (:func:`predict_parts` checks the quantiles again, for its other callers)."""
+    _output_file(out)
+    check_workers(workers)
+    check_quantiles(quantiles)
+    check_part_size(items_per_part)
+
+
 def _output_file(out: str | Path) -> tuple[Path, str]:
     """The forecast file and its suffix, ``.csv`` or ``.parquet``."""
     target = Path(out)
@@ -302,10 +313,7 @@ def predict_on_ray(
         ConfigError: for a bad setting, a model that cannot forecast parts, or no Ray.
     """
     watch = Stopwatch()
-    _output_file(out)
-    check_workers(workers)
-    check_quantiles(quantiles)
-    check_part_size(items_per_part)
+    _check_settings(out, workers, quantiles, items_per_part)
     with ray_session(address, workers) as ray:
         executor = RayExecutor(ray, cluster_workers(ray, workers))
         try:
@@ -345,9 +353,7 @@ def predict_local(
         model_dir, out, horizon, quantiles, items_per_part, progress: as for
             :func:`predict_on_ray`.
     """
-    _output_file(out)
-    check_workers(workers)
-    check_part_size(items_per_part)
+    _check_settings(out, workers, quantiles, items_per_part)
     n_parts = scan_panel(Path(model_dir) / PANEL_DIR).n_parts(items_per_part)
     with local_executor(workers, n_parts) as executor:
         return predict_parts(
